@@ -1,0 +1,30 @@
+# Every target bootstraps .venv itself: `make test` on a fresh clone is all CI needs.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Two cores: one torch thread per process avoids oversubscription in tests.
+export OMP_NUM_THREADS ?= 2
+
+.PHONY: test demo bench lint clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,bench,mosek]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	$(VENV)/bin/convexrobust demo
+
+bench: $(STAMP)
+	$(PY) benchmarks/solvers.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check convexrobust solvers tests
+
+clean:
+	rm -rf $(VENV)

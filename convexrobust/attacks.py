@@ -1,0 +1,281 @@
+r"""Projected gradient descent (PGD) attacks for evaluating classifiers empirically.
+
+Reference: A. Madry, A. Makelov, L. Schmidt, D. Tsipras and A. Vladu, "Towards Deep Learning
+Models Resistant to Adversarial Attacks", ICLR 2018.  The loss is the margin loss of
+N. Carlini and D. Wagner, "Towards Evaluating the Robustness of Neural Networks", IEEE S&P 2017.
+
+For a classifier with scores :math:`s(x) \in \mathbb{R}^C` and label :math:`y` the margin is
+
+.. math::
+
+    \mu(x, y) = s_y(x) - \max_{k \ne y} s_k(x),
+
+and for a binary classifier with a single score :math:`s(x)` (class 1 iff :math:`s(x) > 0`)
+it is :math:`\mu(x, y) = (2y - 1)\, s(x)`.  A sample is misclassified iff :math:`\mu < 0`.
+PGD approximately solves :math:`\min_{\|\delta\|_p \le \varepsilon} \mu(x + \delta, y)`
+(an upper bound on the true worst-case margin; certificates give lower bounds) by
+
+.. math::
+
+    \delta \leftarrow \Pi_{\|\cdot\|_p \le \varepsilon}
+    \bigl(\delta - \eta\, d(\nabla_\delta \mu)\bigr),
+
+with :math:`d(g) = \operatorname{sign}(g)` for :math:`p = \infty` (steepest descent for the
+:math:`\ell_\infty` norm) and :math:`d(g) = g / \|g\|_2` for :math:`p = 2`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["margin", "pgd_attack"]
+
+logger = logging.getLogger(__name__)
+
+_L2_NAMES = {"2", "l2"}
+_LINF_NAMES = {"inf", "linf"}
+
+
+def margin(scores: Tensor, y: Tensor) -> Tensor:
+    r"""Classification margin :math:`\mu`; negative iff the sample is misclassified.
+
+    Args:
+        scores: ``(n, C)`` class scores with :math:`C \ge 2`, or ``(n,)`` / ``(n, 1)`` single
+            scores of a binary classifier (class 1 iff the score is positive).
+        y: ``(n,)`` integer labels (in ``{0, 1}`` for single-score binary classifiers).
+
+    Returns:
+        ``(n,)`` tensor :math:`s_y - \max_{k \ne y} s_k`, or :math:`(2y - 1)\, s` in the binary
+        single-score case.
+    """
+    y = y.reshape(-1)
+    if scores.ndim == 1 or (scores.ndim == 2 and scores.shape[1] == 1):
+        s = scores.reshape(-1)
+        return (2 * y.to(s.dtype) - 1) * s
+    if scores.ndim != 2:
+        raise ValueError(
+            f"scores must have shape (n,), (n, 1) or (n, C), got {tuple(scores.shape)}"
+        )
+    labels = y.long().unsqueeze(1)
+    true = scores.gather(1, labels).squeeze(1)
+    others = scores.scatter(1, labels, float("-inf"))
+    return true - others.max(dim=1).values
+
+
+def _parse_norm(norm: float | str) -> float:
+    if isinstance(norm, str):
+        key = norm.strip().lower()
+        if key in _L2_NAMES:
+            return 2.0
+        if key in _LINF_NAMES:
+            return math.inf
+    elif isinstance(norm, (int, float)) and not isinstance(norm, bool):
+        if norm == 2:
+            return 2.0
+        if norm == math.inf:
+            return math.inf
+    raise ValueError(f"unsupported norm {norm!r}: use 2, '2', 'l2', float('inf'), 'inf' or 'linf'")
+
+
+def _per_sample(value: float | Tensor, n: int, like: Tensor, name: str) -> Tensor:
+    """Broadcast a scalar or ``(n,)`` value to an ``(n,)`` tensor with the dtype/device of x."""
+    if isinstance(value, Tensor):
+        t = value.detach().to(dtype=like.dtype, device=like.device).reshape(-1)
+    else:  # build directly in x's dtype: a float32 detour would round e.g. 0.3 up by 1e-8
+        t = torch.tensor(value, dtype=like.dtype, device=like.device).reshape(-1)
+    if t.numel() == 1:
+        t = t.expand(n)
+    if t.shape != (n,):
+        raise ValueError(f"{name} must be a scalar or have shape ({n},), got {tuple(t.shape)}")
+    if not bool(torch.all(torch.isfinite(t))) or bool(torch.any(t < 0)):
+        raise ValueError(f"{name} must be finite and non-negative")
+    return t
+
+
+def _norms(v: Tensor, p: float) -> Tensor:
+    flat = v.reshape(v.shape[0], -1)
+    return flat.abs().amax(dim=1) if p == math.inf else flat.norm(dim=1)
+
+
+def _project(delta: Tensor, eps_b: Tensor, p: float) -> Tensor:
+    r"""Euclidean projection of each :math:`\delta_i` onto :math:`\|\delta\|_p \le \varepsilon_i`.
+
+    Clipping for :math:`p = \infty`, radial rescaling for :math:`p = 2`.
+    """
+    if p == math.inf:
+        return torch.maximum(torch.minimum(delta, eps_b), -eps_b)
+    tiny = torch.finfo(delta.dtype).tiny
+    n = _norms(delta, p).clamp_min(tiny).reshape(eps_b.shape)
+    return delta * torch.clamp(eps_b / n, max=1.0)
+
+
+def _random_start(x: Tensor, eps_b: Tensor, p: float, gen: torch.Generator) -> Tensor:
+    r"""Uniform sample from :math:`\{\|\delta\|_p \le \varepsilon_i\}` for every sample."""
+    gen_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    if p == math.inf:
+        u = torch.rand(x.shape, generator=gen, dtype=gen_dtype, device=x.device)
+        return (2 * u - 1).to(x.dtype) * eps_b
+    # Uniform in the l2 ball: Gaussian direction, radius eps * U^(1/D).
+    dim = x[0].numel()
+    g = torch.randn(x.shape, generator=gen, dtype=gen_dtype, device=x.device)
+    g = g / _norms(g, 2.0).clamp_min(torch.finfo(gen_dtype).tiny).reshape(-1, *[1] * (x.ndim - 1))
+    r = torch.rand(x.shape[0], generator=gen, dtype=gen_dtype, device=x.device) ** (1.0 / dim)
+    delta = (g * r.reshape(g.shape[0], *[1] * (x.ndim - 1))).to(x.dtype) * eps_b
+    return _project(delta, eps_b, p)  # guards against round-off outside the ball
+
+
+def pgd_attack(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    norm: float | str,
+    eps: float | Tensor,
+    steps: int = 50,
+    restarts: int = 1,
+    step_size: float | None = None,
+    clamp: tuple[float, float] | None = None,
+    seed: int = 0,
+    multi_targeted: bool = False,
+) -> Tensor:
+    r"""Untargeted PGD minimising the margin :math:`\mu(x + \delta, y)` over an :math:`\ell_p` ball.
+
+    Each restart runs ``steps`` projected steps on the loss :math:`-\mu` (see the module
+    docstring).  Restart 0 starts at :math:`\delta = 0`; restarts :math:`r \ge 1` start at
+    uniform random points of the ball, drawn from a ``torch.Generator`` seeded with ``seed``
+    (so the result is deterministic for a deterministic model).  Every iterate, including the
+    start and the final one, is evaluated, and per sample the iterate with the lowest margin
+    over all steps and restarts is returned; thus more restarts never give a larger margin than
+    restart 0 alone.
+
+    The untargeted margin loss is a maximum of several functions and PGD on it can stop in a
+    local optimum even for a *linear* multi-class model (the gradient only ever sees the current
+    runner-up class).  With ``multi_targeted=True`` and :math:`C > 2` classes every restart is
+    instead run once per offset :math:`k = 1, \dots, C-1` on the targeted margin
+    :math:`s_y - s_{(y+k) \bmod C}` (multi-targeted PGD, Gowal et al., "An Alternative Surrogate
+    Loss for PGD-based Adversarial Testing", 2019), still keeping the iterate with the lowest
+    full margin :math:`\mu`.  Since :math:`\min_\delta \mu = \min_k \min_\delta (s_y -
+    s_k)`, this solves the attack problem exactly for linear models, at :math:`C - 1` times the
+    cost.
+
+    Args:
+        model: maps ``(n, ...)`` inputs to ``(n, C)`` scores, or ``(n,)`` / ``(n, 1)`` single
+            scores of a binary classifier.  Putting it in eval mode is the caller's job; its
+            parameters' ``.grad`` are never touched (gradients are taken w.r.t. the input only).
+        x: ``(n, ...)`` floating-point inputs (any dtype and device).  When ``clamp`` is given,
+            ``x`` should lie in the box, otherwise ball and box may not intersect.
+        y: ``(n,)`` labels.
+        norm: ``2`` / ``"2"`` / ``"l2"`` or ``float("inf")`` / ``"inf"`` / ``"linf"``.
+        eps: radius, a scalar or an ``(n,)`` tensor of finite non-negative per-sample radii
+            (``eps = 0`` leaves that sample unchanged).
+        steps: number of gradient steps per restart (``>= 0``).
+        restarts: number of starts (``>= 1``).
+        step_size: step length :math:`\eta` (same for every sample); defaults to
+            ``2.5 * eps / steps`` per sample.
+        clamp: optional ``(low, high)`` box (e.g. the pixel range) that iterates are clipped to
+            after the ball projection; clipping towards a box that contains ``x`` cannot
+            increase :math:`|\delta_i|` coordinate-wise, so the norm bound is kept.
+        seed: seed of the generator used for the random starts.
+        multi_targeted: run one targeted pass per wrong class (see above); ignored for binary
+            models and :math:`C = 2`.
+
+    Returns:
+        Detached ``x_adv`` with the shape, dtype and device of ``x``, with
+        :math:`\|x_{adv} - x\|_p \le \varepsilon` per sample (up to floating-point round-off in
+        the subtraction) and inside ``clamp`` when given.
+
+    Raises:
+        ValueError: on an unsupported norm, a negative or non-finite radius, ``steps < 0``,
+            ``restarts < 1``, non-floating ``x``, mismatched batch sizes or an empty box.
+    """
+    p = _parse_norm(norm)
+    if not x.is_floating_point():
+        raise ValueError(f"x must be a floating-point tensor, got {x.dtype}")
+    if steps < 0 or restarts < 1:
+        raise ValueError(f"need steps >= 0 and restarts >= 1, got {steps} and {restarts}")
+    n = x.shape[0]
+    y = y.reshape(-1).to(x.device)
+    if y.shape[0] != n:
+        raise ValueError(f"x has {n} samples but y has {y.shape[0]}")
+    if clamp is not None and not clamp[0] <= clamp[1]:
+        raise ValueError(f"empty clamp box {clamp}")
+    x = x.detach()
+    if n == 0:
+        return x.clone()
+
+    bshape = (n,) + (1,) * (x.ndim - 1)
+    eps_t = _per_sample(eps, n, x, "eps")
+    eps_b = eps_t.reshape(bshape)
+    if step_size is None:
+        eta_b = (2.5 * eps_t / max(steps, 1)).reshape(bshape)
+    else:
+        eta_b = _per_sample(step_size, n, x, "step_size").reshape(bshape)
+    gen = torch.Generator(device=x.device)
+    gen.manual_seed(seed)
+
+    targets: list[Tensor | None] = [None]  # None: untargeted margin loss
+    if multi_targeted:
+        with torch.no_grad():
+            scores0 = model(x)
+        n_classes = scores0.shape[1] if scores0.ndim == 2 else 1
+        if n_classes > 2:
+            targets = [(y.long() + k) % n_classes for k in range(1, n_classes)]
+
+    def evaluate(
+        x_cur: Tensor, target: Tensor | None, need_grad: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        x_var = x_cur.detach().requires_grad_(need_grad)
+        with torch.set_grad_enabled(need_grad):
+            scores = model(x_var)
+            mu = margin(scores, y)
+            grad = None
+            if need_grad:
+                if target is None:
+                    objective = mu
+                else:
+                    objective = scores.gather(1, y.long()[:, None]) - scores.gather(
+                        1, target[:, None]
+                    )
+                # d(-objective)/dx; samples are independent, so this is per-sample.
+                (grad,) = torch.autograd.grad(-objective.sum(), x_var)
+        return mu.detach().reshape(-1), grad
+
+    best_x = x.clone()
+    best_mu = torch.full((n,), math.inf, dtype=x.dtype, device=x.device)
+    tiny = torch.finfo(x.dtype).tiny
+    for r, target in itertools.product(range(restarts), targets):
+        delta = torch.zeros_like(x) if r == 0 else _random_start(x, eps_b, p, gen)
+        x_cur = x + delta
+        if clamp is not None and r > 0:
+            x_cur = x_cur.clamp(clamp[0], clamp[1])
+        for t in range(steps + 1):
+            mu, grad = evaluate(x_cur, target, need_grad=t < steps)
+            better = mu < best_mu
+            best_mu = torch.where(better, mu.to(best_mu.dtype), best_mu)
+            best_x = torch.where(better.reshape(bshape), x_cur, best_x)
+            if grad is None:
+                break
+            if p == math.inf:
+                direction = grad.sign()
+            else:
+                direction = grad / _norms(grad, 2.0).clamp_min(tiny).reshape(bshape)
+            delta = _project(x_cur - x + eta_b * direction, eps_b, p)
+            x_cur = x + delta
+            if clamp is not None:
+                x_cur = x_cur.clamp(clamp[0], clamp[1])
+    logger.debug(
+        "pgd_attack: norm=%s, %d restart(s) x %d target pass(es) x %d step(s), "
+        "%d/%d samples misclassified",
+        p,
+        restarts,
+        len(targets),
+        steps,
+        int((best_mu < 0).sum()),
+        n,
+    )
+    return best_x.detach()

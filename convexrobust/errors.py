@@ -1,0 +1,39 @@
+"""Typed errors. Each message says what went wrong and what to do about it.
+
+* :class:`InvalidInputError` — the caller passed data or a parameter the program cannot take
+  (wrong shape, NaN/inf, a single class, ε < 0, an unknown loss or solver name).
+* :class:`SolverUnavailableError` — the requested solver is not installed or not licensed.
+* :class:`SolverFailedError` — the solver ran but did not return an optimal solution
+  (infeasible, unbounded, inaccurate, diverged); carries the solver's status.
+"""
+
+from __future__ import annotations
+
+
+class ConvexRobustError(Exception):
+    """Base class of every error raised by convexrobust."""
+
+
+class InvalidInputError(ConvexRobustError, ValueError):
+    """Input data or a parameter is not acceptable; the message names the fix."""
+
+
+class SolverUnavailableError(ConvexRobustError, RuntimeError):
+    """The requested solver cannot be used here (not installed, or no licence)."""
+
+
+class SolverFailedError(ConvexRobustError, RuntimeError):
+    """A solver finished without an optimal solution.
+
+    Attributes
+    ----------
+    status:
+        The solver's own status string (e.g. ``"infeasible"``, ``"optimal_inaccurate"``).
+    solver:
+        The name of the solver that failed.
+    """
+
+    def __init__(self, message: str, *, status: str | None = None, solver: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.solver = solver

@@ -1,0 +1,129 @@
+"""The two-layer networks that the convex programs return, as ordinary ``torch.nn.Module``s.
+
+``TwoLayerReLU``:        ``f(x) = Σ_j α_j (u_jᵀx + b_j)_+``          (Pilanci & Ergen, ICML 2020)
+``TwoLayerPolynomial``:  ``f(x) = Σ_j α_j σ(u_jᵀx)``, ``σ(t) = a t² + b t + c``, ``‖u_j‖₂ = 1``
+                         (Bartan & Pilanci, arXiv 2101.02429)
+
+``α_j`` is a row of the (m, C) output matrix: one column per output. A single output is a
+binary classifier (class 1 ⇔ f > 0) or a regressor; C ≥ 2 outputs classify by ``argmax``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class PolynomialActivation:
+    """``σ(t) = a t² + b t + c``."""
+
+    a: float
+    b: float
+    c: float
+
+    @classmethod
+    def relu_fit(cls, L: float = 5.0) -> PolynomialActivation:  # noqa: N803 - the paper's L
+        """Least-squares fit of ReLU on ``[−L, L]``: ``a = 15/(32L)``, ``b = 1/2``, ``c = 3L/32``
+        (MATH.md §3; L = 5 gives (0.09375, 0.5, 0.46875))."""
+        return cls(15.0 / (32.0 * L), 0.5, 3.0 * L / 32.0)
+
+    def __call__(self, t: torch.Tensor) -> torch.Tensor:
+        return self.a * t.square() + self.b * t + self.c
+
+
+def _as_tensor(x: object, dtype: torch.dtype, device: torch.device | str | None) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x, dtype=dtype,
+                           device=device)
+
+
+class _TwoLayer(nn.Module):
+    """Shared bookkeeping: sizes and class prediction."""
+
+    weight: nn.Parameter
+    output: nn.Parameter
+
+    @property
+    def n_neurons(self) -> int:
+        """Width ``m`` of the hidden layer."""
+        return self.weight.shape[0]
+
+    @property
+    def n_features(self) -> int:
+        return self.weight.shape[1]
+
+    @property
+    def n_outputs(self) -> int:
+        return self.output.shape[1]
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Class indices: ``1[f > 0]`` for one output, ``argmax_c f_c`` otherwise."""
+        scores = self(x)
+        if scores.shape[1] == 1:
+            return (scores[:, 0] > 0).long()
+        return scores.argmax(dim=1)
+
+
+class TwoLayerReLU(_TwoLayer):
+    """``f(x) = relu(x Uᵀ + b) α`` with ``U`` (m, d), ``b`` (m,), ``α`` (m, C)."""
+
+    def __init__(self, weight: object, bias: object, output: object, *,
+                 dtype: torch.dtype = torch.float64, device: torch.device | str | None = None):
+        super().__init__()
+        self.weight = nn.Parameter(_as_tensor(weight, dtype, device))
+        self.bias = nn.Parameter(_as_tensor(bias, dtype, device))
+        self.output = nn.Parameter(_as_tensor(output, dtype, device))
+        if self.bias.shape != (self.n_neurons,) or self.output.shape[0] != self.n_neurons:
+            raise ValueError("weight (m, d), bias (m,) and output (m, C) must agree on m")
+
+    def preactivations(self, x: torch.Tensor) -> torch.Tensor:
+        """``u_jᵀx + b_j`` for every sample and neuron, shape (n, m)."""
+        return x @ self.weight.T + self.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.preactivations(x)) @ self.output
+
+    def extra_repr(self) -> str:
+        return f"features={self.n_features}, neurons={self.n_neurons}, outputs={self.n_outputs}"
+
+
+class TwoLayerPolynomial(_TwoLayer):
+    """``f(x) = σ(x Uᵀ) α`` with unit-norm rows ``u_j`` of ``U`` (m, d) and ``α`` (m, C)."""
+
+    def __init__(self, weight: object, output: object, activation: PolynomialActivation, *,
+                 dtype: torch.dtype = torch.float64, device: torch.device | str | None = None):
+        super().__init__()
+        self.weight = nn.Parameter(_as_tensor(weight, dtype, device))
+        self.output = nn.Parameter(_as_tensor(output, dtype, device))
+        if self.output.shape[0] != self.n_neurons:
+            raise ValueError("weight (m, d) and output (m, C) must agree on m")
+        self.register_buffer(
+            "coefficients",
+            torch.tensor([activation.a, activation.b, activation.c], dtype=dtype, device=device),
+        )
+
+    @property
+    def activation(self) -> PolynomialActivation:
+        a, b, c = (float(v) for v in self.coefficients)
+        return PolynomialActivation(a, b, c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b, c = self.coefficients
+        t = x @ self.weight.T
+        return (a * t.square() + b * t + c) @ self.output
+
+    def quadratic_form(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(Q, q, s)`` with ``f_c(x) = a xᵀQ_c x + b q_cᵀx + c s_c``:
+        ``Q_c = Σ_j α_jc u_j u_jᵀ`` (C, d, d), ``q_c = Σ_j α_jc u_j`` (C, d), ``s_c = Σ_j α_jc``."""
+        U, A = self.weight, self.output
+        Q = torch.einsum("mc,md,me->cde", A, U, U)
+        return Q, A.T @ U, A.sum(dim=0)
+
+    def extra_repr(self) -> str:
+        act = self.activation
+        return (f"features={self.n_features}, neurons={self.n_neurons}, outputs={self.n_outputs}, "
+                f"sigma(t)={act.a:g}t^2+{act.b:g}t+{act.c:g}")

@@ -1,0 +1,7 @@
+"""Solver-agnostic convex programs (MATH.md §1–4)."""
+
+from convexrobust.problems.base import ConvexProgram
+from convexrobust.problems.patterns import Patterns, enumerate_patterns, sample_patterns
+from convexrobust.problems.relu import ConvexReLU
+
+__all__ = ["ConvexProgram", "ConvexReLU", "Patterns", "enumerate_patterns", "sample_patterns"]

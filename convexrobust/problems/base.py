@@ -1,0 +1,107 @@
+"""What every convex program offers, whatever solves it.
+
+A program is data (features, encoded targets, loss, regulariser, threat) plus three renderings
+of one piece of math: a ``cvxpy.Problem`` for conic solvers, a differentiable torch objective
+for first-order solvers, and the judge — :meth:`ConvexProgram.objective` and
+:meth:`ConvexProgram.violation` — that scores any candidate solution the same way, whichever
+solver produced it. Candidate solutions are plain dicts of numpy arrays ("values").
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import cvxpy as cp
+import numpy as np
+import torch
+from torch import nn
+
+from convexrobust._validation import Targets
+from convexrobust.errors import InvalidInputError
+from convexrobust.threat import ThreatModel
+
+Values = dict[str, np.ndarray]
+
+
+def check_threat(threat: object) -> ThreatModel | None:
+    """``None`` or a :class:`ThreatModel`; a zero radius means nominal training."""
+    if threat is None:
+        return None
+    if not isinstance(threat, ThreatModel):
+        raise InvalidInputError(
+            f"threat must be a ThreatModel such as cr.L2(0.5) or cr.Linf(0.1), got {threat!r}"
+        )
+    return threat if threat.eps > 0 else None
+
+
+class ConvexProgram(ABC):
+    """Base class of the solver-agnostic programs (MATH.md §1–4)."""
+
+    family: ClassVar[str]
+    X: np.ndarray
+    targets: Targets
+    loss: str
+    beta: float
+    threat: ThreatModel | None
+
+    @property
+    def n_samples(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def n_features(self) -> int:
+        return self.X.shape[1]
+
+    @property
+    def n_outputs(self) -> int:
+        return self.targets.n_outputs
+
+    @property
+    def is_robust(self) -> bool:
+        return self.threat is not None
+
+    @abstractmethod
+    def to_cvxpy(self) -> cp.Problem:
+        """The program as a ``cvxpy.Problem`` with named variables (see the class docstring)."""
+
+    @abstractmethod
+    def values_from_cvxpy(self, problem: cp.Problem) -> Values:
+        """Read a solved ``cvxpy.Problem`` (from :meth:`to_cvxpy`, possibly with constraints a
+        user added) back into this program's values dict."""
+
+    @abstractmethod
+    def objective(self, values: Values) -> float:
+        """The program's objective at ``values``, recomputed from the primal variables."""
+
+    @abstractmethod
+    def violation(self, values: Values) -> float:
+        """The largest constraint violation of ``values`` (0 when feasible)."""
+
+    @abstractmethod
+    def network(self, values: Values, *, dtype: torch.dtype = torch.float64,
+                device: torch.device | str | None = None) -> nn.Module:
+        """The two-layer network recovered from ``values``."""
+
+    @abstractmethod
+    def training_predictions(self, values: Values) -> np.ndarray:
+        """The convex model's outputs ŷ on the training data, shape (n, outputs)."""
+
+    @abstractmethod
+    def robust_margins(self, values: Values) -> np.ndarray:
+        """The worst-case margins (classification) the program assigns to each training point,
+        shape (n,): the minimum over the threat ball (and over competitors) of
+        ``t·f`` (binary) or ``f_y − f_c`` (multi-class). For a nominal program, the margins."""
+
+    @abstractmethod
+    def n_variables(self) -> int:
+        """Number of scalar unknowns; used to pick a solver."""
+
+    def describe(self) -> str:
+        threat = self.threat.name if self.threat else "nominal"
+        return (f"{type(self).__name__}(n={self.n_samples}, d={self.n_features}, "
+                f"outputs={self.n_outputs}, task={self.targets.task}, loss={self.loss}, "
+                f"beta={self.beta:g}, threat={threat})")
+
+    def __repr__(self) -> str:
+        return self.describe()

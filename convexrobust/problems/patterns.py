@@ -1,0 +1,78 @@
+"""Activation (sign) patterns of a two-layer ReLU network on the training data.
+
+Pilanci & Ergen (ICML 2020, arXiv 2002.10553): a ReLU neuron ``u`` acts on the data matrix as
+``(X u)_+ = D X u`` with ``D = diag(1[X u ≥ 0])``. The convex program has one pair of weight
+vectors per pattern ``D_i``; we sample ``D_i = diag(1[X g_i ≥ 0])`` with Gaussian gates
+``g_i ~ N(0, I)``, drop duplicates and the all-zero pattern (MATH.md §1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import comb
+
+import numpy as np
+
+from convexrobust.errors import InvalidInputError
+
+
+@dataclass(frozen=True)
+class Patterns:
+    """Sampled patterns: ``masks[k, i] = 1[x_kᵀ g_i ≥ 0]`` and the gates ``g_i`` (columns)."""
+
+    masks: np.ndarray  # (n, P) float64 of 0/1
+    gates: np.ndarray  # (d, P)
+
+    @property
+    def count(self) -> int:
+        return self.masks.shape[1]
+
+
+def _unique_nonzero(masks: np.ndarray, gates: np.ndarray) -> Patterns:
+    keep = masks.any(axis=0)
+    masks, gates = masks[:, keep], gates[:, keep]
+    _, first = np.unique(masks.T, axis=0, return_index=True)
+    first = np.sort(first)  # keep the sampling order: deterministic and seed-stable
+    return Patterns(masks[:, first].astype(np.float64), gates[:, first])
+
+
+def sample_patterns(X: np.ndarray, n_patterns: int, *, seed: int = 0) -> Patterns:
+    """Sample up to ``n_patterns`` distinct, non-zero patterns with Gaussian gates.
+
+    ``X`` is the (n, d) matrix the network sees, including a constant bias column if any, so
+    gates are affine hyperplanes in the original features.
+    """
+    if int(n_patterns) != n_patterns or n_patterns < 1:
+        raise InvalidInputError(f"n_patterns must be a positive integer, got {n_patterns!r}")
+    rng = np.random.default_rng(seed)
+    gates = rng.standard_normal((X.shape[1], int(n_patterns)))
+    return _unique_nonzero(X @ gates >= 0, gates)
+
+
+def arrangement_size(n: int, d: int) -> int:
+    """Number of patterns of ``n`` central hyperplanes in general position in ``R^d``
+    (Cover 1965): ``2 Σ_{k<d} C(n−1, k)``, the all-zero pattern included."""
+    return 2 * sum(comb(n - 1, k) for k in range(d))
+
+
+def enumerate_patterns(X: np.ndarray, *, seed: int = 0, max_gates: int = 2_000_000) -> Patterns:
+    """All non-zero patterns of a small data set, found by dense random sampling.
+
+    Sampling stops once the count reaches :func:`arrangement_size` (data in general position);
+    otherwise after ``max_gates`` gates. Use only for tiny problems (tests, exactness checks).
+    """
+    n, d = X.shape
+    target = arrangement_size(n, d) - 1  # the all-zero pattern is dropped
+    rng = np.random.default_rng(seed)
+    found: dict[bytes, np.ndarray] = {}
+    drawn = 0
+    while drawn < max_gates and len(found) < target:
+        gates = rng.standard_normal((d, 20_000))
+        drawn += gates.shape[1]
+        masks = X @ gates >= 0
+        for j in np.flatnonzero(masks.any(axis=0)):
+            key = np.packbits(masks[:, j]).tobytes()
+            if key not in found:
+                found[key] = gates[:, j]
+    gate_matrix = np.stack(list(found.values()), axis=1)
+    return _unique_nonzero(X @ gate_matrix >= 0, gate_matrix)

@@ -1,0 +1,318 @@
+"""Convex training of two-layer ReLU networks, nominal (program a) and adversarial (program b).
+
+Program (a), Pilanci & Ergen (ICML 2020, arXiv 2002.10553), over sign patterns ``D_i``
+(:mod:`convexrobust.problems.patterns`), ``E_i = 2D_i − I``::
+
+    minimise   ℓ( Σ_i D_i X (v_i − w_i), y ) + β Σ_i (‖v_i‖₂ + ‖w_i‖₂)
+    subject to E_i X v_i ≥ 0,  E_i X w_i ≥ 0
+
+Program (b), Bai, Gautam & Sojoudi (arXiv 2105.12237, 2201.01965), any ℓp threat of radius ε:
+by Hölder the cone constraints become ``E_i X v_i ≥ ε ‖v_i‖_q`` (q the dual exponent, norms over
+the non-constant coordinates), no pattern changes on any training ball, the model is affine
+there with slope ``a_k = Σ_i d_ki (v_i − w_i)``, and the worst-case margin is exactly
+``m_k = y_k x_kᵀa_k − ε ‖a_k‖_q`` (MATH.md §2). Multi-class margins are pairwise:
+``m_kc = x_kᵀ(a_{k,y} − a_{k,c}) − ε ‖a_{k,y} − a_{k,c}‖_q``.
+
+Variables: per output ``c``, ``V{c}`` and ``W{c}`` of shape (P, d̃) — row ``i`` is ``v_i``
+(``w_i``), d̃ = d + 1 with the bias column last. The values dict holds ``V`` and ``W`` stacked as
+(C, P, d̃).
+"""
+
+from __future__ import annotations
+
+import cvxpy as cp
+import numpy as np
+import torch
+
+from convexrobust._validation import (
+    check_choice,
+    check_features,
+    check_positive,
+    encode_targets,
+    infer_task,
+)
+from convexrobust.errors import InvalidInputError
+from convexrobust.networks.two_layer import TwoLayerReLU
+from convexrobust.problems.base import ConvexProgram, Values, check_threat
+from convexrobust.problems.losses import (
+    LOSSES,
+    MARGIN_LOSSES,
+    elementwise_cvxpy,
+    elementwise_torch,
+    pairwise_cvxpy,
+    pairwise_torch,
+)
+from convexrobust.problems.patterns import Patterns, sample_patterns
+from convexrobust.threat import ThreatModel
+
+
+class ConvexReLU(ConvexProgram):
+    """The convex (adversarial) training program of a two-layer ReLU network.
+
+    Parameters
+    ----------
+    X, y:
+        Training data (n, d) and labels (classification) or targets (regression).
+    n_patterns:
+        Number of Gaussian gates to sample; duplicates and the zero pattern are dropped.
+    loss:
+        ``"squared"``, ``"hinge"`` or ``"logistic"`` (see :mod:`convexrobust.problems.losses`).
+    beta:
+        Group-lasso weight β ≥ 0 (the data term is a mean over samples).
+    threat:
+        ``None`` for program (a); a :class:`~convexrobust.ThreatModel` for program (b).
+    bias:
+        Append a constant feature (never perturbed) so neurons have biases.
+    seed:
+        Seed of the pattern sampler.
+    task:
+        ``"auto"`` (classification unless the squared loss gets real-valued targets),
+        ``"classification"`` or ``"regression"``.
+    patterns:
+        Use these patterns instead of sampling (e.g. from
+        :func:`~convexrobust.problems.patterns.enumerate_patterns`); computed on the matrix
+        with the bias column.
+    """
+
+    family = "relu"
+
+    def __init__(self, X: object, y: object, *, n_patterns: int = 100, loss: str = "squared",
+                 beta: float = 1e-3, threat: ThreatModel | None = None, bias: bool = True,
+                 seed: int = 0, task: str = "auto", patterns: Patterns | None = None):
+        self.X = check_features(X)
+        self.loss = check_choice(loss, "loss", LOSSES)
+        self.beta = check_positive(beta, "beta")
+        self.threat = check_threat(threat)
+        task = check_choice(task, "task", ("auto", "classification", "regression"))
+        if task == "auto":
+            task = infer_task(y, self.loss)
+        if task == "regression" and self.loss != "squared":
+            raise InvalidInputError(
+                f"the {self.loss} loss is for classification; use loss='squared' for regression"
+            )
+        self.targets = encode_targets(y, self.n_samples, task=task)
+        self.bias = bool(bias)
+        self.Xb = np.hstack([self.X, np.ones((self.n_samples, 1))]) if self.bias else self.X
+        if patterns is None:
+            patterns = sample_patterns(self.Xb, n_patterns, seed=seed)
+        elif patterns.masks.shape[0] != self.n_samples:
+            raise InvalidInputError("patterns were computed on a data set of a different size")
+        self.patterns = patterns
+        self._torch_cache: dict[tuple, dict[str, torch.Tensor]] = {}
+
+    # ------------------------------------------------------------------ sizes and helpers
+    @property
+    def n_patterns(self) -> int:
+        return self.patterns.count
+
+    @property
+    def _pairwise(self) -> bool:
+        """Multi-class margin losses use pairwise margins; everything else is per output."""
+        return self.targets.task == "multiclass" and self.loss in MARGIN_LOSSES
+
+    def n_variables(self) -> int:
+        return 2 * self.n_outputs * self.n_patterns * self.Xb.shape[1]
+
+    def _eps_q(self) -> tuple[float, float]:
+        return (self.threat.eps, self.threat.dual) if self.threat else (0.0, 2.0)
+
+    def tensors(self, dtype: torch.dtype = torch.float64,
+                device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+        """The program's data as torch tensors (cached per dtype and device)."""
+        key = (dtype, str(device))
+        if key not in self._torch_cache:
+            t = self.targets
+            data = {
+                "Xb": torch.as_tensor(self.Xb, dtype=dtype, device=device),
+                "D": torch.as_tensor(self.patterns.masks, dtype=dtype, device=device),
+                "T": torch.as_tensor(t.values, dtype=dtype, device=device),
+            }
+            if t.labels is not None:
+                labels = torch.as_tensor(t.labels, device=device)
+                data["labels"] = labels
+                others = torch.ones(self.n_samples, t.n_outputs, dtype=dtype, device=device)
+                if t.task == "multiclass":
+                    others[torch.arange(self.n_samples, device=device), labels] = 0
+                data["others"] = others
+            self._torch_cache[key] = data
+        return self._torch_cache[key]
+
+    # ------------------------------------------------------------------ torch rendering
+    def slopes_torch(self, V: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+        """Per-sample slopes ``a_{k,c} = Σ_i d_ki (v_{i,c} − w_{i,c})``, shape (C, n, d̃)."""
+        D = self.tensors(V.dtype, V.device)["D"]
+        return torch.einsum("np,cpd->cnd", D, V - W)
+
+    def _outputs(self, V: torch.Tensor, W: torch.Tensor):
+        data = self.tensors(V.dtype, V.device)
+        S = self.slopes_torch(V, W)
+        return data, S, torch.einsum("cnd,nd->nc", S, data["Xb"])
+
+    def _worst_margins(self, V: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+        """Exact worst-case margins over the threat ball: binary (n, 1) ``t·ŷ − ε‖a‖_q``;
+        multi-class (n, C) pairwise ``f_y − f_c − ε‖a_y − a_c‖_q`` (0 in the true column)."""
+        data, S, yhat = self._outputs(V, W)
+        eps, q = self._eps_q()
+        d = self.n_features
+        if self.targets.task == "multiclass":
+            idx = torch.arange(self.n_samples, device=V.device)
+            margins = yhat[idx, data["labels"]].unsqueeze(1) - yhat
+            if eps:
+                diff = S[data["labels"], idx].unsqueeze(0) - S  # (C, n, d̃)
+                margins = margins - eps * torch.linalg.vector_norm(diff[..., :d], ord=q, dim=-1).T
+            return margins
+        spread = eps * torch.linalg.vector_norm(S[..., :d], ord=q, dim=-1).T if eps else 0.0
+        return data["T"] * yhat - spread
+
+    def _worst_residuals(self, V: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+        """Exact worst-case absolute residuals ``|t − ŷ| + ε‖a‖_q`` per output, (n, C)."""
+        data, S, yhat = self._outputs(V, W)
+        eps, q = self._eps_q()
+        resid = (data["T"] - yhat).abs()
+        if eps:
+            resid = resid + eps * torch.linalg.vector_norm(
+                S[..., : self.n_features], ord=q, dim=-1).T
+        return resid
+
+    def objective_torch(self, V: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+        """The objective as a differentiable function of ``V``, ``W`` (C, P, d̃)."""
+        if self.loss == "squared":
+            data = elementwise_torch("squared", self._worst_residuals(V, W)).sum(dim=1).mean()
+        elif self._pairwise:
+            others = self.tensors(V.dtype, V.device)["others"]
+            data = pairwise_torch(self.loss, self._worst_margins(V, W), others).mean()
+        else:
+            data = elementwise_torch(self.loss, self._worst_margins(V, W)).sum(dim=1).mean()
+        reg = torch.linalg.vector_norm(V, dim=-1).sum() + torch.linalg.vector_norm(W, dim=-1).sum()
+        return data + self.beta * reg
+
+    def cone_slack_torch(self, Z: torch.Tensor) -> torch.Tensor:
+        """``E_i X z_i − ε‖z_i‖_q`` for every output, pattern and sample, shape (C, P, n);
+        the cone constraints say it is ≥ 0."""
+        data = self.tensors(Z.dtype, Z.device)
+        eps, q = self._eps_q()
+        E = 2 * data["D"] - 1
+        slack = torch.einsum("nd,cpd->cpn", data["Xb"], Z) * E.T.unsqueeze(0)
+        if eps:
+            slack = slack - eps * torch.linalg.vector_norm(
+                Z[..., : self.n_features], ord=q, dim=-1
+            ).unsqueeze(-1)
+        return slack
+
+    # ------------------------------------------------------------------ the judge
+    def _as_tensors(self, values: Values) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = (self.n_outputs, self.n_patterns, self.Xb.shape[1])
+        V = torch.as_tensor(np.asarray(values["V"], dtype=np.float64))
+        W = torch.as_tensor(np.asarray(values["W"], dtype=np.float64))
+        if V.shape != shape or W.shape != shape:
+            raise InvalidInputError(f"V and W must have shape {shape}, got {V.shape}, {W.shape}")
+        return V, W
+
+    def objective(self, values: Values) -> float:
+        V, W = self._as_tensors(values)
+        return float(self.objective_torch(V, W))
+
+    def violation(self, values: Values) -> float:
+        V, W = self._as_tensors(values)
+        worst = min(float(self.cone_slack_torch(V).min()), float(self.cone_slack_torch(W).min()))
+        return max(0.0, -worst)
+
+    def training_predictions(self, values: Values) -> np.ndarray:
+        return self._outputs(*self._as_tensors(values))[2].numpy()
+
+    def robust_margins(self, values: Values) -> np.ndarray:
+        if not self.targets.is_classification:
+            raise InvalidInputError("margins are defined for classification programs only")
+        margins = self._worst_margins(*self._as_tensors(values))
+        if self.targets.task == "binary":
+            return margins[:, 0].numpy()
+        others = self.tensors()["others"]
+        return torch.where(others > 0, margins, torch.inf).min(dim=1).values.numpy()
+
+    def network(self, values: Values, *, dtype: torch.dtype = torch.float64,
+                device: torch.device | str | None = None, prune: float = 1e-9) -> TwoLayerReLU:
+        """Recover the ReLU network (MATH.md §1): a nonzero ``v_{i,c}`` gives the neuron
+        ``u = v/√‖v‖₂`` with output weight ``+√‖v‖₂`` on output c; ``w_{i,c}`` gives ``−√‖w‖₂``.
+        Groups with ``‖·‖₂ ≤ prune · max‖·‖₂`` are dropped. Its outputs equal the convex
+        model's on the training data wherever the cone constraints hold."""
+        V = np.asarray(values["V"], dtype=np.float64)
+        W = np.asarray(values["W"], dtype=np.float64)
+        groups = np.concatenate([V, W], axis=1)  # (C, 2P, d̃)
+        sign = np.concatenate([np.ones(V.shape[1]), -np.ones(W.shape[1])])
+        norms = np.linalg.norm(groups, axis=-1)
+        keep = norms > prune * max(float(norms.max(initial=0.0)), np.finfo(float).tiny)
+        cls, idx = np.nonzero(keep)
+        scale = np.sqrt(norms[cls, idx])
+        neurons = groups[cls, idx] / scale[:, None]
+        output = np.zeros((len(cls), self.n_outputs))
+        output[np.arange(len(cls)), cls] = sign[idx] * scale
+        d = self.n_features
+        bias = neurons[:, d] if self.bias else np.zeros(len(cls))
+        return TwoLayerReLU(neurons[:, :d], bias, output, dtype=dtype, device=device)
+
+    # ------------------------------------------------------------------ cvxpy rendering
+    def to_cvxpy(self) -> cp.Problem:
+        """Variables ``V{c}``, ``W{c}`` of shape (P, d̃) per output ``c``."""
+        n, d = self.X.shape
+        P, db = self.n_patterns, self.Xb.shape[1]
+        eps, q = self._eps_q()
+        D = self.patterns.masks
+        E = 2 * D - 1
+        ones = np.ones((n, 1))
+        constraints: list[cp.Constraint] = []
+        slopes, yhat = [], []
+        reg = 0
+        for c in range(self.n_outputs):
+            V = cp.Variable((P, db), name=f"V{c}")
+            W = cp.Variable((P, db), name=f"W{c}")
+            for Z in (V, W):
+                lhs = cp.multiply(E, self.Xb @ Z.T)
+                if eps:
+                    norms = cp.reshape(cp.norm(Z[:, :d], q, axis=1), (1, P), order="C")
+                    constraints.append(lhs >= eps * (ones @ norms))
+                else:
+                    constraints.append(lhs >= 0)
+            reg = reg + cp.sum(cp.norm(V, 2, axis=1)) + cp.sum(cp.norm(W, 2, axis=1))
+            S = D @ (V - W)  # (n, d̃)
+            slopes.append(S)
+            yhat.append(cp.sum(cp.multiply(self.Xb, S), axis=1))
+        data = self._data_term_cvxpy(slopes, yhat, eps, q)
+        return cp.Problem(cp.Minimize(data + self.beta * reg), constraints)
+
+    def _data_term_cvxpy(self, slopes: list, yhat: list, eps: float, q: float) -> cp.Expression:
+        n, d = self.X.shape
+        t = self.targets
+        if self._pairwise:
+            onehot = (t.values > 0).astype(float)
+            S_true = sum(cp.multiply(onehot[:, [c]], S) for c, S in enumerate(slopes))
+            f_true = sum(cp.multiply(onehot[:, c], f) for c, f in enumerate(yhat))
+            columns = []
+            for S, f in zip(slopes, yhat, strict=True):
+                m = f_true - f
+                if eps:
+                    m = m - eps * cp.norm((S_true - S)[:, :d], q, axis=1)
+                columns.append(cp.reshape(m, (n, 1), order="C"))
+            margins = cp.hstack(columns)
+            others = self.tensors()["others"].numpy()
+            return cp.sum(pairwise_cvxpy(self.loss, margins, others)) / n
+        total = 0
+        for c, (S, f) in enumerate(zip(slopes, yhat, strict=True)):
+            spread = eps * cp.norm(S[:, :d], q, axis=1) if eps else 0
+            if self.loss == "squared":
+                resid = t.values[:, c] - f
+                term = cp.abs(resid) + spread if eps else resid
+            else:
+                term = cp.multiply(t.values[:, c], f) - spread
+            total = total + cp.sum(elementwise_cvxpy(self.loss, term))
+        return total / n
+
+    def values_from_cvxpy(self, problem: cp.Problem) -> Values:
+        named = {v.name(): v for v in problem.variables()}
+        try:
+            V = np.stack([named[f"V{c}"].value for c in range(self.n_outputs)])
+            W = np.stack([named[f"W{c}"].value for c in range(self.n_outputs)])
+        except (KeyError, ValueError, TypeError) as err:
+            raise InvalidInputError(
+                f"the cvxpy problem lacks solved variables V0.., W0.. of this program ({err})"
+            ) from None
+        return {"V": V, "W": W}

@@ -1,0 +1,89 @@
+"""HOW to solve: ``solve(program, solver="auto", **options) -> Solution`` and the registry.
+
+A backend is a function ``(program, **options) -> Solution`` registered under a name with
+:func:`register_solver`, together with an availability check that raises
+:class:`~convexrobust.errors.SolverUnavailableError` naming the fix. ``"auto"`` picks MOSEK when
+it is installed and licensed, else Clarabel for small problems and SCS for larger ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from convexrobust.errors import InvalidInputError, SolverUnavailableError
+from convexrobust.problems.base import ConvexProgram
+from convexrobust.solvers.solution import Solution
+
+__all__ = ["Solution", "available_solvers", "register_solver", "solve"]
+
+#: Above this many scalar unknowns "auto" prefers SCS (first-order) to Clarabel (interior point).
+AUTO_CLARABEL_MAX_VARIABLES = 20_000
+
+
+@dataclass(frozen=True)
+class _Backend:
+    run: Callable[..., Solution]
+    check: Callable[[], None]
+
+
+_REGISTRY: dict[str, _Backend] = {}
+
+
+def register_solver(name: str, run: Callable[..., Solution],
+                    check: Callable[[], None] = lambda: None) -> None:
+    """Register a backend: ``run(program, **options)`` and ``check()`` (raises
+    :class:`SolverUnavailableError` when the backend cannot run here)."""
+    _REGISTRY[name.lower()] = _Backend(run, check)
+
+
+def available_solvers() -> list[str]:
+    """Names of the registered backends that can run on this machine."""
+    names = []
+    for name, backend in _REGISTRY.items():
+        try:
+            backend.check()
+        except SolverUnavailableError:
+            continue
+        names.append(name)
+    return names
+
+
+def _auto(program: ConvexProgram) -> str:
+    try:
+        _REGISTRY["mosek"].check()
+        return "mosek"
+    except SolverUnavailableError:
+        pass
+    return "clarabel" if program.n_variables() <= AUTO_CLARABEL_MAX_VARIABLES else "scs"
+
+
+def solve(program: ConvexProgram, solver: str = "auto", **options: object) -> Solution:
+    """Solve ``program`` with ``solver`` and return a :class:`Solution`.
+
+    Options are passed to the backend; the conic backends take ``tol`` (a relative accuracy),
+    ``max_iters``, ``verbose``, ``accept_inaccurate`` (return a non-optimal status instead of
+    raising :class:`~convexrobust.errors.SolverFailedError`) and ``problem`` (a
+    ``cvxpy.Problem`` from ``program.to_cvxpy()`` to which the caller added constraints).
+    """
+    if not isinstance(program, ConvexProgram):
+        raise InvalidInputError(
+            f"solve() takes a ConvexReLU or ConvexPolynomial program, got {type(program).__name__}"
+        )
+    if not isinstance(solver, str):
+        raise InvalidInputError(f"solver must be a name, got {solver!r}")
+    name = solver.lower()
+    if name == "auto":
+        name = _auto(program)
+    if name not in _REGISTRY:
+        raise InvalidInputError(
+            f"unknown solver {solver!r}; choose 'auto' or one of {', '.join(sorted(_REGISTRY))}"
+        )
+    backend = _REGISTRY[name]
+    backend.check()
+    return backend.run(program, **options)
+
+
+from convexrobust.solvers import conic as _conic  # noqa: E402  (registers the backends)
+
+_conic.register()
