@@ -5,14 +5,22 @@ Build a program once (:class:`ConvexReLU`, :class:`ConvexPolynomial`), solve it 
 certified radii (:func:`certified_radius`).
 """
 
+from convexrobust.attacks import pgd_attack
+from convexrobust.certify import CertifiedRadii, certified_radius
 from convexrobust.errors import (
     ConvexRobustError,
     InvalidInputError,
     SolverFailedError,
     SolverUnavailableError,
 )
+from convexrobust.estimators import (
+    ConvexPolynomialClassifier,
+    ConvexPolynomialRegressor,
+    ConvexReLUClassifier,
+    ConvexReLURegressor,
+)
 from convexrobust.networks import PolynomialActivation, TwoLayerPolynomial, TwoLayerReLU
-from convexrobust.problems import ConvexProgram, ConvexReLU
+from convexrobust.problems import ConvexPolynomial, ConvexProgram, ConvexReLU
 from convexrobust.solvers import Solution, available_solvers, register_solver, solve
 from convexrobust.threat import L2, Linf, ThreatModel
 
@@ -20,8 +28,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "L2",
+    "CertifiedRadii",
+    "ConvexPolynomial",
+    "ConvexPolynomialClassifier",
+    "ConvexPolynomialRegressor",
     "ConvexProgram",
     "ConvexReLU",
+    "ConvexReLUClassifier",
+    "ConvexReLURegressor",
     "ConvexRobustError",
     "InvalidInputError",
     "Linf",
@@ -33,6 +47,8 @@ __all__ = [
     "TwoLayerPolynomial",
     "TwoLayerReLU",
     "available_solvers",
+    "certified_radius",
+    "pgd_attack",
     "register_solver",
     "solve",
 ]

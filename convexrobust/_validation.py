@@ -116,7 +116,7 @@ def encode_targets(y: object, n_samples: int, *, task: str) -> Targets:
     classes, labels = np.unique(arr, return_inverse=True)
     if classes.size < 2:
         raise InvalidInputError(
-            f"y has a single class ({classes[0]!r} only); a classifier needs at least two classes"
+            f"y has only one class ({classes[0]!r}); a classifier needs at least two classes"
         )
     if classes.size == 2:
         signs = (2.0 * labels - 1.0)[:, None]

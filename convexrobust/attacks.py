@@ -33,12 +33,13 @@ import math
 import torch
 from torch import Tensor, nn
 
+from convexrobust.errors import InvalidInputError
+from convexrobust.threat import parse_norm
+
 __all__ = ["margin", "pgd_attack"]
 
 logger = logging.getLogger(__name__)
 
-_L2_NAMES = {"2", "l2"}
-_LINF_NAMES = {"inf", "linf"}
 
 
 def margin(scores: Tensor, y: Tensor) -> Tensor:
@@ -65,21 +66,6 @@ def margin(scores: Tensor, y: Tensor) -> Tensor:
     true = scores.gather(1, labels).squeeze(1)
     others = scores.scatter(1, labels, float("-inf"))
     return true - others.max(dim=1).values
-
-
-def _parse_norm(norm: float | str) -> float:
-    if isinstance(norm, str):
-        key = norm.strip().lower()
-        if key in _L2_NAMES:
-            return 2.0
-        if key in _LINF_NAMES:
-            return math.inf
-    elif isinstance(norm, (int, float)) and not isinstance(norm, bool):
-        if norm == 2:
-            return 2.0
-        if norm == math.inf:
-            return math.inf
-    raise ValueError(f"unsupported norm {norm!r}: use 2, '2', 'l2', float('inf'), 'inf' or 'linf'")
 
 
 def _per_sample(value: float | Tensor, n: int, like: Tensor, name: str) -> Tensor:
@@ -193,7 +179,9 @@ def pgd_attack(
         ValueError: on an unsupported norm, a negative or non-finite radius, ``steps < 0``,
             ``restarts < 1``, non-floating ``x``, mismatched batch sizes or an empty box.
     """
-    p = _parse_norm(norm)
+    p = parse_norm(norm)
+    if p not in (2.0, math.inf):
+        raise InvalidInputError(f"pgd_attack supports the l2 and linf norms, got {norm!r}")
     if not x.is_floating_point():
         raise ValueError(f"x must be a floating-point tensor, got {x.dtype}")
     if steps < 0 or restarts < 1:

@@ -15,11 +15,9 @@ from convexrobust.errors import InvalidInputError
 
 _NORM_ALIASES: dict[object, float] = {
     1: 1.0,
-    1.0: 1.0,
     "1": 1.0,
     "l1": 1.0,
     2: 2.0,
-    2.0: 2.0,
     "2": 2.0,
     "l2": 2.0,
     math.inf: math.inf,

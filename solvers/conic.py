@@ -10,10 +10,10 @@ import logging
 import time
 
 import cvxpy as cp
+from convexrobust.solvers.solution import Solution
 
 from convexrobust.errors import InvalidInputError, SolverFailedError, SolverUnavailableError
 from convexrobust.problems.base import ConvexProgram
-from convexrobust.solvers.solution import Solution
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,10 @@ def _check_installed(name: str) -> None:
 def _solver_options(name: str, tol: float | None, max_iters: int | None) -> dict[str, object]:
     if name == "clarabel":
         tol = 1e-8 if tol is None else tol
-        opts: dict[str, object] = {"tol_gap_abs": tol, "tol_gap_rel": tol, "tol_feas": tol}
+        # The lifted SDPs put dense rows in the constraint matrix; Clarabel's default static
+        # regularisation (1e-8) then fails on the first factorisation (seen on breast cancer).
+        opts: dict[str, object] = {"tol_gap_abs": tol, "tol_gap_rel": tol, "tol_feas": tol,
+                                   "static_regularization_constant": 1e-7}
         if max_iters is not None:
             opts["max_iter"] = max_iters
         return opts

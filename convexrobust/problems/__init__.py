@@ -2,6 +2,14 @@
 
 from convexrobust.problems.base import ConvexProgram
 from convexrobust.problems.patterns import Patterns, enumerate_patterns, sample_patterns
+from convexrobust.problems.polynomial import ConvexPolynomial
 from convexrobust.problems.relu import ConvexReLU
 
-__all__ = ["ConvexProgram", "ConvexReLU", "Patterns", "enumerate_patterns", "sample_patterns"]
+__all__ = [
+    "ConvexPolynomial",
+    "ConvexProgram",
+    "ConvexReLU",
+    "Patterns",
+    "enumerate_patterns",
+    "sample_patterns",
+]

@@ -1,0 +1,170 @@
+"""scikit-learn estimators over the convex programs.
+
+``fit`` builds the program (:class:`~convexrobust.ConvexReLU` or
+:class:`~convexrobust.ConvexPolynomial`) with the threat ``(norm, eps)`` — ``eps = 0`` trains
+nominally — solves it with ``solver`` and keeps the recovered network in ``network_`` and the
+:class:`~convexrobust.Solution` in ``solution_``. Inputs are validated the scikit-learn way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from convexrobust.certify import CertifiedRadii, certified_radius
+from convexrobust.problems.base import ConvexProgram
+from convexrobust.problems.polynomial import ConvexPolynomial
+from convexrobust.problems.relu import ConvexReLU
+from convexrobust.solvers import solve
+from convexrobust.threat import ThreatModel
+
+
+class _ConvexEstimator(BaseEstimator):
+    """Shared fit / decision logic; subclasses say which program to build."""
+
+    _task: str  # "classification" or "regression", set by the mixins below
+    _program: Callable[[np.ndarray, np.ndarray], ConvexProgram]  # set by the parameter bases
+
+    def _threat(self) -> ThreatModel | None:
+        return ThreatModel(self.norm, self.eps) if self.eps else None
+
+    def _fit(self, X: object, y: object) -> _ConvexEstimator:
+        X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=self._task == "regression")
+        if self._task == "classification":
+            check_classification_targets(y)
+        program = self._program(X, y)
+        self.solution_ = solve(program, self.solver, **(self.solver_options or {}))
+        self.network_ = self.solution_.network()
+        return self
+
+    def _scores(self, X: object) -> np.ndarray:
+        check_is_fitted(self, "network_")
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        with torch.no_grad():
+            return self.network_(torch.as_tensor(X)).numpy()
+
+
+class _ClassifierMixin(ClassifierMixin):
+    _task = "classification"
+
+    def fit(self, X: object, y: object):
+        """Solve the training program on ``(X, y)``."""
+        self._fit(X, y)
+        self.classes_ = self.solution_.program.targets.classes
+        return self
+
+    def decision_function(self, X: object) -> np.ndarray:
+        """Scores: (n,) for two classes (positive ⇔ ``classes_[1]``), else (n, C)."""
+        scores = self._scores(X)
+        return scores[:, 0] if scores.shape[1] == 1 else scores
+
+    def predict(self, X: object) -> np.ndarray:
+        scores = self.decision_function(X)
+        idx = (scores > 0).astype(int) if scores.ndim == 1 else scores.argmax(axis=1)
+        return self.classes_[idx]
+
+    def certified_radius(self, X: object, y: object, norm: float | str | None = None
+                         ) -> CertifiedRadii:
+        """Per-point certified radii (see :func:`convexrobust.certified_radius`) in the
+        training norm unless ``norm`` is given; ``y`` holds labels from ``classes_``."""
+        check_is_fitted(self, "network_")
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        y = np.asarray(y)
+        labels = np.searchsorted(self.classes_, y)
+        known = (labels < len(self.classes_)) & (self.classes_[np.minimum(
+            labels, len(self.classes_) - 1)] == y)
+        radii = certified_radius(self.network_, X, np.where(known, labels, 0),
+                                 self.norm if norm is None else norm)
+        radii.radius[~known] = 0.0
+        return radii
+
+
+class _RegressorMixin(RegressorMixin):
+    _task = "regression"
+
+    def fit(self, X: object, y: object):
+        """Solve the training program on ``(X, y)``."""
+        return self._fit(X, y)
+
+    def predict(self, X: object) -> np.ndarray:
+        scores = self._scores(X)
+        return scores[:, 0] if scores.shape[1] == 1 else scores
+
+
+class _ReLUParams(_ConvexEstimator):
+    def __init__(self, *, n_patterns: int = 50, loss: str = "hinge", beta: float = 1e-3,
+                 eps: float = 0.0, norm: float | str = 2, bias: bool = True,
+                 solver: str = "auto", solver_options: dict | None = None,
+                 random_state: int = 0):
+        self.n_patterns = n_patterns
+        self.loss = loss
+        self.beta = beta
+        self.eps = eps
+        self.norm = norm
+        self.bias = bias
+        self.solver = solver
+        self.solver_options = solver_options
+        self.random_state = random_state
+
+    def _program(self, X: np.ndarray, y: np.ndarray) -> ConvexProgram:
+        return ConvexReLU(X, y, n_patterns=self.n_patterns, loss=self.loss, beta=self.beta,
+                          threat=self._threat(), bias=self.bias, seed=self.random_state,
+                          task=self._task)
+
+
+class _PolynomialParams(_ConvexEstimator):
+    def __init__(self, *, loss: str = "hinge", beta: float = 1e-3, eps: float = 0.0,
+                 norm: float | str = 2, activation: tuple[float, float, float] | None = None,
+                 linf: str = "diagonal", solver: str = "auto",
+                 solver_options: dict | None = None):
+        self.loss = loss
+        self.beta = beta
+        self.eps = eps
+        self.norm = norm
+        self.activation = activation
+        self.linf = linf
+        self.solver = solver
+        self.solver_options = solver_options
+
+    def _program(self, X: np.ndarray, y: np.ndarray) -> ConvexProgram:
+        return ConvexPolynomial(X, y, loss=self.loss, beta=self.beta, threat=self._threat(),
+                                activation=self.activation, task=self._task, linf=self.linf)
+
+
+class ConvexReLUClassifier(_ClassifierMixin, _ReLUParams):
+    """Two-layer ReLU classifier trained by the convex program (a), or (b) when ``eps > 0``
+    (Pilanci & Ergen 2020; Bai et al. 2022). Losses: hinge (default), logistic, squared."""
+
+
+class ConvexReLURegressor(_RegressorMixin, _ReLUParams):
+    """Two-layer ReLU regressor (squared loss) trained by program (a), or (b) when ``eps > 0``."""
+
+    def __init__(self, *, n_patterns: int = 50, loss: str = "squared", beta: float = 1e-3,
+                 eps: float = 0.0, norm: float | str = 2, bias: bool = True,
+                 solver: str = "auto", solver_options: dict | None = None,
+                 random_state: int = 0):
+        super().__init__(n_patterns=n_patterns, loss=loss, beta=beta, eps=eps, norm=norm,
+                         bias=bias, solver=solver, solver_options=solver_options,
+                         random_state=random_state)
+
+
+class ConvexPolynomialClassifier(_ClassifierMixin, _PolynomialParams):
+    """Two-layer polynomial-activation classifier trained by the SDP (c), or (d) when
+    ``eps > 0`` (Bartan & Pilanci; Kuelbs, Lall & Pilanci). Losses: hinge (default), logistic,
+    squared; ℓ2 robustness is exact, ℓ∞ sound."""
+
+
+class ConvexPolynomialRegressor(_RegressorMixin, _PolynomialParams):
+    """Two-layer polynomial-activation regressor (squared loss) trained by the SDP (c) / (d)."""
+
+    def __init__(self, *, loss: str = "squared", beta: float = 1e-3, eps: float = 0.0,
+                 norm: float | str = 2, activation: tuple[float, float, float] | None = None,
+                 linf: str = "diagonal", solver: str = "auto",
+                 solver_options: dict | None = None):
+        super().__init__(loss=loss, beta=beta, eps=eps, norm=norm, activation=activation,
+                         linf=linf, solver=solver, solver_options=solver_options)
