@@ -3,20 +3,25 @@
 A backend is a function ``(program, **options) -> Solution`` registered under a name with
 :func:`register_solver`, together with an availability check that raises
 :class:`~convexrobust.errors.SolverUnavailableError` naming the fix. ``"auto"`` picks MOSEK when
-it is installed and licensed, else Clarabel for small problems and SCS for larger ones.
+it is installed and licensed, else Clarabel for small problems and SCS for larger ones, and
+falls back to the next of these when one fails numerically.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from convexrobust.solvers.solution import Solution
 
-from convexrobust.errors import InvalidInputError, SolverUnavailableError
+from convexrobust.errors import InvalidInputError, SolverFailedError, SolverUnavailableError
 from convexrobust.problems.base import ConvexProgram
 
 __all__ = ["Solution", "available_solvers", "register_solver", "solve"]
+
+log = logging.getLogger(__name__)
+_DEFINITIVE = ("infeasible", "unbounded", "infeasible_inaccurate", "unbounded_inaccurate")
 
 #: Above this many scalar unknowns "auto" prefers SCS (first-order) to Clarabel (interior point).
 AUTO_CLARABEL_MAX_VARIABLES = 20_000
@@ -50,13 +55,36 @@ def available_solvers() -> list[str]:
     return names
 
 
-def _auto(program: ConvexProgram) -> str:
+def _auto_order(program: ConvexProgram) -> list[str]:
+    """MOSEK when licensed, then Clarabel (small problems), then SCS."""
+    order = []
     try:
         _REGISTRY["mosek"].check()
-        return "mosek"
+        order.append("mosek")
     except SolverUnavailableError:
         pass
-    return "clarabel" if program.n_variables() <= AUTO_CLARABEL_MAX_VARIABLES else "scs"
+    if program.n_variables() <= AUTO_CLARABEL_MAX_VARIABLES:
+        order.append("clarabel")
+    return order + ["scs"]
+
+
+def _solve_auto(program: ConvexProgram, options: dict[str, object]) -> Solution:
+    """Try the solvers of :func:`_auto_order` in turn; a numerical failure (not an infeasible
+    or unbounded verdict, which every solver would repeat) moves on to the next one."""
+    failures: list[str] = []
+    for name in _auto_order(program):
+        try:
+            solution = _REGISTRY[name].run(program, **options)
+        except SolverFailedError as err:
+            if err.status in _DEFINITIVE:
+                raise
+            log.warning("auto: %s failed (%s); trying the next solver", name, err.status)
+            failures.append(f"{name}: {err.status}")
+            continue
+        solution.info["auto_failures"] = failures
+        return solution
+    raise SolverFailedError("every solver failed: " + "; ".join(failures), status="failed",
+                            solver="auto")
 
 
 def solve(program: ConvexProgram, solver: str = "auto", **options: object) -> Solution:
@@ -75,7 +103,7 @@ def solve(program: ConvexProgram, solver: str = "auto", **options: object) -> So
         raise InvalidInputError(f"solver must be a name, got {solver!r}")
     name = solver.lower()
     if name == "auto":
-        name = _auto(program)
+        return _solve_auto(program, options)
     if name not in _REGISTRY:
         raise InvalidInputError(
             f"unknown solver {solver!r}; choose 'auto' or one of {', '.join(sorted(_REGISTRY))}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+import warnings
 
 import cvxpy as cp
 from convexrobust.solvers.solution import Solution
@@ -82,7 +83,9 @@ def solve_conic(program: ConvexProgram, *, solver: str, tol: float | None = None
     opts = _solver_options(solver, tol, max_iters) | solver_options
     log.info("solving %s with %s", program.describe(), solver)
     try:
-        problem.solve(solver=_CVXPY_NAMES[solver], verbose=verbose, **opts)
+        with warnings.catch_warnings():  # cvxpy warns on inaccurate results; we raise instead
+            warnings.filterwarnings("ignore", message="Solution may be inaccurate")
+            problem.solve(solver=_CVXPY_NAMES[solver], verbose=verbose, **opts)
     except cp.error.SolverError as err:
         raise SolverFailedError(
             f"{solver} failed on {program.describe()}: {err}. Try another solver, a looser tol, "
@@ -93,7 +96,10 @@ def solve_conic(program: ConvexProgram, *, solver: str, tol: float | None = None
     if status in (cp.INFEASIBLE, cp.UNBOUNDED, cp.INFEASIBLE_INACCURATE, cp.UNBOUNDED_INACCURATE):
         raise SolverFailedError(f"{solver} reports the problem {status}", status=status,
                                 solver=solver)
-    if status != cp.OPTIMAL and not (accept_inaccurate and status == cp.OPTIMAL_INACCURATE):
+    returned_point = all(v.value is not None for v in problem.variables())
+    acceptable = status == cp.OPTIMAL or (
+        accept_inaccurate and status in (cp.OPTIMAL_INACCURATE, cp.USER_LIMIT) and returned_point)
+    if not acceptable:
         raise SolverFailedError(
             f"{solver} stopped with status {status!r} (not optimal). Raise max_iters, loosen tol, "
             "try another solver, or pass accept_inaccurate=True to get the point anyway",
@@ -109,7 +115,7 @@ def solve_conic(program: ConvexProgram, *, solver: str, tol: float | None = None
         solver=solver,
         wall_time=wall,
         iterations=stats.num_iters,
-        solver_objective=float(problem.value),
+        solver_objective=float(problem.value) / program.cvxpy_scale,
         info=info,
     )
 

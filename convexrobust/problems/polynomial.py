@@ -330,7 +330,7 @@ class ConvexPolynomial(ConvexProgram):
             for side, bound in lower.items():
                 signs = T[:, c] if side == 0 else np.full(n, float(side))
                 constraints += self._robust_lmis(c, side, signs, Z1, z2, z4, bound)
-        return cp.Problem(cp.Minimize(data / n + self.beta * reg), constraints)
+        return cp.Problem(cp.Minimize(data + n * self.beta * reg), constraints)
 
     def _robust_lmis(self, c: int, side: int, signs: np.ndarray, Z1: cp.Expression,
                      z2: cp.Expression, z4: cp.Expression, bound: cp.Expression

@@ -277,9 +277,10 @@ class ConvexReLU(ConvexProgram):
             slopes.append(S)
             yhat.append(cp.sum(cp.multiply(self.Xb, S), axis=1))
         data = self._data_term_cvxpy(slopes, yhat, eps, q)
-        return cp.Problem(cp.Minimize(data + self.beta * reg), constraints)
+        return cp.Problem(cp.Minimize(data + n * self.beta * reg), constraints)
 
     def _data_term_cvxpy(self, slopes: list, yhat: list, eps: float, q: float) -> cp.Expression:
+        """The summed (not averaged) loss, see :attr:`cvxpy_scale`."""
         n, d = self.X.shape
         t = self.targets
         if self._pairwise:
@@ -294,7 +295,7 @@ class ConvexReLU(ConvexProgram):
                 columns.append(cp.reshape(m, (n, 1), order="C"))
             margins = cp.hstack(columns)
             others = self.tensors()["others"].numpy()
-            return cp.sum(pairwise_cvxpy(self.loss, margins, others)) / n
+            return cp.sum(pairwise_cvxpy(self.loss, margins, others))
         total = 0
         for c, (S, f) in enumerate(zip(slopes, yhat, strict=True)):
             spread = eps * cp.norm(S[:, :d], q, axis=1) if eps else 0
@@ -304,7 +305,7 @@ class ConvexReLU(ConvexProgram):
             else:
                 term = cp.multiply(t.values[:, c], f) - spread
             total = total + cp.sum(elementwise_cvxpy(self.loss, term))
-        return total / n
+        return total
 
     def values_from_cvxpy(self, problem: cp.Problem) -> Values:
         named = {v.name(): v for v in problem.variables()}
