@@ -7,11 +7,15 @@
   (Kuelbs, Lall & Pilanci, arXiv 2405.14033).
 * Polynomial head, ℓ∞ — sound lower bound by containment ``B_∞(r/√d) ⊂ B_2(r)``.
 * ReLU head, ℓp — on the ball of radius r every neuron with ``|u_jᵀz + b_j| > r‖u_j‖_q`` keeps
-  its sign, so the margin is at least
-  ``m(z) − r‖Σ_{stable, active} w_j u_j‖_q − r Σ_{unstable} |w_j| ‖u_j‖_q`` (``w_j`` the
-  neuron's weight in ``f_y − f_c``). This bound decreases in r; its root is the radius. When no
-  neuron is unstable at that radius the head is affine on the ball and the radius is **exact**;
-  otherwise it is a sound lower bound.
+  its sign; an unstable one's output moves within ``[−relu(p_j), r‖u_j‖_q − relu(−p_j)]``
+  (``p_j`` its pre-activation at z). So the margin is at least
+  ``m(z) − r‖Σ_{stable, active} w_j u_j‖_q − Σ_{unstable} c_j(r)`` with
+  ``c_j = w_j relu(p_j)`` if ``w_j > 0`` else ``|w_j| (r‖u_j‖_q − relu(−p_j))`` (``w_j`` the
+  neuron's weight in ``f_y − f_c``). This bound is continuous and non-increasing in r (the
+  triangle inequality at each neuron's switch); its root is the radius. When the
+  root of the affine margin (all patterns kept) lies strictly inside every neuron's stability
+  distance, the head is affine on the ball and the radius is **exact**; otherwise (including
+  a root forced by a neuron turning unstable) it is a sound lower bound.
 
 Everything runs in float64; a point is certified at radius r only if every margin is strictly
 positive on the closed ball (ties are not certified). Misclassified points get radius 0.
@@ -27,6 +31,7 @@ import torch
 from torch import nn
 
 from convexrobust._validation import check_features
+from convexrobust.attacks import margin
 from convexrobust.errors import InvalidInputError
 from convexrobust.networks.two_layer import TwoLayerPolynomial, TwoLayerReLU
 from convexrobust.threat import dual_exponent, parse_norm
@@ -46,7 +51,7 @@ class CertifiedRadii:
     it was obtained — ``"exact"`` (the true distance to the decision boundary),
     ``"lower_bound"`` or ``"l2_containment"`` (sound, possibly loose), ``"misclassified"``.
     ``boundary`` (exact polynomial ℓ2 only): for each point, a point at distance ≈ radius
-    whose prediction differs (NaN where none exists).
+    (at most ``4e-7`` relative beyond it) whose prediction differs (NaN where none exists).
     """
 
     radius: np.ndarray
@@ -100,17 +105,29 @@ def _relu_radii(net: TwoLayerReLU, z: torch.Tensor, labels: torch.Tensor, p: flo
     margin0 = torch.einsum("npm,nm->np", w, torch.relu(pre))
     margin0 = torch.where(real, margin0, torch.inf)
 
+    gain, loss_inactive = torch.relu(pre), torch.relu(-pre)
+    positive = (w > 0).to(z.dtype)
+
     def bound(r: torch.Tensor) -> torch.Tensor:  # r (n,) → lower bound of every margin (n, P)
         stable = (dist > r[:, None]).to(z.dtype)
         grad = torch.einsum("npm,nm,md->npd", w, stable * active, U)
-        loose = torch.einsum("npm,nm,m->np", w.abs(), 1 - stable, unorm)
-        slope = torch.linalg.vector_norm(grad, ord=q, dim=-1) + loose
-        return margin0 - r[:, None] * slope
+        # an unstable neuron's output moves within [−relu(pre), r‖u‖_q − relu(−pre)]
+        reach = r[:, None] * unorm - loss_inactive
+        worst = positive * w * gain.unsqueeze(1) + (1 - positive) * w.abs() * reach.unsqueeze(1)
+        loose = torch.einsum("npm,nm->np", worst, 1 - stable)
+        return margin0 - r[:, None] * torch.linalg.vector_norm(grad, ord=q, dim=-1) - loose
 
+    # Upper end of the bisection: beyond every (finite) neuron distance all non-constant
+    # neurons are unstable and the bound is margin0 − r·Lipschitz, negative past
+    # margin0/Lipschitz. Constant neurons (u_j = 0, distance inf) and constant pair margins
+    # (Lipschitz 0) must be left out of the maximum, not let it fall back to 0: that made the
+    # bracket tiny and reported radius inf for points that do flip.
     lipschitz = torch.einsum("npm,m->np", w.abs(), unorm)
-    worst_needed = torch.where(real, margin0 / lipschitz, torch.zeros_like(margin0))
-    hi = torch.maximum(dist.amax(dim=1).nan_to_num(posinf=0.0), worst_needed.amax(dim=1))
-    hi = torch.where(torch.isfinite(hi), hi, torch.zeros_like(hi)) * 2 + 1e-12
+    varying = real & (lipschitz > 0)
+    worst_needed = torch.where(varying, margin0 / torch.where(varying, lipschitz, 1.0),
+                               torch.zeros_like(margin0))
+    finite_dist = torch.where(torch.isfinite(dist), dist, torch.zeros_like(dist))
+    hi = torch.maximum(finite_dist.amax(dim=1), worst_needed.amax(dim=1)) * 2 + 1e-12
     lo = torch.zeros_like(hi)
     correct = margin0.amin(dim=1) > 0
     unbounded = correct & (bound(hi).amin(dim=1) > 0)  # never flips (e.g. a constant margin)
@@ -121,7 +138,15 @@ def _relu_radii(net: TwoLayerReLU, z: torch.Tensor, labels: torch.Tensor, p: flo
         hi = torch.where(ok, hi, mid)
     radius = torch.where(correct, lo, torch.zeros_like(lo))
     radius = torch.where(unbounded, torch.inf, radius)
-    exact = radius < dist.amin(dim=1)
+    # Exact iff the root of the affine margin (every neuron kept at its pattern at z) lies
+    # strictly inside every neuron's stability distance. "radius < min distance" is not
+    # enough: when the bound jumps below 0 as a neuron turns unstable, the bisection stops
+    # just short of that neuron's distance, a lower bound that may be far from the boundary.
+    slope0 = torch.linalg.vector_norm(torch.einsum("npm,nm,md->npd", w, active, U), ord=q,
+                                      dim=-1)
+    has_slope = real & (slope0 > 0)
+    affine = torch.where(has_slope, margin0 / torch.where(has_slope, slope0, 1.0), torch.inf)
+    exact = correct & ~unbounded & (affine.amin(dim=1) < dist.amin(dim=1))
     return radius, exact
 
 
@@ -139,14 +164,14 @@ def _polynomial_l2(net: TwoLayerPolynomial, z: torch.Tensor, labels: torch.Tenso
     else:
         pairs = [(labels == y, Q[y] - Q[c], qv[y] - qv[c], scores[:, y] - scores[:, c])
                  for y in range(Q.shape[0]) for c in range(Q.shape[0]) if c != y]
-    for rows, dQ, dq, margin in pairs:
+    for rows, dQ, dq, pair_margin in pairs:
         if not bool(rows.any()):
             continue
         A = a * dQ
         evals, evecs = torch.linalg.eigh(A)
         zr = z[rows]
         g = zr @ A + 0.5 * b * dq
-        h = margin[rows]
+        h = pair_margin[rows]
         res = boundary_distance(evals, evecs, g, h)
         r = torch.where(h > 0, res.radius, torch.zeros_like(res.radius))
         closer = r < radius[rows]
@@ -154,6 +179,26 @@ def _polynomial_l2(net: TwoLayerPolynomial, z: torch.Tensor, labels: torch.Tenso
         radius[idx[closer]] = r[closer]
         boundary[idx[closer]] = zr[closer] + res.delta[closer]
     return radius, boundary
+
+
+def _push_past(net: nn.Module, z: torch.Tensor, labels: torch.Tensor, boundary: torch.Tensor,
+               todo: torch.Tensor) -> torch.Tensor:
+    """Move each boundary point outward along ``δ`` by a relative ``1e-13 … 4e-7`` until its
+    margin is clearly negative. The TRS point has margin 0 up to rounding, so as returned it is
+    often still predicted as the label, and the sign of so small a margin even depends on how
+    the scores are batched. At the closest point the margin decreases along ``δ``."""
+    delta = boundary - z
+    out = boundary.clone()
+    for k in range(12):
+        if not bool(todo.any()):
+            break
+        cand = boundary if k == 0 else z + delta * (1.0 + 1e-13 * 4.0 ** (k - 1))
+        scores = net(cand)
+        tol = 1e-13 * (1.0 + scores.abs().amax(dim=1))
+        moved = todo & (margin(scores, labels) < -tol)
+        out = torch.where(moved[:, None], cand, out)
+        todo = todo & ~moved
+    return out
 
 
 def certified_radius(network: nn.Module, X: object, y: object, norm: float | str = 2, *,
@@ -187,7 +232,8 @@ def certified_radius(network: nn.Module, X: object, y: object, norm: float | str
                 method = np.full(z.shape[0], CONTAINMENT)
             else:
                 method = np.full(z.shape[0], EXACT)
-                boundary = bpoints.cpu().numpy()
+                todo = correct & (radius > 0) & torch.isfinite(radius)
+                boundary = _push_past(net, z, labels, bpoints, todo).cpu().numpy()
         radius = torch.where(correct, radius, torch.zeros_like(radius))
     method = np.where(correct.cpu().numpy(), method, MISCLASSIFIED)
     return CertifiedRadii(radius.cpu().numpy(), method.astype(object), p, boundary)
