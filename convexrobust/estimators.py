@@ -3,7 +3,10 @@
 ``fit`` builds the program (:class:`~convexrobust.ConvexReLU` or
 :class:`~convexrobust.ConvexPolynomial`) with the threat ``(norm, eps)`` — ``eps = 0`` trains
 nominally — solves it with ``solver`` and keeps the recovered network in ``network_`` and the
-:class:`~convexrobust.Solution` in ``solution_``. Inputs are validated the scikit-learn way.
+:class:`~convexrobust.Solution` in ``solution_``. Inputs are validated the scikit-learn way;
+bad parameters (an unknown norm even when ``eps = 0``, ``eps < 0``, an unknown loss) raise
+:class:`~convexrobust.InvalidInputError` at ``fit``. The regressors take 1-D or 2-D targets
+(one output per column); predictions have the shape of the targets seen at ``fit``.
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.utils import Tags
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from convexrobust.certify import CertifiedRadii, certified_radius
+from convexrobust.errors import InvalidInputError
 from convexrobust.problems.base import ConvexProgram
 from convexrobust.problems.polynomial import ConvexPolynomial
 from convexrobust.problems.relu import ConvexReLU
@@ -30,17 +35,28 @@ class _ConvexEstimator(BaseEstimator):
     _task: str  # "classification" or "regression", set by the mixins below
     _program: Callable[[np.ndarray, np.ndarray], ConvexProgram]  # set by the parameter bases
 
-    def _threat(self) -> ThreatModel | None:
-        return ThreatModel(self.norm, self.eps) if self.eps else None
+    def _threat(self) -> ThreatModel:
+        """The threat ``(norm, eps)``, validated even when ``eps = 0`` (the programs treat a
+        zero radius as nominal training), so a misspelt norm fails at ``fit``, not later in
+        :meth:`certified_radius`."""
+        return ThreatModel(self.norm, self.eps)
 
-    def _fit(self, X: object, y: object) -> _ConvexEstimator:
-        X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=self._task == "regression")
-        if self._task == "classification":
+    def _fit(self, X: object, y: object) -> np.ndarray:
+        """Validate, build and solve the program; return the validated targets."""
+        regression = self._task == "regression"
+        X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=regression,
+                             multi_output=regression)
+        if not regression:
             check_classification_targets(y)
+        options = {} if self.solver_options is None else self.solver_options
+        if not isinstance(options, dict):
+            raise InvalidInputError(
+                f"solver_options must be a dict such as {{'tol': 1e-7}}, got {options!r}"
+            )
         program = self._program(X, y)
-        self.solution_ = solve(program, self.solver, **(self.solver_options or {}))
+        self.solution_ = solve(program, self.solver, **options)
         self.network_ = self.solution_.network()
-        return self
+        return y
 
     def _scores(self, X: object) -> np.ndarray:
         check_is_fitted(self, "network_")
@@ -64,6 +80,8 @@ class _ClassifierMixin(ClassifierMixin):
         return scores[:, 0] if scores.shape[1] == 1 else scores
 
     def predict(self, X: object) -> np.ndarray:
+        """Class labels from ``classes_``: ``classes_[score > 0]`` for two classes, else the
+        ``argmax`` of the scores."""
         scores = self.decision_function(X)
         idx = (scores > 0).astype(int) if scores.ndim == 1 else scores.argmax(axis=1)
         return self.classes_[idx]
@@ -87,13 +105,20 @@ class _ClassifierMixin(ClassifierMixin):
 class _RegressorMixin(RegressorMixin):
     _task = "regression"
 
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
     def fit(self, X: object, y: object):
-        """Solve the training program on ``(X, y)``."""
-        return self._fit(X, y)
+        """Solve the training program on ``(X, y)``; ``y`` is (n,) or (n, outputs)."""
+        self._targets_1d = self._fit(X, y).ndim == 1
+        return self
 
     def predict(self, X: object) -> np.ndarray:
+        """Predictions, (n,) when ``fit`` saw 1-D targets, else (n, outputs)."""
         scores = self._scores(X)
-        return scores[:, 0] if scores.shape[1] == 1 else scores
+        return scores[:, 0] if self._targets_1d else scores
 
 
 class _ReLUParams(_ConvexEstimator):

@@ -39,7 +39,7 @@ def _agree(program: cr.ConvexProgram) -> cr.Solution:
     assert _relative_gap(clarabel.objective, scs.objective) <= 1e-3
     assert clarabel.violation <= 1e-6 and scs.violation <= 1e-4
     # the program's own objective is the one the solver optimised
-    assert _relative_gap(clarabel.objective, clarabel.solver_objective) <= 1e-6
+    assert _relative_gap(clarabel.objective, clarabel.solver_objective) <= 1e-5
     return clarabel
 
 
@@ -279,8 +279,8 @@ def test_user_constraints_through_to_cvxpy():
     Z = {v.name(): v for v in problem.variables()}["Z0"]
     capped = type(problem)(problem.objective, problem.constraints + [Z[2, 2] <= 0.5])
     solution = cr.solve(program, "clarabel", problem=capped)
-    assert solution.values["Z"][0, 2, 2] <= 0.5 + 1e-7
-    assert solution.objective >= cr.solve(program, "clarabel").objective - 1e-7
+    assert solution.values["Z"][0, 2, 2] <= 0.5 + 1e-5
+    assert solution.objective >= cr.solve(program, "clarabel").objective - 1e-5
 
 
 def test_not_optimal_raises_unless_accepted():

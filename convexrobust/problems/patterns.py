@@ -36,16 +36,47 @@ def _unique_nonzero(masks: np.ndarray, gates: np.ndarray) -> Patterns:
     return Patterns(masks[:, first].astype(np.float64), gates[:, first])
 
 
-def sample_patterns(X: np.ndarray, n_patterns: int, *, seed: int = 0) -> Patterns:
-    """Sample up to ``n_patterns`` distinct, non-zero patterns with Gaussian gates.
+def _gap_gates(X: np.ndarray, count: int, rng: np.random.Generator, margin: float,
+               dual: float) -> np.ndarray:
+    """Affine gates ``[g; −t]`` whose hyperplane ``gᵀx = t`` passes through a gap of the data:
+    every point is at ℓp distance ``|gᵀx − t| / ‖g‖_q > margin`` from it. Directions with no
+    such gap are skipped. ``X``'s last column is the constant feature."""
+    features = X[:, :-1]
+    gates = []
+    for _ in range(count):
+        g = rng.standard_normal(features.shape[1])
+        proj = np.sort(features @ g)
+        width = 2.0 * margin * np.linalg.norm(g, ord=dual)
+        gaps = np.flatnonzero(np.diff(proj) > width)
+        if gaps.size:
+            k = rng.choice(gaps)
+            gates.append(np.append(g, -0.5 * (proj[k] + proj[k + 1])))
+    return np.array(gates).T if gates else np.zeros((X.shape[1], 0))
 
-    ``X`` is the (n, d) matrix the network sees, including a constant bias column if any, so
-    gates are affine hyperplanes in the original features.
+
+def sample_patterns(X: np.ndarray, n_patterns: int, *, seed: int = 0, margin: float = 0.0,
+                    dual: float = 2.0, bias_column: bool = True) -> Patterns:
+    """Sample up to ``n_patterns`` distinct, non-zero patterns.
+
+    ``X`` is the (n, d) matrix the network sees, with the constant column last when
+    ``bias_column`` (then gates are affine hyperplanes of the features, and the all-ones
+    pattern — the one that keeps the linear model inside the network family — is always
+    included). Nominal programs (``margin = 0``) use Gaussian gates. Robust programs need
+    patterns that no point can leave within the threat ball — a random hyperplane through the
+    data forces ``v = 0`` under the robust cone constraints — so with ``margin = ε > 0`` each
+    gate is a random direction placed in a gap of the data wider than ``2ε‖g‖_q``.
     """
     if int(n_patterns) != n_patterns or n_patterns < 1:
         raise InvalidInputError(f"n_patterns must be a positive integer, got {n_patterns!r}")
     rng = np.random.default_rng(seed)
-    gates = rng.standard_normal((X.shape[1], int(n_patterns)))
+    if margin > 0 and bias_column:
+        gates = _gap_gates(X, int(n_patterns), rng, margin, dual)
+    else:
+        gates = rng.standard_normal((X.shape[1], int(n_patterns)))
+    if bias_column:
+        ones = np.zeros((X.shape[1], 1))
+        ones[-1] = 1.0
+        gates = np.hstack([ones, gates])
     return _unique_nonzero(X @ gates >= 0, gates)
 
 

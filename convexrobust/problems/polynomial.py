@@ -256,6 +256,7 @@ class ConvexPolynomial(ConvexProgram):
         return float(data.sum(dim=1).mean()) + self.beta * reg
 
     def violation(self, values: Values) -> float:
+        self._ztilde(values)  # validates the shapes
         d = self.n_features
         worst = 0.0
         for key in ("Z", "Zp"):

@@ -54,7 +54,9 @@ class ConvexReLU(ConvexProgram):
     X, y:
         Training data (n, d) and labels (classification) or targets (regression).
     n_patterns:
-        Number of Gaussian gates to sample; duplicates and the zero pattern are dropped.
+        Number of gates to sample; duplicates and the zero pattern are dropped, the all-ones
+        pattern is added (see :func:`~convexrobust.problems.patterns.sample_patterns`, which
+        also explains how robust programs place their gates).
     loss:
         ``"squared"``, ``"hinge"`` or ``"logistic"`` (see :mod:`convexrobust.problems.losses`).
     beta:
@@ -94,7 +96,9 @@ class ConvexReLU(ConvexProgram):
         self.bias = bool(bias)
         self.Xb = np.hstack([self.X, np.ones((self.n_samples, 1))]) if self.bias else self.X
         if patterns is None:
-            patterns = sample_patterns(self.Xb, n_patterns, seed=seed)
+            eps, q = self._eps_q()
+            patterns = sample_patterns(self.Xb, n_patterns, seed=seed, margin=eps, dual=q,
+                                       bias_column=self.bias)
         elif patterns.masks.shape[0] != self.n_samples:
             raise InvalidInputError("patterns were computed on a data set of a different size")
         self.patterns = patterns
@@ -230,17 +234,20 @@ class ConvexReLU(ConvexProgram):
         return torch.where(others > 0, margins, torch.inf).min(dim=1).values.numpy()
 
     def network(self, values: Values, *, dtype: torch.dtype = torch.float64,
-                device: torch.device | str | None = None, prune: float = 1e-9) -> TwoLayerReLU:
+                device: torch.device | str | None = None, prune: float = 1e-8) -> TwoLayerReLU:
         """Recover the ReLU network (MATH.md §1): a nonzero ``v_{i,c}`` gives the neuron
         ``u = v/√‖v‖₂`` with output weight ``+√‖v‖₂`` on output c; ``w_{i,c}`` gives ``−√‖w‖₂``.
-        Groups with ``‖·‖₂ ≤ prune · max‖·‖₂`` are dropped. Its outputs equal the convex
-        model's on the training data wherever the cone constraints hold."""
+        Groups whose largest contribution ``max_k |x_kᵀv|`` on the training data is at most
+        ``prune`` are dropped (solver round-off; the outputs move by at most that much per
+        group). Otherwise the outputs equal the convex model's on the training data wherever
+        the cone constraints hold."""
         V = np.asarray(values["V"], dtype=np.float64)
         W = np.asarray(values["W"], dtype=np.float64)
         groups = np.concatenate([V, W], axis=1)  # (C, 2P, d̃)
         sign = np.concatenate([np.ones(V.shape[1]), -np.ones(W.shape[1])])
         norms = np.linalg.norm(groups, axis=-1)
-        keep = norms > prune * max(float(norms.max(initial=0.0)), np.finfo(float).tiny)
+        contribution = np.abs(np.einsum("nd,cgd->cgn", self.Xb, groups)).max(axis=-1)
+        keep = contribution > prune
         cls, idx = np.nonzero(keep)
         scale = np.sqrt(norms[cls, idx])
         neurons = groups[cls, idx] / scale[:, None]
