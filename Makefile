@@ -18,7 +18,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
-	$(VENV)/bin/convexrobust demo
+	$(VENV)/bin/convexrobust demo --out out/demo
 
 bench: $(STAMP)
 	$(PY) benchmarks/solvers.py

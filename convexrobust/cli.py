@@ -38,8 +38,8 @@ def _write_json_atomic(path: Path, payload: object) -> None:
 def _print_demo_table(records: list[dict], radii: tuple[float, ...]) -> None:
     models = list(dict.fromkeys(r["model"] for r in records))
     head = f"{'model':<22}{'solver':<10}{'solve s':>8}{'neurons':>8}{'clean':>7}"
-    head += "".join(f"{f'pgd@{r:g}':>9}" for r in radii)
-    head += "".join(f"{f'cert@{r:g}':>9}" for r in radii)
+    head += "".join(f"{f'pgd@{r:g}':>10}" for r in radii)
+    head += "".join(f"{f'cert@{r:g}':>10}" for r in radii)
     print(head)
     print("-" * len(head))
     for m in models:
@@ -47,8 +47,8 @@ def _print_demo_table(records: list[dict], radii: tuple[float, ...]) -> None:
         first = rows[radii[0]]
         line = (f"{m:<22}{first['solver']:<10}{first['solve_time']:>8.1f}"
                 f"{first['neurons']:>8d}{first['clean']:>7.3f}")
-        line += "".join(f"{rows[r]['pgd']:>9.3f}" for r in radii)
-        line += "".join(f"{rows[r]['certified']:>9.3f}" for r in radii)
+        line += "".join(f"{rows[r]['pgd']:>10.3f}" for r in radii)
+        line += "".join(f"{rows[r]['certified']:>10.3f}" for r in radii)
         print(line)
 
 

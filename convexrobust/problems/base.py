@@ -17,8 +17,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from convexrobust._validation import Targets
+from convexrobust._validation import (
+    Targets,
+    check_choice,
+    check_features,
+    check_positive,
+    encode_targets,
+    infer_task,
+)
 from convexrobust.errors import InvalidInputError
+from convexrobust.problems.losses import LOSSES
 from convexrobust.threat import ThreatModel
 
 Values = dict[str, np.ndarray]
@@ -44,6 +52,22 @@ class ConvexProgram(ABC):
     loss: str
     beta: float
     threat: ThreatModel | None
+
+    def _set_data(self, X: object, y: object, *, loss: str, beta: float, threat: object,
+                  task: str) -> None:
+        """Validate and store what every program has: features, loss, β, threat, targets."""
+        self.X = check_features(X)
+        self.loss = check_choice(loss, "loss", LOSSES)
+        self.beta = check_positive(beta, "beta")
+        self.threat = check_threat(threat)
+        task = check_choice(task, "task", ("auto", "classification", "regression"))
+        if task == "auto":
+            task = infer_task(y, self.loss)
+        if task == "regression" and self.loss != "squared":
+            raise InvalidInputError(
+                f"the {self.loss} loss is for classification; use loss='squared' for regression"
+            )
+        self.targets = encode_targets(y, self.n_samples, task=task)
 
     @property
     def n_samples(self) -> int:

@@ -45,16 +45,12 @@ import torch
 
 from convexrobust._validation import (
     check_choice,
-    check_features,
-    check_positive,
-    encode_targets,
-    infer_task,
 )
 from convexrobust.errors import InvalidInputError
 from convexrobust.networks.decomposition import neural_decomposition
 from convexrobust.networks.two_layer import PolynomialActivation, TwoLayerPolynomial
-from convexrobust.problems.base import ConvexProgram, Values, check_threat
-from convexrobust.problems.losses import LOSSES, elementwise_cvxpy, elementwise_torch
+from convexrobust.problems.base import ConvexProgram, Values
+from convexrobust.problems.losses import elementwise_cvxpy, elementwise_torch
 from convexrobust.threat import ThreatModel
 from convexrobust.trust_region import solve_trs
 
@@ -87,10 +83,7 @@ class ConvexPolynomial(ConvexProgram):
                  threat: ThreatModel | None = None,
                  activation: PolynomialActivation | tuple[float, float, float] | None = None,
                  task: str = "auto", linf: str = "diagonal"):
-        self.X = check_features(X)
-        self.loss = check_choice(loss, "loss", LOSSES)
-        self.beta = check_positive(beta, "beta")
-        self.threat = check_threat(threat)
+        self._set_data(X, y, loss=loss, beta=beta, threat=threat, task=task)
         self.linf = check_choice(linf, "linf relaxation", ("diagonal", "containment"))
         if self.threat is not None and self.threat.norm == 1.0:
             raise InvalidInputError("polynomial programs take cr.L2 or cr.Linf threats, not L1")
@@ -106,14 +99,6 @@ class ConvexPolynomial(ConvexProgram):
         if not all(math.isfinite(v) for v in (activation.a, activation.b, activation.c)):
             raise InvalidInputError(f"activation coefficients must be finite, got {activation}")
         self.activation = activation
-        task = check_choice(task, "task", ("auto", "classification", "regression"))
-        if task == "auto":
-            task = infer_task(y, self.loss)
-        if task == "regression" and self.loss != "squared":
-            raise InvalidInputError(
-                f"the {self.loss} loss is for classification; use loss='squared' for regression"
-            )
-        self.targets = encode_targets(y, self.n_samples, task=task)
 
     # ------------------------------------------------------------------ structure
     @property

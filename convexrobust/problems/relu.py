@@ -24,18 +24,10 @@ import cvxpy as cp
 import numpy as np
 import torch
 
-from convexrobust._validation import (
-    check_choice,
-    check_features,
-    check_positive,
-    encode_targets,
-    infer_task,
-)
 from convexrobust.errors import InvalidInputError
 from convexrobust.networks.two_layer import TwoLayerReLU
-from convexrobust.problems.base import ConvexProgram, Values, check_threat
+from convexrobust.problems.base import ConvexProgram, Values
 from convexrobust.problems.losses import (
-    LOSSES,
     MARGIN_LOSSES,
     elementwise_cvxpy,
     elementwise_torch,
@@ -81,18 +73,7 @@ class ConvexReLU(ConvexProgram):
     def __init__(self, X: object, y: object, *, n_patterns: int = 100, loss: str = "squared",
                  beta: float = 1e-3, threat: ThreatModel | None = None, bias: bool = True,
                  seed: int = 0, task: str = "auto", patterns: Patterns | None = None):
-        self.X = check_features(X)
-        self.loss = check_choice(loss, "loss", LOSSES)
-        self.beta = check_positive(beta, "beta")
-        self.threat = check_threat(threat)
-        task = check_choice(task, "task", ("auto", "classification", "regression"))
-        if task == "auto":
-            task = infer_task(y, self.loss)
-        if task == "regression" and self.loss != "squared":
-            raise InvalidInputError(
-                f"the {self.loss} loss is for classification; use loss='squared' for regression"
-            )
-        self.targets = encode_targets(y, self.n_samples, task=task)
+        self._set_data(X, y, loss=loss, beta=beta, threat=threat, task=task)
         self.bias = bool(bias)
         self.Xb = np.hstack([self.X, np.ones((self.n_samples, 1))]) if self.bias else self.X
         if patterns is None:
