@@ -1,0 +1,157 @@
+"""Every installed solver on a seeded grid of problem sizes, for the four program families
+(convex ReLU, robust ReLU, polynomial SDP, robust polynomial SDP), binary and 10-class.
+
+Data: a planted two-layer ReLU teacher on Gaussian inputs (labels = sign or argmax of its
+outputs). Each solve is judged by the program (recomputed objective, violation) and compared
+with the best objective any solver reached on the same instance. Conic solvers get a time limit
+(`--time-limit`); a solve that hits it is recorded with its status, not dropped.
+
+    python benchmarks/grid.py --quick          # < 5 minutes
+    python benchmarks/grid.py                  # the full grid (make bench)
+
+Writes benchmarks/results/grid.json and, with matplotlib, grid_time.png and grid_gap.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import cvxpy
+import numpy as np
+import torch
+
+import convexrobust as cr
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def planted(n: int, d: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian inputs labelled by a random two-layer ReLU teacher with 10 hidden units."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    U = rng.standard_normal((d, 10)) / np.sqrt(d)
+    A = rng.standard_normal((10, max(classes, 1)))
+    scores = np.maximum(X @ U + 0.1, 0) @ A
+    y = (scores[:, 0] > np.median(scores[:, 0])).astype(int) if classes <= 2 else scores.argmax(1)
+    return X, y
+
+
+def build(family: str, X: np.ndarray, y: np.ndarray, patterns: int) -> cr.ConvexProgram:
+    eps = 0.1
+    if family == "relu":
+        return cr.ConvexReLU(X, y, n_patterns=patterns, loss="squared", beta=1e-3)
+    if family == "relu-l2":
+        return cr.ConvexReLU(X, y, n_patterns=patterns, loss="hinge", beta=1e-3,
+                             threat=cr.L2(eps))
+    if family == "polynomial":
+        return cr.ConvexPolynomial(X, y, loss="hinge", beta=1e-3)
+    return cr.ConvexPolynomial(X, y, loss="hinge", beta=1e-3, threat=cr.L2(eps))
+
+
+def grid(quick: bool) -> list[dict]:
+    if quick:
+        sizes = [(200, 10, 20), (500, 10, 20)]
+        multiclass = [(200, 10, 10)]
+    else:
+        sizes = [(500, 20, 50), (1000, 20, 50), (2000, 20, 100), (1000, 50, 50)]
+        multiclass = [(500, 20, 20), (1000, 20, 20)]
+    cases = []
+    for family in ("relu", "relu-l2", "polynomial", "polynomial-l2"):
+        for n, d, p in sizes:
+            cases.append({"family": family, "n": n, "d": d, "patterns": p, "classes": 2})
+        for n, d, p in multiclass:
+            cases.append({"family": family, "n": n, "d": d, "patterns": p, "classes": 10})
+    return cases
+
+
+def limit_options(solver: str, seconds: float) -> dict:
+    return {"clarabel": {"time_limit": seconds}, "scs": {"time_limit_secs": seconds},
+            "mosek": {}, "torch": {"time_limit": seconds}}[solver]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--solvers", default=",".join(cr.available_solvers()))
+    parser.add_argument("--time-limit", type=float, default=60.0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=str(RESULTS / "grid.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = []
+    for case in grid(args.quick):
+        X, y = planted(case["n"], case["d"], case["classes"], seed=0)
+        program = build(case["family"], X, y, case["patterns"])
+        results = []
+        for solver in args.solvers.split(","):
+            start = time.perf_counter()
+            try:
+                solution = cr.solve(program, solver, accept_inaccurate=True,
+                                    **limit_options(solver, args.time_limit))
+                results.append({**case, **solution.summary()})
+            except (cr.SolverFailedError, cr.InvalidInputError) as err:
+                results.append({**case, "solver": solver, "status": getattr(err, "status", None)
+                                or "unsupported", "wall_time": time.perf_counter() - start})
+        good = [r["objective"] for r in results if r.get("status") == "optimal"]
+        best = min(good) if good else np.nan
+        for r in results:
+            if "objective" in r:
+                r["relative_gap"] = (r["objective"] - best) / max(abs(best), 1e-12)
+            rows.append(r)
+            print(f"{r['family']:<14}{r['classes']:>3} n={r['n']:<6}d={r['d']:<4}"
+                  f"{r['solver']:<10}{str(r['status']):<20}{r['wall_time']:>8.1f}s  "
+                  f"gap {r.get('relative_gap', float('nan')):.1e}  "
+                  f"violation {r.get('violation', float('nan')):.1e}", flush=True)
+    record = {
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "threads": args.threads},
+        "versions": {"convexrobust": cr.__version__, "cvxpy": cvxpy.__version__,
+                     "torch": torch.__version__},
+        "time_limit": args.time_limit,
+        "results": rows,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    tmp.replace(out)
+    plot(rows, out.parent)
+    print(f"wrote {out}")
+
+
+def plot(rows: list[dict], folder: Path) -> None:
+    """Time vs size and gap vs time, one marker per solver (skipped without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    solvers = sorted({r["solver"] for r in rows})
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for s in solvers:
+        pts = [(r["n"] * r["d"], r["wall_time"]) for r in rows if r["solver"] == s]
+        ax.scatter(*zip(*pts, strict=True), label=s)
+    ax.set(xscale="log", yscale="log", xlabel="n·d", ylabel="wall time (s)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(folder / "grid_time.png", dpi=120)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for s in solvers:
+        pts = [(r["wall_time"], max(r["relative_gap"], 1e-10)) for r in rows
+               if r["solver"] == s and "relative_gap" in r]
+        if pts:
+            ax.scatter(*zip(*pts, strict=True), label=s)
+    ax.set(xscale="log", yscale="log", xlabel="wall time (s)", ylabel="relative gap to best")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(folder / "grid_gap.png", dpi=120)
+
+
+if __name__ == "__main__":
+    main()
