@@ -9,6 +9,7 @@ from convexrobust.attacks import pgd_attack
 from convexrobust.certify import CertifiedRadii, certified_radius
 from convexrobust.errors import (
     ConvexRobustError,
+    DatasetNotFoundError,
     InvalidInputError,
     SolverFailedError,
     SolverUnavailableError,
@@ -37,6 +38,7 @@ __all__ = [
     "ConvexReLUClassifier",
     "ConvexReLURegressor",
     "ConvexRobustError",
+    "DatasetNotFoundError",
     "InvalidInputError",
     "Linf",
     "PolynomialActivation",

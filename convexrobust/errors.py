@@ -2,6 +2,7 @@
 
 * :class:`InvalidInputError` — the caller passed data or a parameter the program cannot take
   (wrong shape, NaN/inf, a single class, ε < 0, an unknown loss or solver name).
+* :class:`DatasetNotFoundError` — a dataset is not on disk (nothing is ever downloaded).
 * :class:`SolverUnavailableError` — the requested solver is not installed or not licensed.
 * :class:`SolverFailedError` — the solver ran but did not return an optimal solution
   (infeasible, unbounded, inaccurate, diverged); carries the solver's status.
@@ -16,6 +17,10 @@ class ConvexRobustError(Exception):
 
 class InvalidInputError(ConvexRobustError, ValueError):
     """Input data or a parameter is not acceptable; the message names the fix."""
+
+
+class DatasetNotFoundError(ConvexRobustError, FileNotFoundError):
+    """A dataset is not where it was looked for; the message lists the paths tried."""
 
 
 class SolverUnavailableError(ConvexRobustError, RuntimeError):
