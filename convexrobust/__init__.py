@@ -5,6 +5,7 @@ Build a program once (:class:`ConvexReLU`, :class:`ConvexPolynomial`), solve it 
 certified radii (:func:`certified_radius`).
 """
 
+from convexrobust import losses
 from convexrobust.attacks import pgd_attack
 from convexrobust.certify import CertifiedRadii, certified_radius
 from convexrobust.errors import (
@@ -20,7 +21,7 @@ from convexrobust.estimators import (
     ConvexReLUClassifier,
     ConvexReLURegressor,
 )
-from convexrobust.networks import PolynomialActivation, TwoLayerPolynomial, TwoLayerReLU
+from convexrobust.networks import LiResNet, PolynomialActivation, TwoLayerPolynomial, TwoLayerReLU
 from convexrobust.problems import ConvexPolynomial, ConvexProgram, ConvexReLU
 from convexrobust.solvers import Solution, available_solvers, register_solver, solve
 from convexrobust.threat import L2, Linf, ThreatModel
@@ -40,6 +41,7 @@ __all__ = [
     "ConvexRobustError",
     "DatasetNotFoundError",
     "InvalidInputError",
+    "LiResNet",
     "Linf",
     "PolynomialActivation",
     "Solution",
@@ -50,6 +52,7 @@ __all__ = [
     "TwoLayerReLU",
     "available_solvers",
     "certified_radius",
+    "losses",
     "pgd_attack",
     "register_solver",
     "solve",

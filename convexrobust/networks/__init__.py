@@ -1,5 +1,6 @@
 """PyTorch networks that users deploy."""
 
+from convexrobust.networks.liresnet import LiResNet
 from convexrobust.networks.two_layer import PolynomialActivation, TwoLayerPolynomial, TwoLayerReLU
 
-__all__ = ["PolynomialActivation", "TwoLayerPolynomial", "TwoLayerReLU"]
+__all__ = ["LiResNet", "PolynomialActivation", "TwoLayerPolynomial", "TwoLayerReLU"]
