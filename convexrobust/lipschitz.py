@@ -47,13 +47,17 @@ def conv2d_norm_bound(weight: torch.Tensor, input_size: int | tuple[int, int], *
     """Guaranteed upper bound of the ℓ2 operator norm of ``F.conv2d(·, weight, stride=stride,
     padding=padding)`` on inputs of spatial size ``input_size`` (see the module docstring).
 
-    ``stride`` does not enter the bound (subsampling never increases the norm).
+    ``stride`` does not enter the bound (subsampling never increases the norm), except for
+    non-overlapping patches (kernel = stride, no padding), where the norm is computed exactly.
     """
     if weight.ndim != 4:
         raise InvalidInputError(f"a conv2d weight must be 4-D, got shape {tuple(weight.shape)}")
-    (H, W), (ph, pw) = _pair(input_size), _pair(padding)
-    _pair(stride)  # validates the shape of the argument
+    (H, W), (ph, pw), (sh, sw) = _pair(input_size), _pair(padding), _pair(stride)
     kh, kw = weight.shape[-2:]
+    if (sh, sw) == (kh, kw) and ph == pw == 0 and H % kh == 0 and W % kw == 0:
+        # non-overlapping patches ("patchify"): the operator is block diagonal with one
+        # identical block, the kernel as a (C_out, C_in·k·k) matrix — its norm is exact
+        return linear_norm_bound(weight.reshape(weight.shape[0], -1))
     n1, n2 = H + 2 * ph, W + 2 * pw
     if n1 < kh or n2 < kw:
         raise InvalidInputError(

@@ -48,6 +48,13 @@ def test_conv_bound_is_above_the_exact_norm(c_out, c_in, k, size, stride, paddin
     assert bound <= (1.75 if stride == 1 else 2.25) * exact + 1e-12
 
 
+@pytest.mark.parametrize("k", [2, 4])
+def test_patchify_conv_bound_is_exact(k):
+    weight = torch.randn(5, 3, k, k, dtype=torch.float64)
+    exact = float(torch.linalg.matrix_norm(_conv_matrix(weight, 8, k, 0), ord=2))
+    assert conv2d_norm_bound(weight, 8, stride=k) == pytest.approx(exact, rel=1e-9)
+
+
 def test_conv_bound_is_exact_for_circular_like_cases():
     """A 1×1 convolution is the same matrix at every pixel: the bound equals its norm."""
     weight = torch.randn(4, 3, 1, 1, dtype=torch.float64)

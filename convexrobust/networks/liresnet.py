@@ -21,6 +21,7 @@ certificate; the head enters through ``‖w_i − w_j‖``, MATH.md §5).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -166,6 +167,24 @@ class LiResNet(nn.Module):
         self.feature_dim = neck_channels * spatial * spatial
         self.neck_dense = _Dense(self.feature_dim, neck_dim)
         self.head = nn.Linear(neck_dim, num_classes)
+
+    def save(self, path: str | Path) -> None:
+        """State dict and config, written atomically (temporary file, then rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save({"config": self.config, "state_dict": self.state_dict()}, tmp)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path, map_location: str | torch.device | None = "cpu") -> LiResNet:
+        """A model saved by :meth:`save` (or by the trainer)."""
+        stored = torch.load(path, map_location=map_location, weights_only=True)
+        config = dict(stored["config"])
+        model = cls(config.pop("depth"), config.pop("width"), config.pop("num_classes"),
+                    **config)
+        model.load_state_dict(stored["state_dict"])
+        return model
 
     @classmethod
     def from_arch(cls, arch: str, num_classes: int, **kwargs: object) -> LiResNet:
