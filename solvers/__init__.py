@@ -113,6 +113,18 @@ def solve(program: ConvexProgram, solver: str = "auto", **options: object) -> So
     return backend.run(program, **options)
 
 
+def _solve_torch(program: ConvexProgram, **options: object) -> Solution:
+    """First-order PyTorch solvers (CPU or GPU): one module per program family."""
+    if program.family == "relu":
+        from convexrobust.solvers.relu_first_order import solve_relu_torch
+
+        return solve_relu_torch(program, **options)  # type: ignore[arg-type]
+    from convexrobust.solvers.polynomial_first_order import solve_polynomial_torch
+
+    return solve_polynomial_torch(program, **options)  # type: ignore[arg-type]
+
+
 from convexrobust.solvers import conic as _conic  # noqa: E402  (registers the backends)
 
 _conic.register()
+register_solver("torch", _solve_torch)

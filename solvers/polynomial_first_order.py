@@ -1,0 +1,509 @@
+r"""First-order PyTorch solver for the polynomial-activation SDPs (programs c and d).
+
+Problem (Bartan & Pilanci, arXiv 2101.02429; adversarial version Kuelbs, Lall & Pilanci,
+arXiv 2405.14033). For every output ``c`` two lifted matrices ``Z_c, Z'_c`` of size
+``(d+1)×(d+1)`` live in the closed convex cone
+
+    K = {Z ⪰ 0 : ⟨G, Z⟩ = tr(Z1) − z4 = 0},      G = diag(I_d, −1),
+
+and with ``Z̃_c = Z_c − Z'_c`` and the lifted sample ``A(x) = [[a xxᵀ, (b/2)x], [(b/2)xᵀ, c]]``
+the network output is linear in ``Z̃``: ``f_c(x) = ⟨A(x), Z̃_c⟩``. The program is
+
+    minimise  F(Z, Z') = (1/n) Σ_k Σ_c ℓ(v_kc, t_kc) + β Σ_c (z4_c + z4'_c)   over K^{2C},
+
+where ``v`` is the nominal margin ``t·f(x)`` / output ``f(x)`` (program c) or its exact worst
+case over the ℓ2 ball ``‖δ‖ ≤ r`` (program d; ``r = ε√d`` for ℓ∞ with ``linf="containment"``).
+
+Algorithm: accelerated projected gradient (FISTA, Beck & Teboulle, SIAM J. Imaging Sci. 2009)
+with backtracking that may also decrease the step's Lipschitz estimate (Scheinberg, Goldfarb &
+Bai, Found. Comput. Math. 2014) and gradient-based adaptive restart (O'Donoghue & Candès,
+Found. Comput. Math. 2015).
+
+* **Exact projection onto K.** ``Π_K(Y) = Π_PSD(Y − μG)`` where the scalar ``μ`` solves
+  ``φ(μ) = ⟨G, Π_PSD(Y − μG)⟩ = 0`` (KKT of ``min ‖Z − Y‖²`` s.t. ``Z ⪰ 0, ⟨G, Z⟩ = 0``).
+  ``φ`` is non-increasing; it is solved by safeguarded Newton steps (the derivative of the PSD
+  projection in the eigenbasis: ``φ'(μ) = −Σ_ij Γ_ij (QᵀGQ)_ij²``, ``Γ_ij`` the divided
+  differences of ``max(λ, 0)``) inside a bisection bracket, warm-started at the previous ``μ``;
+  one batched ``eigh`` of the 2C matrices per Newton step, typically 2–4 steps.
+* **Exact worst case (Danskin).** ``min_{‖δ‖≤r} s f_c(x+δ)`` is a trust-region subproblem
+  ``δᵀ(s a Z̃1)δ + 2δᵀ s(a Z̃1 x + (b/2) z̃2) + s f_c(x)`` (MATH.md §4): one batched
+  eigendecomposition of ``a Z̃1_c`` for all classes, then a secular equation per sample and
+  sign, all in one batched call (:func:`batched_trs`, the Moré–Sorensen method of
+  :func:`convexrobust.trust_region.solve_trs` with per-row eigenvalues; the judge still uses
+  ``solve_trs``). ``v`` is concave in ``Z̃`` and its
+  (super)gradient is ``s A(x + δ*)`` at the minimiser ``δ*`` — no per-sample LMI or multiplier.
+  The squared loss uses ``ρ = max(t − min f, max f − t)`` (two TRS per sample).
+* **Smoothing with continuation.** The hinge ``(1 − v)_+`` is replaced by its Huber (Moreau)
+  smoothing of width ``μ_s`` and the max in ``ρ`` by ``(u₁+u₂)/2 + H_μs((u₁−u₂)/2)`` (convex,
+  non-decreasing, within ``μ_s/2`` of the max); ``μ_s`` shrinks by 10× per stage down to
+  ``smoothing_floor`` (Nesterov, Math. Program. 2005). Both smoothings stay convex, so every
+  stage is a smooth convex problem where FISTA converges at rate O(1/k²). The logistic loss and
+  the nominal squared loss are smooth and run one stage.
+
+Per iteration (robust programs): one batched ``eigh`` of the C matrices ``a Z̃1_c`` per function
+evaluation (about two evaluations per iteration with backtracking), O(n·C·d²) for the TRS data,
+the losses and the outer-product gradients ``Σ_k w_k A(x_k + δ*_k)``, and a few batched
+``eigh`` of the 2C lifted ``(d+1)×(d+1)`` matrices for the projection — O(C d³ + n C d²), never
+O(n) eigendecompositions.
+
+Stopping: the relative gradient-mapping norm ``‖L(y − Π_K(y − ∇F(y)/L))‖ / max(1, ‖∇F(y)‖)``
+of the final smoothing stage below ``tol`` with the objective no longer moving (relative change
+over 10 iterations below ``10·tol``). Iterates are in K up to round-off (exact projection);
+the result is judged by the program's own ``objective`` / ``violation`` (MATH.md §8).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from convexrobust.solvers.solution import Solution
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from convexrobust.errors import InvalidInputError, SolverFailedError
+from convexrobust.problems.polynomial import ConvexPolynomial
+
+__all__ = ["batched_trs", "project_lifted_cone", "solve_polynomial_torch"]
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------------------
+# exact projection onto K = {Z ⪰ 0, tr(Z1) = z4}
+# ----------------------------------------------------------------------------------------
+def _psd_part(lam: Tensor, Q: Tensor) -> Tensor:
+    return (Q * lam.clamp_min(0.0).unsqueeze(-2)) @ Q.transpose(-1, -2)
+
+
+def project_lifted_cone(Y: Tensor, mu0: Tensor | None = None, *, max_iter: int = 100
+                        ) -> tuple[Tensor, Tensor]:
+    """Euclidean projection of symmetric ``Y`` (B, D, D) onto ``{Z ⪰ 0, tr(Z1) = z4}``.
+
+    Returns ``(Z, μ)`` with ``Z = Π_PSD(Y − μG)``, ``G = diag(I, −1)``, and ``μ`` (B,) the root
+    of the non-increasing ``φ(μ) = ⟨G, Π_PSD(Y − μG)⟩`` found by Newton steps safeguarded by a
+    bisection bracket (warm start ``mu0``). One batched ``eigh`` per step.
+    """
+    Y = 0.5 * (Y + Y.transpose(-1, -2))
+    B, D, _ = Y.shape
+    dtype, device = Y.dtype, Y.device
+    g = torch.ones(D, dtype=dtype, device=device)
+    g[-1] = -1.0
+    eps = torch.finfo(dtype).eps
+    scale = torch.linalg.matrix_norm(Y).clamp_min(torch.finfo(dtype).tiny)
+    ftol = 8.0 * eps * D * scale
+
+    def phi_and_slope(mu: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        M = Y - mu[:, None, None] * torch.diag(g)
+        lam, Q = torch.linalg.eigh(M)
+        pos = lam.clamp_min(0.0)
+        # φ = Σ_i λ_i⁺ (QᵀGQ)_ii ; φ' = −Σ_ij Γ_ij (QᵀGQ)_ij²
+        QGQ = Q.transpose(-1, -2) @ (g[None, :, None] * Q)
+        phi = (pos * torch.diagonal(QGQ, dim1=-2, dim2=-1)).sum(-1)
+        dl = lam[:, :, None] - lam[:, None, :]
+        dp = pos[:, :, None] - pos[:, None, :]
+        same = dl.abs() <= 64.0 * eps * scale[:, None, None]
+        ind = (lam > 0).to(dtype)
+        mid = 0.5 * (ind[:, :, None] + ind[:, None, :])
+        gamma = torch.where(same, mid, dp / torch.where(same, torch.ones_like(dl), dl))
+        slope = -(gamma * QGQ.square()).sum((-1, -2))
+        return phi, slope, lam, Q
+
+    mu = torch.zeros(B, dtype=dtype, device=device) if mu0 is None else mu0.clone()
+    phi, slope, lam, Q = phi_and_slope(mu)
+    lo = torch.full_like(mu, -math.inf)  # φ(lo) > 0
+    hi = torch.full_like(mu, math.inf)  # φ(hi) < 0
+    for _ in range(max_iter):
+        done = phi.abs() <= ftol
+        if bool(done.all()):
+            break
+        lo = torch.where(phi > 0, torch.maximum(lo, mu), lo)
+        hi = torch.where(phi < 0, torch.minimum(hi, mu), hi)
+        newton = mu - phi / torch.where(slope < 0, slope, torch.full_like(slope, -math.inf))
+        finite = torch.isfinite(lo) & torch.isfinite(hi)
+        width = torch.where(finite, hi - lo, torch.zeros_like(mu))
+        ok = (slope < 0) & (newton > lo) & (newton < hi) & torch.isfinite(newton)
+        # no Newton step: bisect a finite bracket, else expand outwards
+        step = torch.maximum(2.0 * (mu.abs() + scale), torch.ones_like(mu))
+        fallback = torch.where(finite, 0.5 * (lo + hi),
+                               torch.where(phi > 0, mu + step, mu - step))
+        new = torch.where(ok, newton, fallback)
+        stalled = finite & (width <= 4.0 * eps * (mu.abs() + scale))
+        mu = torch.where(done | stalled, mu, new)
+        phi, slope, lam, Q = phi_and_slope(mu)
+        if bool((done | stalled).all()):
+            break
+    return _psd_part(lam, Q), mu
+
+
+# ----------------------------------------------------------------------------------------
+# smoothed losses and their derivatives
+# ----------------------------------------------------------------------------------------
+def _huber_abs(s: Tensor, mu: float) -> tuple[Tensor, Tensor]:
+    """Huber smoothing of ``|s|`` (≤ |s|, within μ/2) and its derivative."""
+    if mu <= 0:
+        return s.abs(), torch.sign(s)
+    a = s.abs()
+    val = torch.where(a <= mu, s.square() / (2 * mu), a - 0.5 * mu)
+    return val, (s / mu).clamp(-1.0, 1.0)
+
+
+def _margin_loss(loss: str, v: Tensor, mu: float) -> tuple[Tensor, Tensor]:
+    """φ(v) and φ'(v) for margin losses; the hinge is Huber-smoothed with width ``mu``."""
+    if loss == "logistic":
+        return torch.nn.functional.softplus(-v), -torch.sigmoid(-v)
+    u = 1.0 - v
+    if mu <= 0:
+        return u.clamp_min(0.0), -(u > 0).to(v.dtype)
+    val = torch.where(u >= mu, u - 0.5 * mu, u.clamp_min(0.0).square() / (2 * mu))
+    return val, -(u.clamp_min(0.0) / mu).clamp_max(1.0)
+
+
+# ----------------------------------------------------------------------------------------
+# the objective and its gradient
+# ----------------------------------------------------------------------------------------
+@dataclass
+class _Data:
+    X: Tensor  # (n, d)
+    T: Tensor  # (n, C) targets / signs
+    radius: float
+    loss: str
+    beta: float
+    a: float
+    b: float
+    c: float
+
+
+def _lifted_sum(data: _Data, P: Tensor, w: Tensor) -> Tensor:
+    """``Σ_k w_kc A(P_kc)`` for points ``P`` (n, C, d) or (n, d) and weights ``w`` (n, C)."""
+    n, C = w.shape
+    d = data.X.shape[1]
+    if P.ndim == 2:
+        P = P[:, None, :].expand(n, C, d)
+    out = torch.empty(C, d + 1, d + 1, dtype=w.dtype, device=w.device)
+    out[:, :d, :d] = data.a * torch.einsum("nc,ncd,nce->cde", w, P, P)
+    lin = 0.5 * data.b * torch.einsum("nc,ncd->cd", w, P)
+    out[:, :d, d] = lin
+    out[:, d, :d] = lin
+    out[:, d, d] = data.c * w.sum(0)
+    return out
+
+
+def batched_trs(lam: Tensor, gt: Tensor, h: Tensor, radius: float, *, max_iter: int = 60
+                ) -> tuple[Tensor, Tensor]:
+    """``min_{‖δ‖≤r} δᵀΛδ + 2 g̃ᵀδ + h`` in the eigenbasis, batched over leading dimensions with a
+    matrix of eigenvalues per row (Moré & Sorensen 1983, as :func:`~convexrobust.trust_region.
+    solve_trs`, which takes one eigendecomposition per call). Returns ``(value, δ̃)``.
+
+    The multiplier ``μ = μ_lo + t``, ``μ_lo = max(0, −λ_min)``, solves the secular equation
+    ``‖g̃/(λ + μ)‖ = r``; ``1/‖g̃/(λ + μ_lo + t)‖`` is concave and increasing in ``t``, so Newton
+    steps from the lower bound ``t₀ = max(0, maxᵢ |g̃ᵢ|/r − (λᵢ + μ_lo))`` increase monotonically
+    to the root. The hard case (``g̃`` ⟂ bottom eigenspace) is an explicit candidate; the
+    candidate with the smaller objective is returned.
+    """
+    eps = torch.finfo(lam.dtype).eps
+    lam_min, i_min = lam.min(-1, keepdim=True)
+    mu_lo = (-lam_min).clamp_min(0.0)
+    base = lam + mu_lo
+    gabs = gt.abs()
+    r = float(radius)
+
+    def ratio(num: Tensor, den: Tensor) -> Tensor:
+        out = num / torch.where(den > 0, den, torch.ones_like(den))
+        out = torch.where(den > 0, out, torch.sign(num) * math.inf)
+        return torch.where(num == 0, torch.zeros_like(out), out)
+
+    t = (gabs / r - base).amax(-1, keepdim=True).clamp_min(0.0)
+    for _ in range(max_iter):
+        den = base + t
+        w = ratio(gabs, den)
+        phi = torch.linalg.vector_norm(w, dim=-1, keepdim=True)
+        slope = (w * ratio(w, den)).sum(-1, keepdim=True)
+        step = (phi / r - 1.0) * phi * phi / slope  # Newton on 1/φ(t) − 1/r
+        step = torch.where(torch.isfinite(step) & (step > 0), step, torch.zeros_like(step))
+        t = t + step
+        if bool((step <= 4 * eps * t).all()):
+            break
+    dt = -ratio(gt, base + t)
+    nrm = torch.linalg.vector_norm(dt, dim=-1, keepdim=True)
+    dt = torch.where(nrm > r, dt * (r / nrm.clamp_min(torch.finfo(lam.dtype).tiny)), dt)
+    q_root = ((lam * dt + 2 * gt) * dt).sum(-1) + h
+    q_root = torch.where(torch.isfinite(q_root), q_root, torch.full_like(q_root, math.inf))
+    # hard case: −(Λ − λ_min)⁺ g̃ plus a bottom eigenvector to reach the sphere
+    bottom = (lam - lam_min) <= 64 * eps * lam.abs().amax(-1, keepdim=True)
+    dp = torch.where(bottom, torch.zeros_like(gt), -ratio(gt, lam - lam_min))
+    nd = torch.linalg.vector_norm(dp, dim=-1, keepdim=True)
+    dp = torch.where(nd > r, dp * (r / nd.clamp_min(torch.finfo(lam.dtype).tiny)), dp)
+    tau = (r * r - dp.square().sum(-1, keepdim=True)).clamp_min(0.0).sqrt()
+    e_min = torch.zeros_like(gt).scatter_(-1, i_min, 1.0)
+    sgn = torch.where(torch.gather(gt, -1, i_min) > 0, -1.0, 1.0)
+    dh = dp + tau * sgn * e_min
+    q_hard = ((lam * dh + 2 * gt) * dh).sum(-1) + h
+    use_hard = (lam_min.squeeze(-1) <= 0) & torch.isfinite(q_hard) & (q_hard < q_root)
+    value = torch.where(use_hard, q_hard, q_root)
+    return value, torch.where(use_hard[..., None], dh, dt)
+
+
+def _worst_case(data: _Data, Zt: Tensor, signs: Tensor, evals: Tensor, evecs: Tensor
+                ) -> tuple[Tensor, Tensor]:
+    """``v_kc = min_{‖δ‖≤r} s_kc f_c(x_k + δ)`` and the minimising points ``x_k + δ*`` (n, C, d),
+    from the eigendecomposition ``(evals, evecs)`` of ``a Z̃1_c`` (one per class), all classes
+    and signs in one batched trust-region solve, O(n C d²)."""
+    X = data.X
+    d = X.shape[1]
+    Z1, z2 = Zt[:, :d, :d], Zt[:, :d, d]
+    f = data.a * torch.einsum("nd,cde,ne->nc", X, Z1, X) + data.b * X @ z2.T + data.c * Zt[:, d, d]
+    lin = data.a * torch.einsum("nd,cde->nce", X, Z1) + 0.5 * data.b * z2[None]  # g for s=+1
+    gt = signs[..., None] * torch.einsum("nce,cef->ncf", lin, evecs)
+    lam = signs[..., None] * evals[None]
+    values, dt = batched_trs(lam, gt, signs * f, data.radius)
+    return values, X[:, None, :] + torch.einsum("ncf,cef->nce", dt, evecs)
+
+
+def _objective(data: _Data, W: Tensor, mu: float, need_grad: bool
+               ) -> tuple[Tensor, Tensor | None, int]:
+    """Smoothed objective at ``W = stack(Z, Z')`` (2, C, D, D), its gradient, and the number of
+    ``eigh`` calls made (for the cost accounting)."""
+    X, T = data.X, data.T
+    n, d = X.shape
+    Zt = W[0] - W[1]
+    Zt = 0.5 * (Zt + Zt.transpose(-1, -2))
+    reg = data.beta * (W[0, :, d, d].sum() + W[1, :, d, d].sum())
+    eighs = 0
+    robust = data.radius > 0
+    if robust:
+        evals, evecs = torch.linalg.eigh(data.a * Zt[:, :d, :d])
+        eighs = 1
+    if data.loss == "squared":
+        if robust:
+            ones = torch.ones_like(T)
+            lo, p_lo = _worst_case(data, Zt, ones, evals, evecs)  # min f
+            nhi, p_hi = _worst_case(data, Zt, -ones, evals, evecs)  # min −f = −max f
+            u1, u2 = T - lo, -nhi - T
+            h, dh = _huber_abs(0.5 * (u1 - u2), mu)
+            rho = 0.5 * (u1 + u2) + h
+            value = 0.5 * rho.square()
+            p = 0.5 + 0.5 * dh  # ∂ρ/∂u1
+            grad_lo, grad_nhi = -rho * p / n, -rho * (1 - p) / n
+        else:
+            f = data.a * torch.einsum("nd,cde,ne->nc", X, Zt[:, :d, :d], X) \
+                + data.b * X @ Zt[:, :d, d].T + data.c * Zt[:, d, d]
+            value = 0.5 * (T - f).square()
+            w = (f - T) / n
+    else:
+        if robust:
+            v, pts = _worst_case(data, Zt, T, evals, evecs)
+        else:
+            f = data.a * torch.einsum("nd,cde,ne->nc", X, Zt[:, :d, :d], X) \
+                + data.b * X @ Zt[:, :d, d].T + data.c * Zt[:, d, d]
+            v = T * f
+        value, dv = _margin_loss(data.loss, v, mu)
+        w = dv * T / n  # ∂/∂f through v = t f (s = t)
+    total = value.sum() / n + reg
+    if not need_grad:
+        return total, None, eighs
+    if data.loss == "squared" and robust:
+        Gt = _lifted_sum(data, p_lo, grad_lo) - _lifted_sum(data, p_hi, grad_nhi)
+    elif robust:
+        Gt = _lifted_sum(data, pts, w)
+    else:
+        Gt = _lifted_sum(data, X, w)
+    grad = torch.stack([Gt, -Gt])
+    grad[:, :, d, d] += data.beta
+    return total, grad, eighs
+
+
+# ----------------------------------------------------------------------------------------
+# the solver
+# ----------------------------------------------------------------------------------------
+def _check_options(tol: object, max_iters: object, time_limit: object, seed: object,
+                   dtype: object) -> None:
+    if not isinstance(tol, (int, float)) or not (0 < float(tol) < 1):
+        raise InvalidInputError(f"tol must be a number in (0, 1), got {tol!r}")
+    if isinstance(max_iters, bool) or not isinstance(max_iters, (int, np.integer)) \
+            or max_iters < 1:
+        raise InvalidInputError(f"max_iters must be a positive integer, got {max_iters!r}")
+    if time_limit is not None and (not isinstance(time_limit, (int, float))
+                                   or not float(time_limit) > 0):
+        raise InvalidInputError(f"time_limit must be None or a positive number, got {time_limit!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise InvalidInputError(f"seed must be an integer, got {seed!r}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise InvalidInputError(f"dtype must be a floating torch dtype, got {dtype!r}")
+
+
+def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | str | None = None,
+                           dtype: torch.dtype = torch.float64, tol: float = 1e-6,
+                           max_iters: int = 20_000, time_limit: float | None = None,
+                           seed: int = 0, progress: bool = False,
+                           accept_inaccurate: bool = False,
+                           smoothing_floor: float = 1e-3) -> Solution:
+    """Solve a :class:`~convexrobust.ConvexPolynomial` program (c) or (d) by accelerated
+    projected gradient with exact projections and exact ℓ2 worst cases (module docstring).
+
+    Args:
+        program: nominal, ℓ2, or ℓ∞ with ``linf="containment"`` (ℓ∞ ``"diagonal"`` needs
+            per-sample multipliers: use ``linf="containment"`` or a conic solver).
+        device, dtype: where and in what precision to run (any torch device / float dtype).
+        tol: relative stationarity (gradient-mapping norm) target; float32 runs are floored at
+            ``sqrt(eps)``.
+        max_iters, time_limit: budgets; when exhausted a :class:`SolverFailedError` with status
+            ``"max_iters"`` / ``"time_limit"`` is raised unless ``accept_inaccurate``.
+        seed: accepted for a uniform solver API; the method is deterministic (zero start).
+        progress: show a tqdm bar with the objective and the stationarity.
+        smoothing_floor: final Huber width of the hinge / squared-loss max (objective error at
+            most half of it, in practice far less).
+
+    Returns:
+        :class:`Solution` with ``gap`` the final relative stationarity and ``info`` holding
+        ``device``, ``dtype``, ``stationarity``, ``violation_before_repair``, ``smoothing``,
+        ``eigh_calls``, ``restarts``.
+    """
+    start = time.perf_counter()
+    if not isinstance(program, ConvexPolynomial):
+        raise InvalidInputError(
+            f"solve_polynomial_torch takes a ConvexPolynomial, got {type(program).__name__}")
+    if program.uses_diagonal_lmi:
+        raise InvalidInputError(
+            "the torch solver computes ℓ∞ worst cases through the ℓ2 ball of radius ε√d: build "
+            "the program with linf='containment', or use a conic solver ('clarabel', 'scs', "
+            "'mosek') for the diagonal S-procedure")
+    _check_options(tol, max_iters, time_limit, seed, dtype)
+    if not (isinstance(smoothing_floor, (int, float)) and 0 < smoothing_floor <= 1):
+        raise InvalidInputError(f"smoothing_floor must be in (0, 1], got {smoothing_floor!r}")
+    try:
+        device = torch.device(device) if device is not None else torch.device("cpu")
+        torch.empty(0, device=device)
+    except (RuntimeError, TypeError) as err:
+        raise InvalidInputError(f"unusable torch device {device!r}: {err}") from None
+    act = program.activation
+    data = _Data(
+        X=torch.as_tensor(program.X, dtype=dtype, device=device),
+        T=torch.as_tensor(program.targets.values, dtype=dtype, device=device),
+        radius=float(program.l2_radius), loss=program.loss, beta=float(program.beta),
+        a=float(act.a), b=float(act.b), c=float(act.c),
+    )
+    d = program.n_features
+    C = program.n_outputs
+    D = d + 1
+    eps = torch.finfo(dtype).eps
+    tol_eff = max(float(tol), math.sqrt(eps) if dtype != torch.float64 else 0.0, 10 * eps)
+    smoothed = program.loss == "hinge" or (program.loss == "squared" and data.radius > 0)
+    mu_s = 1.0 if smoothed else 0.0
+    mu_final = float(smoothing_floor) if smoothed else 0.0
+
+    counter = {"eigh": 0}
+    g_lift = torch.ones(D, dtype=dtype, device=device)
+    g_lift[-1] = -1.0
+    stage_factor = 1e-2
+
+    def F(W: Tensor, need_grad: bool) -> tuple[Tensor, Tensor | None]:
+        val, grad, k = _objective(data, W, mu_s, need_grad)
+        counter["eigh"] += k
+        return val, grad
+
+    proj_mu = torch.zeros(2 * C, dtype=dtype, device=device)
+
+    def project(Y: Tensor) -> Tensor:
+        nonlocal proj_mu
+        Zp, proj_mu = project_lifted_cone(Y.reshape(2 * C, D, D), proj_mu)
+        return Zp.reshape(2, C, D, D)
+
+    x = torch.zeros(2, C, D, D, dtype=dtype, device=device)
+    y = x.clone()
+    t_mom = 1.0
+    # Lipschitz estimate of the data term: mean ‖A(x_k)‖² (times 1/μ for the Huber stage)
+    lift_norm2 = float((act.a ** 2 * (data.X.square().sum(1) ** 2)
+                        + 0.5 * act.b ** 2 * data.X.square().sum(1) + act.c ** 2).mean())
+    L = max(lift_norm2 / max(mu_s, 1.0), 1e-8) * 0.1
+    history: list[float] = []
+    status = "optimal"
+    iterations = 0
+    stationarity = math.inf
+    restarts = 0
+    bar = tqdm(total=max_iters, desc="torch polynomial", disable=not progress, unit="it")
+    fx, _ = F(x, False)
+    try:
+        while True:
+            if iterations >= max_iters:
+                status = "max_iters"
+                break
+            if time_limit is not None and time.perf_counter() - start > time_limit:
+                status = "time_limit"
+                break
+            fy, gy = F(y, True)
+            assert gy is not None
+            L_prev = L
+            L = L * 0.9
+            while True:
+                x_new = project(y - gy / L)
+                step = x_new - y
+                f_new, _ = F(x_new, False)
+                bound = fy + (gy * step).sum() + 0.5 * L * step.square().sum()
+                slack = 16 * eps * (fy.abs() + 1.0)
+                if bool(f_new <= bound + slack) or not bool(torch.isfinite(f_new)):
+                    break
+                L *= 2.0
+            iterations += 1
+            gmap = float(torch.linalg.vector_norm(step)) * L
+            stationarity = gmap / max(1.0, float(torch.linalg.vector_norm(gy)))
+            # momentum (Scheinberg–Goldfarb–Bai update with varying L) and adaptive restart
+            if float(((y - x_new) * (x_new - x)).sum()) > 0 or bool(f_new > fx):
+                t_mom = 1.0
+                restarts += 1
+            theta = L / L_prev
+            t_next = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * theta * t_mom * t_mom))
+            y = x_new + ((t_mom - 1.0) / t_next) * (x_new - x)
+            x, fx, t_mom = x_new, f_new, t_next
+            history.append(float(fx))
+            bar.update(1)
+            if progress and iterations % 50 == 0:
+                flat = x.reshape(2 * C, D, D)
+                viol = max(float(-torch.linalg.eigvalsh(flat)[:, 0].min()), float(
+                    (torch.diagonal(flat, dim1=1, dim2=2) * g_lift).sum(1).abs().max()))
+                bar.set_postfix(objective=f"{float(fx):.6g}", violation=f"{max(viol, 0):.1e}",
+                                stationarity=f"{stationarity:.2e}", smoothing=f"{mu_s:.0e}")
+            final_stage = mu_s <= mu_final * (1 + 1e-9)
+            stalled = len(history) > 10 and abs(history[-1] - history[-11]) <= \
+                10 * tol_eff * max(1.0, abs(history[-1]))
+            if final_stage and stationarity <= tol_eff and stalled:
+                break
+            if not final_stage and stationarity <= max(tol_eff, stage_factor * mu_s):
+                log.debug("stage smoothing=%.1e done at iteration %d, objective %.8g",
+                          mu_s, iterations, float(fx))
+                mu_s = max(mu_s * 0.1, mu_final)
+                L = L * 10.0
+                t_mom = 1.0
+                y = x.clone()
+                fx, _ = F(x, False)
+                history.clear()
+    finally:
+        bar.close()
+
+    Z = x.detach().to("cpu", torch.float64).numpy()
+    values = {"Z": np.ascontiguousarray(Z[0]), "Zp": np.ascontiguousarray(Z[1])}
+    violation_before = program.violation(values)
+    repaired = project_lifted_cone(torch.as_tensor(np.concatenate([Z[0], Z[1]])))[0].numpy()
+    values = {"Z": repaired[:C].copy(), "Zp": repaired[C:].copy()}
+    wall = time.perf_counter() - start
+    if status != "optimal" and not accept_inaccurate:
+        raise SolverFailedError(
+            f"torch stopped at {status} after {iterations} iterations with relative "
+            f"stationarity {stationarity:.2e} > tol {tol_eff:.1e}: raise max_iters / time_limit, "
+            "loosen tol, or pass accept_inaccurate=True to get the point anyway",
+            status=status, solver="torch")
+    log.info("torch polynomial: %s after %d iterations (%.3gs), stationarity %.2e",
+             status, iterations, wall, stationarity)
+    return Solution(
+        program=program, values=values, status=status, solver="torch", wall_time=wall,
+        iterations=iterations, solver_objective=float(fx), gap=stationarity,
+        info={"device": str(device), "dtype": str(dtype).replace("torch.", ""),
+              "stationarity": stationarity, "violation_before_repair": violation_before,
+              "smoothing": mu_s, "eigh_calls": counter["eigh"], "restarts": restarts,
+              "lipschitz": L},
+    )
+

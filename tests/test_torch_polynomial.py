@@ -1,0 +1,229 @@
+"""The first-order torch solver of the polynomial programs (c), (d): exact projection onto the
+lifted cone, exact batched trust-region worst cases, agreement with Clarabel on every supported
+family, budgets, dtypes and devices, and an O(classes) eigendecomposition count per iteration."""
+
+from __future__ import annotations
+
+import time
+
+import cvxpy as cp
+import numpy as np
+import pytest
+import torch
+from conftest import three_class_data, xor_data
+from convexrobust.solvers.polynomial_first_order import (
+    batched_trs,
+    project_lifted_cone,
+    solve_polynomial_torch,
+)
+
+import convexrobust as cr
+from convexrobust.trust_region import solve_trs
+
+FAST = {"tol": 1e-5}
+
+
+def _rel(a: float, b: float) -> float:
+    return abs(a - b) / max(abs(a), abs(b), 1e-12)
+
+
+def _check_against_clarabel(program: cr.ConvexPolynomial, **options: object) -> cr.Solution:
+    reference = cr.solve(program, "clarabel")
+    solution = cr.solve(program, "torch", **(FAST | options))
+    assert solution.status == "optimal" and solution.solver == "torch"
+    assert _rel(solution.objective, reference.objective) <= 1e-3
+    # the first-order point is feasible, hence never better than the optimum (up to Clarabel's
+    # own accuracy)
+    assert solution.objective >= reference.objective - 1e-5
+    assert solution.violation <= 1e-8
+    assert solution.info["violation_before_repair"] <= 1e-8
+    net = solution.network()
+    with torch.no_grad():
+        out = net(torch.as_tensor(program.X)).numpy().reshape(program.n_samples, -1)
+    np.testing.assert_allclose(out, program.training_predictions(solution.values), atol=1e-6)
+    return solution
+
+
+# ------------------------------------------------------------------ the projection
+def _cvxpy_projection(Y: np.ndarray) -> tuple[np.ndarray, float]:
+    D = Y.shape[0]
+    Z = cp.Variable((D, D), PSD=True)
+    problem = cp.Problem(cp.Minimize(cp.norm(Z - Y, "fro")),
+                         [cp.trace(Z[:D - 1, :D - 1]) == Z[D - 1, D - 1]])
+    problem.solve(solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10)
+    return Z.value, float(problem.value)
+
+
+@pytest.mark.filterwarnings("ignore:Solution may be inaccurate")
+def test_projection_is_exact_nearest_point_and_idempotent(rng):
+    Y = rng.standard_normal((6, 4, 4))
+    Y = torch.as_tensor(Y + Y.transpose(0, 2, 1))
+    Y[0] = torch.eye(4)  # already ⪰ 0 but tr(Z1) = 3 ≠ z4
+    Y[1] = -torch.eye(4)  # projects to 0
+    Z, _ = project_lifted_cone(Y)
+    assert float(torch.linalg.eigvalsh(Z).min()) >= -1e-12
+    trace_gap = torch.diagonal(Z[:, :3, :3], dim1=1, dim2=2).sum(1) - Z[:, 3, 3]
+    assert float(trace_gap.abs().max()) <= 1e-10
+    again, _ = project_lifted_cone(Z)
+    assert float((again - Z).abs().max()) <= 1e-10
+    assert float(torch.linalg.matrix_norm(Z[1])) <= 1e-12
+    for k in range(Y.shape[0]):
+        point, distance = _cvxpy_projection(Y[k].numpy())
+        # the distances agree to 1e-9; the points to Clarabel's accuracy (strong convexity
+        # makes a 1e-12 distance error a ~1e-6 point error, so compare at 1e-5)
+        assert abs(float(torch.linalg.matrix_norm(Z[k] - Y[k])) - distance) <= 1e-9
+        np.testing.assert_allclose(Z[k].numpy(), point, atol=1e-5)
+
+
+# ------------------------------------------------------------------ the batched TRS
+def test_batched_trs_matches_reference_solver():
+    gen = torch.Generator().manual_seed(0)
+    for trial in range(60):
+        d = 1 + trial % 4
+        A = torch.randn(d, d, generator=gen, dtype=torch.float64)
+        A = A + A.T if trial % 3 else -A @ A.T
+        ev, V = torch.linalg.eigh(A)
+        g = torch.randn(12, d, generator=gen, dtype=torch.float64)
+        if trial % 2 == 0:
+            g[:6] -= (g[:6] @ V[:, :1]) * V[:, 0]  # hard / near-hard cases
+        h = torch.randn(12, generator=gen, dtype=torch.float64)
+        ref = solve_trs(ev, V, g, h, 0.7)
+        value, dt = batched_trs(ev.expand(12, d), g @ V, h, 0.7)
+        np.testing.assert_allclose(value.numpy(), ref.value_upper.numpy(), rtol=1e-10,
+                                   atol=1e-10)
+        assert bool((dt.norm(dim=1) <= 0.7 * (1 + 1e-12)).all())
+
+
+# ------------------------------------------------------------------ agreement with Clarabel
+BINARY = [
+    (loss, threat, linf)
+    for loss in ("hinge", "squared", "logistic")
+    for threat, linf in ((None, "diagonal"), (cr.L2(0.2), "diagonal"),
+                         (cr.Linf(0.1), "containment"))
+]
+
+
+@pytest.mark.parametrize(("loss", "threat", "linf"), BINARY)
+def test_binary_matches_clarabel(loss, threat, linf):
+    X, y = xor_data(20, 2)
+    _check_against_clarabel(
+        cr.ConvexPolynomial(X, y, loss=loss, beta=1e-2, threat=threat, linf=linf))
+
+
+@pytest.mark.parametrize("threat", [None, cr.L2(0.1)])
+def test_multiclass_matches_clarabel(threat):
+    X, y = three_class_data(18, 2)
+    _check_against_clarabel(cr.ConvexPolynomial(X, y, loss="hinge", beta=1e-2, threat=threat))
+
+
+def test_three_features_logistic_l2_matches_clarabel():
+    X, y = xor_data(20, 3, seed=1)
+    _check_against_clarabel(cr.ConvexPolynomial(X, y, loss="logistic", beta=1e-2,
+                                                 threat=cr.L2(0.2)))
+
+
+def test_regression_matches_clarabel():
+    X, _ = xor_data(20, 2)
+    y = X[:, 0] ** 2 - X[:, 1]
+    program = cr.ConvexPolynomial(X, y, loss="squared", beta=1e-3, threat=cr.L2(0.1))
+    assert program.targets.task == "regression"
+    _check_against_clarabel(program)
+
+
+# ------------------------------------------------------------------ options and budgets
+def _small_program(loss: str = "logistic") -> cr.ConvexPolynomial:
+    X, y = xor_data(20, 2)
+    return cr.ConvexPolynomial(X, y, loss=loss, beta=1e-2, threat=cr.L2(0.2))
+
+
+def test_deterministic():
+    program = _small_program(loss="squared")
+    first = solve_polynomial_torch(program, seed=3, **FAST)
+    second = solve_polynomial_torch(program, seed=3, **FAST)
+    assert first.iterations == second.iterations
+    for key in ("Z", "Zp"):
+        np.testing.assert_array_equal(first.values[key], second.values[key])
+
+
+def test_float32_is_close():
+    program = _small_program()
+    ref = solve_polynomial_torch(program, **FAST)
+    single = solve_polynomial_torch(program, dtype=torch.float32)
+    assert single.info["dtype"] == "float32" and single.status == "optimal"
+    assert _rel(single.objective, ref.objective) <= 1e-2
+    assert single.violation <= 1e-8  # the values are repaired in float64
+
+
+def test_budget_raises_unless_accepted():
+    program = _small_program(loss="hinge")
+    with pytest.raises(cr.SolverFailedError) as info:
+        cr.solve(program, "torch", max_iters=3)
+    assert info.value.status == "max_iters" and info.value.solver == "torch"
+    solution = cr.solve(program, "torch", max_iters=3, accept_inaccurate=True)
+    assert solution.status == "max_iters" and not solution.optimal
+    assert solution.iterations == 3 and solution.violation <= 1e-9
+    with pytest.raises(cr.SolverFailedError) as info:
+        cr.solve(program, "torch", time_limit=1e-9)
+    assert info.value.status == "time_limit"
+
+
+def test_linf_diagonal_is_refused():
+    X, y = xor_data(20, 2)
+    program = cr.ConvexPolynomial(X, y, threat=cr.Linf(0.1), linf="diagonal")
+    with pytest.raises(cr.InvalidInputError, match="containment"):
+        cr.solve(program, "torch")
+
+
+@pytest.mark.parametrize("options", [{"tol": 0}, {"tol": 2.0}, {"max_iters": 0},
+                                     {"max_iters": 1.5}, {"time_limit": -1.0},
+                                     {"dtype": torch.int64}, {"device": "nowhere"}])
+def test_bad_options_are_invalid_input(options):
+    with pytest.raises(cr.InvalidInputError):
+        cr.solve(_small_program(), "torch", **options)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    program = _small_program()
+    cpu = solve_polynomial_torch(program, **FAST)
+    gpu = solve_polynomial_torch(program, device="cuda", **FAST)
+    assert gpu.info["device"].startswith("cuda")
+    assert _rel(gpu.objective, cpu.objective) <= 1e-6
+
+
+def test_eigendecompositions_per_iteration_do_not_grow_with_n(monkeypatch):
+    """Robust ℓ2: each iteration decomposes O(classes) small matrices, never one per sample."""
+    real_eigh = torch.linalg.eigh
+    batches: list[int] = []
+
+    def counting_eigh(A, *args, **kwargs):
+        batches.append(int(np.prod(A.shape[:-2])) if A.ndim > 2 else 1)
+        return real_eigh(A, *args, **kwargs)
+
+    monkeypatch.setattr(torch.linalg, "eigh", counting_eigh)
+    per_iteration = {}
+    for n in (20, 200):
+        X, y = three_class_data(n, 3)
+        program = cr.ConvexPolynomial(X, y, loss="hinge", beta=1e-2, threat=cr.L2(0.1))
+        batches.clear()
+        solution = solve_polynomial_torch(program, max_iters=30, accept_inaccurate=True)
+        assert max(batches) <= 2 * program.n_outputs  # at most the 2C lifted matrices at once
+        per_iteration[n] = sum(batches) / solution.iterations
+    assert per_iteration[200] <= 40 * 3  # O(C): a few batched projections and one TRS eigh
+    assert per_iteration[200] <= 2.0 * per_iteration[20]
+
+
+# ------------------------------------------------------------------ mid-size
+@pytest.mark.slow
+def test_mid_size_matches_conic():
+    r = np.random.default_rng(0)
+    X = r.standard_normal((1000, 50)) / np.sqrt(50)
+    y = np.sign(X[:, 0] * X[:, 1] + 0.1 * r.standard_normal(1000))
+    program = cr.ConvexPolynomial(X, y, loss="squared", beta=1e-3)
+    start = time.perf_counter()
+    torch_solution = cr.solve(program, "torch")
+    torch_time = time.perf_counter() - start
+    conic = cr.solve(program, "scs", tol=1e-7)
+    assert torch_solution.objective <= conic.objective * (1 + 1e-3)
+    assert torch_solution.violation <= 1e-8
+    assert torch_time < 120
