@@ -15,6 +15,10 @@ For a nominal program ``m = t·ŷ`` and ``ρ = |t − ŷ|``; for a robust one th
 worst cases over the threat ball (MATH.md §2). With ``m_y = 0`` the pairwise logistic loss is
 the cross-entropy, and its robust form an upper bound of the worst-case cross-entropy (each
 competitor's worst case is taken separately). The data term is the **mean** over samples.
+
+The torch renderings take ``smoothing=μ ≥ 0`` for first-order solvers: with ``μ > 0`` the hinge
+is replaced by its Moreau envelope (Huber form, ``0 ≤ φ − φ_μ ≤ μ/2``, gradient ``1/μ``-Lipschitz;
+Nesterov, Math. Program. 2005); ``μ = 0`` is the exact definition.
 """
 
 from __future__ import annotations
@@ -37,10 +41,19 @@ def elementwise_cvxpy(loss: str, u: cp.Expression) -> cp.Expression:
     return 0.5 * cp.square(u)
 
 
-def elementwise_torch(loss: str, u: torch.Tensor) -> torch.Tensor:
-    """The torch rendering of :func:`elementwise_cvxpy`."""
+def huber_relu(s: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """The Moreau envelope of ``(s)_+`` with parameter ``μ``: ``s²/2μ`` on ``[0, μ]``,
+    ``s − μ/2`` above, 0 below (``(s)_+`` itself when ``μ = 0``)."""
+    r = torch.relu(s)
+    if not smoothing:
+        return r
+    return torch.where(r < smoothing, r.square() / (2 * smoothing), r - smoothing / 2)
+
+
+def elementwise_torch(loss: str, u: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
+    """The torch rendering of :func:`elementwise_cvxpy` (``smoothing``: see the module doc)."""
     if loss == "hinge":
-        return torch.relu(1 - u)
+        return huber_relu(1 - u, smoothing)
     if loss == "logistic":
         return F.softplus(-u)
     return 0.5 * u.square()
@@ -54,8 +67,9 @@ def pairwise_cvxpy(loss: str, margins: cp.Expression, others: np.ndarray) -> cp.
     return cp.log_sum_exp(-margins, axis=1)
 
 
-def pairwise_torch(loss: str, margins: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
-    """The torch rendering of :func:`pairwise_cvxpy`."""
+def pairwise_torch(loss: str, margins: torch.Tensor, others: torch.Tensor,
+                   smoothing: float = 0.0) -> torch.Tensor:
+    """The torch rendering of :func:`pairwise_cvxpy` (``smoothing``: see the module doc)."""
     if loss == "hinge":
-        return (others * torch.relu(1 - margins)).sum(dim=1)
+        return (others * huber_relu(1 - margins, smoothing)).sum(dim=1)
     return torch.logsumexp(-margins, dim=1)

@@ -133,55 +133,90 @@ class ConvexReLU(ConvexProgram):
         S = self.slopes_torch(V, W)
         return data, S, torch.einsum("cnd,nd->nc", S, data["Xb"])
 
-    def _worst_margins(self, V: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    def dual_norm_torch(self, Z: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
+        """``‖z_{:d}‖_q`` over the last axis (the non-constant coordinates; q the threat's dual
+        exponent). With ``smoothing = μ > 0``, a smooth convex under-estimate that is 0 at 0, for
+        first-order solvers (Nesterov, Math. Program. 2005): the Moreau envelope (Huber form,
+        error ≤ μ/2 per coordinate) for q = 2 and q = 1, and ``μ·logsumexp(±z/μ) − μ log 2d``
+        (error ≤ μ log 2d) for q = ∞. ``μ = 0`` is the exact norm."""
+        _, q = self._eps_q()
+        Z = Z[..., : self.n_features]
+        if not smoothing:
+            return torch.linalg.vector_norm(Z, ord=q, dim=-1)
+        mu = smoothing
+        if q == 2:
+            r = torch.linalg.vector_norm(Z, dim=-1)
+            return torch.where(r < mu, r.square() / (2 * mu), r - mu / 2)
+        if q == 1:
+            r = Z.abs()
+            return torch.where(r < mu, r.square() / (2 * mu), r - mu / 2).sum(dim=-1)
+        both = torch.cat([Z, -Z], dim=-1) / mu
+        return mu * (torch.logsumexp(both, dim=-1) - float(np.log(both.shape[-1])))
+
+    def _worst_margins(self, V: torch.Tensor, W: torch.Tensor,
+                       smoothing: float = 0.0) -> torch.Tensor:
         """Exact worst-case margins over the threat ball: binary (n, 1) ``t·ŷ − ε‖a‖_q``;
-        multi-class (n, C) pairwise ``f_y − f_c − ε‖a_y − a_c‖_q`` (0 in the true column)."""
+        multi-class (n, C) pairwise ``f_y − f_c − ε‖a_y − a_c‖_q`` (0 in the true column).
+        ``smoothing``: see :meth:`dual_norm_torch`."""
         data, S, yhat = self._outputs(V, W)
-        eps, q = self._eps_q()
-        d = self.n_features
+        eps, _ = self._eps_q()
         if self.targets.task == "multiclass":
             idx = torch.arange(self.n_samples, device=V.device)
             margins = yhat[idx, data["labels"]].unsqueeze(1) - yhat
             if eps:
                 diff = S[data["labels"], idx].unsqueeze(0) - S  # (C, n, d̃)
-                margins = margins - eps * torch.linalg.vector_norm(diff[..., :d], ord=q, dim=-1).T
+                margins = margins - eps * self.dual_norm_torch(diff, smoothing).T
             return margins
-        spread = eps * torch.linalg.vector_norm(S[..., :d], ord=q, dim=-1).T if eps else 0.0
+        spread = eps * self.dual_norm_torch(S, smoothing).T if eps else 0.0
         return data["T"] * yhat - spread
 
-    def _worst_residuals(self, V: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
-        """Exact worst-case absolute residuals ``|t − ŷ| + ε‖a‖_q`` per output, (n, C)."""
+    def _worst_residuals(self, V: torch.Tensor, W: torch.Tensor,
+                         smoothing: float = 0.0) -> torch.Tensor:
+        """Exact worst-case absolute residuals ``|t − ŷ| + ε‖a‖_q`` per output, (n, C).
+        With ``smoothing = μ > 0`` and ε > 0 the absolute value is Huber-smoothed too."""
         data, S, yhat = self._outputs(V, W)
-        eps, q = self._eps_q()
-        resid = (data["T"] - yhat).abs()
+        eps, _ = self._eps_q()
+        resid = data["T"] - yhat
+        if eps and smoothing:
+            r = resid.abs()
+            resid = torch.where(r < smoothing, r.square() / (2 * smoothing), r - smoothing / 2)
+        else:
+            resid = resid.abs()
         if eps:
-            resid = resid + eps * torch.linalg.vector_norm(
-                S[..., : self.n_features], ord=q, dim=-1).T
+            resid = resid + eps * self.dual_norm_torch(S, smoothing).T
         return resid
+
+    def data_term_torch(self, V: torch.Tensor, W: torch.Tensor,
+                        smoothing: float = 0.0) -> torch.Tensor:
+        """The mean loss (the objective without the β-term) as a differentiable function of
+        ``V``, ``W`` (C, P, d̃). ``smoothing = μ > 0`` gives the smooth under-estimate used by
+        first-order solvers (hinge, ``|·|`` and dual norms by their Moreau envelopes / soft-max;
+        see :meth:`dual_norm_torch` and :mod:`~convexrobust.problems.losses`); 0 is exact."""
+        if self.loss == "squared":
+            resid = self._worst_residuals(V, W, smoothing)
+            return elementwise_torch("squared", resid).sum(dim=1).mean()
+        if self._pairwise:
+            others = self.tensors(V.dtype, V.device)["others"]
+            margins = self._worst_margins(V, W, smoothing)
+            return pairwise_torch(self.loss, margins, others, smoothing).mean()
+        margins = self._worst_margins(V, W, smoothing)
+        return elementwise_torch(self.loss, margins, smoothing).sum(dim=1).mean()
 
     def objective_torch(self, V: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
         """The objective as a differentiable function of ``V``, ``W`` (C, P, d̃)."""
-        if self.loss == "squared":
-            data = elementwise_torch("squared", self._worst_residuals(V, W)).sum(dim=1).mean()
-        elif self._pairwise:
-            others = self.tensors(V.dtype, V.device)["others"]
-            data = pairwise_torch(self.loss, self._worst_margins(V, W), others).mean()
-        else:
-            data = elementwise_torch(self.loss, self._worst_margins(V, W)).sum(dim=1).mean()
         reg = torch.linalg.vector_norm(V, dim=-1).sum() + torch.linalg.vector_norm(W, dim=-1).sum()
-        return data + self.beta * reg
+        return self.data_term_torch(V, W) + self.beta * reg
 
-    def cone_slack_torch(self, Z: torch.Tensor) -> torch.Tensor:
+    def cone_slack_torch(self, Z: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
         """``E_i X z_i − ε‖z_i‖_q`` for every output, pattern and sample, shape (C, P, n);
-        the cone constraints say it is ≥ 0."""
+        the cone constraints say it is ≥ 0. ``smoothing = μ > 0`` replaces the norm by its smooth
+        under-estimate (:meth:`dual_norm_torch`): a concave over-estimate of the slack."""
         data = self.tensors(Z.dtype, Z.device)
-        eps, q = self._eps_q()
+        eps, _ = self._eps_q()
         E = 2 * data["D"] - 1
         slack = torch.einsum("nd,cpd->cpn", data["Xb"], Z) * E.T.unsqueeze(0)
         if eps:
-            slack = slack - eps * torch.linalg.vector_norm(
-                Z[..., : self.n_features], ord=q, dim=-1
-            ).unsqueeze(-1)
+            slack = slack - eps * self.dual_norm_torch(Z, smoothing).unsqueeze(-1)
         return slack
 
     # ------------------------------------------------------------------ the judge

@@ -1,0 +1,186 @@
+"""The first-order torch solver of the ReLU programs (solvers/relu_first_order.py) agrees with
+Clarabel, returns exactly feasible points whose recovered network reproduces the convex model,
+is deterministic, honours dtype/device, and reports budget exhaustion honestly."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+from conftest import three_class_data, xor_data
+from convexrobust.solvers.relu_first_order import solve_relu_torch
+
+import convexrobust as cr
+
+slow = pytest.mark.slow
+
+#: Relative stationarity / violation tolerance used in the agreement tests.
+TOL = 1e-4
+
+
+def _relative_gap(a: float, b: float) -> float:
+    return abs(a - b) / max(abs(a), abs(b), 1e-12)
+
+
+def _check_against_clarabel(program: cr.ConvexReLU, tol: float = TOL) -> cr.Solution:
+    reference = cr.solve(program, "clarabel")
+    solution = cr.solve(program, "torch", tol=tol)
+    assert solution.status == "optimal" and solution.solver == "torch"
+    assert _relative_gap(solution.objective, reference.objective) <= 1e-3
+    assert solution.violation <= 1e-6  # after repair
+    assert solution.info["violation_before_repair"] >= 0
+    net = solution.network()
+    out = net(torch.as_tensor(program.X)).detach().numpy()
+    assert np.abs(out - program.training_predictions(solution.values)).max() <= 1e-6
+    return solution
+
+
+# The fast suite covers every program structure (nominal/ℓ2, binary/multi-class, squared and
+# logistic); the non-smooth hinge and ℓ∞/ℓ1 cases need ~10-20k iterations (~20 s each on one
+# core) and run with -m slow.
+BINARY = [
+    ("squared", None),
+    ("logistic", None),
+    ("squared", cr.L2(0.1)),
+    pytest.param("squared", cr.Linf(0.05), marks=slow),
+    pytest.param("hinge", None, marks=slow),
+    pytest.param("hinge", cr.L2(0.1), marks=slow),
+    pytest.param("hinge", cr.Linf(0.05), marks=slow),
+    pytest.param("logistic", cr.L2(0.1), marks=slow),
+    pytest.param("logistic", cr.Linf(0.05), marks=slow),
+]
+
+
+@pytest.mark.parametrize(("loss", "threat"), BINARY)
+def test_binary_matches_clarabel(loss, threat):
+    X, y = xor_data(30, 3)
+    _check_against_clarabel(cr.ConvexReLU(X, y, n_patterns=12, loss=loss, beta=1e-2,
+                                          threat=threat))
+
+
+@pytest.mark.parametrize(("loss", "threat"), [
+    ("squared", None),
+    pytest.param("logistic", None, marks=slow),
+    pytest.param("hinge", None, marks=slow),
+    pytest.param("squared", cr.L2(0.1), marks=slow),
+    pytest.param("logistic", cr.L2(0.1), marks=slow),
+    pytest.param("hinge", cr.L2(0.1), marks=slow),
+])
+def test_multiclass_matches_clarabel(loss, threat):
+    X, y = three_class_data(24, 2)
+    _check_against_clarabel(cr.ConvexReLU(X, y, n_patterns=8, loss=loss, beta=1e-2,
+                                          threat=threat))
+
+
+@slow
+def test_regression_matches_clarabel():
+    X, _ = xor_data(30, 2)
+    y = X[:, 0] ** 2 - X[:, 1]
+    program = cr.ConvexReLU(X, y, n_patterns=10, loss="squared", beta=1e-3, threat=cr.L2(0.05))
+    assert program.targets.task == "regression"
+    _check_against_clarabel(program, tol=1e-5)
+
+
+@slow
+def test_l1_threat_matches_clarabel():
+    X, y = xor_data(30, 2)
+    _check_against_clarabel(cr.ConvexReLU(X, y, n_patterns=10, loss="logistic", beta=1e-2,
+                                          threat=cr.ThreatModel(1, 0.05)))
+
+
+# ---------------------------------------------------------------- options and reporting
+def _small() -> cr.ConvexReLU:
+    X, y = xor_data(30, 3)
+    return cr.ConvexReLU(X, y, n_patterns=12, loss="squared", beta=1e-2)
+
+
+def test_deterministic():
+    program = _small()
+    a = solve_relu_torch(program, tol=1e-3, seed=3)
+    b = solve_relu_torch(program, tol=1e-3, seed=3)
+    assert a.iterations == b.iterations
+    for key in ("V", "W"):
+        assert np.array_equal(a.values[key], b.values[key])
+
+
+@pytest.mark.xfail(strict=True, reason="known: float32 iterates violate the cones at ~1e-4 "
+                   "and the exact-feasibility repair then costs ~10% of the objective")
+def test_float32_lands_close():
+    program = _small()
+    reference = cr.solve(program, "clarabel")
+    solution = solve_relu_torch(program, dtype=torch.float32, tol=1e-2)
+    assert solution.info["dtype"] == "float32"
+    assert solution.values["V"].dtype == np.float64
+    assert _relative_gap(solution.objective, reference.objective) <= 1e-2
+    assert solution.violation <= 1e-6
+
+
+def test_budget_exhaustion_raises_unless_accepted():
+    program = _small()
+    with pytest.raises(cr.SolverFailedError) as info:
+        cr.solve(program, "torch", max_iters=3)
+    assert info.value.status == "max_iters" and info.value.solver == "torch"
+    solution = cr.solve(program, "torch", max_iters=3, accept_inaccurate=True)
+    assert solution.status == "max_iters" and not solution.optimal
+    assert solution.iterations == 3
+    assert solution.violation <= 1e-6  # the repair runs on inaccurate points too
+
+
+def test_time_limit():
+    program = _small()
+    with pytest.raises(cr.SolverFailedError) as info:
+        cr.solve(program, "torch", tol=1e-12, time_limit=0.05)
+    assert info.value.status == "time_limit"
+
+
+def test_reports_what_was_done():
+    solution = solve_relu_torch(_small(), tol=1e-3)
+    info = solution.info
+    for key in ("device", "dtype", "stationarity", "violation_before_repair",
+                "outer_iterations"):
+        assert key in info
+    assert info["device"] == "cpu" and info["dtype"] == "float64"
+    assert solution.gap == info["stationarity"] <= 1e-3
+    assert solution.wall_time > 0 and solution.iterations >= 1
+
+
+@pytest.mark.parametrize("options", [
+    {"tol": 0}, {"tol": -1.0}, {"tol": float("nan")}, {"max_iters": 0}, {"max_iters": 2.5},
+    {"time_limit": 0}, {"seed": "a"}, {"dtype": torch.int64},
+])
+def test_invalid_options(options):
+    with pytest.raises(cr.InvalidInputError):
+        solve_relu_torch(_small(), **options)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_matches_cpu():
+    program = _small()
+    cpu = solve_relu_torch(program, tol=1e-4)
+    gpu = solve_relu_torch(program, tol=1e-4, device="cuda")
+    assert gpu.info["device"].startswith("cuda")
+    assert _relative_gap(gpu.objective, cpu.objective) <= 1e-4
+    assert gpu.violation <= 1e-6
+
+
+# ---------------------------------------------------------------- mid-size
+@slow
+@pytest.mark.xfail(strict=True, reason="known: the AL stops at an absolute cone violation "
+                   "~1e-3 on this instance and the repair costs far more than 1e-3")
+def test_mid_size_planted_network():
+    r = np.random.default_rng(0)
+    n, d, h = 1000, 20, 10
+    X = r.standard_normal((n, d))
+    U, a = r.standard_normal((d, h)), r.standard_normal(h)
+    y = np.maximum(X @ U, 0) @ a / np.sqrt(h) + 0.1 * r.standard_normal(n)
+    program = cr.ConvexReLU(X, y, n_patterns=50, loss="squared", beta=1e-3)
+    start = time.perf_counter()
+    reference = cr.solve(program, "clarabel")
+    clarabel_time = time.perf_counter() - start
+    solution = cr.solve(program, "torch", tol=1e-4)
+    assert solution.status == "optimal"
+    assert _relative_gap(solution.objective, reference.objective) <= 1e-3
+    assert solution.violation <= 1e-6
+    print(f"clarabel {clarabel_time:.1f}s, torch {solution.wall_time:.1f}s")  # noqa: T201
