@@ -39,10 +39,10 @@ class TrainConfig:
 
     data: str = "digits"
     arch: str = "L4W32"
-    epochs: int = 60
+    epochs: int = 200
     eps: float = 0.3
     batch_size: int = 128
-    lr: float = 2e-3
+    lr: float = 5e-3
     weight_decay: float = 0.0
     optimizer: str = "nadam"
     warmup_epochs: int = 3
