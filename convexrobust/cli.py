@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, default=TRAIN_DEFAULTS["lr"])
     train.add_argument("--batch-size", type=int, default=TRAIN_DEFAULTS["batch_size"])
     train.add_argument("--neck-dim", type=int, default=TRAIN_DEFAULTS["neck_dim"])
-    train.add_argument("--loss", choices=("emma", "fixed"), default="emma")
+    train.add_argument("--loss", choices=("emma", "fixed", "trades"), default="emma")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", required=True, help="folder for checkpoint.pt, model.pt, log")
     train.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")

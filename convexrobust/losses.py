@@ -12,6 +12,8 @@ Notation: logits ``f = W h(x) + b`` with head rows ``w_i``, label ``y``, a Lipsc
   ``ỹ_i = z_i + ρ_i ε M_i`` (``ỹ_y = 0``) go into the cross-entropy: every competitor is pushed
   by its own current certified radius, clipped to ``[0.01 ε, ε]``.
 * Fixed-margin loss: EMMA with every ``ρ_i = 1``.
+* GloRo-TRADES: cross-entropy plus a KL term against the logits extended by the bottom class
+  ``f_⊥ = max_{i≠j} (f_i + ε M_i)`` of the prediction ``j`` (the alternative to EMMA).
 * ε schedule: ``ε_t = ε (m + (M − m) min(2t/T, 1))`` with ``m = 0.1`` and ``M`` = 1.5
   (NeurIPS code) or 3.0 (ICLR code).
 """
@@ -53,6 +55,21 @@ def fixed_margin_loss(logits: torch.Tensor, y: torch.Tensor, head_weight: torch.
     """Cross-entropy with every competitor shifted by its full margin ``ε M_i``."""
     ones = torch.ones_like(logits)
     return F.cross_entropy(_shifted_logits(logits, y, head_weight, K, eps, ones), y)
+
+
+def gloro_trades_loss(logits: torch.Tensor, y: torch.Tensor, head_weight: torch.Tensor,
+                      K: torch.Tensor | float, eps: float, trades: float = 1.0) -> torch.Tensor:
+    """GloRo-TRADES (Leino et al. 2021): ``CE(f, y) + λ·KL(p ‖ q)`` with ``p = softmax(f)``
+    (no mass on ⊥) and ``q = softmax([f, f_⊥])``, where the bottom logit
+    ``f_⊥ = max_{i≠j} (f_i + ε K ‖w_j − w_i‖)`` uses only the prediction ``j = argmax f`` and
+    its worst competitor."""
+    pred = logits.argmax(1).detach()
+    M = pairwise_lipschitz(head_weight, pred, K)
+    bottom = (logits + eps * M).scatter(1, pred[:, None], float("-inf")).amax(1, keepdim=True)
+    log_p = F.log_softmax(logits, dim=1)
+    log_q = F.log_softmax(torch.cat([logits, bottom], dim=1), dim=1)[:, :-1]
+    kl = (log_p.exp() * (log_p - log_q)).sum(dim=1).mean()
+    return F.cross_entropy(logits, y) + trades * kl
 
 
 def gloro_radius(logits: torch.Tensor, y: torch.Tensor, head_weight: torch.Tensor,

@@ -27,10 +27,18 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from convexrobust.errors import InvalidInputError
-from convexrobust.losses import emma_loss, epsilon_schedule, fixed_margin_loss, gloro_radius
+from convexrobust.losses import (
+    emma_loss,
+    epsilon_schedule,
+    fixed_margin_loss,
+    gloro_radius,
+    gloro_trades_loss,
+)
 from convexrobust.networks.liresnet import LiResNet
 
 log = logging.getLogger(__name__)
+
+LOSSES = {"emma": emma_loss, "fixed": fixed_margin_loss, "trades": gloro_trades_loss}
 
 
 @dataclass
@@ -128,8 +136,8 @@ def train_liresnet(cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, out: Path
     """Train on ``(x, y)`` (float images in [0, 1], labels 0..C−1), checkpointing to
     ``out/checkpoint.pt`` each epoch; writes ``out/model.pt`` (loadable with
     :meth:`LiResNet.load`) and ``out/log.jsonl``. A failed run never overwrites a good file."""
-    if cfg.loss not in ("emma", "fixed"):
-        raise InvalidInputError(f"loss must be 'emma' or 'fixed', got {cfg.loss!r}")
+    if cfg.loss not in LOSSES:
+        raise InvalidInputError(f"loss must be one of {', '.join(LOSSES)}, got {cfg.loss!r}")
     if cfg.optimizer not in ("nadam", "adamw"):
         raise InvalidInputError(f"optimizer must be 'nadam' or 'adamw', got {cfg.optimizer!r}")
     out = Path(out)
@@ -151,7 +159,7 @@ def train_liresnet(cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, out: Path
         scheduler.load_state_dict(state["scheduler"])
         start_epoch = state["epoch"]
         log.info("resumed from %s at epoch %d", checkpoint, start_epoch)
-    loss_fn = emma_loss if cfg.loss == "emma" else fixed_margin_loss
+    loss_fn = LOSSES[cfg.loss]
     pad, flip = (1, False) if x.shape[-1] <= 8 else (4, True)
     bar = tqdm(range(start_epoch, cfg.epochs), desc="train", disable=not progress,
                initial=start_epoch, total=cfg.epochs)

@@ -14,6 +14,7 @@ from convexrobust.losses import (
     fixed_margin_loss,
     gloro_certified,
     gloro_radius,
+    gloro_trades_loss,
 )
 from convexrobust.networks.liresnet import LiResNet, minmax, parse_arch
 
@@ -116,6 +117,20 @@ def test_emma_properties():
     shifted = (logits2 - logits2.gather(1, y[:, None]) + rho * 0.5 * Mk).scatter(1, y[:, None], 0)
     g2_logits, g2_K = torch.autograd.grad(F.cross_entropy(shifted, y), [logits2, K2])
     assert torch.allclose(g_logits, g2_logits) and torch.allclose(g_K, g2_K)
+
+
+def test_gloro_trades_is_cross_entropy_plus_a_nonnegative_penalty():
+    torch.manual_seed(1)
+    logits = torch.randn(32, 10)
+    y = torch.randint(0, 10, (32,))
+    W = F.normalize(torch.randn(10, 8), dim=1)
+    ce = F.cross_entropy(logits, y)
+    assert gloro_trades_loss(logits, y, W, 2.0, 0.3) >= ce
+    assert gloro_trades_loss(logits, y, W, 2.0, 0.3, trades=0.0) == ce
+    confident = logits.clone()
+    confident[torch.arange(32), confident.argmax(1)] += 1e3  # certified by a huge margin
+    gap = gloro_trades_loss(confident, y, W, 2.0, 0.3) - F.cross_entropy(confident, y)
+    assert 0 <= float(gap) < 1e-6
 
 
 def test_epsilon_schedule():
