@@ -111,8 +111,19 @@ def _train_liresnet(args: argparse.Namespace) -> int:
                       neck_dim=args.neck_dim)
     x, y = _image_data(args.data, args.data_path, "train")
     x_test, y_test = _image_data(args.data, args.data_path, "test")
+    device = torch.device(args.device)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by torchrun: data parallel
+        import torch.distributed as dist
+
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        if dist.get_rank() > 0:
+            train_liresnet(cfg, x, y, Path(args.out), resume=args.resume, progress=False,
+                           device=device)
+            return 0
     model = train_liresnet(cfg, x, y, Path(args.out), resume=args.resume,
-                           progress=not args.quiet)
+                           progress=not args.quiet, device=device)
     report = evaluate_gloro(model, x_test, y_test, (cfg.eps,))
     print(f"wrote {Path(args.out) / 'model.pt'}: clean accuracy {report['clean_accuracy']:.4f}, "
           f"VRA@{cfg.eps:g} {report['vra'][f'{cfg.eps:g}']:.4f} "
@@ -171,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", required=True, help="folder for checkpoint.pt, model.pt, log")
     train.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
+    train.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                       help="torch device (default: cuda when available)")
     train.set_defaults(run=_train_liresnet)
 
     certify = sub.add_parser("certify", help="clean accuracy and VRA of a trained LiResNet")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
@@ -116,13 +117,14 @@ def evaluate_gloro(model: LiResNet, x: torch.Tensor, y: torch.Tensor, radii: tup
     model.eval()
     K = model.lipschitz_bound(kind, "backbone")
     W = model.head_weight()
+    device = W.device
     correct, radius = [], []
     for i in range(0, len(x), batch_size):
-        logits = model(x[i:i + batch_size])
-        yb = y[i:i + batch_size]
+        logits = model(x[i:i + batch_size].to(device))
+        yb = y[i:i + batch_size].to(device)
         correct.append(logits.argmax(1) == yb)
         radius.append(torch.where(logits.argmax(1) == yb, gloro_radius(logits, yb, W, K),
-                                  torch.zeros(len(yb), dtype=logits.dtype)))
+                                  torch.zeros(len(yb), dtype=logits.dtype, device=device)))
     ok, r = torch.cat(correct), torch.cat(radius)
     return {"clean_accuracy": float(ok.double().mean()),
             "vra": {f"{e:g}": float((r > e).double().mean()) for e in radii},
@@ -131,11 +133,15 @@ def evaluate_gloro(model: LiResNet, x: torch.Tensor, y: torch.Tensor, radii: tup
 
 def train_liresnet(cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, out: Path, *,
                    resume: bool = False, progress: bool = True,
-                   x_val: torch.Tensor | None = None, y_val: torch.Tensor | None = None
-                   ) -> LiResNet:
+                   x_val: torch.Tensor | None = None, y_val: torch.Tensor | None = None,
+                   device: torch.device | str | None = None) -> LiResNet:
     """Train on ``(x, y)`` (float images in [0, 1], labels 0..C−1), checkpointing to
     ``out/checkpoint.pt`` each epoch; writes ``out/model.pt`` (loadable with
-    :meth:`LiResNet.load`) and ``out/log.jsonl``. A failed run never overwrites a good file."""
+    :meth:`LiResNet.load`) and ``out/log.jsonl``. A failed run never overwrites a good file.
+
+    Inside an initialised ``torch.distributed`` group (e.g. under ``torchrun``) every process
+    holds the data, takes an equal share of each global batch of ``cfg.batch_size`` and
+    all-reduces the gradients, so the run equals the single-process one; rank 0 writes."""
     if cfg.loss not in LOSSES:
         raise InvalidInputError(f"loss must be one of {', '.join(LOSSES)}, got {cfg.loss!r}")
     if cfg.optimizer not in ("nadam", "adamw"):
@@ -143,7 +149,8 @@ def train_liresnet(cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, out: Path
     out = Path(out)
     torch.manual_seed(cfg.seed)
     classes = int(y.max()) + 1
-    model = build_model(cfg, x.shape[1], x.shape[-1], classes)
+    device = torch.device(device or "cpu")
+    model = build_model(cfg, x.shape[1], x.shape[-1], classes).to(device)
     opt_cls = torch.optim.NAdam if cfg.optimizer == "nadam" else torch.optim.AdamW
     optimizer = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(x) / cfg.batch_size)
@@ -153,7 +160,7 @@ def train_liresnet(cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, out: Path
     start_epoch = 0
     checkpoint = out / "checkpoint.pt"
     if resume and checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False)
+        state = torch.load(checkpoint, weights_only=False, map_location=device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -161,7 +168,9 @@ def train_liresnet(cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, out: Path
         log.info("resumed from %s at epoch %d", checkpoint, start_epoch)
     loss_fn = LOSSES[cfg.loss]
     pad, flip = (1, False) if x.shape[-1] <= 8 else (4, True)
-    bar = tqdm(range(start_epoch, cfg.epochs), desc="train", disable=not progress,
+    distributed = dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    bar = tqdm(range(start_epoch, cfg.epochs), desc="train", disable=not progress or rank > 0,
                initial=start_epoch, total=cfg.epochs)
     for epoch in bar:
         model.train()
@@ -170,21 +179,28 @@ def train_liresnet(cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, out: Path
         started, seen, total_loss = time.perf_counter(), 0, 0.0
         for b in range(steps_per_epoch):
             idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            xb, yb = augment(x[idx], gen, pad=pad, flip=flip), y[idx]
+            xb, yb = augment(x[idx].to(device), gen, pad=pad, flip=flip), y[idx].to(device)
+            # data parallel: every rank augments the same global batch and keeps its share
+            xb, yb = xb[rank::world], yb[rank::world]
             step = epoch * steps_per_epoch + b
             eps_t = epsilon_schedule(cfg.eps, step, total, high=cfg.eps_high)
             K = model.lipschitz_estimate("backbone", steps=cfg.power_steps)
             loss = loss_fn(model(xb), yb, model.head_weight(), K, eps_t)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            # weight the local mean so the all-reduced gradient is the global batch's mean
+            (loss * (len(yb) * world / len(idx))).backward()
+            if world > 1:
+                _all_reduce_mean(model)
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
             scheduler.step()
-            total_loss += float(loss.detach()) * len(idx)
-            seen += len(idx)
+            total_loss += float(loss.detach()) * len(yb)
+            seen += len(yb)
         record = {"epoch": epoch + 1, "loss": total_loss / seen,
-                  "images_per_second": seen / (time.perf_counter() - started),
+                  "images_per_second": seen * world / (time.perf_counter() - started),
                   "lr": scheduler.get_last_lr()[0]}
+        if rank != 0:
+            continue
         if x_val is not None and y_val is not None:
             record.update(evaluate_gloro(model, x_val, y_val, (cfg.eps,), kind="estimate"))
         bar.set_postfix(loss=f"{record['loss']:.3f}")
@@ -193,8 +209,20 @@ def train_liresnet(cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, out: Path
                      "config": asdict(cfg)}, checkpoint)
         with open(out / "log.jsonl", "a") as fh:  # only epochs whose checkpoint exists
             fh.write(json.dumps(record) + "\n")
-    model.save(out / "model.pt")
+    if rank == 0:
+        model.save(out / "model.pt")
+    if world > 1:
+        dist.barrier()
     return model
+
+
+def _all_reduce_mean(model: torch.nn.Module) -> None:
+    """Average the gradients over the processes of the default group."""
+    world = dist.get_world_size()
+    for p in model.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= world
 
 
 def as_tensors(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -66,3 +67,33 @@ def test_augment_is_a_seeded_crop_and_flip():
     assert torch.equal(same, x)  # no padding, no flip: identity
     # a crop only moves pixels (or brings in zeros): every nonzero value comes from x
     assert set(a[a != 0].tolist()) <= set(x.flatten().tolist())
+
+
+def _distributed_worker(rank: int, world: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world)
+    try:
+        x, y = _data()
+        train_liresnet(_config(2), x, y, Path(out), progress=False)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_process_data_parallel_matches_single_process(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:  # a free loopback port
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_distributed_worker, args=(2, port, str(tmp_path / "ddp")), nprocs=2, join=True)
+    x, y = _data()
+    single = train_liresnet(_config(2), x, y, tmp_path / "single", progress=False)
+    parallel = LiResNet.load(tmp_path / "ddp" / "model.pt")
+    for (name, a), (_, b) in zip(single.state_dict().items(), parallel.state_dict().items(),
+                                 strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), name
