@@ -80,7 +80,8 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, progress: bool = True) -> list[d
         z_train = features(torch.as_tensor(split.X_train)).numpy()
     programs = _programs(z_train, split.y_train, cfg)
     records: list[dict] = []
-    bar = tqdm(programs.items(), desc="demo", disable=not progress, unit="model")
+    # disable=None: tqdm stays quiet when stderr is not a terminal
+    bar = tqdm(programs.items(), desc="demo", disable=None if progress else True, unit="model")
     for name, program in bar:
         bar.set_postfix_str(name)
         start = time.perf_counter()

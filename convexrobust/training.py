@@ -170,7 +170,8 @@ def train_liresnet(cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, out: Path
     pad, flip = (1, False) if x.shape[-1] <= 8 else (4, True)
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    bar = tqdm(range(start_epoch, cfg.epochs), desc="train", disable=not progress or rank > 0,
+    bar = tqdm(range(start_epoch, cfg.epochs), desc="train",
+               disable=None if progress and rank == 0 else True,
                initial=start_epoch, total=cfg.epochs)
     for epoch in bar:
         model.train()
