@@ -15,14 +15,12 @@ Writes benchmarks/results/grid.json and, with matplotlib, grid_time.png and grid
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
 from pathlib import Path
 
-import cvxpy
 import numpy as np
 import torch
+from record import add_relative_gaps, write_record
 
 import convexrobust as cr
 
@@ -96,29 +94,14 @@ def main() -> None:
             except (cr.SolverFailedError, cr.InvalidInputError) as err:
                 results.append({**case, "solver": solver, "status": getattr(err, "status", None)
                                 or "unsupported", "wall_time": time.perf_counter() - start})
-        good = [r["objective"] for r in results if r.get("status") == "optimal"]
-        best = min(good) if good else np.nan
+        add_relative_gaps(results)
         for r in results:
-            if "objective" in r:
-                r["relative_gap"] = (r["objective"] - best) / max(abs(best), 1e-12)
             rows.append(r)
             print(f"{r['family']:<14}{r['classes']:>3} n={r['n']:<6}d={r['d']:<4}"
                   f"{r['solver']:<10}{str(r['status']):<20}{r['wall_time']:>8.1f}s  "
                   f"gap {r.get('relative_gap', float('nan')):.1e}  "
                   f"violation {r.get('violation', float('nan')):.1e}", flush=True)
-    record = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "threads": args.threads},
-        "versions": {"convexrobust": cr.__version__, "cvxpy": cvxpy.__version__,
-                     "torch": torch.__version__},
-        "time_limit": args.time_limit,
-        "results": rows,
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    tmp.replace(out)
+    out = write_record(args.out, rows, args.threads, time_limit=args.time_limit)
     plot(rows, out.parent)
     print(f"wrote {out}")
 

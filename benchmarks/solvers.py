@@ -12,14 +12,12 @@ and the wall time (including cvxpy's compilation). Writes benchmarks/results/sol
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
 from pathlib import Path
 
-import cvxpy
 import numpy as np
 import torch
+from record import add_relative_gaps, write_record
 
 import convexrobust as cr
 from convexrobust.data import breast_cancer
@@ -66,29 +64,16 @@ def main() -> None:
                 continue
             results.append({"family": family, **solution.summary(),
                             "neurons": solution.network().n_neurons})
-        best = min((r["objective"] for r in results if "objective" in r), default=np.nan)
+        add_relative_gaps(results)
         for r in results:
-            if "objective" in r:
-                r["relative_gap"] = (r["objective"] - best) / max(abs(best), 1e-12)
             r.update(n=program.n_samples, d=program.n_features, variables=program.n_variables())
             rows.append(r)
             print(f"{family:<24}{r['solver']:<10}{r['status']:<20}{r['wall_time']:>8.1f}s"
                   f"  objective {r.get('objective', float('nan')):.6g}"
                   f"  gap {r.get('relative_gap', float('nan')):.1e}"
                   f"  violation {r.get('violation', float('nan')):.1e}", flush=True)
-    record = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "threads": args.threads},
-        "versions": {"convexrobust": cr.__version__, "cvxpy": cvxpy.__version__,
-                     "torch": torch.__version__, "numpy": np.__version__},
-        "data": f"breast cancer train split, top {args.components} principal components",
-        "results": rows,
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    tmp.replace(out)
+    data = f"breast cancer train split, top {args.components} principal components"
+    out = write_record(args.out, rows, args.threads, data=data)
     print(f"wrote {out}")
 
 

@@ -1,0 +1,40 @@
+"""What every benchmark writes beside its numbers: the machine, the versions, and the JSON
+file itself (atomically: a temporary file, then a rename)."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import cvxpy
+import numpy as np
+import torch
+
+import convexrobust as cr
+
+
+def add_relative_gaps(results: list[dict]) -> None:
+    """``relative_gap`` of each solved result to the best optimal objective among them."""
+    good = [r["objective"] for r in results if r.get("status") == "optimal"]
+    best = min(good) if good else np.nan
+    for r in results:
+        if "objective" in r:
+            r["relative_gap"] = (r["objective"] - best) / max(abs(best), 1e-12)
+
+
+def write_record(path: str | Path, rows: list[dict], threads: int, **extra: object) -> Path:
+    record = {
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "threads": threads},
+        "versions": {"convexrobust": cr.__version__, "cvxpy": cvxpy.__version__,
+                     "torch": torch.__version__, "numpy": np.__version__},
+        **extra,
+        "results": rows,
+    }
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    tmp.replace(out)
+    return out
