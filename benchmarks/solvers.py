@@ -21,7 +21,7 @@ from record import add_relative_gaps, write_record
 
 import convexrobust as cr
 from convexrobust.data import breast_cancer
-from convexrobust.demo import _projection
+from convexrobust.demo import principal_projection
 
 
 def programs(z: np.ndarray, y: np.ndarray, eps2: float, epsinf: float, n_patterns: int):
@@ -48,7 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     split = breast_cancer()
-    features, _ = _projection(split, args.components)
+    features, _ = principal_projection(split, args.components)
     with torch.no_grad():
         z = features(torch.as_tensor(split.X_train)).numpy()
     rows = []

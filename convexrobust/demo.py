@@ -43,7 +43,7 @@ class DemoConfig:
     pgd_restarts: int = 3
 
 
-def _projection(split: Split, components: int) -> tuple[nn.Linear, float]:
+def principal_projection(split: Split, components: int) -> tuple[nn.Linear, float]:
     """``h(x) = V(x − c)`` on the top principal directions, and its exact ℓ2 bound ``‖V‖₂``."""
     center = split.X_train.mean(axis=0)
     d = split.X_train.shape[1]
@@ -75,7 +75,7 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, progress: bool = True) -> list[d
     ``model, radius, clean, pgd, certified`` and the solve's ``solver, solve_time, neurons,
     objective, violation``."""
     split = breast_cancer(seed=cfg.seed)
-    features, k_h = _projection(split, cfg.components)
+    features, k_h = principal_projection(split, cfg.components)
     with torch.no_grad():
         z_train = features(torch.as_tensor(split.X_train)).numpy()
     programs = _programs(z_train, split.y_train, cfg)
