@@ -24,9 +24,10 @@ def _relative_gap(a: float, b: float) -> float:
     return abs(a - b) / max(abs(a), abs(b), 1e-12)
 
 
-def _check_against_clarabel(program: cr.ConvexReLU, tol: float = TOL) -> cr.Solution:
+def _check_against_clarabel(program: cr.ConvexReLU, tol: float = TOL,
+                            max_iters: int = 20_000) -> cr.Solution:
     reference = cr.solve(program, "clarabel")
-    solution = cr.solve(program, "torch", tol=tol)
+    solution = cr.solve(program, "torch", tol=tol, max_iters=max_iters)
     assert solution.status == "optimal" and solution.solver == "torch"
     assert _relative_gap(solution.objective, reference.objective) <= 1e-3
     assert solution.violation <= 1e-6  # after repair
@@ -38,7 +39,7 @@ def _check_against_clarabel(program: cr.ConvexReLU, tol: float = TOL) -> cr.Solu
 
 
 # The fast suite covers every program structure (nominal/ℓ2, binary/multi-class, squared and
-# logistic); the non-smooth hinge and ℓ∞/ℓ1 cases need ~10-20k iterations (~20 s each on one
+# logistic); the non-smooth hinge and ℓ∞/ℓ1 cases need ~10-17k iterations (~4-15 s each on one
 # core) and run with -m slow.
 BINARY = [
     ("squared", None),
@@ -80,7 +81,7 @@ def test_regression_matches_clarabel():
     y = X[:, 0] ** 2 - X[:, 1]
     program = cr.ConvexReLU(X, y, n_patterns=10, loss="squared", beta=1e-3, threat=cr.L2(0.05))
     assert program.targets.task == "regression"
-    _check_against_clarabel(program, tol=1e-5)
+    _check_against_clarabel(program, tol=1e-5, max_iters=60_000)  # ~51k iterations at 1e-5
 
 
 @slow
@@ -105,12 +106,12 @@ def test_deterministic():
         assert np.array_equal(a.values[key], b.values[key])
 
 
-@pytest.mark.xfail(strict=True, reason="known: float32 iterates violate the cones at ~1e-4 "
-                   "and the exact-feasibility repair then costs ~10% of the objective")
 def test_float32_lands_close():
+    # tol is a relative stationarity tolerance, not an objective gap: at tol=1e-2 float64 lands
+    # 1.7% above Clarabel on this program exactly like float32 does, so ask for 1e-3
     program = _small()
     reference = cr.solve(program, "clarabel")
-    solution = solve_relu_torch(program, dtype=torch.float32, tol=1e-2)
+    solution = solve_relu_torch(program, dtype=torch.float32, tol=1e-3)
     assert solution.info["dtype"] == "float32"
     assert solution.values["V"].dtype == np.float64
     assert _relative_gap(solution.objective, reference.objective) <= 1e-2
@@ -167,8 +168,6 @@ def test_cuda_matches_cpu():
 
 # ---------------------------------------------------------------- mid-size
 @slow
-@pytest.mark.xfail(strict=True, reason="known: the AL stops at an absolute cone violation "
-                   "~1e-3 on this instance and the repair costs far more than 1e-3")
 def test_mid_size_planted_network():
     r = np.random.default_rng(0)
     n, d, h = 1000, 20, 10
@@ -179,7 +178,8 @@ def test_mid_size_planted_network():
     start = time.perf_counter()
     reference = cr.solve(program, "clarabel")
     clarabel_time = time.perf_counter() - start
-    solution = cr.solve(program, "torch", tol=1e-4)
+    # relative stationarity 1e-4 leaves the objective ~1e-3 above the optimum here; 3e-5 ~1e-4
+    solution = cr.solve(program, "torch", tol=3e-5)
     assert solution.status == "optimal"
     assert _relative_gap(solution.objective, reference.objective) <= 1e-3
     assert solution.violation <= 1e-6

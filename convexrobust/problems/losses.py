@@ -17,8 +17,9 @@ the cross-entropy, and its robust form an upper bound of the worst-case cross-en
 competitor's worst case is taken separately). The data term is the **mean** over samples.
 
 The torch renderings take ``smoothing=μ ≥ 0`` for first-order solvers: with ``μ > 0`` the hinge
-is replaced by its Moreau envelope (Huber form, ``0 ≤ φ − φ_μ ≤ μ/2``, gradient ``1/μ``-Lipschitz;
-Nesterov, Math. Program. 2005); ``μ = 0`` is the exact definition.
+is replaced by its Moreau envelope shifted to be exact away from the kink (Huber form,
+``0 ≤ φ_μ − φ ≤ μ/8``, zero for ``|1 − m| ≥ μ/2``, gradient ``1/μ``-Lipschitz; Nesterov,
+Math. Program. 2005); ``μ = 0`` is the exact definition.
 """
 
 from __future__ import annotations
@@ -42,12 +43,19 @@ def elementwise_cvxpy(loss: str, u: cp.Expression) -> cp.Expression:
 
 
 def huber_relu(s: torch.Tensor, smoothing: float) -> torch.Tensor:
-    """The Moreau envelope of ``(s)_+`` with parameter ``μ``: ``s²/2μ`` on ``[0, μ]``,
-    ``s − μ/2`` above, 0 below (``(s)_+`` itself when ``μ = 0``)."""
-    r = torch.relu(s)
+    """``(s)_+`` smoothed on ``|s| < μ/2`` only: ``(s + μ/2)²/2μ`` there, ``(s)_+`` exactly
+    elsewhere (``(s)_+`` itself when ``μ = 0``).
+
+    This is the Moreau envelope ``s²/2μ`` on ``[0, μ]``, ``s − μ/2`` above, shifted by ``μ/2``
+    so that it is exact away from the kink: convex, gradient ``1/μ``-Lipschitz,
+    ``0 ≤ φ_μ − (s)_+ ≤ μ/8`` and equal to ``(s)_+`` for ``|s| ≥ μ/2`` (Beck & Teboulle,
+    SIAM J. Optim. 2012, §4: any smoothing within a bounded band works for continuation).
+    Samples away from the margin therefore carry no smoothing error at all."""
     if not smoothing:
-        return r
-    return torch.where(r < smoothing, r.square() / (2 * smoothing), r - smoothing / 2)
+        return torch.relu(s)
+    half = smoothing / 2
+    inside = (s + half).clamp(min=0, max=smoothing)
+    return torch.where(s >= half, s, inside.square() / (2 * smoothing))
 
 
 def elementwise_torch(loss: str, u: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:

@@ -173,13 +173,16 @@ class ConvexReLU(ConvexProgram):
     def _worst_residuals(self, V: torch.Tensor, W: torch.Tensor,
                          smoothing: float = 0.0) -> torch.Tensor:
         """Exact worst-case absolute residuals ``|t − ŷ| + ε‖a‖_q`` per output, (n, C).
-        With ``smoothing = μ > 0`` and ε > 0 the absolute value is Huber-smoothed too."""
+        With ``smoothing = μ > 0`` and ε > 0 the absolute value is smoothed too, on
+        ``|t − ŷ| < μ/2`` only (``r²/μ + μ/4`` there; exact elsewhere)."""
         data, S, yhat = self._outputs(V, W)
         eps, _ = self._eps_q()
         resid = data["T"] - yhat
         if eps and smoothing:
+            # |r| smoothed on |r| < μ/2 only (exact elsewhere, over-estimate by ≤ μ/4):
+            # the kink of (|r| + ε‖a‖_q)² at r = 0 is the only non-smooth point
             r = resid.abs()
-            resid = torch.where(r < smoothing, r.square() / (2 * smoothing), r - smoothing / 2)
+            resid = torch.where(r < smoothing / 2, r.square() / smoothing + smoothing / 4, r)
         else:
             resid = resid.abs()
         if eps:
@@ -189,9 +192,11 @@ class ConvexReLU(ConvexProgram):
     def data_term_torch(self, V: torch.Tensor, W: torch.Tensor,
                         smoothing: float = 0.0) -> torch.Tensor:
         """The mean loss (the objective without the β-term) as a differentiable function of
-        ``V``, ``W`` (C, P, d̃). ``smoothing = μ > 0`` gives the smooth under-estimate used by
-        first-order solvers (hinge, ``|·|`` and dual norms by their Moreau envelopes / soft-max;
-        see :meth:`dual_norm_torch` and :mod:`~convexrobust.problems.losses`); 0 is exact."""
+        ``V``, ``W`` (C, P, d̃). ``smoothing = μ > 0`` gives the smooth approximation used by
+        first-order solvers: the dual norms by under-estimates (:meth:`dual_norm_torch`), the
+        hinge and ``|·|`` by Moreau envelopes shifted to be exact outside ``μ/2`` of their kink
+        (:mod:`~convexrobust.problems.losses`; neither a lower nor an upper bound overall, so a
+        solver must measure ``F − F_μ``, not assume its sign); 0 is exact."""
         if self.loss == "squared":
             resid = self._worst_residuals(V, W, smoothing)
             return elementwise_torch("squared", resid).sum(dim=1).mean()
