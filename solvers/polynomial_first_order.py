@@ -61,6 +61,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from convexrobust.solvers.options import check_first_order_options
 from convexrobust.solvers.solution import Solution
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -320,22 +321,6 @@ def _objective(data: _Data, W: Tensor, mu: float, need_grad: bool
 # ----------------------------------------------------------------------------------------
 # the solver
 # ----------------------------------------------------------------------------------------
-def _check_options(tol: object, max_iters: object, time_limit: object, seed: object,
-                   dtype: object) -> None:
-    if not isinstance(tol, (int, float)) or not (0 < float(tol) < 1):
-        raise InvalidInputError(f"tol must be a number in (0, 1), got {tol!r}")
-    if isinstance(max_iters, bool) or not isinstance(max_iters, (int, np.integer)) \
-            or max_iters < 1:
-        raise InvalidInputError(f"max_iters must be a positive integer, got {max_iters!r}")
-    if time_limit is not None and (not isinstance(time_limit, (int, float))
-                                   or not float(time_limit) > 0):
-        raise InvalidInputError(f"time_limit must be None or a positive number, got {time_limit!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise InvalidInputError(f"seed must be an integer, got {seed!r}")
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise InvalidInputError(f"dtype must be a floating torch dtype, got {dtype!r}")
-
-
 def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | str | None = None,
                            dtype: torch.dtype = torch.float64, tol: float = 1e-6,
                            max_iters: int = 20_000, time_limit: float | None = None,
@@ -372,7 +357,7 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
             "the torch solver computes ℓ∞ worst cases through the ℓ2 ball of radius ε√d: build "
             "the program with linf='containment', or use a conic solver ('clarabel', 'scs', "
             "'mosek') for the diagonal S-procedure")
-    _check_options(tol, max_iters, time_limit, seed, dtype)
+    check_first_order_options(tol, max_iters, time_limit, seed, dtype)
     if not (isinstance(smoothing_floor, (int, float)) and 0 < smoothing_floor <= 1):
         raise InvalidInputError(f"smoothing_floor must be in (0, 1], got {smoothing_floor!r}")
     try:

@@ -73,6 +73,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from convexrobust.solvers.options import check_first_order_options
 from convexrobust.solvers.solution import Solution
 from scipy.optimize import nnls
 from tqdm.auto import tqdm
@@ -414,22 +415,6 @@ def _repaired(program: ConvexReLU, U: torch.Tensor, data_scale: float) -> _Repai
                      program.objective({"V": V, "W": W}), moved, zeroed)
 
 
-def _check_options(tol: float, max_iters: int, time_limit: float | None, seed: int,
-                   dtype: torch.dtype) -> None:
-    if not isinstance(tol, (int, float)) or not math.isfinite(tol) or tol <= 0:
-        raise InvalidInputError(f"tol must be a finite number > 0, got {tol!r}")
-    if isinstance(max_iters, bool) or not isinstance(max_iters, (int, np.integer)) \
-            or max_iters < 1:
-        raise InvalidInputError(f"max_iters must be an integer >= 1, got {max_iters!r}")
-    if time_limit is not None and (not isinstance(time_limit, (int, float))
-                                   or not time_limit > 0):
-        raise InvalidInputError(f"time_limit must be None or a number > 0, got {time_limit!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise InvalidInputError(f"seed must be an integer, got {seed!r}")
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise InvalidInputError(f"dtype must be a torch floating dtype, got {dtype!r}")
-
-
 def solve_relu_torch(program: ConvexReLU, *, device: torch.device | str | None = None,
                      dtype: torch.dtype = torch.float64, tol: float = 1e-6,
                      max_iters: int = 20_000, time_limit: float | None = None, seed: int = 0,
@@ -455,7 +440,7 @@ def solve_relu_torch(program: ConvexReLU, *, device: torch.device | str | None =
     """
     if not isinstance(program, ConvexReLU):
         raise InvalidInputError(f"solve_relu_torch takes a ConvexReLU, got {type(program)}")
-    _check_options(tol, max_iters, time_limit, seed, dtype)
+    check_first_order_options(tol, max_iters, time_limit, seed, dtype)
     start = time.perf_counter()
     device = torch.device(device) if device is not None else torch.device("cpu")
     torch.manual_seed(int(seed))
