@@ -4,7 +4,8 @@ A backend is a function ``(program, **options) -> Solution`` registered under a 
 :func:`register_solver`, together with an availability check that raises
 :class:`~convexrobust.errors.SolverUnavailableError` naming the fix. ``"auto"`` picks MOSEK when
 it is installed and licensed, else Clarabel for small problems and SCS for larger ones, and
-falls back to the next of these when one fails numerically.
+falls back to the next of these when one fails numerically. ``"torch"`` runs the first-order
+PyTorch solvers (``relu_first_order.py``, ``polynomial_first_order.py``) on any device.
 """
 
 from __future__ import annotations
@@ -93,7 +94,9 @@ def solve(program: ConvexProgram, solver: str = "auto", **options: object) -> So
     Options are passed to the backend; the conic backends take ``tol`` (a relative accuracy),
     ``max_iters``, ``verbose``, ``accept_inaccurate`` (return a non-optimal status instead of
     raising :class:`~convexrobust.errors.SolverFailedError`) and ``problem`` (a
-    ``cvxpy.Problem`` from ``program.to_cvxpy()`` to which the caller added constraints).
+    ``cvxpy.Problem`` from ``program.to_cvxpy()`` to which the caller added constraints);
+    ``"torch"`` takes ``device``, ``dtype``, ``tol``, ``max_iters``, ``time_limit``, ``seed``,
+    ``progress`` and ``accept_inaccurate``.
     """
     if not isinstance(program, ConvexProgram):
         raise InvalidInputError(
