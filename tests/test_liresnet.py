@@ -63,6 +63,17 @@ def test_guaranteed_bound_dominates_estimate_and_empirical_ratios():
         assert found >= 0.05 * bound
 
 
+def test_grouped_block_power_iteration_equals_per_block():
+    net = _tiny(2)
+    grouped = net.block_norm_estimates(steps=30)
+    torch.manual_seed(0)
+    fresh = _tiny(2)  # same weights and start vectors, iterated block by block
+    single = torch.stack([block.norm_estimate(30) for block in fresh.blocks])
+    assert torch.allclose(grouped, single, rtol=1e-10)
+    exact = torch.tensor([block.norm_bound() for block in net.blocks], dtype=grouped.dtype)
+    assert torch.all(grouped <= exact)
+
+
 def test_gloro_certificates_survive_pgd_on_500_points():
     net = _tiny(1).eval()
     K = net.lipschitz_bound("guaranteed", "backbone")
