@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 import convexrobust as cr
+from convexrobust._io import write_atomic
 
 
 def add_relative_gaps(results: list[dict]) -> None:
@@ -32,9 +33,4 @@ def write_record(path: str | Path, rows: list[dict], threads: int, **extra: obje
         **extra,
         "results": rows,
     }
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    tmp.replace(out)
-    return out
+    return write_atomic(path, lambda tmp: tmp.write_text(json.dumps(record, indent=2)))

@@ -7,13 +7,13 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from dataclasses import asdict
 from fractions import Fraction
 from pathlib import Path
 
 import torch
 
+from convexrobust._io import write_atomic
 from convexrobust.errors import ConvexRobustError
 from convexrobust.training import TrainConfig
 
@@ -28,16 +28,13 @@ def _threads(value: str) -> int:
 
 
 def _write_json_atomic(path: Path, payload: object) -> None:
-    """Write to a temporary file in the same folder, then rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
+    """Write JSON atomically: never a half-written file."""
+
+    def dump(tmp: Path) -> None:
+        with open(tmp, "w") as fh:
             json.dump(payload, fh, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    write_atomic(path, dump)
 
 
 def _print_demo_table(records: list[dict], radii: tuple[float, ...]) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 from sklearn.datasets import load_breast_cancer, load_digits
 from sklearn.model_selection import train_test_split
 
+from convexrobust._io import write_atomic
 from convexrobust.errors import DatasetNotFoundError, InvalidInputError
 
 #: CIFAR-10 class names; their order is the label order.
@@ -122,8 +123,10 @@ def cifar10(path: str | os.PathLike | None = None, *, split: str = "train",
         with np.load(cache) as stored:
             return stored["images"], stored["labels"]
     images, labels = _read_cifar10(source, split, limit_per_class)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(cache.name + ".tmp.npz")
-    np.savez(tmp, images=images, labels=labels)
-    tmp.replace(cache)
+
+    def store(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a name
+            np.savez(fh, images=images, labels=labels)
+
+    write_atomic(cache, store)
     return images, labels

@@ -15,8 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +25,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from convexrobust._io import write_atomic
 from convexrobust.errors import InvalidInputError
 from convexrobust.losses import (
     emma_loss,
@@ -65,16 +64,8 @@ class TrainConfig:
 
 
 def save_atomic(obj: object, path: Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``torch.save`` atomically (temporary file, then rename)."""
+    write_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
 def augment(x: torch.Tensor, generator: torch.Generator, *, pad: int, flip: bool

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from convexrobust._io import write_atomic
 from convexrobust.errors import InvalidInputError
 from convexrobust.lipschitz import (
     conv2d_norm_bound,
@@ -170,11 +171,8 @@ class LiResNet(nn.Module):
 
     def save(self, path: str | Path) -> None:
         """State dict and config, written atomically (temporary file, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        torch.save({"config": self.config, "state_dict": self.state_dict()}, tmp)
-        tmp.replace(path)
+        payload = {"config": self.config, "state_dict": self.state_dict()}
+        write_atomic(path, lambda tmp: torch.save(payload, tmp))
 
     @classmethod
     def load(cls, path: str | Path, map_location: str | torch.device | None = "cpu") -> LiResNet:
