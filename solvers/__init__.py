@@ -96,7 +96,12 @@ def solve(program: ConvexProgram, solver: str = "auto", **options: object) -> So
     raising :class:`~convexrobust.errors.SolverFailedError`) and ``problem`` (a
     ``cvxpy.Problem`` from ``program.to_cvxpy()`` to which the caller added constraints);
     ``"torch"`` takes ``device``, ``dtype``, ``tol``, ``max_iters``, ``time_limit``, ``seed``,
-    ``progress`` and ``accept_inaccurate``.
+    ``progress``, ``accept_inaccurate`` and, for ReLU programs, ``method``: ``"al"`` (augmented
+    Lagrangian + FISTA, every ReLU program; ``tol`` is a relative stationarity, default 1e-6),
+    ``"admm"`` (ADMM with a cached factorisation, nominal programs with the squared or the
+    binary hinge loss; ``tol`` is a relative residual, default 1e-3) or ``"auto"`` (the default:
+    ADMM where it applies and its linear system is small enough, else AL; see
+    ``_solve_torch``). ``solution.info["method"]`` says which ran.
     """
     if not isinstance(program, ConvexProgram):
         raise InvalidInputError(
@@ -116,15 +121,50 @@ def solve(program: ConvexProgram, solver: str = "auto", **options: object) -> So
     return backend.run(program, **options)
 
 
-def _solve_torch(program: ConvexProgram, **options: object) -> Solution:
-    """First-order PyTorch solvers (CPU or GPU): one module per program family."""
-    if program.family == "relu":
-        from convexrobust.solvers.relu_first_order import solve_relu_torch
+def _solve_torch(program: ConvexProgram, method: str = "auto", **options: object) -> Solution:
+    """First-order PyTorch solvers (CPU or GPU): one module per program family.
 
-        return solve_relu_torch(program, **options)  # type: ignore[arg-type]
-    from convexrobust.solvers.polynomial_first_order import solve_polynomial_torch
+    ReLU programs have two: ``method="admm"`` (``relu_admm.py``: ADMM with a cached
+    factorisation; nominal programs with the squared or the binary hinge loss) and ``"al"``
+    (``relu_first_order.py``: augmented Lagrangian + FISTA; every program). ``"auto"`` takes ADMM
+    when the program is one it handles, the matrix it factors has order ``min(P·d̃, n)`` at most
+    ``relu_admm.MAX_FACTOR_SIZE`` (4000: a float64 matrix of 128 MB whose factorisation, repeated
+    a few times per solve, costs ≈21 GFLOP — at most as much as ``min(P·d̃, n)`` AL iterations)
+    and every option given is one ADMM takes (an option only the AL solver takes selects it);
+    otherwise AL. Polynomial programs have one solver and take only ``method="auto"``.
+    """
+    if not isinstance(method, str) or method.lower() not in ("auto", "admm", "al"):
+        raise InvalidInputError(f"method must be 'auto', 'admm' or 'al', got {method!r}")
+    method = method.lower()
+    if program.family != "relu":
+        if method != "auto":
+            raise InvalidInputError(
+                f"method={method!r} applies to ReLU programs; the polynomial programs have one "
+                "torch solver (leave method='auto')")
+        from convexrobust.solvers.polynomial_first_order import solve_polynomial_torch
 
-    return solve_polynomial_torch(program, **options)  # type: ignore[arg-type]
+        return solve_polynomial_torch(program, **options)  # type: ignore[arg-type]
+
+    import inspect
+
+    from convexrobust.solvers import relu_admm
+
+    admm_options = set(inspect.signature(relu_admm.solve_relu_admm).parameters) - {"program"}
+    if method == "auto":
+        fits = relu_admm.admm_unsupported(program) is None and set(options) <= admm_options
+        size = relu_admm.admm_system_size(program) if fits else 0  # type: ignore[arg-type]
+        method = "admm" if fits and size <= relu_admm.MAX_FACTOR_SIZE else "al"
+    if method == "admm":
+        unknown = sorted(set(options) - admm_options)
+        if unknown:
+            raise InvalidInputError(f"the ADMM solver does not take {', '.join(unknown)}; "
+                                    "use method='al' for those options")
+        return relu_admm.solve_relu_admm(program, **options)  # type: ignore[arg-type]
+    from convexrobust.solvers.relu_first_order import solve_relu_torch
+
+    solution = solve_relu_torch(program, **options)  # type: ignore[arg-type]
+    solution.info.setdefault("method", "al")
+    return solution
 
 
 from convexrobust.solvers import conic as _conic  # noqa: E402  (registers the backends)

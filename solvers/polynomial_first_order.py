@@ -61,6 +61,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from convexrobust.solvers.data_parallel import (
+    Collective,
+    SampleStream,
+    check_batch_size,
+)
 from convexrobust.solvers.options import check_first_order_options
 from convexrobust.solvers.solution import Solution
 from torch import Tensor
@@ -169,8 +174,11 @@ def _margin_loss(loss: str, v: Tensor, mu: float) -> tuple[Tensor, Tensor]:
 # ----------------------------------------------------------------------------------------
 @dataclass
 class _Data:
-    X: Tensor  # (n, d)
-    T: Tensor  # (n, C) targets / signs
+    """The program's constants, and its samples as a :class:`SampleStream` (chunks of ``X``
+    (m, d) and targets / signs ``T`` (m, C) of this rank's shard) with the reductions."""
+
+    stream: SampleStream
+    comm: Collective
     radius: float
     loss: str
     beta: float
@@ -182,7 +190,7 @@ class _Data:
 def _lifted_sum(data: _Data, P: Tensor, w: Tensor) -> Tensor:
     """``Σ_k w_kc A(P_kc)`` for points ``P`` (n, C, d) or (n, d) and weights ``w`` (n, C)."""
     n, C = w.shape
-    d = data.X.shape[1]
+    d = P.shape[-1]
     if P.ndim == 2:
         P = P[:, None, :].expand(n, C, d)
     out = torch.empty(C, d + 1, d + 1, dtype=w.dtype, device=w.device)
@@ -192,6 +200,37 @@ def _lifted_sum(data: _Data, P: Tensor, w: Tensor) -> Tensor:
     out[:, d, :d] = lin
     out[:, d, d] = data.c * w.sum(0)
     return out
+
+
+def _secular_root(base: Tensor, gabs: Tensor, r: float, max_iter: int) -> Tensor:
+    """``t ≥ 0`` with ``φ(t) = ‖g/(base + t)‖ = r`` (or 0 when ``φ(0) ≤ r``), per row, by Newton
+    on ``1/φ`` from the lower bound ``t₀ = max(0, maxᵢ gᵢ/r − baseᵢ)`` (monotone, quadratic).
+
+    Only rows that have not converged are iterated (most converge in a few steps, so the work
+    shrinks quickly). Inside the loop a zero denominator only meets a zero numerator (``t > 0``
+    after the start, or ``gᵢ ≤ r·baseᵢ`` for all ``i``), so ``g/den`` is evaluated with the
+    denominator floored at the smallest normal number, which gives the required 0.
+    """
+    eps = torch.finfo(base.dtype).eps
+    tiny = torch.finfo(base.dtype).tiny
+    shape = base.shape
+    base2, g2 = base.reshape(-1, shape[-1]), gabs.reshape(-1, shape[-1])
+    t = (g2 / r - base2).amax(-1).clamp_min(0.0)
+    active = torch.arange(t.shape[0], device=t.device)
+    for _ in range(max_iter):
+        ta = t[active]
+        den = (base2[active] + ta[:, None]).clamp_min(tiny)
+        w = g2[active] / den
+        phi = torch.linalg.vector_norm(w, dim=-1)
+        slope = (w * w / den).sum(-1)
+        step = (phi / r - 1.0) * phi * phi / slope  # Newton on 1/φ(t) − 1/r
+        step = torch.where(torch.isfinite(step) & (step > 0), step, torch.zeros_like(step))
+        t[active] = ta + step
+        moving = step > 4 * eps * (ta + step)
+        if not bool(moving.any()):
+            break
+        active = active[moving]
+    return t.reshape(*shape[:-1], 1)
 
 
 def batched_trs(lam: Tensor, gt: Tensor, h: Tensor, radius: float, *, max_iter: int = 60
@@ -218,17 +257,7 @@ def batched_trs(lam: Tensor, gt: Tensor, h: Tensor, radius: float, *, max_iter: 
         out = torch.where(den > 0, out, torch.sign(num) * math.inf)
         return torch.where(num == 0, torch.zeros_like(out), out)
 
-    t = (gabs / r - base).amax(-1, keepdim=True).clamp_min(0.0)
-    for _ in range(max_iter):
-        den = base + t
-        w = ratio(gabs, den)
-        phi = torch.linalg.vector_norm(w, dim=-1, keepdim=True)
-        slope = (w * ratio(w, den)).sum(-1, keepdim=True)
-        step = (phi / r - 1.0) * phi * phi / slope  # Newton on 1/φ(t) − 1/r
-        step = torch.where(torch.isfinite(step) & (step > 0), step, torch.zeros_like(step))
-        t = t + step
-        if bool((step <= 4 * eps * t).all()):
-            break
+    t = _secular_root(base, gabs, r, max_iter)
     dt = -ratio(gt, base + t)
     nrm = torch.linalg.vector_norm(dt, dim=-1, keepdim=True)
     dt = torch.where(nrm > r, dt * (r / nrm.clamp_min(torch.finfo(lam.dtype).tiny)), dt)
@@ -249,12 +278,11 @@ def batched_trs(lam: Tensor, gt: Tensor, h: Tensor, radius: float, *, max_iter: 
     return value, torch.where(use_hard[..., None], dh, dt)
 
 
-def _worst_case(data: _Data, Zt: Tensor, signs: Tensor, evals: Tensor, evecs: Tensor
-                ) -> tuple[Tensor, Tensor]:
-    """``v_kc = min_{‖δ‖≤r} s_kc f_c(x_k + δ)`` and the minimising points ``x_k + δ*`` (n, C, d),
-    from the eigendecomposition ``(evals, evecs)`` of ``a Z̃1_c`` (one per class), all classes
-    and signs in one batched trust-region solve, O(n C d²)."""
-    X = data.X
+def _worst_case(data: _Data, X: Tensor, Zt: Tensor, signs: Tensor, evals: Tensor,
+                evecs: Tensor) -> tuple[Tensor, Tensor]:
+    """``v_kc = min_{‖δ‖≤r} s_kc f_c(x_k + δ)`` and the minimising points ``x_k + δ*`` (n, C, d)
+    for the samples ``X``, from the eigendecomposition ``(evals, evecs)`` of ``a Z̃1_c`` (one per
+    class), all classes and signs in one batched trust-region solve, O(n C d²)."""
     d = X.shape[1]
     Z1, z2 = Zt[:, :d, :d], Zt[:, :d, d]
     f = data.a * torch.einsum("nd,cde,ne->nc", X, Z1, X) + data.b * X @ z2.T + data.c * Zt[:, d, d]
@@ -265,25 +293,17 @@ def _worst_case(data: _Data, Zt: Tensor, signs: Tensor, evals: Tensor, evecs: Te
     return values, X[:, None, :] + torch.einsum("ncf,cef->nce", dt, evecs)
 
 
-def _objective(data: _Data, W: Tensor, mu: float, need_grad: bool
-               ) -> tuple[Tensor, Tensor | None, int]:
-    """Smoothed objective at ``W = stack(Z, Z')`` (2, C, D, D), its gradient, and the number of
-    ``eigh`` calls made (for the cost accounting)."""
-    X, T = data.X, data.T
-    n, d = X.shape
-    Zt = W[0] - W[1]
-    Zt = 0.5 * (Zt + Zt.transpose(-1, -2))
-    reg = data.beta * (W[0, :, d, d].sum() + W[1, :, d, d].sum())
-    eighs = 0
-    robust = data.radius > 0
-    if robust:
-        evals, evecs = torch.linalg.eigh(data.a * Zt[:, :d, :d])
-        eighs = 1
+def _chunk_terms(data: _Data, X: Tensor, T: Tensor, Zt: Tensor, eig: tuple[Tensor, Tensor] | None,
+                 mu: float, need_grad: bool) -> tuple[Tensor, Tensor | None]:
+    """For the samples ``X``, ``T`` of one chunk: the summed smoothed loss and (``need_grad``)
+    its gradient with respect to ``Z̃`` divided by the global n, ``Σ_k w_k A(x_k + δ*_k)``."""
+    n = data.stream.n_global
+    d = X.shape[1]
     if data.loss == "squared":
-        if robust:
+        if eig is not None:
             ones = torch.ones_like(T)
-            lo, p_lo = _worst_case(data, Zt, ones, evals, evecs)  # min f
-            nhi, p_hi = _worst_case(data, Zt, -ones, evals, evecs)  # min −f = −max f
+            lo, p_lo = _worst_case(data, X, Zt, ones, *eig)  # min f
+            nhi, p_hi = _worst_case(data, X, Zt, -ones, *eig)  # min −f = −max f
             u1, u2 = T - lo, -nhi - T
             h, dh = _huber_abs(0.5 * (u1 - u2), mu)
             rho = 0.5 * (u1 + u2) + h
@@ -296,26 +316,56 @@ def _objective(data: _Data, W: Tensor, mu: float, need_grad: bool
             value = 0.5 * (T - f).square()
             w = (f - T) / n
     else:
-        if robust:
-            v, pts = _worst_case(data, Zt, T, evals, evecs)
+        if eig is not None:
+            v, pts = _worst_case(data, X, Zt, T, *eig)
         else:
             f = data.a * torch.einsum("nd,cde,ne->nc", X, Zt[:, :d, :d], X) \
                 + data.b * X @ Zt[:, :d, d].T + data.c * Zt[:, d, d]
             v = T * f
         value, dv = _margin_loss(data.loss, v, mu)
         w = dv * T / n  # ∂/∂f through v = t f (s = t)
-    total = value.sum() / n + reg
     if not need_grad:
-        return total, None, eighs
-    if data.loss == "squared" and robust:
+        return value.sum(), None
+    if data.loss == "squared" and eig is not None:
         Gt = _lifted_sum(data, p_lo, grad_lo) - _lifted_sum(data, p_hi, grad_nhi)
-    elif robust:
+    elif eig is not None:
         Gt = _lifted_sum(data, pts, w)
     else:
         Gt = _lifted_sum(data, X, w)
+    return value.sum(), Gt
+
+
+def _objective(data: _Data, W: Tensor, mu: float, need_grad: bool
+               ) -> tuple[Tensor, Tensor | None, int]:
+    """Smoothed objective at ``W = stack(Z, Z')`` (2, C, D, D), its gradient, and the number of
+    ``eigh`` calls made (for the cost accounting). The eigendecomposition is shared by all
+    samples; the sums over samples run over the chunks of this rank's shard and are then
+    all-reduced (:mod:`~convexrobust.solvers.data_parallel`)."""
+    C, D = W.shape[1], W.shape[2]
+    d = D - 1
+    Zt = W[0] - W[1]
+    Zt = 0.5 * (Zt + Zt.transpose(-1, -2))
+    reg = data.beta * (W[0, :, d, d].sum() + W[1, :, d, d].sum())
+    eig = None
+    if data.radius > 0:
+        eig = torch.linalg.eigh(data.a * Zt[:, :d, :d])
+    total = torch.zeros((), dtype=W.dtype, device=W.device)
+    Gt = torch.zeros((C, D, D), dtype=W.dtype, device=W.device) if need_grad else None
+    for chunk in data.stream:
+        value, G = _chunk_terms(data, chunk["X"], chunk["T"], Zt, eig, mu, need_grad)
+        total = total + value
+        if Gt is not None:
+            Gt = Gt + G
+    if Gt is None:
+        (total,) = data.comm.sum(total)
+    else:
+        total, Gt = data.comm.sum(total, Gt)
+    total = total / data.stream.n_global + reg
+    if Gt is None:
+        return total, None, int(eig is not None)
     grad = torch.stack([Gt, -Gt])
     grad[:, :, d, d] += data.beta
-    return total, grad, eighs
+    return total, grad, int(eig is not None)
 
 
 # ----------------------------------------------------------------------------------------
@@ -326,7 +376,9 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
                            max_iters: int = 20_000, time_limit: float | None = None,
                            seed: int = 0, progress: bool = False,
                            accept_inaccurate: bool = False,
-                           smoothing_floor: float = 1e-3) -> Solution:
+                           smoothing_floor: float = 1e-3,
+                           batch_size: int | str | None = "auto",
+                           distributed: bool | str = False) -> Solution:
     """Solve a :class:`~convexrobust.ConvexPolynomial` program (c) or (d) by accelerated
     projected gradient with exact projections and exact ℓ2 worst cases (module docstring).
 
@@ -339,14 +391,28 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
         max_iters, time_limit: budgets; when exhausted a :class:`SolverFailedError` with status
             ``"max_iters"`` / ``"time_limit"`` is raised unless ``accept_inaccurate``.
         seed: accepted for a uniform solver API; the method is deterministic (zero start).
-        progress: show a tqdm bar with the objective and the stationarity.
+        progress: show a tqdm bar with the objective and the stationarity (rank 0 only).
         smoothing_floor: final Huber width of the hinge / squared-loss max (objective error at
             most half of it, in practice far less).
+        batch_size: ``None``: full batch (the samples live on ``device``). An integer: every
+            evaluation streams over chunks of that many samples through a
+            ``torch.utils.data.DataLoader``, each moved to ``device`` while it is processed,
+            and sums the losses and outer-product gradients exactly — the full gradient, not
+            SGD, so the iterates are the full-batch ones up to summation order and the
+            stationarity certificate is kept. ``"auto"`` (default): full batch when it fits in
+            half of the free device memory (always on the CPU), else the largest chunk that
+            does. See :mod:`convexrobust.solvers.data_parallel`.
+        distributed: ``True``: data-parallel over the initialised ``torch.distributed`` process
+            group; every rank passes the same program (built from the full data) and options,
+            evaluates its contiguous shard of the samples, and the sums are all-reduced, so all
+            ranks iterate in lockstep and return the same values (rank 0's). ``"auto"``:
+            ``True`` when a process group is initialised. ``False`` (default): one process.
 
     Returns:
         :class:`Solution` with ``gap`` the final relative stationarity and ``info`` holding
         ``device``, ``dtype``, ``stationarity``, ``violation_before_repair``, ``smoothing``,
-        ``eigh_calls``, ``restarts``.
+        ``eigh_calls``, ``restarts``, ``batch_size`` (None: full batch), ``chunks`` (per rank)
+        and ``world_size``.
     """
     start = time.perf_counter()
     if not isinstance(program, ConvexPolynomial):
@@ -358,6 +424,7 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
             "the program with linf='containment', or use a conic solver ('clarabel', 'scs', "
             "'mosek') for the diagonal S-procedure")
     check_first_order_options(tol, max_iters, time_limit, seed, dtype)
+    check_batch_size(batch_size)
     if not (isinstance(smoothing_floor, (int, float)) and 0 < smoothing_floor <= 1):
         raise InvalidInputError(f"smoothing_floor must be in (0, 1], got {smoothing_floor!r}")
     try:
@@ -366,14 +433,19 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
     except (RuntimeError, TypeError) as err:
         raise InvalidInputError(f"unusable torch device {device!r}: {err}") from None
     act = program.activation
-    data = _Data(
-        X=torch.as_tensor(program.X, dtype=dtype, device=device),
-        T=torch.as_tensor(program.targets.values, dtype=dtype, device=device),
-        radius=float(program.l2_radius), loss=program.loss, beta=float(program.beta),
-        a=float(act.a), b=float(act.b), c=float(act.c),
-    )
     d = program.n_features
     C = program.n_outputs
+    comm = Collective(distributed, device)
+    arrays = {"X": program.X, "T": program.targets.values}
+    comm.check_same_program(program.beta, program.l2_radius, act.a, act.b, act.c,
+                            arrays=tuple(arrays.values()))
+    per_sample = (torch.finfo(dtype).bits // 8) * (d + C + 40 * C * d)  # TRS temporaries
+    data = _Data(
+        stream=SampleStream(arrays, batch_size=batch_size, device=device, dtype=dtype,
+                            collective=comm, bytes_per_sample=per_sample),
+        comm=comm, radius=float(program.l2_radius), loss=program.loss,
+        beta=float(program.beta), a=float(act.a), b=float(act.b), c=float(act.c),
+    )
     D = d + 1
     eps = torch.finfo(dtype).eps
     tol_eff = max(float(tol), math.sqrt(eps) if dtype != torch.float64 else 0.0, 10 * eps)
@@ -402,22 +474,25 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
     y = x.clone()
     t_mom = 1.0
     # Lipschitz estimate of the data term: mean ‖A(x_k)‖² (times 1/μ for the Huber stage)
-    lift_norm2 = float((act.a ** 2 * (data.X.square().sum(1) ** 2)
-                        + 0.5 * act.b ** 2 * data.X.square().sum(1) + act.c ** 2).mean())
+    # (from the full data on the host: identical on every rank and for any chunking)
+    sq_norms = np.square(program.X).sum(axis=1)
+    lift_norm2 = float((act.a ** 2 * sq_norms ** 2 + 0.5 * act.b ** 2 * sq_norms
+                        + act.c ** 2).mean())
     L = max(lift_norm2 / max(mu_s, 1.0), 1e-8) * 0.1
     history: list[float] = []
     status = "optimal"
     iterations = 0
     stationarity = math.inf
     restarts = 0
-    bar = tqdm(total=max_iters, desc="torch polynomial", disable=not progress, unit="it")
+    show = progress and comm.is_root
+    bar = tqdm(total=max_iters, desc="torch polynomial", disable=not show, unit="it")
     fx, _ = F(x, False)
     try:
         while True:
             if iterations >= max_iters:
                 status = "max_iters"
                 break
-            if time_limit is not None and time.perf_counter() - start > time_limit:
+            if time_limit is not None and comm.any(time.perf_counter() - start > time_limit):
                 status = "time_limit"
                 break
             fy, gy = F(y, True)
@@ -446,7 +521,7 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
             x, fx, t_mom = x_new, f_new, t_next
             history.append(float(fx))
             bar.update(1)
-            if progress and iterations % 50 == 0:
+            if show and iterations % 50 == 0:
                 flat = x.reshape(2 * C, D, D)
                 viol = max(float(-torch.linalg.eigvalsh(flat)[:, 0].min()), float(
                     (torch.diagonal(flat, dim1=1, dim2=2) * g_lift).sum(1).abs().max()))
@@ -469,6 +544,7 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
     finally:
         bar.close()
 
+    x = comm.broadcast(x)  # every rank returns rank 0's point (they agree; this makes it exact)
     Z = x.detach().to("cpu", torch.float64).numpy()
     values = {"Z": np.ascontiguousarray(Z[0]), "Zp": np.ascontiguousarray(Z[1])}
     violation_before = program.violation(values)
@@ -489,6 +565,7 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
         info={"device": str(device), "dtype": str(dtype).replace("torch.", ""),
               "stationarity": stationarity, "violation_before_repair": violation_before,
               "smoothing": mu_s, "eigh_calls": counter["eigh"], "restarts": restarts,
-              "lipschitz": L},
+              "lipschitz": L, "batch_size": data.stream.batch_size,
+              "chunks": len(data.stream), "world_size": comm.world},
     )
 

@@ -62,6 +62,18 @@ it is first projected exactly onto the polyhedral cone ``E_i X̃ u ≥ 0`` (a no
 least-squares problem; exact for nominal programs) and then shifted. A group that would still
 move by more than :data:`REPAIR_MAX_SHIFT` of its norm is set to zero. ``info`` reports the
 violation and the objective before the repair and how many groups were moved or zeroed.
+
+Large data and several processes (:mod:`convexrobust.solvers.data_parallel`): the data term,
+its gradient, the penalty and its gradient, and the violation are sums (a maximum) over
+samples. ``batch_size=b`` evaluates them over chunks of ``b`` samples streamed through a
+``torch.utils.data.DataLoader``, each moved to ``device`` while it is processed, and adds the
+chunks up exactly — the full gradient by streaming, not SGD, so the iterates, guarantees and
+certificates are the full-batch ones up to summation order. The per-sample multipliers λ
+(C, 2P, n) are kept per chunk: on the device in full-batch mode, on the host when streaming
+(moved to the device with their chunk). ``distributed=True`` gives each ``torch.distributed``
+rank a contiguous shard of the samples and all-reduces every sum (values, gradients, Σλ²) and
+maximum (violation), so the ranks take identical steps and stopping decisions; the repair and
+the judging run on the full program on every rank (host, float64), on rank 0's final iterate.
 """
 
 from __future__ import annotations
@@ -73,6 +85,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from convexrobust.solvers.data_parallel import (
+    Collective,
+    SampleStream,
+    check_batch_size,
+)
 from convexrobust.solvers.options import check_first_order_options
 from convexrobust.solvers.solution import Solution
 from scipy.optimize import nnls
@@ -141,97 +158,144 @@ class _AugmentedLagrangian:
 
     Only the small data term and ``N_μ`` (both cheap) go through autograd. The slack is the
     same expression as :meth:`ConvexReLU.cone_slack_torch`.
+
+    Every sum over samples runs over the chunks of ``stream`` (this rank's shard) and is
+    all-reduced by ``comm`` (:mod:`~convexrobust.solvers.data_parallel`); the multipliers ``λ``
+    are kept per chunk, where the stream keeps per-sample state (the device in full-batch mode,
+    the host when streaming).
     """
 
-    def __init__(self, program: ConvexReLU, n_patterns: int):
+    def __init__(self, program: ConvexReLU, stream: SampleStream, comm: Collective):
         self.program = program
-        self.P = n_patterns
+        self.stream = stream
+        self.comm = comm
+        self.P = program.n_patterns
+        self.n = stream.n_global
         self.mu = 0.0
         self.rho = 1.0
         self.eps = program._eps_q()[0]
-        self._lam: torch.Tensor | None = None  # (C, 2P, n) multipliers, ≥ 0
-        self._lam_sq = 0.0
-        self._signs: dict[tuple, torch.Tensor] = {}
+        self.lam: list[torch.Tensor] | None = None  # per chunk (C, 2P, m) multipliers, ≥ 0
+        self.lam_sq = 0.0  # Σλ² over all samples (all ranks)
 
-    @property
-    def lam(self) -> torch.Tensor | None:
-        return self._lam
+    def reset_multipliers(self, U: torch.Tensor) -> None:
+        """``λ = 0`` for every sample."""
+        C, P2 = U.shape[:2]
+        self.lam = [torch.zeros((C, P2, m), dtype=U.dtype, device=self.stream.state_device)
+                    for m in self.stream.chunk_sizes]
+        self.lam_sq = 0.0
 
-    @lam.setter
-    def lam(self, value: torch.Tensor | None) -> None:
-        self._lam = value
-        self._lam_sq = 0.0 if value is None else float(value.square().sum())
+    def _chunks(self):
+        """The chunks on the device, each with its multipliers (or None)."""
+        device = self.stream.device
+        for i, chunk in enumerate(self.stream):
+            yield i, chunk, None if self.lam is None else self.lam[i].to(device)
 
     def split(self, U: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return U[:, : self.P], U[:, self.P:]
 
-    def _sign(self, U: torch.Tensor) -> torch.Tensor:
-        """``E`` for the stacked groups (V's patterns then W's), shape (2P, n)."""
-        key = (U.dtype, str(U.device))
-        if key not in self._signs:
-            E = (2 * self.program.tensors(U.dtype, U.device)["D"] - 1).T
-            self._signs[key] = torch.cat([E, E], dim=0).contiguous()
-        return self._signs[key]
-
-    def slack(self, U: torch.Tensor, smoothing: float) -> torch.Tensor:
-        Xb = self.program.tensors(U.dtype, U.device)["Xb"]
-        g = torch.einsum("nd,cpd->cpn", Xb, U) * self._sign(U)
-        if self.eps:
-            g = g - self.eps * self.program.dual_norm_torch(U, smoothing).unsqueeze(-1)
+    def _slack(self, U: torch.Tensor, chunk: dict[str, torch.Tensor],
+               norms: torch.Tensor | None) -> torch.Tensor:
+        """The chunk's slacks ``g_μ(U)``, (C, 2P, m); ``norms`` = ε-free ``N_μ(U)`` (C, 2P)."""
+        g = torch.einsum("nd,cpd->cpn", chunk["Xb"], U) * chunk["E"]
+        if norms is not None:
+            g = g - self.eps * norms.unsqueeze(-1)
         return g
 
-    def _penalty_weights(self, U: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self._lam - self.rho * self.slack(U, self.mu))
+    def _norms(self, U: torch.Tensor, smoothing: float) -> torch.Tensor | None:
+        return self.program.dual_norm_torch(U, smoothing) if self.eps else None
 
-    def value(self, U: torch.Tensor) -> torch.Tensor:
-        V, W = self.split(U)
-        val = self.program.data_term_torch(V, W, self.mu)
-        if self._lam is not None:
-            shifted = self._penalty_weights(U)
-            val = val + (shifted.square().sum() - self._lam_sq) / (2 * self.rho)
-        return val
+    def value_only(self, U: torch.Tensor) -> float:
+        """``Φ_k``'s smooth part at ``U`` (no gradient)."""
+        with torch.no_grad():
+            V, W = self.split(U)
+            norms = self._norms(U, self.mu)
+            total = 0.0
+            for _, chunk, lam in self._chunks():
+                total += float(self.program.loss_sum_torch(V, W, self.mu, chunk) / self.n)
+                if lam is not None:
+                    s = torch.relu(lam - self.rho * self._slack(U, chunk, norms))
+                    total += float(s.square().sum()) / (2 * self.rho)
+            (total,) = self.comm.sum_floats(total)
+        return total - (self.lam_sq / (2 * self.rho) if self.lam is not None else 0.0)
+
+    def data_value(self, U: torch.Tensor) -> float:
+        """``L_μ(U)``, the smoothed mean loss alone."""
+        with torch.no_grad():
+            V, W = self.split(U)
+            total = sum(float(self.program.loss_sum_torch(V, W, self.mu, chunk) / self.n)
+                        for chunk in self.stream)
+        return self.comm.sum_floats(total)[0]
 
     def value_and_grad(self, U: torch.Tensor) -> tuple[float, torch.Tensor]:
         U = U.detach()
-        with torch.enable_grad():
-            Z = U.clone().requires_grad_(True)
-            V, W = self.split(Z)
-            data = self.program.data_term_torch(V, W, self.mu)
-            if self._lam is None:
-                (grad,) = torch.autograd.grad(data, Z)
-                return float(data.detach()), grad
-            norm_weights = None
+        grad = torch.zeros_like(U)
+        total = torch.zeros((), dtype=torch.float64)
+        norm_weights = torch.zeros(U.shape[:2], dtype=U.dtype, device=U.device) \
+            if self.eps and self.lam is not None else None
+        norms = self._norms(U, self.mu)
+        for _, chunk, lam in self._chunks():
+            with torch.enable_grad():
+                Z = U.clone().requires_grad_(True)
+                V, W = self.split(Z)
+                data = self.program.loss_sum_torch(V, W, self.mu, chunk) / self.n
+                (g,) = torch.autograd.grad(data, Z)
+            grad += g
+            total += float(data.detach())
+            if lam is None:
+                continue
             with torch.no_grad():
-                s = self._penalty_weights(U)
-                val = float(data.detach()) + (float(s.square().sum()) - self._lam_sq) / (
-                    2 * self.rho)
-                Xb = self.program.tensors(U.dtype, U.device)["Xb"]
-                pen_grad = -torch.einsum("cpn,nd->cpd", s * self._sign(U), Xb)
-                if self.eps:
-                    norm_weights = self.eps * s.sum(dim=-1)
-            if norm_weights is not None:
-                data = data + (norm_weights * self.program.dual_norm_torch(Z, self.mu)).sum()
-            (grad,) = torch.autograd.grad(data, Z)
-        return val, grad + pen_grad
+                s = torch.relu(lam - self.rho * self._slack(U, chunk, norms))
+                total += float(s.square().sum()) / (2 * self.rho)
+                grad -= torch.einsum("cpn,nd->cpd", s * chunk["E"], chunk["Xb"])
+                if norm_weights is not None:
+                    norm_weights += self.eps * s.sum(dim=-1)
+        if norm_weights is not None:  # ε (Σ_k s_jk) ∇N_μ(u_j), linear in the weights
+            with torch.enable_grad():
+                Z = U.clone().requires_grad_(True)
+                term = (norm_weights * self.program.dual_norm_torch(Z, self.mu)).sum()
+                (g,) = torch.autograd.grad(term, Z)
+            grad += g
+        total, grad = self.comm.sum(total, grad)
+        val = float(total) - (self.lam_sq / (2 * self.rho) if self.lam is not None else 0.0)
+        return val, grad
 
-    def value_only(self, U: torch.Tensor) -> float:
+    def update_multipliers(self, U: torch.Tensor) -> float:
+        """``λ ← (λ − ρ g_μ(U))_+``; returns the AL violation ``‖min(g, λ/ρ)‖_∞`` measured
+        with the multipliers before the update (all samples, all ranks)."""
+        assert self.lam is not None
+        violation = lam_sq = 0.0
         with torch.no_grad():
-            return float(self.value(U))
+            norms = self._norms(U, self.mu)
+            for i, chunk, lam in self._chunks():
+                g = self._slack(U, chunk, norms)
+                if g.numel():
+                    violation = max(violation,
+                                    float(torch.minimum(g, lam / self.rho).abs().max()))
+                new = torch.relu(lam - self.rho * g)
+                lam_sq += float(new.square().sum())
+                self.lam[i] = new.to(self.stream.state_device)
+        (violation,) = self.comm.max_floats(violation)
+        (self.lam_sq,) = self.comm.sum_floats(lam_sq)
+        return violation
 
 
 class _Budget:
-    """Shared iteration / time budget and the progress bar."""
+    """Shared iteration / time budget and the progress bar (on rank 0 only). With several
+    ranks the time limit is agreed on: any rank out of time stops all of them."""
 
-    def __init__(self, max_iters: int, time_limit: float | None, progress: bool):
+    def __init__(self, max_iters: int, time_limit: float | None, progress: bool,
+                 comm: Collective):
         self.max_iters = max_iters
         self.deadline = None if time_limit is None else time.perf_counter() + time_limit
         self.iterations = 0
-        self.bar = tqdm(total=max_iters, disable=not progress, desc="torch relu", leave=False)
+        self.comm = comm
+        self.bar = tqdm(total=max_iters, disable=not (progress and comm.is_root),
+                        desc="torch relu", leave=False)
 
     def exhausted(self) -> str | None:
         if self.iterations >= self.max_iters:
             return "max_iters"
-        if self.deadline is not None and time.perf_counter() > self.deadline:
+        if self.deadline is not None and self.comm.any(time.perf_counter() > self.deadline):
             return "time_limit"
         return None
 
@@ -401,6 +465,11 @@ class _Repaired:
         """How much the repair raised the true objective."""
         return self.objective_after - self.objective_before
 
+    def degraded(self, tol: float) -> bool:
+        """The point was not feasible enough: making it feasible cost more than ``10·tol``
+        (relative) of the objective."""
+        return self.cost > 10 * max(tol, 1e-9) * max(1.0, abs(self.objective_before))
+
 
 def _repaired(program: ConvexReLU, U: torch.Tensor, data_scale: float) -> _Repaired:
     """Cast ``U`` to float64 on the CPU, measure it, repair it and measure again."""
@@ -415,10 +484,22 @@ def _repaired(program: ConvexReLU, U: torch.Tensor, data_scale: float) -> _Repai
                      program.objective({"V": V, "W": W}), moved, zeroed)
 
 
+def _prepare_chunk(program: ConvexReLU, raw: dict[str, torch.Tensor], dtype: torch.dtype,
+                   device: torch.device) -> dict[str, torch.Tensor]:
+    """A chunk of :meth:`ConvexReLU.sample_arrays` as the renderings' tensors plus ``E``, the
+    signs ``2D − 1`` of V's patterns then W's, (2P, m)."""
+    data = program.tensors_of(raw, dtype, device)
+    E = (2 * data["D"] - 1).T
+    data["E"] = torch.cat([E, E], dim=0).contiguous()
+    return data
+
+
 def solve_relu_torch(program: ConvexReLU, *, device: torch.device | str | None = None,
                      dtype: torch.dtype = torch.float64, tol: float = 1e-6,
                      max_iters: int = 20_000, time_limit: float | None = None, seed: int = 0,
-                     progress: bool = False, accept_inaccurate: bool = False) -> Solution:
+                     progress: bool = False, accept_inaccurate: bool = False,
+                     batch_size: int | str | None = "auto",
+                     distributed: bool | str = False) -> Solution:
     """Solve a :class:`ConvexReLU` program by augmented Lagrangian + FISTA (module docstring).
 
     Parameters
@@ -436,39 +517,63 @@ def solve_relu_torch(program: ConvexReLU, *, device: torch.device | str | None =
         Seeds torch's generator for the solve. The method starts at ``U = 0`` and has no random
         step, so the result is a deterministic function of the program and the options.
     progress:
-        Show a tqdm bar with the objective and the violation.
+        Show a tqdm bar with the objective and the violation (rank 0 only).
+    batch_size:
+        ``None``: full batch (the samples live on ``device``). An integer: every evaluation
+        streams over chunks of that many samples through a ``torch.utils.data.DataLoader``,
+        each moved to ``device`` while it is processed, and sums them exactly — the full
+        gradient, not SGD, so the iterates are the full-batch ones up to summation order and
+        the guarantees and certificates are kept; the multipliers λ then live on the host, a
+        chunk at a time on the device. ``"auto"`` (default): full batch when it fits in half of
+        the free device memory (always on the CPU), else the largest chunk that does. See
+        :mod:`convexrobust.solvers.data_parallel`.
+    distributed:
+        ``True``: data-parallel over the initialised ``torch.distributed`` process group; every
+        rank passes the same program (built from the full data) and options, solves its
+        contiguous shard of the samples; sums and maxima over samples are all-reduced, so all
+        ranks take the same steps and decisions and return the same values (rank 0's).
+        ``"auto"``: ``True`` when a process group is initialised. ``False`` (default): one
+        process.
     """
     if not isinstance(program, ConvexReLU):
         raise InvalidInputError(f"solve_relu_torch takes a ConvexReLU, got {type(program)}")
     check_first_order_options(tol, max_iters, time_limit, seed, dtype)
+    check_batch_size(batch_size)
     start = time.perf_counter()
     device = torch.device(device) if device is not None else torch.device("cpu")
     torch.manual_seed(int(seed))
+    comm = Collective(distributed, device)
 
-    data = program.tensors(dtype, device)
     C, P, db = program.n_outputs, program.n_patterns, program.Xb.shape[1]
     n = program.n_samples
     beta = program.beta
     eps, _ = program._eps_q()
+    comm.check_same_program(beta, eps, C, arrays=tuple(program.sample_arrays().values()))
+    item = torch.finfo(dtype).bits // 8
+    stream = SampleStream(
+        program.sample_arrays(), batch_size=batch_size, device=device, dtype=dtype,
+        collective=comm, prepare=lambda raw: _prepare_chunk(program, raw, dtype, device),
+        bytes_per_sample=item * (db + 3 * P + 2 * C + 10 * C * 2 * P + 4 * C * db))
     smooth_needed = eps > 0 or program.loss == "hinge"
     tiny = float(torch.finfo(dtype).eps)
 
-    al = _AugmentedLagrangian(program, P)
+    al = _AugmentedLagrangian(program, stream, comm)
     al.mu = MU_START if smooth_needed else 0.0
     U = torch.zeros((C, 2 * P, db), dtype=dtype, device=device)
     _, g0 = al.value_and_grad(U)
     grad_scale = max(float(torch.linalg.vector_norm(g0, dim=-1).max()), beta, 1e-12)
     f0 = al.value_only(U)  # the loss of the zero network: the objective's scale
     mu_min = max(MU_MIN_FACTOR * tol, 10 * tiny) * max(abs(f0), 1e-3) if smooth_needed else 0.0
-    data_scale = float(torch.linalg.vector_norm(data["Xb"], dim=-1).max())
+    # data scales from the full data on the host (identical on every rank, any chunking)
+    data_scale = float(np.linalg.norm(program.Xb, axis=1).max())
+    row_norm_sq = float(np.linalg.eigvalsh(program.Xb.T @ program.Xb)[-1])
 
     al.rho = RHO_START / n
-    al.lam = torch.zeros((C, 2 * P, n), dtype=dtype, device=device)
-    row_norm_sq = float(torch.linalg.matrix_norm(data["Xb"], ord=2)) ** 2
+    al.reset_multipliers(U)
     step = 1.0 / max(row_norm_sq * (P / n + al.rho), 1e-12)
     inner_tol = max(1e-2, tol)
     viol_tol = max(min(tol, VIOLATION_TARGET), 100 * tiny)
-    budget = _Budget(int(max_iters), time_limit, progress)
+    budget = _Budget(int(max_iters), time_limit, progress, comm)
     previous_violation = math.inf
     trial: _Repaired | None = None
     stationarity = violation = math.inf
@@ -479,12 +584,9 @@ def solve_relu_torch(program: ConvexReLU, *, device: torch.device | str | None =
             outer += 1
             U, step, stat_abs = _fista(al, U, beta, step, inner_tol * grad_scale, budget)
             stationarity = stat_abs / grad_scale
-            with torch.no_grad():
-                g = al.slack(U, al.mu)
-                # absolute AL violation in the units of u (slack / data scale); NOT divided by
-                # the largest group norm, which hid violations the repair then paid for
-                violation = float(torch.minimum(g, al.lam / al.rho).abs().max()) / data_scale
-                al.lam = torch.relu(al.lam - al.rho * g)
+            # absolute AL violation in the units of u (slack / data scale); NOT divided by the
+            # largest group norm, which hid violations the repair then paid for
+            violation = al.update_multipliers(U) / data_scale
             log.debug("outer %d: step=%.2g mu=%.2g rho=%.2g stationarity=%.2e violation=%.2e "
                       "iters=%d", outer, step, al.mu, al.rho, stationarity, violation,
                       budget.iterations)
@@ -515,22 +617,18 @@ def solve_relu_torch(program: ConvexReLU, *, device: torch.device | str | None =
     finally:
         budget.bar.close()
 
-    if trial is None or trial.U is not U:
+    U = comm.broadcast(U)  # every rank returns rank 0's point (they agree; this makes it exact)
+    if trial is None or not torch.equal(trial.U, U):
         trial = _repaired(program, U, data_scale)
     V, W = trial.V, trial.W
     violation_before, objective_before = trial.violation_before, trial.objective_before
-    objective_after, shifted, zeroed = trial.objective_after, trial.moved, trial.zeroed
+    shifted, zeroed = trial.moved, trial.zeroed
     # what the solver optimised (smoothed data term + β-term) against the true objective at the
     # returned point before repair: the smoothing error F − F_μ, measured rather than bounded
-    with torch.no_grad():
-        Vt, Wt = U[:, :P], U[:, P:]
-        believed = float(program.data_term_torch(Vt, Wt, al.mu)) + beta * float(
-            _group_norms(U).sum())
+    believed = al.data_value(U) + beta * float(_group_norms(U).sum())
     smoothing_error = trial.objective_before - believed
     wall = time.perf_counter() - start
-    if status == "optimal" and objective_after > objective_before + 10 * max(tol, 1e-9) * max(
-            1.0, abs(objective_before)):
-        # the point was not feasible enough: making it feasible cost more than the tolerance
+    if status == "optimal" and trial.degraded(tol):
         status = "repair_degraded"
     if status == "optimal" and abs(smoothing_error) > 10 * max(tol, 1e-9) * max(
             1.0, abs(trial.objective_before)):
@@ -552,6 +650,7 @@ def solve_relu_torch(program: ConvexReLU, *, device: torch.device | str | None =
         "repaired_groups_moved": shifted, "repaired_groups_zeroed": zeroed,
         "outer_iterations": outer, "rho": al.rho, "smoothing": al.mu,
         "smoothing_error": smoothing_error,
+        "batch_size": stream.batch_size, "chunks": len(stream), "world_size": comm.world,
     }
     return Solution(program=program, values={"V": V, "W": W}, status=status, solver="torch",
                     wall_time=wall, iterations=budget.iterations,

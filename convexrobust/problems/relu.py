@@ -101,36 +101,54 @@ class ConvexReLU(ConvexProgram):
     def _eps_q(self) -> tuple[float, float]:
         return (self.threat.eps, self.threat.dual) if self.threat else (0.0, 2.0)
 
+    def sample_arrays(self) -> dict[str, np.ndarray]:
+        """The per-sample data, one row per sample: ``Xb`` (features with the bias column),
+        ``D`` (pattern masks), ``T`` (encoded targets) and, for classification, ``labels``.
+        Any rows of these (e.g. one chunk of a data-parallel solver) go through
+        :meth:`tensors_of` into the ``data`` argument of the torch renderings."""
+        arrays = {"Xb": self.Xb, "D": self.patterns.masks, "T": self.targets.values}
+        if self.targets.labels is not None:
+            arrays["labels"] = self.targets.labels
+        return arrays
+
+    def tensors_of(self, arrays: dict[str, object], dtype: torch.dtype = torch.float64,
+                   device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+        """Rows of :meth:`sample_arrays` (numpy or torch) as the tensors the torch renderings
+        take: the arrays in ``dtype`` on ``device`` plus ``others`` (``1[c ≠ y_k]`` for
+        multi-class, all ones for binary)."""
+        data = {key: torch.as_tensor(arrays[key], dtype=dtype, device=device)
+                for key in ("Xb", "D", "T")}
+        if "labels" in arrays:
+            labels = torch.as_tensor(arrays["labels"], device=device)
+            data["labels"] = labels
+            rows = labels.shape[0]
+            others = torch.ones(rows, self.n_outputs, dtype=dtype, device=device)
+            if self.targets.task == "multiclass":
+                others[torch.arange(rows, device=device), labels] = 0
+            data["others"] = others
+        return data
+
     def tensors(self, dtype: torch.dtype = torch.float64,
                 device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
-        """The program's data as torch tensors (cached per dtype and device)."""
+        """The program's data as torch tensors (:meth:`tensors_of` of all samples, cached per
+        dtype and device)."""
         key = (dtype, str(device))
         if key not in self._torch_cache:
-            t = self.targets
-            data = {
-                "Xb": torch.as_tensor(self.Xb, dtype=dtype, device=device),
-                "D": torch.as_tensor(self.patterns.masks, dtype=dtype, device=device),
-                "T": torch.as_tensor(t.values, dtype=dtype, device=device),
-            }
-            if t.labels is not None:
-                labels = torch.as_tensor(t.labels, device=device)
-                data["labels"] = labels
-                others = torch.ones(self.n_samples, t.n_outputs, dtype=dtype, device=device)
-                if t.task == "multiclass":
-                    others[torch.arange(self.n_samples, device=device), labels] = 0
-                data["others"] = others
-            self._torch_cache[key] = data
+            self._torch_cache[key] = self.tensors_of(self.sample_arrays(), dtype, device)
         return self._torch_cache[key]
 
     # ------------------------------------------------------------------ torch rendering
-    def slopes_torch(self, V: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
-        """Per-sample slopes ``a_{k,c} = Σ_i d_ki (v_{i,c} − w_{i,c})``, shape (C, n, d̃)."""
-        D = self.tensors(V.dtype, V.device)["D"]
+    def slopes_torch(self, V: torch.Tensor, W: torch.Tensor,
+                     data: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Per-sample slopes ``a_{k,c} = Σ_i d_ki (v_{i,c} − w_{i,c})``, shape (C, n, d̃).
+        ``data``: the samples (:meth:`tensors_of`), all of them by default."""
+        D = (self.tensors(V.dtype, V.device) if data is None else data)["D"]
         return torch.einsum("np,cpd->cnd", D, V - W)
 
-    def _outputs(self, V: torch.Tensor, W: torch.Tensor):
-        data = self.tensors(V.dtype, V.device)
-        S = self.slopes_torch(V, W)
+    def _outputs(self, V: torch.Tensor, W: torch.Tensor,
+                 data: dict[str, torch.Tensor] | None = None):
+        data = self.tensors(V.dtype, V.device) if data is None else data
+        S = self.slopes_torch(V, W, data)
         return data, S, torch.einsum("cnd,nd->nc", S, data["Xb"])
 
     def dual_norm_torch(self, Z: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
@@ -153,15 +171,15 @@ class ConvexReLU(ConvexProgram):
         both = torch.cat([Z, -Z], dim=-1) / mu
         return mu * (torch.logsumexp(both, dim=-1) - float(np.log(both.shape[-1])))
 
-    def _worst_margins(self, V: torch.Tensor, W: torch.Tensor,
-                       smoothing: float = 0.0) -> torch.Tensor:
+    def _worst_margins(self, V: torch.Tensor, W: torch.Tensor, smoothing: float = 0.0,
+                       data: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Exact worst-case margins over the threat ball: binary (n, 1) ``t·ŷ − ε‖a‖_q``;
         multi-class (n, C) pairwise ``f_y − f_c − ε‖a_y − a_c‖_q`` (0 in the true column).
         ``smoothing``: see :meth:`dual_norm_torch`."""
-        data, S, yhat = self._outputs(V, W)
+        data, S, yhat = self._outputs(V, W, data)
         eps, _ = self._eps_q()
         if self.targets.task == "multiclass":
-            idx = torch.arange(self.n_samples, device=V.device)
+            idx = torch.arange(yhat.shape[0], device=V.device)
             margins = yhat[idx, data["labels"]].unsqueeze(1) - yhat
             if eps:
                 diff = S[data["labels"], idx].unsqueeze(0) - S  # (C, n, d̃)
@@ -170,12 +188,12 @@ class ConvexReLU(ConvexProgram):
         spread = eps * self.dual_norm_torch(S, smoothing).T if eps else 0.0
         return data["T"] * yhat - spread
 
-    def _worst_residuals(self, V: torch.Tensor, W: torch.Tensor,
-                         smoothing: float = 0.0) -> torch.Tensor:
+    def _worst_residuals(self, V: torch.Tensor, W: torch.Tensor, smoothing: float = 0.0,
+                         data: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Exact worst-case absolute residuals ``|t − ŷ| + ε‖a‖_q`` per output, (n, C).
         With ``smoothing = μ > 0`` and ε > 0 the absolute value is smoothed too, on
         ``|t − ŷ| < μ/2`` only (``r²/μ + μ/4`` there; exact elsewhere)."""
-        data, S, yhat = self._outputs(V, W)
+        data, S, yhat = self._outputs(V, W, data)
         eps, _ = self._eps_q()
         resid = data["T"] - yhat
         if eps and smoothing:
@@ -197,15 +215,21 @@ class ConvexReLU(ConvexProgram):
         hinge and ``|·|`` by Moreau envelopes shifted to be exact outside ``μ/2`` of their kink
         (:mod:`~convexrobust.problems.losses`; neither a lower nor an upper bound overall, so a
         solver must measure ``F − F_μ``, not assume its sign); 0 is exact."""
+        return self.loss_sum_torch(V, W, smoothing) / self.n_samples
+
+    def loss_sum_torch(self, V: torch.Tensor, W: torch.Tensor, smoothing: float = 0.0,
+                       data: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """The loss summed over the samples of ``data`` (rows of :meth:`tensors_of`; all
+        samples by default), so that sums over chunks or shards of the data add up to ``n``
+        times :meth:`data_term_torch`. ``smoothing``: see :meth:`data_term_torch`."""
         if self.loss == "squared":
-            resid = self._worst_residuals(V, W, smoothing)
-            return elementwise_torch("squared", resid).sum(dim=1).mean()
+            resid = self._worst_residuals(V, W, smoothing, data)
+            return elementwise_torch("squared", resid).sum(dim=1).sum()
+        margins = self._worst_margins(V, W, smoothing, data)
         if self._pairwise:
-            others = self.tensors(V.dtype, V.device)["others"]
-            margins = self._worst_margins(V, W, smoothing)
-            return pairwise_torch(self.loss, margins, others, smoothing).mean()
-        margins = self._worst_margins(V, W, smoothing)
-        return elementwise_torch(self.loss, margins, smoothing).sum(dim=1).mean()
+            others = (self.tensors(V.dtype, V.device) if data is None else data)["others"]
+            return pairwise_torch(self.loss, margins, others, smoothing).sum()
+        return elementwise_torch(self.loss, margins, smoothing).sum(dim=1).sum()
 
     def objective_torch(self, V: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
         """The objective as a differentiable function of ``V``, ``W`` (C, P, d̃)."""

@@ -1,0 +1,242 @@
+"""The ADMM torch solver of the nominal ReLU program (solvers/relu_admm.py) agrees with Clarabel,
+returns exactly feasible points whose recovered network reproduces the convex model, certifies
+its gap with a valid dual bound, is deterministic, honours dtype/device, reports budget
+exhaustion honestly, and is what ``cr.solve(program, "torch")`` runs where it applies."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import three_class_data, xor_data
+from convexrobust.solvers import relu_admm
+from convexrobust.solvers.relu_admm import solve_relu_admm
+
+import convexrobust as cr
+
+#: Residual tolerance of the agreement tests.
+TOL = 1e-4
+
+
+def _relative_gap(a: float, b: float) -> float:
+    return abs(a - b) / max(abs(a), abs(b), 1e-12)
+
+
+def _binary_squared() -> cr.ConvexReLU:
+    X, y = xor_data(120, 4)
+    return cr.ConvexReLU(X, y, n_patterns=15, loss="squared", beta=1e-2)
+
+
+def _binary_hinge() -> cr.ConvexReLU:
+    X, y = xor_data(120, 4)
+    return cr.ConvexReLU(X, y, n_patterns=15, loss="hinge", beta=1e-2)
+
+
+def _regression() -> cr.ConvexReLU:
+    X, _ = xor_data(100, 3, seed=1)
+    y = X[:, 0] ** 2 - X[:, 1] + 0.1 * np.sin(3 * X[:, 2])
+    return cr.ConvexReLU(X, y, n_patterns=15, loss="squared", beta=1e-3)
+
+
+def _two_output_regression() -> cr.ConvexReLU:
+    X, _ = xor_data(80, 3, seed=2)
+    Y = np.stack([X[:, 0] ** 2 - X[:, 1], np.abs(X[:, 2])], axis=1)
+    return cr.ConvexReLU(X, Y, n_patterns=10, loss="squared", beta=1e-3)
+
+
+def _three_class() -> cr.ConvexReLU:
+    X, y = three_class_data(90, 3)
+    return cr.ConvexReLU(X, y, n_patterns=12, loss="squared", beta=1e-2)
+
+
+@pytest.mark.parametrize("make", [_binary_squared, _regression, _two_output_regression,
+                                  _three_class, _binary_hinge],
+                         ids=["binary-squared", "regression", "two-output-regression",
+                              "three-class", "binary-hinge"])
+def test_matches_clarabel(make):
+    program = make()
+    reference = cr.solve(program, "clarabel")
+    solution = cr.solve(program, "torch", method="admm", tol=TOL)
+    assert solution.status == "optimal" and solution.solver == "torch"
+    assert solution.info["method"] == "admm"
+    assert _relative_gap(solution.objective, reference.objective) <= 1e-3
+    assert solution.violation <= 1e-6  # after repair
+    assert solution.info["violation_before_repair"] >= 0
+    # the dual bound is a valid lower bound, so the certified gap covers the true one
+    bound = solution.info["dual_bound"]
+    assert bound <= reference.objective + 1e-6 * abs(reference.objective)
+    assert solution.gap >= (solution.objective - reference.objective) / solution.objective - 1e-9
+    assert solution.gap <= 1e-2
+    # the repaired point is exactly representable: the network reproduces the convex model
+    out = solution.network()(torch.as_tensor(program.X)).detach().numpy()
+    assert np.abs(out - program.training_predictions(solution.values)).max() <= 1e-6
+
+
+def test_auto_runs_admm_where_it_applies():
+    assert cr.solve(_binary_squared(), "torch").info["method"] == "admm"
+    assert cr.solve(_binary_hinge(), "torch", tol=1e-3).info["method"] == "admm"
+    X, y = xor_data(30, 3)
+    # robust programs and the logistic loss stay on the augmented Lagrangian
+    for program in (cr.ConvexReLU(X, y, n_patterns=8, loss="squared", threat=cr.L2(0.1)),
+                    cr.ConvexReLU(X, y, n_patterns=8, loss="logistic")):
+        solution = cr.solve(program, "torch", max_iters=5, accept_inaccurate=True)
+        assert solution.info["method"] == "al"
+
+
+def test_auto_respects_the_size_rule(monkeypatch):
+    program = _binary_squared()
+    assert relu_admm.admm_system_size(program) == min(program.n_samples,
+                                                      program.n_patterns * 5)
+    monkeypatch.setattr(relu_admm, "MAX_FACTOR_SIZE", relu_admm.admm_system_size(program) - 1)
+    solution = cr.solve(program, "torch", max_iters=5, accept_inaccurate=True)
+    assert solution.info["method"] == "al"
+
+
+def test_default_reaches_the_target_accuracy():
+    # the default tol (1e-3) lands well within 1e-3 of the optimum
+    program = _regression()
+    reference = cr.solve(program, "clarabel")
+    solution = cr.solve(program, "torch")
+    assert solution.info["method"] == "admm"
+    assert _relative_gap(solution.objective, reference.objective) <= 1e-3
+
+
+@pytest.mark.parametrize("make", [_binary_squared, _three_class, _binary_hinge],
+                         ids=["binary-squared", "three-class", "binary-hinge"])
+def test_direct_and_woodbury_agree(make, monkeypatch):
+    """The Pd̃ × Pd̃ system and its n × n Woodbury form are the same linear map."""
+    program = make()
+    results = {}
+    for mode in ("direct", "woodbury"):
+        monkeypatch.setattr(relu_admm, "_choose_factorisation", lambda *_, m=mode: m)
+        results[mode] = solve_relu_admm(program, tol=1e-3, max_iters=60,
+                                        accept_inaccurate=True)
+        assert results[mode].info["factorisation"] == mode
+    a, b = results["direct"], results["woodbury"]
+    assert a.iterations == b.iterations
+    for key in ("V", "W"):
+        assert np.abs(a.values[key] - b.values[key]).max() <= 1e-8
+
+
+def test_zero_solution():
+    # β above the largest group gradient at zero: the optimum is the zero network
+    X, y = xor_data(60, 3)
+    for loss in ("squared", "hinge"):
+        program = cr.ConvexReLU(X, y, n_patterns=8, loss=loss, beta=10.0)
+        solution = solve_relu_admm(program)
+        assert solution.status == "optimal"
+        assert np.abs(solution.values["V"]).max() == 0 and np.abs(solution.values["W"]).max() == 0
+        assert solution.objective == pytest.approx(0.5 if loss == "squared" else 1.0)
+        assert solution.gap <= 1e-6
+
+
+# ---------------------------------------------------------------- options and reporting
+def test_deterministic():
+    program = _three_class()
+    a = solve_relu_admm(program, tol=1e-3, seed=3)
+    b = solve_relu_admm(program, tol=1e-3, seed=3)
+    assert a.iterations == b.iterations
+    for key in ("V", "W"):
+        assert np.array_equal(a.values[key], b.values[key])
+
+
+def test_float32_lands_close():
+    program = _binary_squared()
+    reference = cr.solve(program, "clarabel")
+    solution = solve_relu_admm(program, dtype=torch.float32, tol=1e-4)
+    assert solution.status == "optimal"
+    assert solution.info["dtype"] == "float32"
+    assert solution.values["V"].dtype == np.float64
+    assert _relative_gap(solution.objective, reference.objective) <= 1e-3
+    assert solution.violation <= 1e-6
+
+
+def test_explicit_cpu_device():
+    solution = solve_relu_admm(_regression(), device="cpu", tol=1e-3)
+    assert solution.info["device"] == "cpu" and solution.status == "optimal"
+
+
+def test_budget_exhaustion_raises_unless_accepted():
+    program = _binary_squared()
+    with pytest.raises(cr.SolverFailedError) as info:
+        cr.solve(program, "torch", method="admm", max_iters=7)
+    assert info.value.status == "max_iters" and info.value.solver == "torch"
+    solution = cr.solve(program, "torch", method="admm", max_iters=7, accept_inaccurate=True)
+    assert solution.status == "max_iters" and not solution.optimal
+    assert solution.iterations == 7
+    assert solution.violation <= 1e-6  # the repair runs on inaccurate points too
+    # several outputs share the budget: the ones it does not reach stay at zero
+    solution = cr.solve(_three_class(), "torch", method="admm", max_iters=7,
+                        accept_inaccurate=True)
+    assert solution.status == "max_iters" and solution.iterations == 7
+    assert np.abs(solution.values["V"][1:]).max() == 0 and solution.violation <= 1e-6
+
+
+def test_time_limit():
+    with pytest.raises(cr.SolverFailedError) as info:
+        solve_relu_admm(_binary_squared(), tol=1e-12, time_limit=0.02)
+    assert info.value.status == "time_limit"
+
+
+def test_reports_what_was_done():
+    solution = solve_relu_admm(_binary_squared(), tol=1e-3)
+    info = solution.info
+    for key in ("primal_residual", "dual_residual", "rho", "rho_cone", "refactorisations",
+                "reweights", "violation_before_repair", "objective_before_repair",
+                "duality_gap", "dual_bound", "stationarity", "factorisation"):
+        assert key in info
+    assert info["device"] == "cpu" and info["dtype"] == "float64" and info["method"] == "admm"
+    assert info["primal_residual"] <= 1e-3 and info["dual_residual"] <= 1e-3
+    assert info["refactorisations"] >= info["reweights"] >= 1
+    assert solution.gap == info["duality_gap"] >= 0
+    assert info["dual_bound"] <= solution.objective
+    assert solution.wall_time > 0 and solution.iterations >= 1
+
+
+# ---------------------------------------------------------------- typed errors
+@pytest.mark.parametrize(("loss", "threat", "labels"), [
+    ("squared", cr.L2(0.1), "binary"),
+    ("hinge", cr.Linf(0.05), "binary"),
+    ("logistic", None, "binary"),
+    ("hinge", None, "three"),
+])
+def test_unsupported_programs_raise(loss, threat, labels):
+    X, y = xor_data(30, 3) if labels == "binary" else three_class_data(30, 2)
+    program = cr.ConvexReLU(X, y, n_patterns=6, loss=loss, threat=threat)
+    with pytest.raises(cr.InvalidInputError):
+        cr.solve(program, "torch", method="admm")
+    with pytest.raises(cr.InvalidInputError):
+        solve_relu_admm(program)
+
+
+def test_method_option_is_checked():
+    program = _binary_squared()
+    for method in ("newton", 3):
+        with pytest.raises(cr.InvalidInputError):
+            cr.solve(program, "torch", method=method)
+    with pytest.raises(cr.InvalidInputError):  # an AL-only option with method="admm"
+        cr.solve(program, "torch", method="admm", distributed=True)
+    X, y = xor_data(20, 2)
+    polynomial = cr.ConvexPolynomial(X, y, loss="squared", beta=1e-2)
+    for method in ("admm", "al"):
+        with pytest.raises(cr.InvalidInputError):
+            cr.solve(polynomial, "torch", method=method)
+
+
+@pytest.mark.parametrize("options", [
+    {"tol": 0}, {"tol": -1.0}, {"tol": float("nan")}, {"max_iters": 0}, {"max_iters": 2.5},
+    {"time_limit": 0}, {"seed": "a"}, {"dtype": torch.int64},
+])
+def test_invalid_options(options):
+    with pytest.raises(cr.InvalidInputError):
+        solve_relu_admm(_binary_squared(), **options)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_matches_cpu():
+    program = _binary_squared()
+    cpu = solve_relu_admm(program, tol=1e-4)
+    gpu = solve_relu_admm(program, tol=1e-4, device="cuda")
+    assert gpu.info["device"].startswith("cuda")
+    assert _relative_gap(gpu.objective, cpu.objective) <= 1e-4
+    assert gpu.violation <= 1e-6
