@@ -11,7 +11,7 @@ export OMP_NUM_THREADS ?= 2
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,bench,mosek]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,mosek]'
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -21,7 +21,7 @@ from record import add_relative_gaps, write_record
 
 import convexrobust as cr
 from convexrobust.data import breast_cancer
-from convexrobust.demo import principal_projection
+from convexrobust.demo_tabular import principal_projection
 
 
 def programs(z: np.ndarray, y: np.ndarray, eps2: float, epsinf: float, n_patterns: int):

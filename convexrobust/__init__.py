@@ -2,13 +2,16 @@
 
 Build a program once (:class:`ConvexReLU`, :class:`ConvexPolynomial`), solve it with any solver
 (:func:`solve`), and get back a PyTorch network (:meth:`Solution.network`) and per-point
-certified radii (:func:`certified_radius`).
+certified radii (:func:`certified_radius`). Replace the last two layers of a pretrained network
+by such a head with :func:`retrain_last_two_layers` and measure it with :func:`evaluate`.
 """
 
 from convexrobust import losses
 from convexrobust.attacks import pgd_attack
+from convexrobust.baselines import PGDHeadResult, train_pgd_head
 from convexrobust.certify import CertifiedRadii, certified_radius
 from convexrobust.errors import (
+    CertificateUnavailableError,
     ConvexRobustError,
     DatasetNotFoundError,
     InvalidInputError,
@@ -21,7 +24,16 @@ from convexrobust.estimators import (
     ConvexReLUClassifier,
     ConvexReLURegressor,
 )
-from convexrobust.networks import LiResNet, PolynomialActivation, TwoLayerPolynomial, TwoLayerReLU
+from convexrobust.evaluation import EvaluationReport, evaluate
+from convexrobust.features import FeatureExtractor, extract_features
+from convexrobust.networks import (
+    LiResNet,
+    PolynomialActivation,
+    PreActResNet18,
+    TwoLayerPolynomial,
+    TwoLayerReLU,
+)
+from convexrobust.pipeline import RobustModel, retrain_last_two_layers
 from convexrobust.problems import ConvexPolynomial, ConvexProgram, ConvexReLU
 from convexrobust.solvers import Solution, available_solvers, register_solver, solve
 from convexrobust.threat import L2, Linf, ThreatModel
@@ -30,6 +42,16 @@ __version__ = "0.1.0"
 
 __all__ = [
     "L2",
+    "CertificateUnavailableError",
+    "EvaluationReport",
+    "FeatureExtractor",
+    "PGDHeadResult",
+    "PreActResNet18",
+    "RobustModel",
+    "evaluate",
+    "extract_features",
+    "retrain_last_two_layers",
+    "train_pgd_head",
     "CertifiedRadii",
     "ConvexPolynomial",
     "ConvexPolynomialClassifier",

@@ -37,7 +37,7 @@ def _write_json_atomic(path: Path, payload: object) -> None:
     write_atomic(path, dump)
 
 
-def _print_demo_table(records: list[dict], radii: tuple[float, ...]) -> None:
+def _print_head_table(records: list[dict], radii: tuple[float, ...]) -> None:
     models = list(dict.fromkeys(r["model"] for r in records))
     head = f"{'model':<22}{'solver':<10}{'solve s':>8}{'neurons':>8}{'clean':>7}"
     head += "".join(f"{f'pgd@{r:g}':>10}" for r in radii)
@@ -55,14 +55,40 @@ def _print_demo_table(records: list[dict], radii: tuple[float, ...]) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.data == "breast-cancer":
+        return _tabular_demo(args)
     from convexrobust.demo import DemoConfig, run_demo
+    from convexrobust.evaluation import format_table
 
-    cfg = DemoConfig(components=args.components, eps=args.eps, solver=args.solver)
+    defaults = DemoConfig()
+    cfg = DemoConfig(data=args.data, epochs=args.epochs or defaults.epochs,
+                     eps=args.eps if args.eps is not None else defaults.eps,
+                     solver=args.solver, data_path=args.data_path, checkpoint=args.checkpoint,
+                     head_train_limit=args.head_train_limit, test_limit=args.test_limit)
+    out = Path(args.out or "out/demo")
+    source = (f"LiResNet from {cfg.checkpoint}" if cfg.checkpoint else
+              f"LiResNet {cfg.arch} trained with EMMA for {cfg.epochs} epochs")
+    print(f"convexrobust demo: {cfg.data}; {source}, then its last two layers retrained by "
+          f"convex polynomial and ReLU heads at l2 eps = {cfg.eps:g} (feature radius K_h*eps)")
+    records = run_demo(cfg, out, progress=not args.quiet)
+    print(format_table(records))
+    print("clean: test accuracy; pgd: accuracy under PGD-l2 (50 steps, 3 restarts, inputs in "
+          "[0, 1]) through the whole model; certified: fraction certified at the radius "
+          "(liresnet: GloRo; polynomial: exact head certificate / K_h; relu: sound bound / K_h)")
+    print(f"wrote {out / 'results.json'}, {out / 'accuracy.png'} and the models in {out}")
+    return 0
+
+
+def _tabular_demo(args: argparse.Namespace) -> int:
+    from convexrobust.demo_tabular import TabularDemoConfig, run_tabular_demo
+
+    eps = args.eps if args.eps is not None else TabularDemoConfig().eps
+    cfg = TabularDemoConfig(components=args.components, eps=eps, solver=args.solver)
     print(f"convexrobust demo: breast cancer (80/20 split, standardised), "
           f"features = top {cfg.components or 30} principal components (K_h = 1), "
           f"robust heads trained at l2 eps = {cfg.eps:g}")
-    records = run_demo(cfg, progress=not args.quiet)
-    _print_demo_table(records, cfg.radii)
+    records = run_tabular_demo(cfg, progress=not args.quiet)
+    _print_head_table(records, cfg.radii)
     print("clean: test accuracy; pgd@r: accuracy under a PGD-l2 attack of radius r on the whole "
           "model (50 steps, 3 restarts); cert@r: fraction certified at radius r "
           "(polynomial: exact l2 certificate; relu: sound lower bound)")
@@ -151,6 +177,130 @@ def _certify(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_network(path: str | Path, *, trust_pickle: bool = False) -> torch.nn.Module:
+    """A LiResNet or PreActResNet18 saved by its ``save`` (config + weights), a
+    :class:`~convexrobust.pipeline.RobustModel`, or (``trust_pickle``) a pickled ``nn.Module``."""
+    from convexrobust.errors import InvalidInputError
+    from convexrobust.networks import LiResNet, PreActResNet18
+    from convexrobust.pipeline import RobustModel
+
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputError(f"no checkpoint at {path}")
+    try:
+        stored = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except Exception as err:  # noqa: BLE001 - torch raises several types here
+        raise InvalidInputError(f"cannot read {path} ({type(err).__name__}: {err}); a pickled "
+                                "module needs --trust-pickle") from None
+    if isinstance(stored, torch.nn.Module):
+        return stored.eval()
+    if isinstance(stored, dict) and str(stored.get("format", "")).startswith(
+            "convexrobust.RobustModel"):
+        return RobustModel.load(path, trust_pickle=trust_pickle)
+    if isinstance(stored, dict) and "config" in stored and "state_dict" in stored:
+        cls = LiResNet if "depth" in stored["config"] else PreActResNet18
+        return cls.load(path).eval()
+    raise InvalidInputError(f"{path} is not a LiResNet, PreActResNet18 or RobustModel file")
+
+
+def _evaluate_models(models: dict[str, torch.nn.Module], args: argparse.Namespace,
+                     out: Path | None) -> list[dict]:
+    from convexrobust.data import subset
+    from convexrobust.evaluation import evaluate, format_table
+    from convexrobust.plots import plot_accuracy_vs_radius
+
+    x, y = subset(*_image_data(args.data, args.data_path, "test"), args.limit)
+    records: list[dict] = []
+    for name, model in models.items():
+        report = evaluate(model, (x, y), args.radii, norm=args.norm, name=name,
+                          pgd_steps=args.pgd_steps, pgd_restarts=args.pgd_restarts,
+                          progress=not args.quiet, device=args.device)
+        records += [{**r, "seconds": report.seconds} for r in report.records]
+    print(format_table(records))
+    if out is not None:
+        _write_json_atomic(out / "results.json", records)
+        plot_accuracy_vs_radius(records, out / "accuracy.png",
+                                title=f"{args.data}, l{args.norm} threat")
+        print(f"wrote {out / 'results.json'} and {out / 'accuracy.png'}")
+    return records
+
+
+def _numbers(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
+
+
+def _integers(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of integers: {text!r}") from None
+
+
+def _lipschitz_arg(text: str) -> str | float | None:
+    if text in ("auto", "none"):
+        return None if text == "none" else "auto"
+    return _radius(text)
+
+
+def _retrain(args: argparse.Namespace) -> int:
+    from convexrobust.pipeline import retrain_last_two_layers
+    from convexrobust.threat import ThreatModel
+
+    model = load_network(args.checkpoint, trust_pickle=args.trust_pickle)
+    from convexrobust.data import subset
+
+    x, y = subset(*_image_data(args.data, args.data_path, "train"), args.limit)
+    out = Path(args.out)
+    grid = {key: value for key, value in (("beta", args.beta),
+                                          ("radius_scale", args.radius_scale),
+                                          ("n_patterns", args.n_patterns)) if value}
+    robust = retrain_last_two_layers(
+        model, (x, y), head=args.head, threat=ThreatModel(args.norm, args.eps),
+        solver=args.solver, lipschitz=args.lipschitz, feature_module=args.feature_module,
+        feature_radius=args.feature_radius, components=args.components, grid=grid,
+        device=args.device, progress=not args.quiet, cache=out / "cache" if args.cache else None)
+    robust.save(out / "model.pt")
+    kind = (f"certified (guaranteed K_h = {robust.feature_lipschitz:.4g})"
+            if robust.certifiable else "empirical only (no guaranteed bound)")
+    print(f"wrote {out / 'model.pt'}: {args.head} head, {robust.head.n_neurons} neurons, "
+          f"chosen on validation: {robust.info['chosen']}; {kind}")
+    models = {"original": model, f"convex-{args.head}": robust}
+    if args.baseline:
+        from convexrobust.pipeline import pgd_trained_head
+
+        baseline = pgd_trained_head(robust, (x, y), device=args.device, progress=not args.quiet,
+                                    cache=out / "cache" if args.cache else None)
+        baseline.save(out / "pgd-head.pt")
+        models["pgd-head"] = baseline
+        print(f"wrote {out / 'pgd-head.pt'}: the same head width trained by PGD adversarial "
+              f"training (lr {baseline.info['chosen']['lr']:g}, chosen on validation)")
+    args.radii = tuple(sorted(set(args.radii or (args.eps,))))
+    _evaluate_models(models, args, out)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    models = {Path(p).stem if Path(p).stem != "model" else Path(p).parent.name:
+              load_network(p, trust_pickle=args.trust_pickle) for p in args.model}
+    _evaluate_models(models, args, Path(args.out) if args.out else None)
+    return 0
+
+
+def _add_eval_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", choices=("digits", "cifar10"), default="digits")
+    parser.add_argument("--data-path", help="CIFAR-10 zip or folder (default: ../shared/data)")
+    parser.add_argument("--norm", choices=("2", "inf"), default="2")
+    parser.add_argument("--pgd-steps", type=int, default=50)
+    parser.add_argument("--pgd-restarts", type=int, default=3)
+    parser.add_argument("--limit", type=int, help="use N samples (seeded) of each split")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="allow checkpoints that pickle a whole nn.Module (runs code)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="convexrobust", description=__doc__)
     parser.add_argument("--threads", type=_threads, default=os.cpu_count() or 1,
@@ -158,13 +308,63 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="nominal vs robust convex heads on breast cancer")
-    demo.add_argument("--out", help="folder for results.json")
+    demo = sub.add_parser("demo", help="train a LiResNet, retrain its last two layers with "
+                                       "convex robust heads, evaluate all three")
+    demo.add_argument("--data", choices=("digits", "cifar10", "breast-cancer"),
+                      default="digits", help="breast-cancer: the four convex heads on "
+                      "tabular features (no LiResNet)")
+    demo.add_argument("--data-path", help="CIFAR-10 zip or folder (default: ../shared/data)")
+    demo.add_argument("--out", help="folder for results.json, the plot and the models "
+                                    "(default out/demo)")
+    demo.add_argument("--epochs", type=int, help="LiResNet epochs (default 100; CIFAR-10 on a "
+                                                 "CPU takes about 2 min per epoch)")
+    demo.add_argument("--checkpoint", help="use this trained LiResNet instead of training one")
+    demo.add_argument("--head-train-limit", type=int,
+                      help="train the heads on N training images (seeded sample)")
+    demo.add_argument("--test-limit", type=int,
+                      help="evaluate on N test images (seeded sample)")
     demo.add_argument("--components", type=int, default=10,
-                      help="principal components fed to the heads (0: all 30 features)")
-    demo.add_argument("--eps", type=float, default=0.5, help="l2 radius of robust training")
-    demo.add_argument("--solver", default="auto", help="auto, clarabel, scs or mosek")
+                      help="breast-cancer: principal components fed to the heads (0: all 30)")
+    demo.add_argument("--eps", type=_radius, help="l2 radius of robust training "
+                                                  "(digits 0.3, breast-cancer 0.5)")
+    demo.add_argument("--solver", default="auto", help="auto, torch, clarabel, scs or mosek")
     demo.set_defaults(run=_demo)
+
+    retrain = sub.add_parser("retrain", help="retrain the last two layers of a network with a "
+                                             "convex robust head")
+    retrain.add_argument("--checkpoint", required=True,
+                         help="a LiResNet / PreActResNet18 model.pt (or a pickled module)")
+    retrain.add_argument("--head", choices=("polynomial", "relu"), default="polynomial")
+    retrain.add_argument("--eps", type=_radius, required=True, help="input radius, e.g. 36/255")
+    retrain.add_argument("--feature-module", help="name of the module whose input is the "
+                                                  "feature (default: the model's features())")
+    retrain.add_argument("--lipschitz", type=_lipschitz_arg, default="auto",
+                         help="auto, none, or a guaranteed l2 bound of the feature map")
+    retrain.add_argument("--feature-radius", type=_radius,
+                         help="head radius in feature space when there is no bound")
+    retrain.add_argument("--components", type=int,
+                         help="project the features on their top K principal directions")
+    retrain.add_argument("--beta", type=_numbers, help="candidate betas, e.g. 1e-3,1e-2")
+    retrain.add_argument("--radius-scale", type=_numbers,
+                         help="candidate multiples of the feature radius, e.g. 1,2")
+    retrain.add_argument("--n-patterns", type=_integers, help="relu: candidate pattern counts")
+    retrain.add_argument("--solver", default="auto")
+    retrain.add_argument("--radii", type=_radii, help="evaluation radii (default: eps)")
+    retrain.add_argument("--baseline", action="store_true",
+                         help="also train the non-convex baseline: the same head by PGD "
+                              "adversarial training in feature space")
+    retrain.add_argument("--cache", action="store_true", help="cache features in OUT/cache")
+    retrain.add_argument("--out", required=True, help="folder for model.pt, results, plot")
+    _add_eval_options(retrain)
+    retrain.set_defaults(run=_retrain)
+
+    evaluate = sub.add_parser("evaluate", help="clean, PGD and certified accuracy of models")
+    evaluate.add_argument("--model", nargs="+", required=True,
+                          help="RobustModel / LiResNet / PreActResNet18 files")
+    evaluate.add_argument("--radii", type=_radii, required=True, help="e.g. 36/255,72/255")
+    evaluate.add_argument("--out", help="folder for results.json and accuracy.png")
+    _add_eval_options(evaluate)
+    evaluate.set_defaults(run=_evaluate)
 
     train = sub.add_parser("train-liresnet", help="train a LiResNet with EMMA")
     train.add_argument("--data", choices=("digits", "cifar10"), default="digits")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from sklearn.datasets import load_breast_cancer, load_digits
 from sklearn.model_selection import train_test_split
 
@@ -130,3 +131,15 @@ def cifar10(path: str | os.PathLike | None = None, *, split: str = "train",
 
     write_atomic(cache, store)
     return images, labels
+
+
+def subset(x: torch.Tensor, y: torch.Tensor, limit: int | None, seed: int = 0
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded random subset of ``limit`` samples (data files may be ordered by class, so the
+    first ``limit`` would not do); all of them when ``limit`` is None or not smaller."""
+    if limit is None or limit >= len(y):
+        return x, y
+    if limit < 1:
+        raise InvalidInputError(f"limit must be >= 1, got {limit}")
+    keep = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:limit]
+    return x[keep], y[keep]

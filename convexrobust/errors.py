@@ -4,6 +4,8 @@
   (wrong shape, NaN/inf, a single class, ε < 0, an unknown loss or solver name).
 * :class:`DatasetNotFoundError` — a dataset is not on disk (nothing is ever downloaded).
 * :class:`SolverUnavailableError` — the requested solver is not installed or not licensed.
+* :class:`CertificateUnavailableError` — a certificate was asked of a model that has no
+  guaranteed Lipschitz bound (it can only be evaluated empirically).
 * :class:`SolverFailedError` — the solver ran but did not return an optimal solution
   (infeasible, unbounded, inaccurate, diverged); carries the solver's status.
 """
@@ -25,6 +27,10 @@ class DatasetNotFoundError(ConvexRobustError, FileNotFoundError):
 
 class SolverUnavailableError(ConvexRobustError, RuntimeError):
     """The requested solver cannot be used here (not installed, or no licence)."""
+
+
+class CertificateUnavailableError(ConvexRobustError, RuntimeError):
+    """The model cannot be certified (no guaranteed Lipschitz bound of its feature map)."""
 
 
 class SolverFailedError(ConvexRobustError, RuntimeError):

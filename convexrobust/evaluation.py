@@ -1,18 +1,419 @@
-"""Clean, attacked and certified accuracy of a classifier ``g∘h`` whose head ``g`` has a
-certificate and whose feature map ``h`` has a guaranteed Lipschitz bound ``K_h``.
+"""Clean, attacked and certified accuracy of a classifier.
+
+:func:`evaluate` measures, at each radius ``r`` of a list, on a data set:
+
+* **clean** accuracy: the prediction (``argmax`` of the scores, or ``score > 0`` for a single
+  binary score) equals the label;
+* **pgd** accuracy (empirical robustness, an *upper* bound on the true robust accuracy): the
+  point is correct on the clean input *and* under every listed attack of radius ``r`` (PGD of
+  :func:`convexrobust.attacks.pgd_attack`, ℓ2 or ℓ∞, through the whole model, iterates clamped
+  to the input box);
+* **certified** accuracy (a *lower* bound): the point is correct and its certified radius
+  ``R`` — returned by the model's ``certified_radius(x, y)`` — satisfies ``R > r``
+  **strictly**. ``R`` is the distance up to which the prediction provably does not change
+  (constant on the open ball of radius ``R``; :class:`~convexrobust.certify.CertifiedRadii`),
+  so a point with ``R = r`` is not counted as certified at ``r``.
+
+For a sound certificate ``certified ≤ pgd ≤ clean`` at every radius; a point certified at
+``r`` but broken by the attack is counted in :attr:`EvaluationReport.violations` (and logged as
+an error), which is always 0 for a sound certificate.
 
 Composition (MATH.md §5): a head certified at feature radius ``R(h(x))`` certifies ``g∘h`` at
-input radius ``R(h(x)) / K_h``. Attacks run through the whole model in input space.
+input radius ``R(h(x)) / K_h``; a model exposing ``certified_radius`` is expected to return the
+composed radius in input space. :func:`accuracy_report` is the older head-plus-features form.
 """
 
 from __future__ import annotations
 
+import inspect
+import itertools
+import json
+import logging
+import math
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
+from convexrobust._io import write_atomic
 from convexrobust.attacks import pgd_attack
 from convexrobust.certify import certified_radius
+from convexrobust.errors import InvalidInputError
+from convexrobust.threat import parse_norm
+
+__all__ = ["EvaluationReport", "accuracy_report", "certified_accuracy", "evaluate",
+           "format_table"]
+
+logger = logging.getLogger(__name__)
+
+#: Attack names accepted by :func:`evaluate`: untargeted PGD on the margin loss, and
+#: multi-targeted PGD (one pass per wrong class; exact for linear models, C − 1 times slower).
+ATTACKS = ("pgd", "pgd_multitargeted")
+
+
+@dataclass
+class EvaluationReport:
+    """What :func:`evaluate` measured.
+
+    ``records``: one dict per radius (in the order given), ``{"model", "radius", "clean",
+    "pgd", "certified"}``; ``pgd`` is ``None`` when no attack ran, ``certified`` is ``None``
+    when ``certify=False`` or the model has no ``certified_radius`` (or has
+    ``certifiable = False``). ``seconds``: wall time of the ``clean``, ``pgd`` and ``certify``
+    phases (they add up to about ``total_seconds``, which also counts data loading).
+    ``n``: number of points.
+    ``violations``: per radius, points certified at that radius that an attack broke (``None``
+    where not both were measured) — nonzero means an unsound certificate. ``radii``: the
+    per-point certified radii (``None`` without certificates), ``correct``: the per-point clean
+    correctness.
+    """
+
+    name: str
+    n: int
+    norm: float
+    records: list[dict]
+    seconds: dict[str, float]
+    violations: list[int | None]
+    total_seconds: float = 0.0
+    config: dict = field(default_factory=dict)
+    radii: np.ndarray | None = field(default=None, repr=False)
+    correct: np.ndarray | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict (per-point arrays left out)."""
+        return {"model": self.name, "n": self.n, "norm": _norm_name(self.norm),
+                "records": [dict(r) for r in self.records], "seconds": dict(self.seconds),
+                "total_seconds": self.total_seconds,
+                "violations": list(self.violations), "config": dict(self.config)}
+
+    def to_json(self, path: str | Path | None = None, *, indent: int = 2) -> str:
+        """The report as JSON text; also written atomically to ``path`` when given."""
+        text = json.dumps(self.to_dict(), indent=indent)
+        if path is not None:
+            write_atomic(path, lambda tmp: tmp.write_text(text + "\n"))
+        return text
+
+    def table(self) -> str:
+        """A plain-text table of the records (see :func:`format_table`)."""
+        return format_table(self.records)
+
+
+def format_table(records: Iterable[dict]) -> str:
+    """Plain-text table of records from one or several reports (``-`` marks ``None``)."""
+    header = ("model", "radius", "clean", "pgd", "certified")
+    rows = [header]
+    for rec in records:
+        rows.append((str(rec["model"]), f"{rec['radius']:g}",
+                     *(("-" if rec.get(k) is None else f"{rec[k]:.4f}")
+                       for k in ("clean", "pgd", "certified"))))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                       for i, (cell, w) in enumerate(zip(row, widths, strict=True)))
+             for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def certified_accuracy(radii: object, correct: object, r: float) -> float:
+    """Fraction of points that are correct and certified at radius ``r``: ``R > r`` strictly.
+
+    ``radii``: per-point certified radii (tensor or array, 0 where not certified);
+    ``correct``: per-point clean correctness (bool), same length.
+    """
+    R = _as_numpy(radii, np.float64).reshape(-1)
+    ok = _as_numpy(correct, bool).reshape(-1)
+    if R.shape != ok.shape:
+        raise InvalidInputError(f"radii {R.shape} and correct {ok.shape} must have one entry "
+                                "per point")
+    if R.size == 0:
+        raise InvalidInputError("no points to compute a certified accuracy on")
+    if np.isnan(R).any() or (R < 0).any():
+        raise InvalidInputError("certified radii must be >= 0 and not NaN")
+    return float(np.mean(ok & (R > float(r))))
+
+
+def evaluate(model: nn.Module, data: object, radii: float | Sequence[float], *,
+             norm: float | str = 2, attacks: Sequence[str] = ("pgd",), certify: bool = True,
+             pgd_steps: int = 50, pgd_restarts: int = 3, batch_size: int = 256,
+             device: torch.device | str | None = None, progress: bool = True, seed: int = 0,
+             clamp: tuple[float, float] | None = (0.0, 1.0),
+             name: str = "model") -> EvaluationReport:
+    """Clean, PGD and certified accuracy of ``model`` on ``data`` at each radius.
+
+    Args:
+        model: an ``nn.Module`` mapping ``(n, ...)`` inputs to ``(n, C)`` class scores (or
+            ``(n,)`` / ``(n, 1)`` single scores of a binary classifier, class 1 iff > 0). If
+            it has a method ``certified_radius(x, y)`` returning per-point radii in input
+            space (a tensor, an array or a :class:`~convexrobust.certify.CertifiedRadii`; 0
+            where not certified), it is called with ``norm=norm`` when its signature accepts
+            ``norm`` (otherwise its radii are taken to be in ``norm``). It is put in eval mode
+            for the evaluation (its mode is restored afterwards) and moved to ``device`` when
+            that is given and differs.
+        data: a tuple ``(X, y)`` of tensors or arrays, a ``DataLoader`` yielding ``(x, y)``
+            batches, or a ``Dataset`` of ``(x, y)`` pairs. Inputs are cast to the model's dtype.
+        radii: radius or radii ``r ≥ 0`` in the ``norm``; ``r = 0`` skips the attack
+            (``pgd`` = clean accuracy there).
+        norm: ``2`` or ``"inf"`` (``1`` only with ``attacks=()``: PGD has no ℓ1 step).
+        attacks: names from :data:`ATTACKS`; a point counts robust only if correct on the
+            clean input and under every attack. ``()`` skips attacks (``pgd`` is ``None``).
+            Radii are attacked in increasing order and a point broken at a smaller radius
+            counts as broken at every larger one (the same perturbation is admissible).
+        certify: compute certified accuracy when the model has ``certified_radius``; without
+            one, or when the model says ``certifiable = False`` (a ``RobustModel`` without a
+            guaranteed ``K_h``), ``certified`` is ``None`` in the records (not an error).
+        pgd_steps, pgd_restarts: PGD steps per restart and restarts (restart 0 starts at the
+            clean point, the others at uniform random points of the ball).
+        batch_size: batch size for ``(X, y)`` and ``Dataset`` data (a ``DataLoader`` keeps its
+            own).
+        device: where batches (and the model) go; default: the model's device.
+        progress: show a tqdm bar over batches (quiet anyway when not on a terminal).
+        seed: PGD seed (batch ``k`` uses ``seed + k``): the result is deterministic.
+        clamp: ``(low, high)`` box of valid inputs (default the pixel range ``[0, 1]``) that
+            attack iterates are clipped to; inputs outside it are an error. ``None`` for
+            unbounded inputs such as features.
+        name: model name put in the records.
+
+    Raises:
+        InvalidInputError: mismatched ``X``/``y`` lengths, NaN/inf inputs, labels that are
+            not class indices, negative or non-finite radii, unknown attacks, inputs outside
+            ``clamp``, or radii from ``certified_radius`` that are NaN, negative or misshapen.
+    """
+    p = parse_norm(norm)
+    radius_list = _check_radii(radii)
+    attack_names = _check_attacks(attacks, p)
+    if pgd_steps < 0 or pgd_restarts < 1:
+        raise InvalidInputError(f"need pgd_steps >= 0 and pgd_restarts >= 1, got {pgd_steps} "
+                                f"and {pgd_restarts}")
+    if batch_size < 1:
+        raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
+    if clamp is not None:
+        clamp = (float(clamp[0]), float(clamp[1]))
+        if not clamp[0] <= clamp[1]:
+            raise InvalidInputError(f"empty clamp box {clamp}")
+    dtype, model_device = _dtype_device(model)
+    dev = torch.device(device) if device is not None else model_device or torch.device("cpu")
+    if model_device is not None and model_device != dev:
+        model.to(dev)
+    cert_fn = getattr(model, "certified_radius", None) if certify else None
+    if not callable(cert_fn) or getattr(model, "certifiable", True) is False:
+        cert_fn = None  # e.g. a RobustModel without a guaranteed K_h: attacks only
+    cert_kwargs = {"norm": norm} if cert_fn is not None and _accepts_norm(cert_fn) else {}
+    order = sorted(range(len(radius_list)), key=lambda i: radius_list[i])
+    attacked = [i for i in order if radius_list[i] > 0] if attack_names else []
+
+    seconds = dict.fromkeys(("clean", "pgd", "certify"), 0.0)
+    correct_parts: list[np.ndarray] = []
+    robust_parts: list[np.ndarray] = []  # (batch, len(radii))
+    radius_parts: list[np.ndarray] = []
+    batches, total = _batches(data, batch_size)
+    was_training = model.training
+    model.eval()
+    start = time.perf_counter()
+    try:
+        bar = tqdm(batches, total=total, desc=f"evaluate {name}", unit="batch",
+                   disable=None if progress else True)
+        for k, (xb, yb) in enumerate(bar):
+            x, y = _to_tensors(xb, yb, dtype, dev, clamp)
+            t = time.perf_counter()
+            with torch.no_grad():
+                scores = model(x)
+            y = _check_labels(y, scores)
+            correct = _predict(scores) == y
+            seconds["clean"] += time.perf_counter() - t
+
+            t = time.perf_counter()
+            robust = correct[:, None].repeat(1, len(radius_list))
+            alive = correct.clone()
+            for i in attacked:
+                for a in attack_names:
+                    idx = alive.nonzero().squeeze(1)
+                    if idx.numel() == 0:
+                        break
+                    adv = pgd_attack(model, x[idx], y[idx], norm=p, eps=radius_list[i],
+                                     steps=pgd_steps, restarts=pgd_restarts, clamp=clamp,
+                                     seed=seed + k, multi_targeted=a == "pgd_multitargeted")
+                    with torch.no_grad():
+                        alive[idx] = _predict(model(adv)) == y[idx]
+                robust[:, i] = alive
+            seconds["pgd"] += time.perf_counter() - t
+
+            if cert_fn is not None:
+                t = time.perf_counter()
+                with torch.no_grad():
+                    R = _radius_array(cert_fn(x, y, **cert_kwargs), x.shape[0])
+                radius_parts.append(R)
+                seconds["certify"] += time.perf_counter() - t
+            correct_parts.append(correct.cpu().numpy())
+            robust_parts.append(robust.cpu().numpy())
+    finally:
+        model.train(was_training)
+    total_seconds = time.perf_counter() - start
+    if not correct_parts:
+        raise InvalidInputError("data holds no points to evaluate on")
+
+    correct_all = np.concatenate(correct_parts)
+    robust_all = np.concatenate(robust_parts)
+    R_all = np.concatenate(radius_parts) if cert_fn is not None else None
+    n = correct_all.shape[0]
+    clean = float(correct_all.mean())
+    records, violations = [], []
+    for i, r in enumerate(radius_list):
+        ran = bool(attack_names) or r == 0
+        pgd = float(robust_all[:, i].mean()) if ran else None
+        cert = certified_accuracy(R_all, correct_all, r) if R_all is not None else None
+        broken = None
+        if ran and R_all is not None:
+            broken = int(np.sum(correct_all & (R_all > r) & ~robust_all[:, i]))
+            if broken:
+                logger.error("%s: %d point(s) certified at radius %g were broken by the attack: "
+                             "the certificate is unsound", name, broken, r)
+        violations.append(broken)
+        records.append({"model": name, "radius": r, "clean": clean, "pgd": pgd,
+                        "certified": cert})
+    if certify and cert_fn is None:
+        logger.info("%s has no certified_radius method: certified accuracy not reported", name)
+    config = {"attacks": list(attack_names), "pgd_steps": pgd_steps,
+              "pgd_restarts": pgd_restarts, "clamp": list(clamp) if clamp else None,
+              "seed": seed, "certified": R_all is not None}
+    return EvaluationReport(name, n, p, records, seconds, violations, total_seconds, config,
+                            R_all, correct_all)
+
+
+def _norm_name(p: float) -> str:
+    return "inf" if math.isinf(p) else f"{p:g}"
+
+
+def _check_radii(radii: object) -> list[float]:
+    values = [radii] if np.ndim(radii) == 0 else list(np.asarray(radii).reshape(-1))
+    if not values:
+        raise InvalidInputError("radii is empty; pass at least one radius (e.g. 0)")
+    out = []
+    for r in values:
+        try:
+            v = float(r)
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"radii must be numbers, got {r!r}") from None
+        if not math.isfinite(v) or v < 0:
+            raise InvalidInputError(f"radii must be finite and >= 0, got {r!r}")
+        out.append(v)
+    return out
+
+
+def _check_attacks(attacks: object, p: float) -> tuple[str, ...]:
+    names = (attacks,) if isinstance(attacks, str) else tuple(attacks)  # type: ignore[arg-type]
+    for a in names:
+        if a not in ATTACKS:
+            raise InvalidInputError(f"unknown attack {a!r}; choose from {', '.join(ATTACKS)}")
+    if names and p not in (2.0, math.inf):
+        raise InvalidInputError("PGD attacks the l2 and linf norms only; pass attacks=() to "
+                                "evaluate certificates in the l1 norm")
+    return names
+
+
+def _dtype_device(model: nn.Module) -> tuple[torch.dtype | None, torch.device | None]:
+    for t in itertools.chain(model.parameters(), model.buffers()):
+        if t.is_floating_point():
+            return t.dtype, t.device
+    return None, None
+
+
+def _accepts_norm(fn: object) -> bool:
+    try:
+        params = inspect.signature(fn).parameters  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return "norm" in params or any(q.kind is q.VAR_KEYWORD for q in params.values())
+
+
+def _is_array(v: object) -> bool:
+    return isinstance(v, torch.Tensor | np.ndarray)
+
+
+def _batches(data: object, batch_size: int) -> tuple[Iterator[tuple[object, object]], int | None]:
+    if isinstance(data, tuple | list) and len(data) == 2 and (
+            isinstance(data, tuple) or all(map(_is_array, data))):
+        X, y = (v if _is_array(v) else np.asarray(v) for v in data)
+        if X.ndim < 1 or X.shape[0] != (y.shape[0] if y.ndim else -1):
+            raise InvalidInputError(
+                f"X and y must hold the same number of points, got shapes {tuple(X.shape)} "
+                f"and {tuple(y.shape)}")
+        n = X.shape[0]
+        starts = range(0, n, batch_size)
+        return ((X[s:s + batch_size], y[s:s + batch_size]) for s in starts), len(starts)
+    if isinstance(data, torch.utils.data.DataLoader):
+        try:
+            total = len(data)
+        except TypeError:
+            total = None
+        return iter(data), total
+    if isinstance(data, torch.utils.data.Dataset) or (
+            hasattr(data, "__getitem__") and hasattr(data, "__len__")):
+        loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False)
+        return iter(loader), len(loader)
+    raise InvalidInputError("data must be (X, y) tensors or arrays, a DataLoader or a Dataset "
+                            f"yielding (x, y); got {type(data).__name__}")
+
+
+def _to_tensors(xb: object, yb: object, dtype: torch.dtype | None, device: torch.device,
+                clamp: tuple[float, float] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.as_tensor(xb)
+    y = torch.as_tensor(yb)
+    if x.ndim < 1 or y.reshape(-1).shape[0] != x.shape[0] or y.numel() != x.shape[0]:
+        raise InvalidInputError(f"a batch has inputs of shape {tuple(x.shape)} but labels of "
+                                f"shape {tuple(y.shape)}; need one label per input")
+    target = dtype or (x.dtype if x.is_floating_point() else torch.get_default_dtype())
+    x = x.to(device=device, dtype=target)
+    if not bool(torch.isfinite(x).all()):
+        raise InvalidInputError("inputs contain NaN or infinite values; drop or impute them")
+    if clamp is not None and x.numel() and (float(x.min()) < clamp[0]
+                                            or float(x.max()) > clamp[1]):
+        raise InvalidInputError(
+            f"inputs lie outside the clamp box {clamp} (range [{float(x.min()):g}, "
+            f"{float(x.max()):g}]); pass clamp=None for unbounded inputs (e.g. features) or "
+            "the data's valid range")
+    y = y.reshape(-1).to(device)
+    if y.is_floating_point():
+        if not bool(torch.isfinite(y).all()) or not bool((y == y.round()).all()):
+            raise InvalidInputError("labels must be class indices (integers)")
+    return x, y.long()
+
+
+def _check_labels(y: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    single = scores.ndim == 1 or (scores.ndim == 2 and scores.shape[1] == 1)
+    n_classes = 2 if single else scores.shape[1]
+    if single and y.numel() and bool(((y == -1) | (y == 1)).all()) and bool((y == -1).any()):
+        y = (y > 0).long()  # ±1 labels of a binary classifier
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= n_classes):
+        raise InvalidInputError(f"labels must lie in 0..{n_classes - 1} for a model with "
+                                f"{n_classes} classes")
+    return y
+
+
+def _predict(scores: torch.Tensor) -> torch.Tensor:
+    if scores.ndim == 1 or scores.shape[1] == 1:
+        return (scores.reshape(-1) > 0).long()
+    return scores.argmax(1)
+
+
+def _as_numpy(v: object, dtype: type | np.dtype) -> np.ndarray:
+    if hasattr(v, "radius") and not _is_array(v):  # CertifiedRadii
+        v = v.radius  # type: ignore[union-attr]
+    if isinstance(v, torch.Tensor):
+        v = v.detach().cpu().numpy()
+    return np.asarray(v, dtype=dtype)
+
+
+def _radius_array(value: object, n: int) -> np.ndarray:
+    R = _as_numpy(value, np.float64).reshape(-1)
+    if R.shape != (n,):
+        raise InvalidInputError(f"certified_radius returned shape {R.shape} for {n} points")
+    if np.isnan(R).any() or (R < 0).any():
+        raise InvalidInputError("certified_radius returned NaN or negative radii")
+    return R
 
 
 def accuracy_report(model: nn.Module, head: nn.Module, features: nn.Module, X: np.ndarray,
@@ -45,7 +446,3 @@ def accuracy_report(model: nn.Module, head: nn.Module, features: nn.Module, X: n
             "certified": float(np.mean(radius > r)),
         })
     return records
-
-
-def _predict(scores: torch.Tensor) -> torch.Tensor:
-    return scores.argmax(1) if scores.shape[1] > 1 else (scores[:, 0] > 0).long()

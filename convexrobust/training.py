@@ -59,6 +59,7 @@ class TrainConfig:
     eps_high: float = 1.5
     power_steps: int = 1
     neck_dim: int = 64
+    neck_channels: int | None = None
     seed: int = 0
     extra: dict = field(default_factory=dict)
 
@@ -97,7 +98,8 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
 def build_model(cfg: TrainConfig, in_channels: int, input_size: int, classes: int) -> LiResNet:
     neck_stride = 4 if input_size >= 16 else 2
     return LiResNet.from_arch(cfg.arch, classes, in_channels=in_channels, input_size=input_size,
-                              neck_stride=neck_stride, neck_dim=cfg.neck_dim)
+                              neck_stride=neck_stride, neck_channels=cfg.neck_channels,
+                              neck_dim=cfg.neck_dim)
 
 
 @torch.no_grad()

@@ -7,15 +7,15 @@ import json
 import pytest
 
 from convexrobust import cli
-from convexrobust.demo import DemoConfig
+from convexrobust.demo_tabular import TabularDemoConfig
 
 
 def test_demo_command_writes_consistent_results(tmp_path, capsys):
-    code = cli.main(["--quiet", "--threads", "1", "demo", "--components", "3",
-                     "--out", str(tmp_path)])
+    code = cli.main(["--quiet", "--threads", "1", "demo", "--data", "breast-cancer",
+                     "--components", "3", "--out", str(tmp_path)])
     assert code == 0
     records = json.loads((tmp_path / "results.json").read_text())
-    radii = DemoConfig().radii
+    radii = TabularDemoConfig().radii
     models = {r["model"] for r in records}
     assert models == {"polynomial", "polynomial-l2(0.5)", "relu", "relu-l2(0.5)"}
     assert len(records) == len(models) * len(radii)
@@ -46,3 +46,25 @@ def test_failed_run_keeps_the_previous_results(tmp_path, monkeypatch):
 def test_invalid_threads_is_a_usage_error():
     with pytest.raises(SystemExit):
         cli.main(["--threads", "0", "demo"])
+
+
+def test_main_demo_writes_records_models_and_plot(tmp_path):
+    from convexrobust.demo import DemoConfig, run_demo
+    from convexrobust.pipeline import RobustModel
+
+    cfg = DemoConfig(epochs=3, components=4, grid={"beta": (1e-2,), "radius_scale": (1.0,),
+                                                   "n_patterns": (10,)},
+                     solver_options={"max_iters": 150}, pgd_steps=10, pgd_restarts=1)
+    records = run_demo(cfg, tmp_path, progress=False)
+    models = ["liresnet", "liresnet+polynomial", "liresnet+relu"]
+    assert [r["model"] for r in records] == [m for m in models for _ in cfg.radii]
+    stored = json.loads((tmp_path / "results.json").read_text())
+    assert [{k: r[k] for k in ("model", "radius", "clean", "pgd", "certified")}
+            for r in stored] == [{k: r[k] for k in ("model", "radius", "clean", "pgd",
+                                                     "certified")} for r in records]
+    for r in records:
+        assert 0 <= r["certified"] <= r["pgd"] <= r["clean"] <= 1
+    assert (tmp_path / "accuracy.png").stat().st_size > 1000
+    for name in models[1:]:
+        model = RobustModel.load(tmp_path / f"{name}.pt")
+        assert model.certifiable and model.info["components"] == 4

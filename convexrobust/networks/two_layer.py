@@ -127,3 +127,22 @@ class TwoLayerPolynomial(_TwoLayer):
         act = self.activation
         return (f"features={self.n_features}, neurons={self.n_neurons}, outputs={self.n_outputs}, "
                 f"sigma(t)={act.a:g}t^2+{act.b:g}t+{act.c:g}")
+
+
+def head_to_dict(head: TwoLayerReLU | TwoLayerPolynomial) -> dict:
+    """The tensors and activation of a head, for ``torch.save`` (weights only)."""
+    if isinstance(head, TwoLayerReLU):
+        return {"kind": "relu", "weight": head.weight.detach().cpu(),
+                "bias": head.bias.detach().cpu(), "output": head.output.detach().cpu()}
+    act = head.activation
+    return {"kind": "polynomial", "weight": head.weight.detach().cpu(),
+            "output": head.output.detach().cpu(), "activation": [act.a, act.b, act.c]}
+
+
+def head_from_dict(spec: dict) -> TwoLayerReLU | TwoLayerPolynomial:
+    """Inverse of :func:`head_to_dict` (same dtype as stored)."""
+    dtype = spec["weight"].dtype
+    if spec["kind"] == "relu":
+        return TwoLayerReLU(spec["weight"], spec["bias"], spec["output"], dtype=dtype)
+    return TwoLayerPolynomial(spec["weight"], spec["output"],
+                              PolynomialActivation(*spec["activation"]), dtype=dtype)

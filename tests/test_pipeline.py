@@ -1,0 +1,182 @@
+"""retrain_last_two_layers and RobustModel: sound certificates, persistence, the module-name
+route, validation-only model selection and typed errors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import convexrobust as cr
+from convexrobust.errors import CertificateUnavailableError, InvalidInputError
+from convexrobust.evaluation import evaluate
+from convexrobust.networks import LiResNet
+from convexrobust.pipeline import RobustModel, pgd_trained_head, retrain_last_two_layers
+
+torch.set_num_threads(1)
+
+GRID = {"beta": (1e-3, 1e-2), "radius_scale": (1.0,), "n_patterns": (12,)}
+
+
+def _images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Three classes of 8×8 images: a bright square in one of three places, plus noise."""
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 3
+    x = 0.15 * torch.rand(n, 1, 8, 8, generator=gen)
+    for c, (r, col) in enumerate(((0, 0), (4, 4), (0, 4))):
+        x[y == c, :, r:r + 4, col:col + 4] += 0.6
+    return x.clamp(0, 1), y
+
+
+@pytest.fixture(scope="module")
+def liresnet() -> LiResNet:
+    torch.manual_seed(0)
+    # features: 2 channels on a 2×2 grid = 8 dimensions, small enough for a conic solver
+    return LiResNet(depth=2, width=4, num_classes=3, in_channels=1, input_size=8,
+                    neck_stride=4, neck_channels=2, neck_dim=8).eval()
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[torch.Tensor, ...]:
+    return (*_images(240, seed=1), *_images(510, seed=2))
+
+
+@pytest.fixture(scope="module", params=["polynomial", "relu"])
+def robust(request, liresnet, data) -> RobustModel:
+    x, y, _, _ = data
+    return retrain_last_two_layers(liresnet, (x, y), head=request.param, threat=cr.L2(0.05),
+                                   grid=GRID, progress=False)
+
+
+def test_certificates_are_never_broken_by_pgd(robust, data):
+    _, _, x_test, y_test = data
+    assert robust.certifiable and len(y_test) >= 500
+    radius = robust.certified_radius(x_test, y_test)
+    assert radius.dtype == torch.float64 and radius.shape == (len(y_test),)
+    wrong = robust.predict(x_test) != y_test
+    assert torch.all(radius[wrong] == 0)
+    radii = (0.0, 0.02, 0.05, 0.1)
+    report = evaluate(robust, (x_test, y_test), radii, attacks=("pgd", "pgd_multitargeted"),
+                      pgd_steps=50, pgd_restarts=2, progress=False)
+    assert report.violations == [0] * len(radii)
+    for rec in report.records:
+        assert rec["certified"] <= rec["pgd"] <= rec["clean"]
+    assert report.records[0]["clean"] > 0.9
+    assert report.records[1]["certified"] > 0.5  # the certificates are not vacuous
+
+
+def test_certificate_composes_the_head_radius_with_the_bound(robust, liresnet, data):
+    _, _, x_test, y_test = data
+    K = liresnet.lipschitz_bound("guaranteed", "features")
+    assert robust.feature_lipschitz == pytest.approx(K)
+    z = robust.normalized_features(x_test[:50])
+    head = cr.certified_radius(robust.head, z, y_test[:50], 2).radius
+    np.testing.assert_allclose(robust.certified_radius(x_test[:50], y_test[:50]).numpy(),
+                               head * robust.scale / K, rtol=1e-12)
+    linf = robust.certified_radius(x_test[:50], y_test[:50], norm="inf").numpy()
+    np.testing.assert_allclose(linf, head * robust.scale / K / math.sqrt(64), rtol=1e-12)
+
+
+def test_model_selection_uses_validation_scores_only(robust):
+    info = robust.info
+    scored = [c for c in info["candidates"] if "val_robust" in c]
+    assert len(scored) == 2 and info["n_validation"] > 0
+    best = max(scored, key=lambda c: (c["val_robust"], c["val_clean"]))
+    assert info["chosen"]["beta"] == best["beta"]
+    assert info["feature_radius"] == pytest.approx(
+        0.05 * robust.feature_lipschitz / robust.scale)
+
+
+def test_save_and_load_give_identical_outputs(robust, data, tmp_path):
+    _, _, x_test, y_test = data
+    robust.save(tmp_path / "model.pt")
+    loaded = RobustModel.load(tmp_path / "model.pt")
+    with torch.no_grad():
+        assert torch.equal(robust(x_test), loaded(x_test))
+    assert torch.equal(robust.certified_radius(x_test[:40], y_test[:40]),
+                       loaded.certified_radius(x_test[:40], y_test[:40]))
+    assert loaded.info["chosen"] == robust.info["chosen"]
+
+
+class _Custom(nn.Module):
+    """A user's network: a conv body and a two-layer head named fc1, fc2."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 2, 4, stride=4), nn.Flatten())
+        self.fc1 = nn.Linear(8, 16)
+        self.fc2 = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(self.body(x))))
+
+
+def test_module_name_route_on_a_custom_network(data, tmp_path):
+    x, y, x_test, y_test = data
+    torch.manual_seed(0)
+    net = _Custom().eval()
+    empirical = retrain_last_two_layers(net, (x, y), head="relu", threat=cr.Linf(0.02),
+                                        feature_module="fc1", feature_radius=0.1, grid=GRID,
+                                        progress=False)
+    assert not empirical.certifiable and empirical.info["certified"] is False
+    with pytest.raises(CertificateUnavailableError):
+        empirical.certified_radius(x_test[:5], y_test[:5])
+    report = evaluate(empirical, (x_test, y_test), (0.0, 0.02), pgd_steps=10, progress=False)
+    assert report.records[0]["certified"] is None and report.records[0]["clean"] > 0.8
+    # a bound the user vouches for (here: the exact norm of the linear body) certifies
+    weight = net.body[0].weight.detach().reshape(2, -1).double()
+    bound = float(torch.linalg.matrix_norm(weight, 2))  # patchify conv: disjoint patches
+    certified = retrain_last_two_layers(net, (x, y), head="polynomial", threat=cr.L2(0.05),
+                                        feature_module="fc1", lipschitz=bound, grid=GRID,
+                                        progress=False)
+    assert certified.certifiable
+    report = evaluate(certified, (x_test, y_test), (0.0, 0.05), progress=False, pgd_steps=20)
+    assert report.violations == [0, 0]
+    certified.save(tmp_path / "custom.pt")  # an arbitrary module is pickled ...
+    with pytest.raises(InvalidInputError, match="trust_pickle"):
+        RobustModel.load(tmp_path / "custom.pt")
+    loaded = RobustModel.load(tmp_path / "custom.pt", trust_pickle=True)  # ... on request
+    with torch.no_grad():
+        assert torch.equal(loaded(x_test), certified(x_test))
+
+
+def test_bad_input_is_rejected(liresnet, data):
+    x, y, _, _ = data
+    kw = {"threat": cr.L2(0.05), "grid": GRID, "progress": False}
+    with pytest.raises(InvalidInputError, match="fc3"):
+        retrain_last_two_layers(_Custom(), (x, y), feature_module="fc3", feature_radius=0.1,
+                                **kw)
+    with pytest.raises(InvalidInputError, match="no guaranteed Lipschitz bound"):
+        retrain_last_two_layers(_Custom(), (x, y), feature_module="fc1", **kw)
+    with pytest.raises(InvalidInputError):
+        retrain_last_two_layers(liresnet, (x, y[:-3]), **kw)
+    with pytest.raises(InvalidInputError):
+        retrain_last_two_layers(liresnet, (x, y), head="cubic", **kw)
+    with pytest.raises(InvalidInputError):
+        retrain_last_two_layers(liresnet, (x, y), threat=0.05, progress=False)
+    with pytest.raises(InvalidInputError, match="feature_radius"):
+        retrain_last_two_layers(liresnet, (x, y), feature_radius=0.2, **kw)
+    with pytest.raises(InvalidInputError):
+        retrain_last_two_layers(liresnet, (x, y), validation=1.5, **kw)
+    with pytest.raises(InvalidInputError):
+        retrain_last_two_layers(liresnet, (x, y), **{**kw, "grid": {"gamma": (1,)}})
+    bad = x.clone()
+    bad[0, 0, 0, 0] = math.nan
+    with pytest.raises(InvalidInputError):
+        retrain_last_two_layers(liresnet, (bad, y), **kw)
+
+
+def test_pgd_trained_baseline_shares_the_feature_map(liresnet, data):
+    x, y, x_test, y_test = data
+    convex = retrain_last_two_layers(liresnet, (x, y), head="relu", threat=cr.L2(0.05),
+                                     grid=GRID, components=4, progress=False)
+    assert convex.projection.shape == (4, 8) and convex.info["components"] == 4
+    baseline = pgd_trained_head(convex, (x, y), epochs=5, progress=False)
+    assert baseline.head.n_neurons == convex.head.n_neurons
+    assert torch.equal(baseline.projection, convex.projection) and baseline.certifiable
+    assert baseline.info["chosen"]["lr"] in (1e-3, 3e-3, 1e-2)
+    report = evaluate(baseline, (x_test, y_test), (0.0, 0.05), pgd_steps=20, progress=False)
+    assert report.violations == [0, 0] and report.records[0]["clean"] > 0.8
