@@ -5,7 +5,11 @@ A backend is a function ``(program, **options) -> Solution`` registered under a 
 :class:`~convexrobust.errors.SolverUnavailableError` naming the fix. ``"auto"`` picks MOSEK when
 it is installed and licensed, else Clarabel for small problems and SCS for larger ones, and
 falls back to the next of these when one fails numerically. ``"torch"`` runs the first-order
-PyTorch solvers (``relu_first_order.py``, ``polynomial_first_order.py``) on any device.
+PyTorch solvers on any device: ``relu_admm.py`` (nominal ReLU programs, ADMM with a cached
+factorisation), ``relu_first_order.py`` (every ReLU program, augmented Lagrangian + FISTA) and
+``polynomial_first_order.py`` (the SDPs, FISTA with an exact projection and exact TRS worst
+cases); ``data_parallel.py`` streams their sums over samples in chunks or shards them over
+``torch.distributed``.
 """
 
 from __future__ import annotations
