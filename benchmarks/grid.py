@@ -15,6 +15,7 @@ Writes benchmarks/results/grid.json and, with matplotlib, grid_time.png and grid
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 
@@ -107,33 +108,34 @@ def main() -> None:
 
 
 def plot(rows: list[dict], folder: Path) -> None:
-    """Time vs size and gap vs time, one marker per solver (skipped without matplotlib)."""
-    try:
-        import matplotlib
+    """Per program family (one panel each): wall time vs size and relative gap vs wall time,
+    one colour per solver, hollow markers for the 10-class instances."""
+    from matplotlib.figure import Figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
+    families = list(dict.fromkeys(r["family"] for r in rows))
     solvers = sorted({r["solver"] for r in rows})
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for s in solvers:
-        pts = [(r["n"] * r["d"], r["wall_time"]) for r in rows if r["solver"] == s]
-        ax.scatter(*zip(*pts, strict=True), label=s)
-    ax.set(xscale="log", yscale="log", xlabel="n·d", ylabel="wall time (s)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(folder / "grid_time.png", dpi=120)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for s in solvers:
-        pts = [(r["wall_time"], max(r["relative_gap"], 1e-10)) for r in rows
-               if r["solver"] == s and "relative_gap" in r]
-        if pts:
-            ax.scatter(*zip(*pts, strict=True), label=s)
-    ax.set(xscale="log", yscale="log", xlabel="wall time (s)", ylabel="relative gap to best")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(folder / "grid_gap.png", dpi=120)
+    colours = {s: f"C{i}" for i, s in enumerate(solvers)}
+    panels = {
+        "time": ("n·d", "wall time (s)", lambda r: (r["n"] * r["d"], r["wall_time"])),
+        "gap": ("wall time (s)", "relative gap to best",
+                lambda r: (r["wall_time"], max(r.get("relative_gap", math.nan), 1e-10))),
+    }
+    for name, (xlabel, ylabel, point) in panels.items():
+        fig = Figure(figsize=(3.2 * len(families), 3.2))
+        axes = fig.subplots(1, len(families), squeeze=False)[0]
+        for ax, family in zip(axes, families, strict=True):
+            for s in solvers:
+                for classes, fill in ((2, colours[s]), (10, "none")):
+                    pts = [point(r) for r in rows if r["family"] == family and r["solver"] == s
+                           and r["classes"] == classes and math.isfinite(point(r)[1])]
+                    if pts:
+                        ax.scatter(*zip(*pts, strict=True), edgecolors=colours[s],
+                                   facecolors=fill, label=s if classes == 2 else None)
+            ax.set(xscale="log", yscale="log", xlabel=xlabel, title=family)
+        axes[0].set_ylabel(ylabel)
+        axes[0].legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(folder / f"grid_{name}.png", dpi=110)
 
 
 if __name__ == "__main__":
