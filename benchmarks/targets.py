@@ -1,0 +1,381 @@
+"""The issue's four performance targets for the torch solvers, measured in one run on this machine.
+
+1. Convex ReLU, n=1000, d=20, P=50, squared loss, planted two-layer regression, β=1e-3: relative
+   gap ≤ 1e-3 to Clarabel, violation ≤ 1e-6 after the repair, ≥ 20× faster than Clarabel.
+2. Polynomial SDP, d=50, n=1000, binary planted data, hinge (the verdict) and squared loss:
+   gap ≤ 1e-3 to the best conic solution, ≥ 10× faster than SCS.
+3. ℓ2-robust polynomial program, 10 classes, d=128, n=10,000: a robust objective+gradient
+   evaluation costs ≤ 3× a nominal one, and a 120 s solve is within 1e-3 of a long reference.
+4. Robust ReLU at CIFAR scale (n=50,000, d=512, P=500, 10 classes, ℓ2, float32): solved to the
+   stationarity tolerance within 600 s; achieved FLOP/s against the measured matmul rate.
+
+Every solver runs alone, one after the other; wall times are the solvers' own
+(``Solution.wall_time``: everything up to the returned point, repair included, judging not).
+Objectives and violations are the programs' own (recomputed from the returned values).
+
+    python benchmarks/targets.py [--targets 1,2,3,4] [--threads 2] [--out FILE] [--tiny]
+
+Targets not measured by a run keep their results from an existing ``--out`` file.
+``--tiny`` shrinks every instance (a smoke test of the code paths; its verdicts mean nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+import os
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from convexrobust.solvers import polynomial_first_order as poly_fo
+from convexrobust.solvers import relu_first_order as relu_fo
+from grid import planted
+from record import write_record
+
+import convexrobust as cr
+
+RESULTS = Path(__file__).parent / "results"
+EPS = 0.1  # ℓ2 radius of the robust programs (as in grid.py)
+TINY = False
+
+
+def size(full: int, tiny: int) -> int:
+    return tiny if TINY else full
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def run(program: cr.ConvexProgram, solver: str, label: str, repeats: int = 1,
+        **options: object) -> tuple[cr.Solution | None, dict]:
+    """Solve (``repeats`` times, keeping the median wall time) and summarise the solve."""
+    walls, solution = [], None
+    for _ in range(repeats):
+        try:
+            solution = cr.solve(program, solver, accept_inaccurate=True, **options)
+        except cr.SolverFailedError as err:
+            return None, {"solver": label, "status": err.status}
+        walls.append(solution.wall_time)
+    row = {**solution.summary(), "solver": label, "wall_time": float(np.median(walls)),
+           "wall_times": walls}
+    for key in ("method", "violation_before_repair", "stationarity", "solve_time"):
+        if key in solution.info:
+            row[key] = solution.info[key]
+    print(f"  {label:<14}{row['status']:<16}{row['wall_time']:9.2f}s  "
+          f"objective {row['objective']:.8g}  violation {row['violation']:.1e}", flush=True)
+    return solution, row
+
+
+def gaps(rows: list[dict], reference: float) -> None:
+    for r in rows:
+        if "objective" in r:
+            r["relative_gap"] = (r["objective"] - reference) / max(abs(reference), 1e-12)
+
+
+def best_optimal(rows: list[dict]) -> float:
+    return min(r["objective"] for r in rows if r.get("status") == "optimal")
+
+
+class Counter:
+    """Wraps a function (module attribute or method) to count its calls and their time."""
+
+    def __init__(self, owner: object, name: str, key=lambda *a, **k: "all"):
+        self.owner, self.name, self.key = owner, name, key
+        self.original = getattr(owner, name)
+        self.calls: dict[str, list[float]] = {}
+
+    def __enter__(self) -> Counter:
+        @functools.wraps(self.original)
+        def wrapped(*args, **kwargs):
+            start = time.perf_counter()
+            out = self.original(*args, **kwargs)
+            self.calls.setdefault(self.key(*args, **kwargs), []).append(
+                time.perf_counter() - start)
+            return out
+        setattr(self.owner, self.name, wrapped)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        setattr(self.owner, self.name, self.original)
+
+
+# ----------------------------------------------------------------------------------------------
+def target1() -> tuple[list[dict], dict]:
+    """Nominal convex ReLU, squared loss, on a seeded planted two-layer regression."""
+    n, d, P = size(1000, 200), 20, size(50, 10)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((n, d))
+    W1, a = rng.standard_normal((d, 10)), rng.standard_normal(10)
+    y = np.maximum(X @ W1, 0) @ a / 10 + 0.1 * rng.standard_normal(n)
+    program = cr.ConvexReLU(X, y, n_patterns=P, loss="squared", beta=1e-3, seed=0)
+    _, ref = run(program, "clarabel", "clarabel")
+    _, tch = run(program, "torch", "torch", repeats=3)
+    rows = [ref, tch]
+    gaps(rows, ref["objective"])
+    speedup = ref["wall_time"] / tch["wall_time"]
+    met = tch["relative_gap"] <= 1e-3 and tch["violation"] <= 1e-6 and speedup >= 20
+    return rows, {"met": met, "speedup": speedup, "speedup_vs_clarabel_solve_time":
+                  ref["solve_time"] / tch["wall_time"], "relative_gap": tch["relative_gap"],
+                  "violation": tch["violation"],
+                  "summary": f"gap {tch['relative_gap']:.1e} (≤1e-3), violation "
+                  f"{tch['violation']:.1e} (≤1e-6), {speedup:.1f}× Clarabel (≥20×)"}
+
+
+def target2() -> tuple[list[dict], dict]:
+    """Nominal polynomial SDP, binary planted data: hinge (the verdict) and squared loss."""
+    X, y = planted(size(1000, 200), size(50, 10), 2, seed=0)
+    rows, verdict = [], {}
+    for loss in ("hinge", "squared"):
+        program = cr.ConvexPolynomial(X, y, loss=loss, beta=1e-3)
+        group = [run(program, "scs", "scs", time_limit_secs=600)[1],
+                 run(program, "clarabel", "clarabel", time_limit=600)[1],
+                 run(program, "torch", "torch", repeats=3)[1]]
+        gaps(group, best_optimal(group[:2]))
+        for r in group:
+            r["loss"] = loss
+        rows += group
+        scs, tch = group[0], group[2]
+        speedup = scs["wall_time"] / tch["wall_time"]
+        verdict[loss] = {"met": tch["relative_gap"] <= 1e-3 and speedup >= 10,
+                         "speedup_vs_scs": speedup, "relative_gap": tch["relative_gap"],
+                         "summary": f"{loss}: gap {tch['relative_gap']:.1e} (≤1e-3), "
+                         f"{speedup:.1f}× SCS (≥10×)"}
+    return rows, {"met": verdict["hinge"]["met"], **verdict,
+                  "summary": verdict["hinge"]["summary"] + "; " + verdict["squared"]["summary"]}
+
+
+def target3() -> tuple[list[dict], dict]:
+    """ℓ2-robust vs nominal polynomial program, 10 classes: cost per evaluation, and the gap of a
+    120 s solve to a long reference solve (tol 1e-5, at most 600 s)."""
+    X, y = planted(size(10_000, 500), size(128, 16), 10, seed=0)
+    nominal = cr.ConvexPolynomial(X, y, loss="hinge", beta=1e-3)
+    robust = cr.ConvexPolynomial(X, y, loss="hinge", beta=1e-3, threat=cr.L2(EPS))
+    rows, cost = [], {}
+    for label, program, options in (
+            ("torch nominal", nominal, {"max_iters": 40}),
+            ("torch robust", robust, {"time_limit": size(120, 10)}),
+            ("torch robust ref", robust, {"time_limit": size(600, 30), "tol": 1e-5})):
+        with Counter(poly_fo, "_objective", key=lambda *a, **k: "grad" if a[3] else "value") as c:
+            _, row = run(program, "torch", label, **options)
+        row["seconds_per_iteration"] = row["wall_time"] / row["iterations"]
+        for kind, times in c.calls.items():
+            row[f"{kind}_evaluations"] = len(times)
+            row[f"seconds_per_{kind}_evaluation"] = float(np.median(times))
+        cost[label] = row
+        rows.append(row)
+    gaps(rows[1:], min(r["objective"] for r in rows[1:]))
+    nom, rob = cost["torch nominal"], cost["torch robust"]
+    ratio = rob["seconds_per_grad_evaluation"] / nom["seconds_per_grad_evaluation"]
+    ratio_iter = rob["seconds_per_iteration"] / nom["seconds_per_iteration"]
+    met = ratio <= 3 and rob["relative_gap"] <= 1e-3
+    return rows, {"met": met, "cost_ratio_per_evaluation": ratio,
+                  "cost_ratio_per_iteration": ratio_iter, "relative_gap": rob["relative_gap"],
+                  "summary": f"robust/nominal objective+gradient {ratio:.2f}× (≤3×; per "
+                  f"iteration {ratio_iter:.2f}×), 120 s gap {rob['relative_gap']:.1e} (≤1e-3)"}
+
+
+def matmul_rate(n: int = 4096, repeats: int = 5) -> float:
+    """Best float32 FLOP/s of an n×n matmul with the current thread count."""
+    A, B = torch.randn(n, n), torch.randn(n, n)
+    torch.matmul(A, B)
+    best = min(_timed(torch.matmul, A, B) for _ in range(repeats))
+    return 2 * n**3 / best
+
+
+def _timed(f, *args) -> float:
+    start = time.perf_counter()
+    f(*args)
+    return time.perf_counter() - start
+
+
+class RepairStopped(Exception):
+    """The benchmark's repair budget ran out (see :class:`RepairGuard`)."""
+
+
+class RepairGuard:
+    """Stops the AL solver's final repair after ``seconds`` and keeps the iterate it was given.
+
+    At scale the repair (``relu_first_order._repair``) runs, for every violated group, four
+    non-negative least-squares projections over all n samples (``_project_polyhedral``, plain
+    and lifted) and gate shifts that evaluate every pattern's slack; this records how many of
+    each it managed and their time."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.U, self.entered, self.start = seconds, None, 0.0, None
+        self.calls: dict[str, list[float]] = {"nnls": [], "shift": []}
+
+    def _timed(self, name: str, f):
+        def wrapped(*args):
+            if time.perf_counter() - self.start > self.seconds:
+                raise RepairStopped
+            t = time.perf_counter()
+            out = f(*args)
+            self.calls[name].append(time.perf_counter() - t)
+            return out
+        return wrapped
+
+    def __enter__(self) -> RepairGuard:
+        names = ("_repaired", "_repair", "_project_polyhedral", "_shift_along_gate")
+        self.originals = {name: getattr(relu_fo, name) for name in names}
+        repaired, repair = self.originals["_repaired"], self.originals["_repair"]
+
+        def capture(program, U, scale):  # the iterate, before the float64 judging of it
+            self.U, self.entered = U.detach().to("cpu", torch.float64), time.perf_counter()
+            return repaired(program, U, scale)
+
+        def start(*args, **kwargs):
+            self.start = time.perf_counter()
+            print(f"  repair started ({time.strftime('%X')})", flush=True)
+            return repair(*args, **kwargs)
+        relu_fo._repaired, relu_fo._repair = capture, start
+        relu_fo._project_polyhedral = self._timed("nnls", self.originals["_project_polyhedral"])
+        relu_fo._shift_along_gate = self._timed("shift", self.originals["_shift_along_gate"])
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name, f in self.originals.items():
+            setattr(relu_fo, name, f)
+
+
+class Messages(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def unrepaired(program: cr.ConvexReLU, guard: RepairGuard, iterations: int) -> dict:
+    """What the solver had when the repair was stopped: its iterate, judged as it is, and a
+    lower estimate of the whole repair (four projections per violated group, shifts omitted)."""
+    P = program.n_patterns
+    values = {"V": guard.U[:, :P].numpy(), "W": guard.U[:, P:].numpy()}
+    violated = sum(int((program.cone_slack_torch(guard.U[:, s]).min(-1).values < 0).sum())
+                   for s in (slice(0, P), slice(P, None)))
+    nnls, shift = guard.calls["nnls"], guard.calls["shift"]
+    spent = time.perf_counter() - guard.start
+    per_nnls = float(np.mean(nnls)) if nnls else spent  # an unfinished one took at least that
+    return {"solver": "torch float32", "status": "time_limit, repair stopped",
+            "objective": program.objective(values), "violation": program.violation(values),
+            "iterations": iterations, "wall_time": guard.entered - START4[0],
+            "judge_seconds_before_repair": guard.start - guard.entered,
+            "repair_seconds_spent": spent, "violated_groups": violated,
+            "nnls_calls": len(nnls), "seconds_per_nnls": per_nnls, "shift_calls": len(shift),
+            "seconds_per_shift": float(np.mean(shift)) if shift else None,
+            "repair_seconds_lower_estimate": 4 * violated * per_nnls}
+
+
+START4 = [0.0]
+
+
+def target4() -> tuple[list[dict], dict]:
+    """Robust (ℓ2) multi-class convex ReLU at CIFAR scale, float32, 600 s budget."""
+    n, d, P, C = size(50_000, 2000), size(512, 32), size(500, 20), 10
+    peak_flops = matmul_rate(size(4096, 512))
+    start = time.perf_counter()
+    X, y = planted(n, d, C, seed=0)
+    program = cr.ConvexReLU(X, y, n_patterns=P, loss="hinge", beta=1e-3, threat=cr.L2(EPS))
+    build = time.perf_counter() - start
+    Pn, db = program.n_patterns, program.Xb.shape[1]
+    print(f"  built in {build:.1f}s: {Pn} patterns, mask density "
+          f"{program.patterns.masks.mean():.3f}; matmul {peak_flops / 1e9:.1f} GFLOP/s", flush=True)
+    AL = relu_fo._AugmentedLagrangian
+    unit = n * Pn * C * db  # one (n, d̃) × (C, P, d̃) contraction is 2·unit FLOPs
+    log = Messages()
+    logging.getLogger(relu_fo.__name__).addHandler(log)
+    START4[0] = time.perf_counter()
+    with Counter(AL, "value_and_grad") as vg, Counter(AL, "value_only") as vo, \
+            Counter(AL, "update_multipliers") as um, Counter(relu_fo._Budget, "tick") as it, \
+            RepairGuard(size(120, 5)) as guard:
+        try:
+            _, row = run(program, "torch", "torch float32", dtype=torch.float32, tol=TOL4,
+                         time_limit=size(600, 20))
+            row["repair_seconds"] = row["wall_time"] - (guard.entered - START4[0])
+        except RepairStopped:
+            row = unrepaired(program, guard, len(it.calls.get("all", [])))
+    count = {name: len(c.calls.get("all", [])) for name, c in
+             (("value_and_grad", vg), ("value_only", vo), ("update_multipliers", um))}
+    # value+grad: slopes fwd+bwd (4), slack (4), penalty gradient (4); value: 2 + 4; update: 4;
+    # the first value+grad (at U = 0, before the multipliers exist) has no penalty: 4
+    flops = unit * (12 * count["value_and_grad"] - 8 + 6 * count["value_only"]
+                    + 4 * count["update_multipliers"])
+    loop = sum(sum(c.calls.get("all", [])) for c in (vg, vo, um))
+    row.update(build_seconds=build, n_patterns=Pn, evaluation_counts=count,
+               evaluation_seconds=loop, flops=flops, flops_per_second=flops / loop,
+               matmul_flops_per_second=peak_flops, peak_rss_gb=peak_rss_gb(),
+               slack_gb=4 * C * 2 * Pn * n / 1e9, outer_steps=log.lines)
+    row["fraction_of_matmul"] = row["flops_per_second"] / peak_flops
+    print(f"  {row}", flush=True)
+    met = row["status"] == "optimal" and row["wall_time"] <= 600
+    last = log.lines[-1] if log.lines else "no outer step finished"
+    return [row], {
+        "met": met, "fraction_of_matmul": row["fraction_of_matmul"],
+        "summary": f"status {row['status']} after {row['iterations']} iterations ({last}; "
+        f"tol {TOL4:g}), {row['flops_per_second'] / 1e9:.1f} GFLOP/s = "
+        f"{row['fraction_of_matmul']:.0%} of matmul, peak RSS {row['peak_rss_gb']:.1f} GB"}
+
+
+def merged(path: Path, rows: list[dict], verdicts: dict) -> tuple[list[dict], dict]:
+    """Keep the targets of an existing record that this run did not measure."""
+    if not path.exists():
+        return rows, verdicts
+    old = json.loads(path.read_text())
+    kept = {t: v for t, v in old.get("verdicts", {}).items() if t not in verdicts}
+    return ([r for r in old["results"] if str(r["target"]) in kept] + rows,
+            dict(sorted({**kept, **verdicts}.items())))
+
+
+TOL4 = 1e-4  # float32: relative stationarity 1e-6 is at the precision's edge
+TARGETS = {1: target1, 2: target2, 3: target3, 4: target4}
+
+
+def main() -> None:
+    global TINY
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--targets", default="1,2,3,4")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=None, help="default: results/targets.json "
+                        "(with --tiny: targets_tiny.json in the temporary directory)")
+    parser.add_argument("--tiny", action="store_true")
+    args = parser.parse_args()
+    TINY = args.tiny
+    args.out = args.out or (Path(tempfile.gettempdir()) / "targets_tiny.json" if TINY
+                            else RESULTS / "targets.json")
+    torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger(relu_fo.__name__).setLevel(logging.DEBUG)  # outer steps of target 4
+    rows, verdicts = [], {}
+    for t in (int(s) for s in args.targets.split(",")):
+        print(f"target {t}", flush=True)
+        start = time.perf_counter()
+        results, verdict = TARGETS[t]()
+        verdict["seconds"] = time.perf_counter() - start
+        verdict["load_average"] = os.getloadavg()  # 1, 5, 15 min; this run alone adds ≈ 2
+        rows += [{"target": t, **r} for r in results]
+        verdicts[str(t)] = verdict
+        print(f"  -> {'MET' if verdict['met'] else 'NOT MET'}: {verdict['summary']}", flush=True)
+    print(f"\n{'t':<3}{'solver':<18}{'status':<16}{'wall s':>9}{'iters':>7}"
+          f"{'objective':>15}{'rel. gap':>10}{'violation':>10}")
+    for r in rows:
+        print(f"{r['target']:<3}{r['solver'] + ' ' + r.get('loss', ''):<18}{r['status']:<16}"
+              f"{r.get('wall_time', float('nan')):9.2f}{r.get('iterations') or 0:>7}"
+              f"{r.get('objective', float('nan')):15.8g}"
+              f"{r.get('relative_gap', float('nan')):10.1e}"
+              f"{r.get('violation', float('nan')):10.1e}")
+    for t, v in verdicts.items():
+        print(f"target {t}: {'MET' if v['met'] else 'NOT MET'} — {v['summary']}")
+    rows, verdicts = merged(Path(args.out), rows, verdicts)
+    out = write_record(args.out, rows, args.threads, tiny=TINY, verdicts=verdicts)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
