@@ -1,0 +1,288 @@
+"""Retraining the last two layers of a LiResNet with convex robust heads, against the LiResNet's
+own GloRo certificate and a non-convex PGD-trained head of the same shape.
+
+For every training radius ε and head family ("polynomial", "relu") the last two layers of one
+LiResNet are replaced by a convex head trained at ε (`retrain_last_two_layers`, feature radius
+``K_h·ε``, hyper-parameters chosen on a validation split of the training data), and once per ε
+by the non-convex baseline (`pgd_trained_head`: a two-layer ReLU head as wide as the convex ReLU
+head, PGD adversarial training at the same feature radius, same features and normalisation).
+Every model — and the original LiResNet — is evaluated on the test set at every radius: clean
+accuracy, accuracy under ℓ2 PGD through the whole network (inputs clamped to [0, 1]) and
+certified accuracy (`convexrobust.evaluation.evaluate`).
+
+    python benchmarks/retrain.py --data digits                 # trains the LiResNet (~1 min)
+    python benchmarks/retrain.py --data cifar10 --checkpoint out/cifar-l4w32/model.pt
+
+CIFAR-10 on a CPU is bounded by ``--train-limit`` (images the heads are trained on: the first
+``N/10`` of every class, in archive order), ``--test-limit`` (test images for clean and certified
+accuracy, the same way) and ``--pgd-limit`` (the per-class subset of those attacked by PGD, which
+costs ``steps × restarts`` forward-backward passes per point and radius); digits uses all of its
+data. Writes ``benchmarks/results/retrain-<data>.json`` (records, times,
+chosen hyper-parameters, config, machine) and ``retrain-<data>.png`` (one panel per ε).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import os
+import time
+from pathlib import Path
+
+import torch
+from record import write_record
+
+import convexrobust as cr
+from convexrobust.data import cifar10, digits
+from convexrobust.evaluation import evaluate, format_table
+from convexrobust.networks.liresnet import LiResNet
+from convexrobust.pipeline import pgd_trained_head, retrain_last_two_layers
+from convexrobust.plots import plot_accuracy_vs_radius
+from convexrobust.training import TrainConfig, as_tensors, train_liresnet
+
+RESULTS = Path(__file__).parent / "results"
+RADII = {"digits": (0.1, 0.3, 0.5), "cifar10": (36 / 255, 72 / 255, 108 / 255)}
+RADIUS_NAMES = {"digits": ("0.1", "0.3", "0.5"), "cifar10": ("36/255", "72/255", "108/255")}
+HEADS = ("polynomial", "relu")
+GRID = {"beta": (1e-3, 1e-2), "radius_scale": (1.0,), "n_patterns": (50,)}
+#: (training images for the heads, test images, test images attacked by PGD); None = all
+DEFAULT_LIMITS = {"digits": (None, None, None), "cifar10": (2000, 1000, 200)}
+
+
+def first_per_class(x: torch.Tensor, y: torch.Tensor, limit: int | None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``limit // C`` points of every class, in data order (all data when None)."""
+    if limit is None or limit >= len(y):
+        return x, y
+    classes = torch.unique(y)
+    per_class = limit // len(classes)
+    idx = torch.cat([torch.nonzero(y == c).squeeze(1)[:per_class] for c in classes])
+    idx = idx.sort().values
+    return x[idx], y[idx]
+
+
+def load_data(name: str, train_limit: int | None, test_limit: int | None
+              ) -> tuple[torch.Tensor, ...]:
+    if name == "digits":
+        split = digits(seed=0)
+        x, y = as_tensors(split.X_train, split.y_train)
+        x_test, y_test = as_tensors(split.X_test, split.y_test)
+    else:
+        x, y = as_tensors(*cifar10(split="train"))
+        x_test, y_test = as_tensors(*cifar10(split="test"))
+    return (*first_per_class(x, y, train_limit), *first_per_class(x_test, y_test, test_limit))
+
+
+def get_liresnet(args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor
+                 ) -> tuple[LiResNet, float, str]:
+    """The LiResNet: loaded from ``--checkpoint``, or (digits) trained as in the demo."""
+    start = time.perf_counter()
+    if args.checkpoint:
+        return LiResNet.load(args.checkpoint).eval(), 0.0, str(args.checkpoint)
+    if args.data != "digits":
+        raise SystemExit("cifar10 needs --checkpoint (a trained LiResNet model.pt)")
+    out = Path(args.cache) / "liresnet"
+    if (out / "model.pt").exists():  # a previous run's; train afresh so the time is real
+        for f in out.iterdir():
+            f.unlink()
+    cfg = TrainConfig(data="digits", epochs=args.epochs, eps=0.3, neck_channels=4, seed=0)
+    model = train_liresnet(cfg, x, y, out, progress=False).eval()
+    return model, time.perf_counter() - start, f"trained: {cfg}"
+
+
+def run_eval(model: torch.nn.Module, name: str, test: tuple, attack_test: tuple | None,
+             radii: tuple, args: argparse.Namespace, extra: dict) -> dict:
+    """Clean, PGD and certified accuracy on ``test``; when ``attack_test`` (a per-class subset
+    of ``test``) is given, clean and certified accuracy come from all of ``test`` (no attack)
+    and the PGD accuracy (and the violation check) from ``attack_test``."""
+    kwargs = {"norm": 2, "pgd_steps": args.pgd_steps, "pgd_restarts": args.pgd_restarts,
+              "seed": 0, "progress": False, "name": name}
+    if attack_test is None:
+        report = evaluate(model, test, radii, **kwargs)
+        records, attacked = report.records, report
+        seconds = dict(report.seconds)
+        total = report.total_seconds
+    else:
+        full = evaluate(model, test, radii, attacks=(), **kwargs)
+        attacked = evaluate(model, attack_test, radii, **kwargs)
+        records = [{**rec, "pgd": sub["pgd"], "n": full.n, "n_pgd": attacked.n,
+                    "clean_on_pgd_subset": sub["clean"],
+                    "certified_on_pgd_subset": sub["certified"]}
+                   for rec, sub in zip(full.records, attacked.records, strict=True)]
+        seconds = {k: full.seconds[k] + attacked.seconds[k] for k in full.seconds}
+        total = full.total_seconds + attacked.total_seconds
+    row = {"model": name, **extra, "n_test": len(test[1]), "n_pgd": attacked.n,
+           "eval_seconds": seconds, "eval_total_seconds": total,
+           "violations": attacked.violations, "records": records}
+    cert = ", ".join(f"{r['certified']:.3f}" if r["certified"] is not None else "-"
+                     for r in records)
+    pgd = ", ".join(f"{r['pgd']:.3f}" for r in records)
+    print(f"  {name:<18} clean {records[0]['clean']:.3f}  pgd [{pgd}]  cert [{cert}]  "
+          f"eval {total:.1f}s  violations {attacked.violations}", flush=True)
+    return row
+
+
+def times_table(rows: list[dict]) -> str:
+    header = ("model", "train s", "eval s", "pgd s", "certify s", "chosen")
+    lines = [header]
+    for r in rows:
+        chosen = ", ".join(f"{k}={v}" for k, v in (r.get("chosen") or {}).items()
+                           if v is not None)
+        lines.append((r["model"], f"{r['train_seconds']:.1f}", f"{r['eval_total_seconds']:.1f}",
+                      f"{r['eval_seconds']['pgd']:.1f}", f"{r['eval_seconds']['certify']:.1f}",
+                      chosen))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    out = ["  ".join(c.ljust(w) if i in (0, 5) else c.rjust(w)
+                     for i, (c, w) in enumerate(zip(line, widths, strict=True)))
+           for line in lines]
+    out.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def plot(rows: list[dict], data: str, path: Path) -> None:
+    """One panel per training radius ε (the LiResNet in each), side by side in one PNG."""
+    from PIL import Image
+
+    panels = []
+    base = [rec for r in rows if r["eps"] is None for rec in r["records"]]
+    for eps, label in zip(RADII[data], RADIUS_NAMES[data], strict=True):
+        if not any(r["eps"] == eps for r in rows):
+            continue
+        recs = base + [rec for r in rows if r["eps"] == eps for rec in r["records"]]
+        tmp = path.with_name(f".{path.stem}-{len(panels)}.png")
+        plot_accuracy_vs_radius(recs, tmp, title=f"{data}: heads trained at eps={label}",
+                                xlabel="l2 radius")
+        panels.append(Image.open(io.BytesIO(tmp.read_bytes())).convert("RGB"))
+        tmp.unlink()
+    width = sum(p.width for p in panels)
+    canvas = Image.new("RGB", (width, max(p.height for p in panels)), "white")
+    left = 0
+    for p in panels:
+        canvas.paste(p, (left, 0))
+        left += p.width
+    canvas.save(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", choices=("digits", "cifar10"), default="digits")
+    parser.add_argument("--checkpoint", default=None, help="a LiResNet model.pt to load")
+    parser.add_argument("--epochs", type=int, default=100, help="LiResNet epochs (digits)")
+    parser.add_argument("--train-limit", type=int, default=-1,
+                        help="training images for the heads (default: digits all, cifar 5000)")
+    parser.add_argument("--test-limit", type=int, default=-1,
+                        help="test images (default: digits all, cifar10 1000)")
+    parser.add_argument("--pgd-limit", type=int, default=-1,
+                        help="test images attacked by PGD, a per-class subset of the test "
+                             "images (default: digits all, cifar10 200)")
+    parser.add_argument("--components", type=int, default=16)
+    parser.add_argument("--pgd-steps", type=int, default=50)
+    parser.add_argument("--pgd-restarts", type=int, default=3)
+    parser.add_argument("--pgd-head-epochs", type=int, default=30)
+    parser.add_argument("--eps", default=None,
+                        help="comma-separated subset of the training radii (default: all)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cache", default=None, help="feature cache folder (default /tmp)")
+    parser.add_argument("--out", default=str(RESULTS))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(args.threads)
+    limits = DEFAULT_LIMITS[args.data]
+    train_limit = limits[0] if args.train_limit < 0 else (args.train_limit or None)
+    test_limit = limits[1] if args.test_limit < 0 else (args.test_limit or None)
+    pgd_limit = limits[2] if args.pgd_limit < 0 else (args.pgd_limit or None)
+    args.cache = args.cache or f"/tmp/convexrobust-retrain-{args.data}"
+    Path(args.cache).mkdir(parents=True, exist_ok=True)
+    radii = RADII[args.data]
+    train_radii = radii if args.eps is None else tuple(
+        radii[RADIUS_NAMES[args.data].index(e)] for e in args.eps.split(","))
+
+    wall = time.perf_counter()
+    x, y, x_test, y_test = load_data(args.data, train_limit, test_limit)
+    test = (x_test, y_test)
+    attack_test = None
+    if pgd_limit is not None and pgd_limit < len(y_test):
+        attack_test = first_per_class(x_test, y_test, pgd_limit)
+    def rule(limit: int | None) -> str:
+        return "all" if limit is None else f"first {limit // 10} per class"
+
+    header = (f"{args.data}: {len(y)} training images for the heads ({rule(train_limit)}), "
+              f"{len(y_test)} test images ({rule(test_limit)}); l2 PGD "
+              f"{args.pgd_steps} steps x {args.pgd_restarts} restarts on "
+              f"{len(y_test) if attack_test is None else len(attack_test[1])} of them "
+              f"({rule(None if attack_test is None else pgd_limit)}), "
+              f"{args.components} components, {args.threads} threads")
+    print(header, flush=True)
+    liresnet, liresnet_seconds, source = get_liresnet(args, x, y)
+    print(f"LiResNet ({source}): {liresnet_seconds:.1f}s; K_backbone = "
+          f"{liresnet.lipschitz_bound('guaranteed', 'backbone'):.4g}, K_features = "
+          f"{liresnet.lipschitz_bound('guaranteed', 'features'):.4g}", flush=True)
+    rows = [run_eval(liresnet, "liresnet", test, attack_test, radii, args,
+                     {"family": "liresnet", "eps": None, "train_seconds": liresnet_seconds,
+                      "chosen": None})]
+    cache = Path(args.cache) / "features"
+    for eps, label in zip(radii, RADIUS_NAMES[args.data], strict=True):
+        if eps not in train_radii:
+            continue
+        tag = label.split("/")[0] if args.data == "cifar10" else label
+        convex_relu = None
+        for head in HEADS:
+            start = time.perf_counter()
+            model = retrain_last_two_layers(liresnet, (x, y), head=head, threat=cr.L2(eps),
+                                            components=args.components, grid=GRID, cache=cache,
+                                            progress=False)
+            seconds = time.perf_counter() - start
+            info = model.info
+            print(f"{head}@{tag}: trained in {seconds:.1f}s (features "
+                  f"{info['times']['features']:.1f}s), chose {info['chosen']}, "
+                  f"feature radius {info['feature_radius']:.4g}, "
+                  f"{model.head.n_neurons} neurons", flush=True)
+            rows.append(run_eval(model, f"{head}@{tag}", test, attack_test, radii, args, {
+                "family": head, "eps": eps, "train_seconds": seconds,
+                "chosen": info["chosen"], "neurons": int(model.head.n_neurons),
+                "feature_radius": info["feature_radius"], "times": info["times"],
+                "candidates": info["candidates"]}))
+            if head == "relu":
+                convex_relu = model
+        start = time.perf_counter()
+        model = pgd_trained_head(convex_relu, (x, y), epochs=args.pgd_head_epochs,
+                                 cache=cache, progress=False)
+        seconds = time.perf_counter() - start
+        print(f"pgd-head@{tag}: trained in {seconds:.1f}s, chose {model.info['chosen']}",
+              flush=True)
+        rows.append(run_eval(model, f"pgd-head@{tag}", test, attack_test, radii, args, {
+            "family": "pgd-head", "eps": eps, "train_seconds": seconds,
+            "chosen": model.info["chosen"], "neurons": int(model.head.n_neurons),
+            "feature_radius": model.info["feature_radius"],
+            "val_robust": model.info["val_robust"], "val_clean": model.info["val_clean"]}))
+
+    wall = time.perf_counter() - wall
+    records = [rec for r in rows for rec in r["records"]]
+    print()
+    print(header)
+    print(format_table(records))
+    print()
+    print(times_table(rows))
+    print(f"\ntotal wall time {wall:.1f}s")
+    out = Path(args.out)
+    config = {"data": args.data, "radii": list(radii), "radius_names": RADIUS_NAMES[args.data],
+              "train_radii": list(train_radii), "heads": list(HEADS), "grid": GRID,
+              "components": args.components, "pgd_steps": args.pgd_steps,
+              "pgd_restarts": args.pgd_restarts, "pgd_head_epochs": args.pgd_head_epochs,
+              "liresnet": source, "n_train": len(y), "n_test": len(y_test),
+              "train_limit": train_limit, "test_limit": test_limit, "pgd_limit": pgd_limit,
+              "n_pgd": len(y_test) if attack_test is None else len(attack_test[1]),
+              "limit_rule": "first limit//10 images of every class, in data order",
+              "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+              "wall_seconds": wall}
+    path = write_record(out / f"retrain-{args.data}.json", rows, args.threads, config=config,
+                        header=header)
+    plot(rows, args.data, out / f"retrain-{args.data}.png")
+    print(f"wrote {path}")
+    bad = {r["model"]: r["violations"] for r in rows if any(v for v in r["violations"])}
+    assert not bad, f"certified points broken by PGD (unsound certificate): {bad}"
+
+
+if __name__ == "__main__":
+    main()
