@@ -13,11 +13,13 @@ certified accuracy (`convexrobust.evaluation.evaluate`).
     python benchmarks/retrain.py --data digits                 # trains the LiResNet (~1 min)
     python benchmarks/retrain.py --data cifar10 --checkpoint out/cifar-l4w32/model.pt
 
-CIFAR-10 on a CPU is bounded by ``--train-limit`` (images the heads are trained on: the first
-``N/10`` of every class, in archive order), ``--test-limit`` (test images for clean and certified
-accuracy, the same way) and ``--pgd-limit`` (the per-class subset of those attacked by PGD, which
-costs ``steps × restarts`` forward-backward passes per point and radius); digits uses all of its
-data. Writes ``benchmarks/results/retrain-<data>.json`` (records, times,
+CIFAR-10 on a CPU is bounded by ``--solve-time-limit`` (seconds per head solve; an unfinished
+solve keeps its iterate and records its status: that costs optimality, never soundness, since the
+certificate is computed on the returned head), ``--train-limit`` (images the heads are trained
+on: the first ``N/10`` of every class, in archive order), ``--test-limit`` (test images for clean
+and certified accuracy, the same way) and ``--pgd-limit`` (the per-class subset of those attacked
+by PGD, which costs ``steps × restarts`` forward-backward passes per point and radius); digits
+uses all of its data. Writes ``benchmarks/results/retrain-<data>.json`` (records, times,
 chosen hyper-parameters, config, machine) and ``retrain-<data>.png`` (one panel per ε).
 """
 
@@ -47,7 +49,9 @@ RADIUS_NAMES = {"digits": ("0.1", "0.3", "0.5"), "cifar10": ("36/255", "72/255",
 HEADS = ("polynomial", "relu")
 GRID = {"beta": (1e-3, 1e-2), "radius_scale": (1.0,), "n_patterns": (50,)}
 #: (training images for the heads, test images, test images attacked by PGD); None = all
-DEFAULT_LIMITS = {"digits": (None, None, None), "cifar10": (2000, 1000, 200)}
+DEFAULT_LIMITS = {"digits": (None, None, None), "cifar10": (5000, 1000, 100)}
+#: seconds per head solve (torch solver ``time_limit``; the status is recorded); None = none
+DEFAULT_SOLVE_LIMIT = {"digits": None, "cifar10": 60.0}
 
 
 def first_per_class(x: torch.Tensor, y: torch.Tensor, limit: int | None
@@ -142,6 +146,8 @@ def times_table(rows: list[dict]) -> str:
 
 def plot(rows: list[dict], data: str, path: Path) -> None:
     """One panel per training radius ε (the LiResNet in each), side by side in one PNG."""
+    n_test, n_pgd = rows[0]["n_test"], rows[0]["n_pgd"]
+    note = f" (n={n_test})" if n_pgd == n_test else f" (PGD n={n_pgd}, rest n={n_test})"
     from PIL import Image
 
     panels = []
@@ -151,7 +157,7 @@ def plot(rows: list[dict], data: str, path: Path) -> None:
             continue
         recs = base + [rec for r in rows if r["eps"] == eps for rec in r["records"]]
         tmp = path.with_name(f".{path.stem}-{len(panels)}.png")
-        plot_accuracy_vs_radius(recs, tmp, title=f"{data}: heads trained at eps={label}",
+        plot_accuracy_vs_radius(recs, tmp, title=f"{data}: heads trained at eps={label}{note}",
                                 xlabel="l2 radius")
         panels.append(Image.open(io.BytesIO(tmp.read_bytes())).convert("RGB"))
         tmp.unlink()
@@ -175,7 +181,10 @@ def main() -> None:
                         help="test images (default: digits all, cifar10 1000)")
     parser.add_argument("--pgd-limit", type=int, default=-1,
                         help="test images attacked by PGD, a per-class subset of the test "
-                             "images (default: digits all, cifar10 200)")
+                             "images (default: digits all, cifar10 100)")
+    parser.add_argument("--solve-time-limit", type=float, default=-1,
+                        help="seconds per head solve, 0 = none (default: digits none, "
+                             "cifar10 60)")
     parser.add_argument("--components", type=int, default=16)
     parser.add_argument("--pgd-steps", type=int, default=50)
     parser.add_argument("--pgd-restarts", type=int, default=3)
@@ -192,6 +201,9 @@ def main() -> None:
     train_limit = limits[0] if args.train_limit < 0 else (args.train_limit or None)
     test_limit = limits[1] if args.test_limit < 0 else (args.test_limit or None)
     pgd_limit = limits[2] if args.pgd_limit < 0 else (args.pgd_limit or None)
+    solve_limit = (DEFAULT_SOLVE_LIMIT[args.data] if args.solve_time_limit < 0
+                   else (args.solve_time_limit or None))
+    solver_options = None if solve_limit is None else {"time_limit": solve_limit}
     args.cache = args.cache or f"/tmp/convexrobust-retrain-{args.data}"
     Path(args.cache).mkdir(parents=True, exist_ok=True)
     radii = RADII[args.data]
@@ -212,7 +224,9 @@ def main() -> None:
               f"{args.pgd_steps} steps x {args.pgd_restarts} restarts on "
               f"{len(y_test) if attack_test is None else len(attack_test[1])} of them "
               f"({rule(None if attack_test is None else pgd_limit)}), "
-              f"{args.components} components, {args.threads} threads")
+              f"{args.components} components, head solves capped at "
+              f"{'no limit' if solve_limit is None else f'{solve_limit:g}s'}, "
+              f"{args.threads} threads")
     print(header, flush=True)
     liresnet, liresnet_seconds, source = get_liresnet(args, x, y)
     print(f"LiResNet ({source}): {liresnet_seconds:.1f}s; K_backbone = "
@@ -231,7 +245,7 @@ def main() -> None:
             start = time.perf_counter()
             model = retrain_last_two_layers(liresnet, (x, y), head=head, threat=cr.L2(eps),
                                             components=args.components, grid=GRID, cache=cache,
-                                            progress=False)
+                                            solver_options=solver_options, progress=False)
             seconds = time.perf_counter() - start
             info = model.info
             print(f"{head}@{tag}: trained in {seconds:.1f}s (features "
@@ -268,7 +282,8 @@ def main() -> None:
     out = Path(args.out)
     config = {"data": args.data, "radii": list(radii), "radius_names": RADIUS_NAMES[args.data],
               "train_radii": list(train_radii), "heads": list(HEADS), "grid": GRID,
-              "components": args.components, "pgd_steps": args.pgd_steps,
+              "components": args.components, "solve_time_limit": solve_limit,
+              "pgd_steps": args.pgd_steps,
               "pgd_restarts": args.pgd_restarts, "pgd_head_epochs": args.pgd_head_epochs,
               "liresnet": source, "n_train": len(y), "n_test": len(y_test),
               "train_limit": train_limit, "test_limit": test_limit, "pgd_limit": pgd_limit,
