@@ -6,14 +6,16 @@ A backend is a function ``(program, **options) -> Solution`` registered under a 
 it is installed and licensed, else Clarabel for small problems and SCS for larger ones, and
 falls back to the next of these when one fails numerically. ``"torch"`` runs the first-order
 PyTorch solvers on any device: ``relu_admm.py`` (nominal ReLU programs, ADMM with a cached
-factorisation), ``relu_first_order.py`` (every ReLU program, augmented Lagrangian + FISTA) and
-``polynomial_first_order.py`` (the SDPs, FISTA with an exact projection and exact TRS worst
-cases); ``data_parallel.py`` streams their sums over samples in chunks or shards them over
+factorisation), ``relu_first_order.py`` (every ReLU program, augmented Lagrangian + FISTA),
+``polynomial_admm.py`` (nominal SDPs, ADMM with a cached factorisation and a certified duality
+gap) and ``polynomial_first_order.py`` (the SDPs, FISTA with an exact projection and exact TRS
+worst cases); ``data_parallel.py`` streams their sums over samples in chunks or shards them over
 ``torch.distributed``.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -100,11 +102,13 @@ def solve(program: ConvexProgram, solver: str = "auto", **options: object) -> So
     raising :class:`~convexrobust.errors.SolverFailedError`) and ``problem`` (a
     ``cvxpy.Problem`` from ``program.to_cvxpy()`` to which the caller added constraints);
     ``"torch"`` takes ``device``, ``dtype``, ``tol``, ``max_iters``, ``time_limit``, ``seed``,
-    ``progress``, ``accept_inaccurate`` and, for ReLU programs, ``method``: ``"al"`` (augmented
-    Lagrangian + FISTA, every ReLU program; ``tol`` is a relative stationarity, default 1e-6),
-    ``"admm"`` (ADMM with a cached factorisation, nominal programs with the squared or the
-    binary hinge loss; ``tol`` is a relative residual, default 1e-3) or ``"auto"`` (the default:
-    ADMM where it applies and its linear system is small enough, else AL; see
+    ``progress``, ``accept_inaccurate`` and ``method``: ``"admm"`` (ADMM with a cached
+    factorisation, nominal programs with the squared or the hinge loss — ReLU: binary hinge;
+    ``tol`` is a relative residual (ReLU, default 1e-3) or a certified relative duality gap
+    (polynomial, default 1e-4)), ``"al"`` (ReLU: augmented Lagrangian + FISTA, every ReLU
+    program) or ``"apg"`` (polynomial: accelerated projected gradient, every polynomial program
+    but ℓ∞-diagonal; both with ``tol`` a relative stationarity, default 1e-6), or ``"auto"``
+    (the default: ADMM where it applies and its linear system is small enough; see
     ``_solve_torch``). ``solution.info["method"]`` says which ran.
     """
     if not isinstance(program, ConvexProgram):
@@ -126,48 +130,50 @@ def solve(program: ConvexProgram, solver: str = "auto", **options: object) -> So
 
 
 def _solve_torch(program: ConvexProgram, method: str = "auto", **options: object) -> Solution:
-    """First-order PyTorch solvers (CPU or GPU): one module per program family.
+    """First-order PyTorch solvers (CPU or GPU): one module per algorithm and program family.
 
-    ReLU programs have two: ``method="admm"`` (``relu_admm.py``: ADMM with a cached
-    factorisation; nominal programs with the squared or the binary hinge loss) and ``"al"``
-    (``relu_first_order.py``: augmented Lagrangian + FISTA; every program). ``"auto"`` takes ADMM
-    when the program is one it handles, the matrix it factors has order ``min(P·d̃, n)`` at most
-    ``relu_admm.MAX_FACTOR_SIZE`` (4000: a float64 matrix of 128 MB whose factorisation, repeated
-    a few times per solve, costs ≈21 GFLOP — at most as much as ``min(P·d̃, n)`` AL iterations)
-    and every option given is one ADMM takes (an option only the AL solver takes selects it);
-    otherwise AL. Polynomial programs have one solver and take only ``method="auto"``.
+    Each family has ADMM with a cached factorisation for the nominal programs it can take
+    (``method="admm"``) and a method for every program: ReLU programs ``"al"``
+    (``relu_first_order.py``: augmented Lagrangian + FISTA), polynomial programs ``"apg"``
+    (``polynomial_first_order.py``: accelerated projected gradient with exact projections and
+    exact ℓ2 worst cases). ADMM takes nominal programs with the squared loss or the hinge loss
+    (ReLU: binary hinge only; ``relu_admm.py``, ``polynomial_admm.py``).
+
+    ``"auto"`` takes ADMM when the program is one it handles, the matrix it factors has order at
+    most the module's ``MAX_FACTOR_SIZE`` (4000: a float64 matrix of 128 MB; ReLU
+    ``min(P·d̃, n)``, polynomial ``min(n, (d+1)(d+2)/2)``) and every option given is one ADMM
+    takes (an option only the other method takes selects it); otherwise ``"al"`` / ``"apg"``.
     """
-    if not isinstance(method, str) or method.lower() not in ("auto", "admm", "al"):
-        raise InvalidInputError(f"method must be 'auto', 'admm' or 'al', got {method!r}")
+    from convexrobust.solvers import polynomial_admm, relu_admm
+
+    relu = program.family == "relu"
+    other = "al" if relu else "apg"
+    if not isinstance(method, str) or method.lower() not in ("auto", "admm", other):
+        raise InvalidInputError(
+            f"method for {program.family} programs must be 'auto', 'admm' or {other!r}, "
+            f"got {method!r}")
     method = method.lower()
-    if program.family != "relu":
-        if method != "auto":
-            raise InvalidInputError(
-                f"method={method!r} applies to ReLU programs; the polynomial programs have one "
-                "torch solver (leave method='auto')")
-        from convexrobust.solvers.polynomial_first_order import solve_polynomial_torch
-
-        return solve_polynomial_torch(program, **options)  # type: ignore[arg-type]
-
-    import inspect
-
-    from convexrobust.solvers import relu_admm
-
-    admm_options = set(inspect.signature(relu_admm.solve_relu_admm).parameters) - {"program"}
+    admm = relu_admm if relu else polynomial_admm
+    admm_solve = relu_admm.solve_relu_admm if relu else polynomial_admm.solve_polynomial_admm
+    admm_options = set(inspect.signature(admm_solve).parameters) - {"program"}
     if method == "auto":
-        fits = relu_admm.admm_unsupported(program) is None and set(options) <= admm_options
-        size = relu_admm.admm_system_size(program) if fits else 0  # type: ignore[arg-type]
-        method = "admm" if fits and size <= relu_admm.MAX_FACTOR_SIZE else "al"
+        fits = admm.admm_unsupported(program) is None and set(options) <= admm_options
+        size = admm.admm_system_size(program) if fits else 0  # type: ignore[arg-type]
+        method = "admm" if fits and size <= admm.MAX_FACTOR_SIZE else other
     if method == "admm":
         unknown = sorted(set(options) - admm_options)
         if unknown:
             raise InvalidInputError(f"the ADMM solver does not take {', '.join(unknown)}; "
-                                    "use method='al' for those options")
-        return relu_admm.solve_relu_admm(program, **options)  # type: ignore[arg-type]
-    from convexrobust.solvers.relu_first_order import solve_relu_torch
-
-    solution = solve_relu_torch(program, **options)  # type: ignore[arg-type]
-    solution.info.setdefault("method", "al")
+                                    f"use method={other!r} for those options")
+        return admm_solve(program, **options)  # type: ignore[arg-type]
+    if relu:
+        from convexrobust.solvers.relu_first_order import solve_relu_torch as solve_other
+    else:
+        from convexrobust.solvers.polynomial_first_order import (
+            solve_polynomial_torch as solve_other,
+        )
+    solution = solve_other(program, **options)  # type: ignore[arg-type]
+    solution.info.setdefault("method", other)
     return solution
 
 

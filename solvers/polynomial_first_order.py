@@ -94,13 +94,15 @@ def _psd_part(lam: Tensor, Q: Tensor) -> Tensor:
     return (Q * lam.clamp_min(0.0).unsqueeze(-2)) @ Q.transpose(-1, -2)
 
 
-def project_lifted_cone(Y: Tensor, mu0: Tensor | None = None, *, max_iter: int = 100
-                        ) -> tuple[Tensor, Tensor]:
+def project_lifted_cone(Y: Tensor, mu0: Tensor | None = None, *, max_iter: int = 100,
+                        rtol: float = 0.0) -> tuple[Tensor, Tensor]:
     """Euclidean projection of symmetric ``Y`` (B, D, D) onto ``{Z ⪰ 0, tr(Z1) = z4}``.
 
     Returns ``(Z, μ)`` with ``Z = Π_PSD(Y − μG)``, ``G = diag(I, −1)``, and ``μ`` (B,) the root
     of the non-increasing ``φ(μ) = ⟨G, Π_PSD(Y − μG)⟩`` found by Newton steps safeguarded by a
-    bisection bracket (warm start ``mu0``). One batched ``eigh`` per step.
+    bisection bracket (warm start ``mu0``). One batched ``eigh`` per step. The root is accepted
+    when ``|φ| ≤ max(8·eps·D, rtol)·‖Y‖_F`` (``rtol > 0``: an inexact projection, still exactly
+    PSD, whose trace equality holds to that tolerance).
     """
     Y = 0.5 * (Y + Y.transpose(-1, -2))
     B, D, _ = Y.shape
@@ -109,14 +111,17 @@ def project_lifted_cone(Y: Tensor, mu0: Tensor | None = None, *, max_iter: int =
     g[-1] = -1.0
     eps = torch.finfo(dtype).eps
     scale = torch.linalg.matrix_norm(Y).clamp_min(torch.finfo(dtype).tiny)
-    ftol = 8.0 * eps * D * scale
+    ftol = max(8.0 * eps * D, rtol) * scale
 
     def phi_and_slope(mu: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         M = Y - mu[:, None, None] * torch.diag(g)
         lam, Q = torch.linalg.eigh(M)
         pos = lam.clamp_min(0.0)
-        # φ = Σ_i λ_i⁺ (QᵀGQ)_ii ; φ' = −Σ_ij Γ_ij (QᵀGQ)_ij²
-        QGQ = Q.transpose(-1, -2) @ (g[None, :, None] * Q)
+        # φ = Σ_i λ_i⁺ (QᵀGQ)_ii ; φ' = −Σ_ij Γ_ij (QᵀGQ)_ij², where G = I − 2e_De_Dᵀ gives
+        # QᵀGQ = I − 2qqᵀ with q the last row of Q (O(D²), no matrix product)
+        q = Q[:, -1, :]
+        QGQ = -2.0 * q[:, :, None] * q[:, None, :]
+        QGQ.diagonal(dim1=-2, dim2=-1).add_(1.0)
         phi = (pos * torch.diagonal(QGQ, dim1=-2, dim2=-1)).sum(-1)
         dl = lam[:, :, None] - lam[:, None, :]
         dp = pos[:, :, None] - pos[:, None, :]

@@ -211,14 +211,14 @@ def test_unsupported_programs_raise(loss, threat, labels):
 
 def test_method_option_is_checked():
     program = _binary_squared()
-    for method in ("newton", 3):
+    for method in ("newton", 3, "apg"):
         with pytest.raises(cr.InvalidInputError):
             cr.solve(program, "torch", method=method)
     with pytest.raises(cr.InvalidInputError):  # an AL-only option with method="admm"
         cr.solve(program, "torch", method="admm", distributed=True)
     X, y = xor_data(20, 2)
     polynomial = cr.ConvexPolynomial(X, y, loss="squared", beta=1e-2)
-    for method in ("admm", "al"):
+    for method in ("al", "newton"):
         with pytest.raises(cr.InvalidInputError):
             cr.solve(polynomial, "torch", method=method)
 

@@ -1,0 +1,228 @@
+"""The repair of the first-order ReLU solvers (``relu_first_order._repair``): every violated group
+is made exactly feasible, the batched gate shift gives what the former group-by-group loop gave,
+and large programs skip the exact projections (their budget) and still come out feasible."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import three_class_data, xor_data
+from convexrobust.solvers import relu_first_order as relu_fo
+
+import convexrobust as cr
+
+#: The repair's threshold as ``_repaired`` sets it (1e-9 × the largest row norm of X̃).
+THRESHOLD_FACTOR = 1e-9
+
+
+# ---------------------------------------------------------------- the former loop, for reference
+def _reference_shift(program, z, i, gate, gate_slack):
+    """The former ``_shift_along_gate``: the slack of all patterns, pattern i's read off."""
+    one = torch.zeros((1, program.n_patterns, z.shape[-1]), dtype=z.dtype)
+    one[0, i] = z
+    violation = max(0.0, -float(program.cone_slack_torch(one)[0, i].min()))
+    if violation == 0:
+        return z
+    if gate_slack <= 0:
+        return None
+    scale = float(torch.linalg.vector_norm(z)) * float(np.abs(program.Xb).max()) + 1e-300
+    margin = 1e-13 * scale
+    for _ in range(4):
+        one[0, i] = z + ((violation + margin) / gate_slack) * gate
+        if float(program.cone_slack_torch(one)[0, i].min()) >= 0:
+            return one[0, i]
+        margin *= 100
+    return None
+
+
+def _reference_repair(program, V, W, threshold, project=True):
+    """The former ``_repair``, one violated group at a time."""
+    gates = torch.as_tensor(np.asarray(program.patterns.gates, dtype=np.float64).T.copy())
+    gates = gates / torch.linalg.vector_norm(gates, dim=-1, keepdim=True).clamp_min(1e-300)
+    gate_slack = program.cone_slack_torch(gates.unsqueeze(0))[0].min(dim=-1).values
+    E = 2 * program.patterns.masks - 1
+    moved = zeroed = 0
+    out = []
+    for Z in (V, W):
+        Zt = torch.as_tensor(Z.copy())
+        worst = program.cone_slack_torch(Zt).min(dim=-1).values
+        for c, i in zip(*np.nonzero((worst < 0).numpy()), strict=True):
+            original = Zt[c, i].clone()
+            limit = relu_fo.REPAIR_MAX_SHIFT * float(torch.linalg.vector_norm(original))
+            candidates = [original]
+            if project and -float(worst[c, i]) > threshold:
+                A = E[:, i:i + 1] * program.Xb
+                candidates.append(torch.as_tensor(relu_fo._project_polyhedral(A, original.numpy())))
+                if program._eps_q()[0] > 0:
+                    lifted = relu_fo._project_with_margin(program, A, original.numpy())
+                    if lifted is not None:
+                        candidates.append(torch.as_tensor(lifted))
+            best, best_move = None, limit
+            for z in candidates:
+                z = _reference_shift(program, z, i, gates[i], float(gate_slack[i]))
+                move = math.inf if z is None else float(torch.linalg.vector_norm(z - original))
+                if move <= best_move:
+                    best, best_move = z, move
+            if best is not None:
+                Zt[c, i] = best
+                moved += 1
+            else:
+                Zt[c, i] = 0.0
+                zeroed += 1
+        out.append(Zt.numpy())
+    return out[0], out[1], moved, zeroed
+
+
+# ---------------------------------------------------------------- helpers
+def _threshold(program: cr.ConvexReLU) -> float:
+    return THRESHOLD_FACTOR * float(np.linalg.norm(program.Xb, axis=1).max())
+
+
+def _perturbed(program: cr.ConvexReLU, seed: int = 0) -> dict[str, np.ndarray]:
+    """A point with groups of every kind: feasible ones (multiples of their pattern's gate),
+    ones pushed across their gate's tightest sample by ρ ∈ [1e-12, 1] of the gate's slack (from
+    round-off, which only a shift repairs, to more than REPAIR_MAX_SHIFT, which a shift cannot
+    repair), and random ones."""
+    r = np.random.default_rng(seed)
+    C, P, db = program.n_outputs, program.n_patterns, program.Xb.shape[1]
+    gates = program.patterns.gates.T / np.linalg.norm(program.patterns.gates.T, axis=1,
+                                                      keepdims=True)
+    slack = program.cone_slack_torch(torch.as_tensor(gates)[None])[0].numpy()  # (P, n)
+    tight = slack.argmin(axis=1)
+    E = 2 * program.patterns.masks - 1
+    values = {}
+    for key in ("V", "W"):
+        Z = np.empty((C, P, db))
+        for c in range(C):
+            for i in range(P):
+                kind = r.choice(3, p=[0.2, 0.6, 0.2])
+                a = r.uniform(0.5, 2.0)
+                if kind == 0:
+                    Z[c, i] = a * gates[i]
+                elif kind == 1:
+                    x = E[tight[i], i] * program.Xb[tight[i]]
+                    rho = 10.0 ** r.uniform(-12, 0)
+                    Z[c, i] = a * (gates[i] - (1 + rho) * slack[i, tight[i]] * x / (x @ x))
+                else:
+                    Z[c, i] = a * r.standard_normal(db) / np.sqrt(db)
+        values[key] = Z
+    return values
+
+
+def _violated_groups(program: cr.ConvexReLU, values: dict[str, np.ndarray]) -> int:
+    return sum(int((program.cone_slack_torch(torch.as_tensor(values[key])).min(-1).values < 0)
+                   .sum()) for key in ("V", "W"))
+
+
+def _assert_same(new, ref, atol: float = 1e-12) -> None:
+    for a, b in zip(new[:2], ref[:2], strict=True):
+        assert np.allclose(a, b, rtol=0, atol=atol * max(1.0, np.abs(b).max()))
+    assert new[2:] == ref[2:]
+
+
+SMALL = [
+    pytest.param(lambda: cr.ConvexReLU(*xor_data(40, 3), n_patterns=12, loss="hinge",
+                                       beta=1e-3), id="binary-nominal"),
+    pytest.param(lambda: cr.ConvexReLU(*xor_data(40, 3), n_patterns=12, loss="hinge",
+                                       beta=1e-3, threat=cr.L2(0.1)), id="binary-l2"),
+    pytest.param(lambda: cr.ConvexReLU(*three_class_data(36, 2), n_patterns=8, loss="hinge",
+                                       beta=1e-3, threat=cr.Linf(0.05)), id="3class-linf"),
+]
+
+
+# ---------------------------------------------------------------- small programs
+@pytest.mark.parametrize("make", SMALL)
+@pytest.mark.parametrize("project", [True, False], ids=["projections", "shift-only"])
+def test_repair_matches_former_loop_and_is_feasible(make, project, monkeypatch):
+    program = make()
+    values = _perturbed(program)
+    violated = _violated_groups(program, values)
+    assert violated >= 10  # many groups to repair
+    threshold = _threshold(program)
+    if not project:
+        monkeypatch.setattr(relu_fo, "REPAIR_PROJECTION_BUDGET", 0.0)
+    stats: dict = {}
+    new = relu_fo._repair(program, values["V"], values["W"], threshold, stats=stats)
+    ref = _reference_repair(program, values["V"], values["W"], threshold, project=project)
+    _assert_same(new, ref)
+    assert stats["projections"] is project
+    assert new[2] + new[3] == violated and new[2] > 0 and new[3] > 0
+    assert program.violation({"V": new[0], "W": new[1]}) <= 1e-12
+    if not project:
+        assert stats["projected"] == 0
+
+
+def test_repair_of_a_solver_point_matches_former_loop():
+    """A near-optimal point (Clarabel's, feasible to its tolerance only) with noise on it."""
+    X, y = xor_data(40, 3)
+    program = cr.ConvexReLU(X, y, n_patterns=12, loss="hinge", beta=1e-3, threat=cr.L2(0.1))
+    values = cr.solve(program, "clarabel").values
+    r = np.random.default_rng(1)
+    noisy = {key: values[key] + 1e-3 * r.standard_normal(values[key].shape)
+             for key in ("V", "W")}
+    assert _violated_groups(program, noisy) >= 10
+    threshold = _threshold(program)
+    stats: dict = {}
+    new = relu_fo._repair(program, noisy["V"], noisy["W"], threshold, stats=stats)
+    _assert_same(new, _reference_repair(program, noisy["V"], noisy["W"], threshold))
+    assert stats["projections"] and stats["projected"] > 0
+    assert program.violation({"V": new[0], "W": new[1]}) <= 1e-12
+
+
+def test_single_group_shift_is_the_batched_one():
+    X, y = xor_data(40, 3)
+    program = cr.ConvexReLU(X, y, n_patterns=12, loss="hinge", beta=1e-3, threat=cr.L2(0.1))
+    values = _perturbed(program, seed=2)
+    gates, gate_slack = relu_fo._unit_gates(program)
+    Z = torch.as_tensor(values["V"][0])
+    for i in range(program.n_patterns):
+        one = relu_fo._shift_along_gate(program, Z[i], i, gates[i], float(gate_slack[i]))
+        ref = _reference_shift(program, Z[i], i, gates[i], float(gate_slack[i]))
+        assert (one is None) == (ref is None)
+        if one is not None:
+            assert torch.allclose(one, ref, rtol=0, atol=1e-12 * float(ref.abs().max()))
+
+
+def test_own_slack_is_the_program_slack_in_chunks(monkeypatch):
+    program = SMALL[2].values[0]()
+    Z = torch.as_tensor(_perturbed(program)["V"])
+    expected = program.cone_slack_torch(Z).min(dim=-1).values.reshape(-1)
+    patterns = torch.arange(program.n_patterns).repeat(program.n_outputs)
+    monkeypatch.setattr(relu_fo, "REPAIR_CHUNK", 3 * program.n_samples)  # 3 groups a chunk
+    got = relu_fo._own_slack_min(program, Z.reshape(-1, Z.shape[-1]), patterns)
+    assert torch.allclose(got, expected, rtol=0, atol=1e-14)
+
+
+# ---------------------------------------------------------------- large programs: budget
+def test_large_program_skips_projections_and_is_feasible():
+    r = np.random.default_rng(0)
+    n, d = 20_000, 50
+    X = r.standard_normal((n, d))
+    y = (X[:, 0] + 0.3 * r.standard_normal(n) > 0).astype(int)
+    program = cr.ConvexReLU(X, y, n_patterns=50, loss="hinge", beta=1e-3, threat=cr.L2(0.1))
+    values = _perturbed(program, seed=3)
+    violated = _violated_groups(program, values)
+    assert violated >= 30
+    stats: dict = {}
+    threshold = _threshold(program)
+    new = relu_fo._repair(program, values["V"], values["W"], threshold, stats=stats)
+    V, W, moved, zeroed = new
+    assert not stats["projections"] and stats["projected"] == 0
+    assert stats["projection_cost"] > relu_fo.REPAIR_PROJECTION_BUDGET
+    assert moved + zeroed == violated and moved > 0
+    assert program.violation({"V": V, "W": W}) <= 1e-12
+    # what the former loop gives with the gate shift alone (≈ 1 s: it evaluates all patterns)
+    _assert_same(new, _reference_repair(program, values["V"], values["W"], threshold,
+                                        project=False))
+    # feasible groups are untouched, moved ones by at most REPAIR_MAX_SHIFT of their norm
+    for key, Z in (("V", V), ("W", W)):
+        before = values[key]
+        feasible = (program.cone_slack_torch(torch.as_tensor(before)).min(-1).values >= 0).numpy()
+        assert np.array_equal(Z[feasible], before[feasible])
+        delta = np.linalg.norm(Z - before, axis=-1)
+        kept = np.linalg.norm(Z, axis=-1) > 0
+        assert np.all(delta[kept] <= relu_fo.REPAIR_MAX_SHIFT
+                      * np.linalg.norm(before, axis=-1)[kept] * (1 + 1e-12))
