@@ -22,7 +22,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/solvers.py
-	$(PY) benchmarks/grid.py
+	$(PY) benchmarks/demo_programs.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check convexrobust solvers tests

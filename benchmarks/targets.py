@@ -35,13 +35,13 @@ import numpy as np
 import torch
 from convexrobust.solvers import polynomial_first_order as poly_fo
 from convexrobust.solvers import relu_first_order as relu_fo
-from grid import planted
 from record import write_record
 
 import convexrobust as cr
+from solvers import planted
 
 RESULTS = Path(__file__).parent / "results"
-EPS = 0.1  # ℓ2 radius of the robust programs (as in grid.py)
+EPS = 0.1  # ℓ2 radius of the robust programs (as in solvers.py)
 TINY = False
 
 
