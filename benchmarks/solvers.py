@@ -6,7 +6,7 @@ outputs). Each solve is judged by the program (recomputed objective, violation) 
 with the best objective any solver reached on the same instance. Conic solvers get a time limit
 (`--time-limit`); a solve that hits it is recorded with its status, not dropped.
 
-    python benchmarks/solvers.py --quick       # < 5 minutes
+    python benchmarks/solvers.py --quick       # < 5 minutes (smaller sizes, 10 s per solve)
     python benchmarks/solvers.py               # the full grid (make bench)
 
 Writes benchmarks/results/solvers.json, solvers_time.png and solvers_gap.png, and prints a table.
@@ -53,8 +53,8 @@ def build(family: str, X: np.ndarray, y: np.ndarray, patterns: int) -> cr.Convex
 
 def grid(quick: bool) -> list[dict]:
     if quick:
-        sizes = [(200, 10, 20), (500, 10, 20)]
-        multiclass = [(200, 10, 10)]
+        sizes = [(200, 10, 20), (400, 10, 20)]
+        multiclass = [(60, 10, 10)]
     else:
         sizes = [(500, 20, 50), (1000, 20, 50), (2000, 20, 100), (1000, 50, 50)]
         multiclass = [(500, 20, 20), (1000, 20, 20)]
@@ -76,10 +76,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--solvers", default=",".join(cr.available_solvers()))
-    parser.add_argument("--time-limit", type=float, default=60.0)
+    parser.add_argument("--time-limit", type=float, default=None,
+                        help="seconds per solve (default 60; 10 with --quick)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(RESULTS / "solvers.json"))
     args = parser.parse_args()
+    if args.time_limit is None:
+        args.time_limit = 10.0 if args.quick else 60.0
     torch.set_num_threads(args.threads)
     rows = []
     for case in grid(args.quick):
@@ -111,6 +114,7 @@ def plot(rows: list[dict], folder: Path) -> None:
     """Per program family (one panel each): wall time vs size and relative gap vs wall time,
     one colour per solver, hollow markers for the 10-class instances."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
 
     families = list(dict.fromkeys(r["family"] for r in rows))
     solvers = sorted({r["solver"] for r in rows})
@@ -132,6 +136,7 @@ def plot(rows: list[dict], folder: Path) -> None:
                         ax.scatter(*zip(*pts, strict=True), edgecolors=colours[s],
                                    facecolors=fill, label=s if classes == 2 else None)
             ax.set(xscale="log", yscale="log", xlabel=xlabel, title=family)
+            ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide on short spans
         axes[0].set_ylabel(ylabel)
         axes[0].legend(fontsize=7)
         fig.tight_layout()
