@@ -1,4 +1,6 @@
-r"""ADMM with a cached factorisation for the nominal polynomial-activation SDP (program c).
+r"""ADMM with a cached factorisation for the polynomial-activation SDPs: the nominal program (c)
+with the hinge or squared loss, and the ℓ2-robust program (d) with the hinge loss by successive
+linearisation of the worst case.
 
 The program (MATH.md §3, :class:`~convexrobust.problems.polynomial.ConvexPolynomial` without a
 threat), for every output ``c`` with lifted matrices ``Z_c, Z'_c`` of size ``D = d + 1``::
@@ -70,6 +72,26 @@ when that certified gap is at most ``tol`` (checked every :data:`CHECK_EVERY` it
 for β = 0, where the bound degenerates — when OSQP's relative primal and dual residuals are
 below ``tol``·:data:`RESIDUAL_FACTOR`.
 
+Robust programs (d): successive linearisation of the worst case
+----------------------------------------------------------------
+For the ℓ2 threat (and ℓ∞ by containment, ``r = ε√d``) with the hinge loss, the worst-case margin
+``v_kc(Z̃) = min_{‖δ‖≤r} t_kc f_c(x_k + δ)`` is concave, and for ANY ``δ`` in the ball
+``v_kc(Z̃) ≤ t_kc ⟨A(x_k + δ), Z̃_c⟩`` (with equality at the minimiser). So the nominal program on
+the points ``x_k + δ_kc`` is a lower model of the robust one, exact (with the same gradient,
+Danskin) at the point where the ``δ_kc`` are the worst cases. Each round: per output, this
+model is solved by the ADMM above, warm-started, to a certified gap ``max(tol/4, gap/10)``; the
+output then moves from its previous point towards the model's solution by the longest step in
+1, 1/2, 1/4, … (at most :data:`LINE_SEARCH_STEPS` halvings) that does not raise its true robust
+objective (the model's decrease makes the direction a descent direction where the worst case
+is unique; without this step the iterates were seen to 2-cycle on a 10-class program); then the
+exact worst cases of the new point are computed by the trust-region solver (MATH.md §4).
+Certificate: the robust objective at ``s`` with the judge's sound worst-case bounds is an
+upper bound; every round's summed ADMM dual bounds (one model per output, all solved) are
+lower bounds of the optimum; the solve stops when the relative gap between the best of them is
+at most ``tol``. On planted data (d = 10, r = 0.1, a certified gap of 1e-4) this took 1.7 s for
+n = 200 binary and 24 s for n = 200 with 10 classes, against Clarabel's 5.6 s and 37 s; the
+accelerated gradient solver had not reached 1e-3 after 20 s and 60 s.
+
 The returned point is ``s`` (projected once more in float64 on the CPU, as the accelerated
 gradient solver does); ``Solution.gap`` is the certified relative gap, ``info["dual_bound"]`` the
 lower bound itself.
@@ -80,6 +102,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -92,6 +115,7 @@ from tqdm.auto import tqdm
 
 from convexrobust.errors import InvalidInputError, SolverFailedError
 from convexrobust.problems.polynomial import ConvexPolynomial
+from convexrobust.trust_region import solve_trs
 
 __all__ = ["MAX_FACTOR_SIZE", "admm_system_size", "admm_unsupported", "solve_polynomial_admm"]
 
@@ -109,6 +133,10 @@ RHO_LOSS = 0.1
 PROJECTION_RTOL = 1e-9
 #: The certified gap (and the residuals) are evaluated every this many iterations.
 CHECK_EVERY = 10
+#: A robust round halves its step at most this many times (then keeps the previous point).
+LINE_SEARCH_STEPS = 6
+#: ``tol`` is floored at this many machine epsilons of the working dtype.
+TOL_FLOOR = 1e3
 #: Without a usable dual bound (β = 0) the solve stops when both relative residuals are below
 #: this times ``tol``.
 RESIDUAL_FACTOR = 0.1
@@ -123,10 +151,17 @@ def admm_unsupported(program: object) -> str | None:
     """Why :func:`solve_polynomial_admm` cannot take ``program``, or None when it can."""
     if not isinstance(program, ConvexPolynomial):
         return f"the polynomial ADMM solver takes a ConvexPolynomial, got {type(program).__name__}"
-    if program.threat is not None:
-        return "the polynomial ADMM solver takes nominal programs only (threat=None)"
-    if program.loss not in ("hinge", "squared"):
-        return f"the polynomial ADMM solver takes the hinge and squared losses, not {program.loss}"
+    if program.threat is None:
+        if program.loss not in ("hinge", "squared"):
+            return (f"the polynomial ADMM solver takes the hinge and squared losses, not "
+                    f"{program.loss}")
+        return None
+    if program.loss != "hinge":
+        return (f"the polynomial ADMM solver takes robust programs with the hinge loss only, "
+                f"not {program.loss}")
+    if program.uses_diagonal_lmi:
+        return ("the polynomial ADMM solver computes ℓ∞ worst cases through the ℓ2 ball of "
+                "radius ε√d (linf='containment'), not the diagonal S-procedure")
     return None
 
 
@@ -140,10 +175,9 @@ class _Lift:
     """The linear map ``Ã`` (symmetric (C, D, D) → (n, C)), its adjoint, and the inverse of
     ``γI + ÃᵀÃ`` (module docstring)."""
 
-    def __init__(self, program: ConvexPolynomial, dtype: torch.dtype, device: torch.device):
-        act = program.activation
-        self.a, self.b, self.c = float(act.a), float(act.b), float(act.c)
-        self.X = torch.as_tensor(program.X, dtype=dtype, device=device)
+    def __init__(self, X: Tensor, activation: object, dtype: torch.dtype, device: torch.device):
+        self.a, self.b, self.c = (float(v) for v in (activation.a, activation.b, activation.c))
+        self.X = torch.as_tensor(X, dtype=dtype, device=device)
         self.n, self.d = self.X.shape
         D = self.d + 1
         self.m = D * (D + 1) // 2
@@ -282,15 +316,235 @@ def _residuals(lift: _Lift, X: Tensor, S: Tensor, AX: Tensor, R: Tensor, Ys: Ten
     return torch.maximum(cone, data), dual
 
 
+class _Budget:
+    """ADMM iterations and seconds left, shared by every ADMM run of a solve, and the bar."""
+
+    def __init__(self, max_iters: int, deadline: float | None, progress: bool):
+        self.max_iters, self.deadline, self.iterations = max_iters, deadline, 0
+        self.bar = tqdm(total=max_iters, desc="torch polynomial admm", disable=not progress,
+                        leave=False)
+
+    def tick(self) -> str | None:
+        """Count one iteration; the budget's status when it is exhausted, else None."""
+        self.iterations += 1
+        self.bar.update(1)
+        if self.iterations >= self.max_iters:
+            return "max_iters"
+        if self.deadline is not None and time.perf_counter() > self.deadline:
+            return "time_limit"
+        return None
+
+
+@dataclass
+class _State:
+    """The ADMM iterate for C outputs: ``S`` (2, C, D, D) in K, its multipliers ``Ys``, the
+    loss block ``R`` (n, C) and ``Yr``, and the projection's μ (2C,). Kept between runs as a
+    warm start."""
+
+    S: Tensor
+    Ys: Tensor
+    R: Tensor
+    Yr: Tensor
+    mu: Tensor
+
+    @classmethod
+    def zeros(cls, n: int, C: int, D: int, dtype: torch.dtype, device: torch.device) -> _State:
+        S = torch.zeros((2, C, D, D), dtype=dtype, device=device)
+        R = torch.zeros((n, C), dtype=dtype, device=device)
+        return cls(S, torch.zeros_like(S), R, torch.zeros_like(R),
+                   torch.zeros(2 * C, dtype=dtype, device=device))
+
+
+@dataclass
+class _Run:
+    """What one ADMM run reached: its status, the objective at ``s`` and the certified lower
+    bound of its program, their relative gap, the residuals and the penalties."""
+
+    status: str
+    objective: float
+    bound: float
+    gap: float
+    prim: float
+    dual: float
+    rho_s: float
+    rho_r: float
+
+
+def _admm(lift: _Lift, T: Tensor, loss: str, beta: float, state: _State, tol: float,
+          budget: _Budget) -> _Run:
+    """The ADMM of the module docstring on the data of ``lift`` and targets ``T`` (n, C),
+    from ``state`` (updated in place), until the certified gap is at most ``tol`` or the budget
+    runs out."""
+    n, C, D = lift.n, T.shape[1], lift.d + 1
+    rho_s = RHO_CONE * lift.curvature
+    rho_r = RHO_LOSS / n
+    lift.factor(rho_s / (2 * rho_r))
+    tol_eff = max(tol, TOL_FLOOR * torch.finfo(T.dtype).eps)
+    S, Ys, R, Yr, mu = state.S, state.Ys, state.R, state.Yr, state.mu
+    status, iterations = "optimal", 0
+    gap = prim = dual = math.inf
+    objective = bound = math.nan
+    while True:
+        # x-update in the (Σ, Δ) coordinates
+        b = rho_s * S - Ys  # (2, C, D, D) without the 𝒜ᵀ terms
+        Sigma = (b[0] + b[1]) / rho_s
+        Delta, ADelta = lift.solve((b[0] - b[1]) / (2 * rho_r), R - Yr / rho_r)
+        X = torch.stack([0.5 * (Sigma + Delta), 0.5 * (Sigma - Delta)])
+        # relaxed copies, proxes, duals
+        Sh = ALPHA * X + (1 - ALPHA) * S
+        Rh = ALPHA * ADelta + (1 - ALPHA) * R
+        V = Sh + Ys / rho_s
+        V[..., -1, -1] -= beta / rho_s
+        iterations += 1
+        exhausted = budget.tick()
+        check = iterations % CHECK_EVERY == 0 or exhausted is not None
+        S_new, mu = project_lifted_cone(V.reshape(2 * C, D, D), mu,
+                                        rtol=0.0 if check else PROJECTION_RTOL)
+        S = S_new.reshape(2, C, D, D)
+        Ys = Ys + rho_s * (Sh - S)
+        R = _loss_prox(loss, Rh + Yr / rho_r, T, 1.0 / (n * rho_r))
+        Yr = Yr + rho_r * (Rh - R)
+        if not check:
+            continue
+        # the certified gap at s (exactly in K) and the residuals
+        AS = lift.apply(S[0] - S[1])
+        objective = float(_data_term(loss, AS, T).sum() + beta * (S[..., -1, -1]).sum())
+        bound = float(_dual_bound(loss, lift, T, Yr, rho_s * mu.reshape(2, C), beta).sum())
+        gap = max(objective - bound, 0.0) / max(abs(objective), 1e-300)
+        prim_c, dual_c = _residuals(lift, X, S, ADelta, R, Ys, Yr)
+        prim, dual = float(prim_c.max()), float(dual_c.max())
+        budget.bar.set_postfix(objective=f"{objective:.6g}", gap=f"{gap:.1e}")
+        log.debug("poly admm %d: objective %.8g gap %.2e prim %.2e dual %.2e", iterations,
+                  objective, gap, prim, dual)
+        if gap <= tol_eff or (beta <= 0 and max(prim, dual) <= RESIDUAL_FACTOR * tol_eff):
+            break
+        if exhausted is not None:
+            status = exhausted
+            break
+    state.S, state.Ys, state.R, state.Yr, state.mu = S, Ys, R, Yr, mu
+    return _Run(status, objective, bound, gap, prim, dual, rho_s, rho_r)
+
+
+
+def _class_state(state: _State, c: int) -> _State:
+    """Output ``c``'s slice of ``state`` (copies; :func:`_put_class_state` writes it back)."""
+    C = state.S.shape[1]
+    return _State(state.S[:, c:c + 1].clone(), state.Ys[:, c:c + 1].clone(),
+                  state.R[:, c:c + 1].clone(), state.Yr[:, c:c + 1].clone(),
+                  state.mu[[c, C + c]].clone())
+
+
+def _put_class_state(state: _State, c: int, part: _State) -> None:
+    C = state.S.shape[1]
+    state.S[:, c:c + 1], state.Ys[:, c:c + 1] = part.S, part.Ys
+    state.R[:, c:c + 1], state.Yr[:, c:c + 1] = part.R, part.Yr
+    state.mu[[c, C + c]] = part.mu
+
+
+def _worst_cases(program: ConvexPolynomial, S: Tensor, X: Tensor, T: Tensor
+                 ) -> tuple[Tensor, Tensor]:
+    """For ``Z̃ = S[0] − S[1]``: sound lower bounds (n, C) of the worst-case margins
+    ``min_{‖δ‖≤r} t_kc f_c(x_k + δ)`` and the minimisers ``δ_kc`` (C, n, d), by the exact
+    trust-region solver (MATH.md §4; the judge's own computation)."""
+    act, r = program.activation, float(program.l2_radius)
+    Zt = S[0] - S[1]
+    Zt = 0.5 * (Zt + Zt.transpose(1, 2))
+    d = X.shape[1]
+    yhat = program.predictions_torch(Zt, X)
+    values = torch.empty_like(yhat)
+    deltas = torch.empty((Zt.shape[0], *X.shape), dtype=X.dtype, device=X.device)
+    for c in range(Zt.shape[0]):
+        evals, evecs = torch.linalg.eigh(act.a * Zt[c, :d, :d])
+        lin = act.a * X @ Zt[c, :d, :d] + 0.5 * act.b * Zt[c, :d, d]
+        for sign in (1.0, -1.0):
+            rows = T[:, c] == sign
+            if not bool(rows.any()):
+                continue
+            ev, V = (evals, evecs) if sign > 0 else (-evals.flip(0), evecs.flip(1))
+            res = solve_trs(ev, V, sign * lin[rows], sign * yhat[rows, c], r)
+            values[rows, c] = res.value_lower
+            deltas[c, rows] = res.delta
+    return values, deltas
+
+
+def _class_objectives(program: ConvexPolynomial, S: Tensor, X: Tensor, T: Tensor
+                      ) -> tuple[Tensor, Tensor]:
+    """Per output, the robust objective at ``S`` with the judge's sound worst cases, (C,), and
+    the worst-case points' offsets ``δ`` (C, n, d)."""
+    margins, deltas = _worst_cases(program, S, X, T)
+    data = (1.0 - margins).clamp_min(0.0).sum(0) / program.n_samples
+    return data + float(program.beta) * S[..., -1, -1].sum(0), deltas
+
+
+def _successive_linearisation(program: ConvexPolynomial, T: Tensor, tol: float,
+                              budget: _Budget, dtype: torch.dtype, device: torch.device
+                              ) -> tuple[str, Tensor, float, float, float, dict]:
+    """The robust hinge program by successive linearisation of the worst case (module
+    docstring): each round solves, per output, the nominal program on the current worst-case
+    points ``x_k + δ_kc`` by ADMM (warm-started), moves each output towards that solution as far
+    as its true robust objective keeps decreasing (halving the step), and recomputes the worst
+    cases. Returns the status, ``S``, the certified gap, the best lower bound, the objective
+    and ``info``."""
+    n, C, D = program.n_samples, program.n_outputs, program.n_features + 1
+    beta = float(program.beta)
+    X = torch.as_tensor(program.X, dtype=dtype, device=device)
+    state = _State.zeros(n, C, D, dtype, device)
+    current, deltas = _class_objectives(program, state.S, X, T)
+    best_bound, gap, status, rounds, halvings = -math.inf, math.inf, "optimal", 0, 0
+    inner_tol = 0.1
+    while True:
+        rounds += 1
+        previous = state.S.clone()
+        bounds = []
+        for c in range(C):
+            part = _class_state(state, c)
+            lift = _Lift(X + deltas[c], program.activation, dtype, device)
+            run = _admm(lift, T[:, c:c + 1], "hinge", beta, part, max(inner_tol, tol / 4),
+                        budget)
+            _put_class_state(state, c, part)
+            bounds.append(run.bound)
+            if run.status != "optimal":
+                status = run.status
+                break
+        if status == "optimal":  # every output's model was solved: a valid lower bound
+            best_bound = max(best_bound, sum(bounds))
+        # per output, the longest step in 1, 1/2, 1/4, ... that lowers the true objective
+        step = state.S - previous
+        todo = torch.ones(C, dtype=torch.bool, device=device)
+        for k in range(LINE_SEARCH_STEPS + 1):
+            tau = 0.5 ** k if k < LINE_SEARCH_STEPS else 0.0
+            trial = previous + tau * step
+            values, trial_deltas = _class_objectives(program, trial, X, T)
+            accept = todo & ((values <= current) | (tau == 0.0))
+            state.S[:, accept] = trial[:, accept]
+            current = torch.where(accept, values, current)
+            deltas[accept] = trial_deltas[accept]
+            halvings += int(accept.sum()) * k
+            todo &= ~accept
+            if not bool(todo.any()):
+                break
+        objective = float(current.sum())
+        gap = max(objective - best_bound, 0.0) / max(abs(objective), 1e-300)
+        log.debug("successive linearisation round %d: objective %.8g bound %.8g gap %.2e "
+                  "(%d ADMM iterations)", rounds, objective, best_bound, gap, budget.iterations)
+        if gap <= tol or status != "optimal":
+            break
+        inner_tol = min(inner_tol, 0.1 * gap)
+    return status, state.S, gap, best_bound, objective, {
+        "rounds": rounds, "step_halvings": halvings, "factorisation": lift.mode}
+
+
 def solve_polynomial_admm(program: ConvexPolynomial, *, device: torch.device | str | None = None,
                           dtype: torch.dtype = torch.float64, tol: float = 1e-4,
                           max_iters: int = 20_000, time_limit: float | None = None,
                           seed: int = 0, progress: bool = False,
                           accept_inaccurate: bool = False) -> Solution:
-    """Solve a nominal :class:`ConvexPolynomial` program with the hinge or the squared loss
-    (binary, multi-class one-vs-all, or regression) by ADMM with one cached factorisation
-    (module docstring). Other programs raise :class:`InvalidInputError` (use the accelerated
-    projected gradient solver, ``method="apg"``).
+    """Solve a :class:`ConvexPolynomial` program by ADMM (module docstring): nominal with the
+    hinge or the squared loss (binary, multi-class one-vs-all, or regression; one cached
+    factorisation), or robust (ℓ2, or ℓ∞ with ``linf="containment"``) with the hinge loss
+    (successive linearisation of the worst case, one factorisation per output and round).
+    Other programs raise :class:`InvalidInputError` (use the accelerated projected gradient
+    solver, ``method="apg"``).
 
     Parameters
     ----------
@@ -307,6 +561,9 @@ def solve_polynomial_admm(program: ConvexPolynomial, *, device: torch.device | s
         Accepted for a uniform solver API; the method is deterministic (zero start).
     progress:
         Show a tqdm bar with the objective and the certified gap.
+
+    ``info`` holds ``duality_gap``, ``dual_bound``, ``factorisation`` and, for nominal programs,
+    the final residuals and penalties; for robust ones the number of ``rounds``.
     """
     reason = admm_unsupported(program)
     if reason is not None:
@@ -320,72 +577,28 @@ def solve_polynomial_admm(program: ConvexPolynomial, *, device: torch.device | s
     except (RuntimeError, TypeError) as err:
         raise InvalidInputError(f"unusable torch device {device!r}: {err}") from None
 
-    loss, beta = program.loss, float(program.beta)
-    lift = _Lift(program, dtype, device)
-    n, C, D = lift.n, program.n_outputs, lift.d + 1
-    T = torch.as_tensor(program.targets.values, dtype=dtype, device=device).reshape(n, C)
-    rho_s = RHO_CONE * lift.curvature
-    rho_r = RHO_LOSS / n
-    lift.factor(rho_s / (2 * rho_r))
-
-    S = torch.zeros((2, C, D, D), dtype=dtype, device=device)
-    Ys = torch.zeros_like(S)
-    R = torch.zeros((n, C), dtype=dtype, device=device)
-    Yr = torch.zeros_like(R)
-    mu = torch.zeros(2 * C, dtype=dtype, device=device)
-    tol_eff = max(float(tol), 1e3 * torch.finfo(dtype).eps)
-
-    status, iterations = "optimal", 0
-    gap = prim = dual = math.inf
-    objective = bound = math.nan
     deadline = None if time_limit is None else start + time_limit
-    bar = tqdm(total=max_iters, desc="torch polynomial admm", disable=not progress, leave=False)
+    budget = _Budget(int(max_iters), deadline, progress)
+    T = torch.as_tensor(program.targets.values, dtype=dtype, device=device)
+    T = T.reshape(program.n_samples, program.n_outputs)
+    D = program.n_features + 1
     try:
-        while True:
-            # x-update in the (Σ, Δ) coordinates
-            b = rho_s * S - Ys  # (2, C, D, D) without the 𝒜ᵀ terms
-            Sigma = (b[0] + b[1]) / rho_s
-            Delta, ADelta = lift.solve((b[0] - b[1]) / (2 * rho_r), R - Yr / rho_r)
-            X = torch.stack([0.5 * (Sigma + Delta), 0.5 * (Sigma - Delta)])
-            # relaxed copies, proxes, duals
-            Sh = ALPHA * X + (1 - ALPHA) * S
-            Rh = ALPHA * ADelta + (1 - ALPHA) * R
-            V = Sh + Ys / rho_s
-            V[..., -1, -1] -= beta / rho_s
-            check = (iterations + 1) % CHECK_EVERY == 0 or iterations + 1 >= max_iters
-            S_new, mu = project_lifted_cone(V.reshape(2 * C, D, D), mu,
-                                            rtol=0.0 if check else PROJECTION_RTOL)
-            S = S_new.reshape(2, C, D, D)
-            Ys = Ys + rho_s * (Sh - S)
-            R = _loss_prox(loss, Rh + Yr / rho_r, T, 1.0 / (n * rho_r))
-            Yr = Yr + rho_r * (Rh - R)
-            iterations += 1
-            bar.update(1)
-            exhausted = ("max_iters" if iterations >= max_iters else
-                         "time_limit" if deadline is not None and time.perf_counter() > deadline
-                         else None)
-            if not check and exhausted is None:
-                continue
-
-            # the certified gap at s (exactly in K) and the residuals, per output
-            AS = lift.apply(S[0] - S[1])
-            objective = float(_data_term(loss, AS, T).sum() + beta * (S[..., -1, -1]).sum())
-            bound = float(_dual_bound(loss, lift, T, Yr, rho_s * mu.reshape(2, C), beta).sum())
-            gap = max(objective - bound, 0.0) / max(abs(objective), 1e-300)
-            prim_c, dual_c = _residuals(lift, X, S, ADelta, R, Ys, Yr)
-            prim, dual = float(prim_c.max()), float(dual_c.max())
-            bar.set_postfix(objective=f"{objective:.6g}", gap=f"{gap:.1e}",
-                            prim=f"{prim:.1e}", dual=f"{dual:.1e}")
-            log.debug("poly admm %d: objective %.8g gap %.2e prim %.2e dual %.2e", iterations,
-                      objective, gap, prim, dual)
-            if gap <= tol_eff or (beta <= 0 and max(prim, dual) <= RESIDUAL_FACTOR * tol_eff):
-                break
-            if exhausted is not None:
-                status = exhausted
-                break
+        if program.threat is None:
+            state = _State.zeros(program.n_samples, program.n_outputs, D, dtype, device)
+            lift = _Lift(program.X, program.activation, dtype, device)
+            run = _admm(lift, T, program.loss, float(program.beta), state, float(tol), budget)
+            status, S, gap, bound, objective = (run.status, state.S, run.gap, run.bound,
+                                                run.objective)
+            info = {"factorisation": lift.mode, "primal_residual": run.prim,
+                    "dual_residual": run.dual, "stationarity": run.dual, "rho": run.rho_s,
+                    "rho_loss": run.rho_r}
+        else:
+            status, S, gap, bound, objective, info = _successive_linearisation(
+                program, T, float(tol), budget, dtype, device)
     finally:
-        bar.close()
-
+        budget.bar.close()
+    C, iterations = program.n_outputs, budget.iterations
+    tol_eff = max(float(tol), TOL_FLOOR * torch.finfo(dtype).eps)
     Z = S.to("cpu", torch.float64)
     values = {"Z": Z[0].numpy().copy(), "Zp": Z[1].numpy().copy()}
     violation_before = program.violation(values)
@@ -403,9 +616,7 @@ def solve_polynomial_admm(program: ConvexPolynomial, *, device: torch.device | s
     return Solution(
         program=program, values=values, status=status, solver="torch", wall_time=wall,
         iterations=iterations, solver_objective=objective, gap=gap,
-        info={"method": "admm", "factorisation": lift.mode, "device": str(device),
-              "dtype": str(dtype).replace("torch.", ""), "duality_gap": gap,
-              "dual_bound": bound, "primal_residual": prim, "dual_residual": dual,
-              "stationarity": dual, "rho": rho_s, "rho_loss": rho_r,
+        info={"method": "admm", "device": str(device), "dtype": str(dtype).replace("torch.", ""),
+              "duality_gap": gap, "dual_bound": bound, **info,
               "violation_before_repair": violation_before},
     )

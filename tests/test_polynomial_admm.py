@@ -65,6 +65,30 @@ def test_matches_clarabel_and_the_gap_is_a_bound(name):
     np.testing.assert_allclose(out, program.training_predictions(solution.values), atol=1e-6)
 
 
+ROBUST = {
+    "binary l2": lambda: cr.ConvexPolynomial(*xor_data(30, 3), loss="hinge", beta=1e-2,
+                                             threat=cr.L2(0.2)),
+    "three-class l2": lambda: cr.ConvexPolynomial(*three_class_data(24, 2), loss="hinge",
+                                                  beta=1e-2, threat=cr.L2(0.1)),
+    "binary linf containment": lambda: cr.ConvexPolynomial(
+        *xor_data(30, 2), loss="hinge", beta=1e-2, threat=cr.Linf(0.1), linf="containment"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ROBUST))
+def test_robust_hinge_matches_clarabel_with_a_certified_gap(name):
+    """Successive linearisation of the worst case: the exact robust objective (the judge's)
+    within the certified gap of Clarabel's optimum, from both sides."""
+    program = ROBUST[name]()
+    reference = cr.solve(program, "clarabel")
+    solution = cr.solve(program, "torch", method="admm", tol=1e-4)
+    assert solution.status == "optimal" and solution.info["rounds"] >= 2
+    assert solution.violation <= 1e-8 and solution.gap <= 1e-4
+    assert _rel(solution.objective, reference.objective) <= 1e-3
+    assert (solution.objective - reference.objective) / solution.objective <= solution.gap + 1e-6
+    assert solution.info["dual_bound"] <= reference.objective * (1 + 1e-6)
+
+
 def test_the_certified_gap_bounds_every_early_stop():
     """Stopped early (loose tol), the certificate still bounds the distance to the optimum."""
     program = _binary("hinge", n=40, d=4)
@@ -132,7 +156,10 @@ def test_auto_takes_admm_only_where_it_applies():
     logistic = cr.ConvexPolynomial(X, y, loss="logistic", beta=1e-2)
     assert cr.solve(logistic, "torch").info["method"] == "apg"
     robust = cr.ConvexPolynomial(X, y, loss="hinge", beta=1e-2, threat=cr.L2(0.1))
-    assert cr.solve(robust, "torch", max_iters=5, accept_inaccurate=True).info["method"] == "apg"
+    assert cr.solve(robust, "torch", max_iters=5, accept_inaccurate=True).info["method"] == "admm"
+    robust_squared = cr.ConvexPolynomial(X, y, loss="squared", beta=1e-2, threat=cr.L2(0.1))
+    assert cr.solve(robust_squared, "torch", max_iters=5,
+                    accept_inaccurate=True).info["method"] == "apg"
     # an option only the accelerated gradient solver takes selects it
     assert cr.solve(_binary("hinge"), "torch", smoothing_floor=1e-2).info["method"] == "apg"
 
@@ -142,10 +169,12 @@ def test_auto_respects_the_size_rule(monkeypatch):
     assert cr.solve(_binary("hinge"), "torch").info["method"] == "apg"
 
 
-@pytest.mark.parametrize(("loss", "threat"), [("logistic", None), ("hinge", cr.L2(0.1))])
-def test_unsupported_programs_raise(loss, threat):
+@pytest.mark.parametrize(("loss", "threat", "linf"), [
+    ("logistic", None, "diagonal"), ("squared", cr.L2(0.1), "diagonal"),
+    ("logistic", cr.L2(0.1), "diagonal"), ("hinge", cr.Linf(0.1), "diagonal")])
+def test_unsupported_programs_raise(loss, threat, linf):
     X, y = xor_data(20, 2)
-    program = cr.ConvexPolynomial(X, y, loss=loss, beta=1e-2, threat=threat)
+    program = cr.ConvexPolynomial(X, y, loss=loss, beta=1e-2, threat=threat, linf=linf)
     with pytest.raises(cr.InvalidInputError, match="apg"):
         cr.solve(program, "torch", method="admm")
     with pytest.raises(cr.InvalidInputError):
