@@ -139,8 +139,9 @@ def _solve_torch(program: ConvexProgram, method: str = "auto", **options: object
     exact ℓ2 worst cases). ADMM takes nominal programs with the squared loss or the hinge loss
     (ReLU: binary hinge only; ``relu_admm.py``, ``polynomial_admm.py``).
 
-    ``"auto"`` takes ADMM when the program is one it handles, the matrix it factors has order at
-    most the module's ``MAX_FACTOR_SIZE`` (4000: a float64 matrix of 128 MB; ReLU
+    ``"auto"`` takes ADMM when the program is one it handles (for polynomial programs: nominal
+    ones; robust hinge SDPs take ADMM only with ``method="admm"``), the matrix it factors has
+    order at most the module's ``MAX_FACTOR_SIZE`` (4000: a float64 matrix of 128 MB; ReLU
     ``min(P·d̃, n)``, polynomial ``min(n, (d+1)(d+2)/2)``) and every option given is one ADMM
     takes (an option only the other method takes selects it); otherwise ``"al"`` / ``"apg"``.
     """
@@ -157,7 +158,11 @@ def _solve_torch(program: ConvexProgram, method: str = "auto", **options: object
     admm_solve = relu_admm.solve_relu_admm if relu else polynomial_admm.solve_polynomial_admm
     admm_options = set(inspect.signature(admm_solve).parameters) - {"program"}
     if method == "auto":
-        fits = admm.admm_unsupported(program) is None and set(options) <= admm_options
+        # robust SDPs go to ADMM only when asked: its successive linearisation ran out of a
+        # 20,000-iteration budget on 10-class retraining heads at large radii (digits, ε = 0.5)
+        # where accelerated gradient returned better heads
+        fits = (admm.admm_unsupported(program) is None and set(options) <= admm_options
+                and (relu or program.threat is None))
         size = admm.admm_system_size(program) if fits else 0  # type: ignore[arg-type]
         method = "admm" if fits and size <= admm.MAX_FACTOR_SIZE else other
     if method == "admm":
