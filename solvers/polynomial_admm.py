@@ -115,7 +115,6 @@ from tqdm.auto import tqdm
 
 from convexrobust.errors import InvalidInputError, SolverFailedError
 from convexrobust.problems.polynomial import ConvexPolynomial
-from convexrobust.trust_region import solve_trs
 
 __all__ = ["MAX_FACTOR_SIZE", "admm_system_size", "admm_unsupported", "solve_polynomial_admm"]
 
@@ -441,37 +440,13 @@ def _put_class_state(state: _State, c: int, part: _State) -> None:
     state.mu[[c, C + c]] = part.mu
 
 
-def _worst_cases(program: ConvexPolynomial, S: Tensor, X: Tensor, T: Tensor
-                 ) -> tuple[Tensor, Tensor]:
-    """For ``Z̃ = S[0] − S[1]``: sound lower bounds (n, C) of the worst-case margins
-    ``min_{‖δ‖≤r} t_kc f_c(x_k + δ)`` and the minimisers ``δ_kc`` (C, n, d), by the exact
-    trust-region solver (MATH.md §4; the judge's own computation)."""
-    act, r = program.activation, float(program.l2_radius)
-    Zt = S[0] - S[1]
-    Zt = 0.5 * (Zt + Zt.transpose(1, 2))
-    d = X.shape[1]
-    yhat = program.predictions_torch(Zt, X)
-    values = torch.empty_like(yhat)
-    deltas = torch.empty((Zt.shape[0], *X.shape), dtype=X.dtype, device=X.device)
-    for c in range(Zt.shape[0]):
-        evals, evecs = torch.linalg.eigh(act.a * Zt[c, :d, :d])
-        lin = act.a * X @ Zt[c, :d, :d] + 0.5 * act.b * Zt[c, :d, d]
-        for sign in (1.0, -1.0):
-            rows = T[:, c] == sign
-            if not bool(rows.any()):
-                continue
-            ev, V = (evals, evecs) if sign > 0 else (-evals.flip(0), evecs.flip(1))
-            res = solve_trs(ev, V, sign * lin[rows], sign * yhat[rows, c], r)
-            values[rows, c] = res.value_lower
-            deltas[c, rows] = res.delta
-    return values, deltas
-
-
 def _class_objectives(program: ConvexPolynomial, S: Tensor, X: Tensor, T: Tensor
                       ) -> tuple[Tensor, Tensor]:
     """Per output, the robust objective at ``S`` with the judge's sound worst cases, (C,), and
     the worst-case points' offsets ``δ`` (C, n, d)."""
-    margins, deltas = _worst_cases(program, S, X, T)
+    Zt = S[0] - S[1]
+    margins, deltas = program.worst_case_l2_points(0.5 * (Zt + Zt.transpose(1, 2)), T,
+                                                   float(program.l2_radius), X)
     data = (1.0 - margins).clamp_min(0.0).sum(0) / program.n_samples
     return data + float(program.beta) * S[..., -1, -1].sum(0), deltas
 

@@ -150,11 +150,17 @@ class ConvexPolynomial(ConvexProgram):
         """Sound lower bounds (tight to solver precision) of ``min_{‖δ‖₂≤r} s_kc f_c(x_k+δ)``,
         shape (n, C), by the trust-region subproblem: one eigendecomposition of ``a Z̃1_c``
         per class, then a secular equation per sample (MATH.md §4)."""
+        return self.worst_case_l2_points(Zt, signs, radius, X)[0]
+
+    def worst_case_l2_points(self, Zt: torch.Tensor, signs: torch.Tensor, radius: float,
+                             X: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`worst_case_l2` and the minimisers ``δ_kc`` (C, n, d), ``‖δ_kc‖ ≤ r``."""
         X = torch.as_tensor(self.X, dtype=Zt.dtype) if X is None else X
         act = self.activation
         Z1, z2, _ = self._blocks(Zt)
         yhat = self.predictions_torch(Zt, X)
         out = torch.empty_like(yhat)
+        deltas = torch.zeros((Zt.shape[0], *X.shape), dtype=X.dtype, device=X.device)
         for c in range(Zt.shape[0]):
             evals, evecs = torch.linalg.eigh(act.a * Z1[c])
             lin = act.a * X @ Z1[c] + 0.5 * act.b * z2[c]  # g for s = +1 (the + sign, MATH §4)
@@ -165,7 +171,8 @@ class ConvexPolynomial(ConvexProgram):
                 ev, V = (evals, evecs) if s > 0 else (-evals.flip(0), evecs.flip(1))
                 res = solve_trs(ev, V, s * lin[rows], s * yhat[rows, c], radius)
                 out[rows, c] = res.value_lower
-        return out
+                deltas[c, rows] = res.delta
+        return out, deltas
 
     def worst_case_diagonal(self, Zt: torch.Tensor, signs: torch.Tensor,
                             lam: torch.Tensor) -> torch.Tensor:
