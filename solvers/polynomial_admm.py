@@ -104,10 +104,9 @@ import math
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from convexrobust.solvers.options import check_first_order_options
-from convexrobust.solvers.polynomial_first_order import project_lifted_cone
+from convexrobust.solvers.polynomial_first_order import project_lifted_cone, repaired_values
 from convexrobust.solvers.relu_admm import _hinge_prox
 from convexrobust.solvers.solution import Solution
 from torch import Tensor
@@ -572,13 +571,9 @@ def solve_polynomial_admm(program: ConvexPolynomial, *, device: torch.device | s
                 program, T, float(tol), budget, dtype, device)
     finally:
         budget.bar.close()
-    C, iterations = program.n_outputs, budget.iterations
+    iterations = budget.iterations
     tol_eff = max(float(tol), TOL_FLOOR * torch.finfo(dtype).eps)
-    Z = S.to("cpu", torch.float64)
-    values = {"Z": Z[0].numpy().copy(), "Zp": Z[1].numpy().copy()}
-    violation_before = program.violation(values)
-    repaired = project_lifted_cone(Z.reshape(2 * C, D, D))[0].reshape(2, C, D, D).numpy()
-    values = {"Z": np.ascontiguousarray(repaired[0]), "Zp": np.ascontiguousarray(repaired[1])}
+    values, violation_before = repaired_values(program, S)
     wall = time.perf_counter() - start
     if status != "optimal" and not accept_inaccurate:
         raise SolverFailedError(

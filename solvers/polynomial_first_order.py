@@ -159,6 +159,17 @@ def project_lifted_cone(Y: Tensor, mu0: Tensor | None = None, *, max_iter: int =
     return _psd_part(lam, Q), mu
 
 
+def repaired_values(program: ConvexPolynomial, Z: Tensor) -> tuple[dict[str, np.ndarray], float]:
+    """The returned values of a solver's point ``Z`` (2, C, D, D): projected once more onto K in
+    float64 on the CPU (exactly PSD, trace equality to round-off), and the violation before."""
+    Z = Z.detach().to("cpu", torch.float64)
+    violation_before = program.violation({"Z": Z[0].numpy(), "Zp": Z[1].numpy()})
+    two, C, D, _ = Z.shape
+    repaired = project_lifted_cone(Z.reshape(two * C, D, D))[0].reshape(two, C, D, D).numpy()
+    return ({"Z": np.ascontiguousarray(repaired[0]), "Zp": np.ascontiguousarray(repaired[1])},
+            violation_before)
+
+
 # ----------------------------------------------------------------------------------------
 # smoothed losses and their derivatives
 # ----------------------------------------------------------------------------------------
@@ -654,11 +665,7 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
         bar.close()
 
     x = comm.broadcast(x)  # every rank returns rank 0's point (they agree; this makes it exact)
-    Z = x.detach().to("cpu", torch.float64).numpy()
-    values = {"Z": np.ascontiguousarray(Z[0]), "Zp": np.ascontiguousarray(Z[1])}
-    violation_before = program.violation(values)
-    repaired = project_lifted_cone(torch.as_tensor(np.concatenate([Z[0], Z[1]])))[0].numpy()
-    values = {"Z": repaired[:C].copy(), "Zp": repaired[C:].copy()}
+    values, violation_before = repaired_values(program, x)
     wall = time.perf_counter() - start
     if status != "optimal" and not accept_inaccurate:
         raise SolverFailedError(

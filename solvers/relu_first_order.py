@@ -427,9 +427,11 @@ def _shift_along_gates(program: ConvexReLU, Z: torch.Tensor, patterns: torch.Ten
                        violation: torch.Tensor | None = None,
                        rows: tuple[torch.Tensor, torch.Tensor] | None = None,
                        ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`_shift_along_gate` for a batch of groups ``Z`` (G, d̃) with patterns ``patterns``
-    (G,), in a few batched tensor operations: returns the shifted groups and a (G,) mask of
-    those that succeeded (the others are returned unchanged and must be discarded).
+    """``z + τ·gate`` with the least τ that makes pattern ``i``'s cone constraints hold
+    (superadditivity of the slack), for a batch of groups ``Z`` (G, d̃) with patterns
+    ``patterns`` (G,), in a few batched tensor operations: returns the shifted groups and a
+    (G,) mask of those that succeeded (the others are returned unchanged and must be
+    discarded; a group fails when its gate is not strictly feasible or the shift misses).
     ``gates`` (P, d̃) and ``gate_slack`` (P,) are every pattern's unit gate and its least slack;
     ``violation`` (G,), ``max(0, −min g(z))``, is computed when not given; ``rows``: see
     :func:`_own_slack_min`."""
@@ -456,20 +458,6 @@ def _shift_along_gates(program: ConvexReLU, Z: torch.Tensor, patterns: torch.Ten
         if todo.numel() == 0:
             break
     return out, ok
-
-
-def _shift_along_gate(program: ConvexReLU, z: torch.Tensor, i: int, gate: torch.Tensor,
-                      gate_slack: float) -> torch.Tensor | None:
-    """``z + τ·gate`` with the least τ that makes pattern ``i``'s cone constraints hold
-    (superadditivity of the slack), or None when the gate is not strictly feasible or the
-    shift does not succeed; one group of :func:`_shift_along_gates`."""
-    P = program.n_patterns
-    gates = torch.zeros((P, z.shape[-1]), dtype=z.dtype)
-    gates[i] = gate
-    slacks = torch.zeros(P, dtype=z.dtype)
-    slacks[i] = gate_slack
-    out, ok = _shift_along_gates(program, z.unsqueeze(0), torch.tensor([i]), gates, slacks)
-    return out[0] if bool(ok[0]) else None
 
 
 def _unit_gates(program: ConvexReLU, rows: tuple[torch.Tensor, torch.Tensor] | None = None,

@@ -179,7 +179,9 @@ def test_single_group_shift_is_the_batched_one():
     gates, gate_slack = relu_fo._unit_gates(program)
     Z = torch.as_tensor(values["V"][0])
     for i in range(program.n_patterns):
-        one = relu_fo._shift_along_gate(program, Z[i], i, gates[i], float(gate_slack[i]))
+        shifted, ok = relu_fo._shift_along_gates(program, Z[i:i + 1], torch.tensor([i]), gates,
+                                                 gate_slack)
+        one = shifted[0] if bool(ok[0]) else None
         ref = _reference_shift(program, Z[i], i, gates[i], float(gate_slack[i]))
         assert (one is None) == (ref is None)
         if one is not None:
