@@ -8,6 +8,7 @@ with the best objective any solver reached on the same instance. Conic solvers g
 
     python benchmarks/solvers.py --quick       # < 5 minutes (smaller sizes, 10 s per solve)
     python benchmarks/solvers.py               # the full grid (make bench)
+    python benchmarks/solvers.py --device cuda # the torch solves on a GPU
 
 The torch rows use ``method="auto"`` except for the robust SDPs, which run the ADMM
 (successive linearisation; ``method="admm"``); each row records the method.
@@ -82,8 +83,13 @@ def main() -> None:
     parser.add_argument("--time-limit", type=float, default=None,
                         help="seconds per solve (default 60; 10 with --quick)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="torch device of the torch solves")
     parser.add_argument("--out", default=str(RESULTS / "solvers.json"))
     args = parser.parse_args()
+    try:
+        torch.empty(0, device=args.device)
+    except (RuntimeError, TypeError) as err:
+        raise SystemExit(f"--device {args.device!r} is not usable here: {err}") from None
     if args.time_limit is None:
         args.time_limit = 10.0 if args.quick else 60.0
     torch.set_num_threads(args.threads)
@@ -96,6 +102,8 @@ def main() -> None:
             start = time.perf_counter()
             try:
                 options = limit_options(solver, args.time_limit)
+                if solver == "torch":
+                    options["device"] = args.device
                 if solver == "torch" and case["family"] == "polynomial-l2":
                     options["method"] = "admm"  # not yet "auto"'s choice (solvers/__init__.py)
                 solution = cr.solve(program, solver, accept_inaccurate=True, **options)
@@ -111,7 +119,8 @@ def main() -> None:
                   f"{r['solver']:<10}{str(r['status']):<20}{r['wall_time']:>8.1f}s  "
                   f"gap {r.get('relative_gap', float('nan')):.1e}  "
                   f"violation {r.get('violation', float('nan')):.1e}", flush=True)
-    out = write_record(args.out, rows, args.threads, time_limit=args.time_limit)
+    out = write_record(args.out, rows, args.threads, time_limit=args.time_limit,
+                       device=args.device)
     plot(rows, out.parent)
     print(f"wrote {out}")
 

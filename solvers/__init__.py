@@ -141,9 +141,10 @@ def _solve_torch(program: ConvexProgram, method: str = "auto", **options: object
 
     ``"auto"`` takes ADMM when the program is one it handles (for polynomial programs: nominal
     ones; robust hinge SDPs take ADMM only with ``method="admm"``), the matrix it factors has
-    order at most the module's ``MAX_FACTOR_SIZE`` (4000: a float64 matrix of 128 MB; ReLU
-    ``min(P·d̃, n)``, polynomial ``min(n, (d+1)(d+2)/2)``) and every option given is one ADMM
-    takes (an option only the other method takes selects it); otherwise ``"al"`` / ``"apg"``.
+    order at most the module's ``MAX_FACTOR_SIZE`` (ReLU ``min(P·d̃, n)`` ≤ 4000, polynomial
+    ``min(n, (d+1)(d+2)/2)`` ≤ 9000; the reasons are measured there) and every option given is
+    one ADMM takes (an option only the other method takes selects it); otherwise ``"al"`` /
+    ``"apg"``.
     """
     from convexrobust.solvers import polynomial_admm, relu_admm
 
