@@ -58,6 +58,24 @@ Stopping: the relative gradient-mapping norm ``‖L(y − Π_K(y − ∇F(y)/L))
 of the final smoothing stage below ``tol`` with the objective no longer moving (relative change
 over 10 iterations below ``10·tol``). Iterates are in K up to round-off (exact projection);
 the result is judged by the program's own ``objective`` / ``violation`` (MATH.md §8).
+
+Plateaus. The Huber smoothing makes the hinge smooth, but the worst-case margin itself is not
+differentiable where its minimiser is not unique (the trust-region "hard case", common when the
+radius is of the order of the data's norm; ``Z = 0`` is such a point for every sample): there
+the gradient mapping can stay far above ``tol`` while the objective no longer moves, and a
+stage that waits for it never ends. So for robust programs (nominal ones are smooth once the
+hinge is) a stage of at least 2·:data:`PLATEAU_WINDOW` iterations also ends when, over the
+second half of its iterations, the objective improved by at most :data:`PLATEAU_FACTOR`·tol
+(relative) and the smallest gradient mapping did not even halve (on a smooth problem the bound
+on accelerated gradient's smallest gradient mapping falls like k^(-3/2), Nesterov, Optima 88,
+2012): the next smoothing stage begins, and in the final stage the solve stops — with status
+``"stalled"`` (an error unless ``accept_inaccurate``) when the gradient mapping is still above
+``tol``, since nothing then certifies the point. Measured (tol 1e-3): a 10-class retraining head
+(digits features, n = 1150, d = 16, r = 6.3) had used its whole 20,000-iteration budget (300 s)
+with its gradient mapping at 1.2e-2 since iteration 950, stuck in the second smoothing stage
+(objective 1.7259); it now stops after 3975 iterations (60 s) at 1.7176. On a 3-class digits
+program (n = 60, d = 6, r = 2) 6000 iterations had ended 20 % above Clarabel's optimum; it now
+stops within 0.1 % of it (tests/test_torch_polynomial.py).
 """
 
 from __future__ import annotations
@@ -85,6 +103,14 @@ from convexrobust.problems.polynomial import ConvexPolynomial
 __all__ = ["batched_trs", "project_lifted_cone", "solve_polynomial_torch"]
 
 log = logging.getLogger(__name__)
+
+#: A smoothing stage of at least 2·PLATEAU_WINDOW iterations ends (the final one: the solve
+#: stops) when its second half improved the objective by at most PLATEAU_FACTOR·tol (relative)
+#: and did not halve the gradient mapping (:func:`_plateau`, checked every PLATEAU_CHECK
+#: iterations).
+PLATEAU_WINDOW = 500
+PLATEAU_FACTOR = 0.01
+PLATEAU_CHECK = 50
 
 
 # ----------------------------------------------------------------------------------------
@@ -488,6 +514,21 @@ def _objective(data: _Data, W: Tensor, mu: float, need_grad: bool
     return total, grad, int(eig is not None)
 
 
+def _plateau(values: list[float], stationarity: list[float], tol: float) -> bool:
+    """A smoothing stage has stopped making progress (module docstring, "Plateaus"): over the
+    second half of its iterations the best objective improved on the first half's best by at
+    most ``PLATEAU_FACTOR·tol`` (relative) and the best gradient mapping did not halve (on a
+    smooth problem the accelerated method at least halves it whenever its iterations double).
+    Checked every :data:`PLATEAU_CHECK` iterations once the stage has 2·PLATEAU_WINDOW."""
+    k = len(values)
+    if k < 2 * PLATEAU_WINDOW or k % PLATEAU_CHECK:
+        return False
+    half = k // 2
+    best_after = min(values[half:])
+    flat = min(values[:half]) - best_after <= PLATEAU_FACTOR * tol * max(1.0, abs(best_after))
+    return flat and min(stationarity[half:]) > 0.5 * min(stationarity[:half])
+
+
 # ----------------------------------------------------------------------------------------
 # the solver
 # ----------------------------------------------------------------------------------------
@@ -600,6 +641,7 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
                         + act.c ** 2).mean())
     L = max(lift_norm2 / max(mu_s, 1.0), 1e-8) * 0.1
     history: list[float] = []
+    stationarities: list[float] = []
     status = "optimal"
     iterations = 0
     stationarity = math.inf
@@ -640,6 +682,7 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
             y = x_new + ((t_mom - 1.0) / t_next) * (x_new - x)
             x, fx, t_mom = x_new, f_new, t_next
             history.append(float(fx))
+            stationarities.append(stationarity)
             bar.update(1)
             if show and iterations % 50 == 0:
                 flat = x.reshape(2 * C, D, D)
@@ -650,9 +693,16 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
             final_stage = mu_s <= mu_final * (1 + 1e-9)
             stalled = len(history) > 10 and abs(history[-1] - history[-11]) <= \
                 10 * tol_eff * max(1.0, abs(history[-1]))
+            plateau = data.radius > 0 and _plateau(history, stationarities, tol_eff)
             if final_stage and stationarity <= tol_eff and stalled:
                 break
-            if not final_stage and stationarity <= max(tol_eff, stage_factor * mu_s):
+            if final_stage and plateau:
+                status = "optimal" if stationarity <= tol_eff else "stalled"
+                log.debug("final stage: objective plateau at iteration %d (stationarity %.2e)",
+                          iterations, stationarity)
+                break
+            if not final_stage and (stationarity <= max(tol_eff, stage_factor * mu_s)
+                                    or plateau):
                 log.debug("stage smoothing=%.1e done at iteration %d, objective %.8g",
                           mu_s, iterations, float(fx))
                 mu_s = max(mu_s * 0.1, mu_final)
@@ -661,12 +711,20 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
                 y = x.clone()
                 fx, _ = F(x, False)
                 history.clear()
+                stationarities.clear()
     finally:
         bar.close()
 
     x = comm.broadcast(x)  # every rank returns rank 0's point (they agree; this makes it exact)
     values, violation_before = repaired_values(program, x)
     wall = time.perf_counter() - start
+    if status == "stalled" and not accept_inaccurate:
+        raise SolverFailedError(
+            f"torch stopped after {iterations} iterations: the objective stopped improving "
+            f"with relative stationarity {stationarity:.2e} > tol {tol_eff:.1e} (the worst-case "
+            "margins are not differentiable where their minimisers are not unique, common at "
+            "large radii); pass accept_inaccurate=True to get the point, or use a conic solver "
+            "for a certified optimum", status=status, solver="torch")
     if status != "optimal" and not accept_inaccurate:
         raise SolverFailedError(
             f"torch stopped at {status} after {iterations} iterations with relative "

@@ -195,6 +195,55 @@ def test_float32_is_close():
     assert single.violation <= 1e-8  # the values are repaired in float64
 
 
+def test_plateau_rule():
+    from convexrobust.solvers.polynomial_first_order import PLATEAU_WINDOW, _plateau
+
+    k = 2 * PLATEAU_WINDOW
+    flat = [1.0] * k
+    assert _plateau(flat, [1e-2] * k, 1e-3)
+    assert not _plateau(flat[:-1], [1e-2] * (k - 1), 1e-3)  # too short to judge
+    assert not _plateau(flat, list(np.geomspace(1e-2, 1e-3, k)), 1e-3)  # still converging
+    improving = list(np.linspace(1.1, 1.0, k))
+    assert not _plateau(improving, [1e-2] * k, 1e-3)  # still descending
+
+
+def test_robust_plateau_stops_early_and_says_so(monkeypatch):
+    """At a radius of the order of the data's norm the worst cases are not unique and the
+    gradient mapping stalls; before the plateau rule this 3-class program used its whole
+    budget (6000 iterations: 20 % above Clarabel's optimum). Now each stuck smoothing stage
+    hands over to the next, and the solve ends "stalled" within 0.5 % of the optimum."""
+    from convexrobust.solvers import polynomial_first_order as fo
+    from sklearn.datasets import load_digits
+
+    monkeypatch.setattr(fo, "PLATEAU_WINDOW", 100)
+    X, y = load_digits(return_X_y=True)
+    keep = y < 3
+    X, y = X[keep][:60], y[keep][:60]
+    X = X - X.mean(axis=0)
+    Z = X @ np.linalg.svd(X, full_matrices=False)[2][:6].T
+    program = cr.ConvexPolynomial(Z / Z.std(), y, loss="hinge", beta=1e-3, threat=cr.L2(2.0))
+    reference = cr.solve(program, "clarabel")
+    solution = solve_polynomial_torch(program, tol=1e-3, max_iters=20_000,
+                                      accept_inaccurate=True)
+    assert solution.status == "stalled" and solution.iterations < 20_000
+    assert solution.info["stationarity"] > 1e-3
+    assert _rel(solution.objective, reference.objective) <= 5e-3
+    assert solution.violation <= 1e-8
+
+
+def test_stalled_raises_unless_accepted(monkeypatch):
+    from convexrobust.solvers import polynomial_first_order as fo
+
+    monkeypatch.setattr(fo, "_plateau", lambda values, stationarity, tol: len(values) >= 30)
+    program = _small_program(loss="hinge")
+    with pytest.raises(cr.SolverFailedError, match="stopped improving") as info:
+        solve_polynomial_torch(program, tol=1e-12, smoothing_floor=1.0)
+    assert info.value.status == "stalled"
+    solution = solve_polynomial_torch(program, tol=1e-12, smoothing_floor=1.0,
+                                      accept_inaccurate=True)
+    assert solution.status == "stalled" and solution.iterations == 30
+
+
 def test_budget_raises_unless_accepted():
     program = _small_program(loss="hinge")
     with pytest.raises(cr.SolverFailedError) as info:
