@@ -145,7 +145,7 @@ RESIDUAL_FACTOR = 0.1
 #: The largest matrix the solver factors: ``min(n, m)``, m = (d+1)(d+2)/2 (9000: 650 MB in
 #: float64). Larger programs go to the accelerated projected gradient solver (the dispatcher in
 #: :mod:`convexrobust.solvers`). At m = 8385 (d = 128, n = 10,000, 10 planted classes, hinge,
-#: β = 1e-3) ADMM reached a certified gap of 9.7e-4 in 213 s (30 s of it forming and factoring
+#: β = 1e-3) ADMM reached a certified gap of 9.7e-4 in 183–213 s (30 s of it forming and factoring
 #: the matrix; objective 0.24104) where accelerated gradient stood at 0.24333 after 300 s.
 MAX_FACTOR_SIZE = 9000
 #: Elements of Φ formed at once (direct factorisation).

@@ -518,8 +518,8 @@ def _plateau(values: list[float], stationarity: list[float], tol: float) -> bool
     """A smoothing stage has stopped making progress (module docstring, "Plateaus"): over the
     second half of its iterations the best objective improved on the first half's best by at
     most ``PLATEAU_FACTOR·tol`` (relative) and the best gradient mapping did not halve (on a
-    smooth problem the accelerated method at least halves it whenever its iterations double).
-    Checked every :data:`PLATEAU_CHECK` iterations once the stage has 2·PLATEAU_WINDOW."""
+    smooth problem its bound falls 2.8× whenever the iterations double). Checked every
+    :data:`PLATEAU_CHECK` iterations once the stage has 2·PLATEAU_WINDOW."""
     k = len(values)
     if k < 2 * PLATEAU_WINDOW or k % PLATEAU_CHECK:
         return False
@@ -548,7 +548,8 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
             per-sample multipliers: use ``linf="containment"`` or a conic solver).
         device, dtype: where and in what precision to run (any torch device / float dtype).
         tol: relative stationarity (gradient-mapping norm) target; float32 runs are floored at
-            ``sqrt(eps)``.
+            ``sqrt(eps)``. A robust program whose objective stops improving above it ends
+            ``"stalled"`` (module docstring, "Plateaus").
         max_iters, time_limit: budgets; when exhausted a :class:`SolverFailedError` with status
             ``"max_iters"`` / ``"time_limit"`` is raised unless ``accept_inaccurate``.
         seed: accepted for a uniform solver API; the method is deterministic (zero start).
