@@ -24,6 +24,17 @@ def add_relative_gaps(results: list[dict]) -> None:
             r["relative_gap"] = (r["objective"] - best) / max(abs(best), 1e-12)
 
 
+def torch_device(name: str) -> torch.device:
+    """``name`` (a ``--device`` argument) as a torch device, or ``SystemExit`` saying why it is
+    not usable on this machine."""
+    try:
+        device = torch.device(name)
+        torch.empty(0, device=device)
+    except (RuntimeError, TypeError, AssertionError) as err:  # CPU builds assert on "cuda"
+        raise SystemExit(f"--device {name!r} is not usable here: {err}") from None
+    return device
+
+
 def write_record(path: str | Path, rows: list[dict], threads: int, **extra: object) -> Path:
     record = {
         "machine": {"platform": platform.platform(), "processor": platform.processor(),

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from record import add_relative_gaps, write_record
+from record import add_relative_gaps, torch_device, write_record
 
 import convexrobust as cr
 
@@ -86,10 +86,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="torch device of the torch solves")
     parser.add_argument("--out", default=str(RESULTS / "solvers.json"))
     args = parser.parse_args()
-    try:
-        torch.empty(0, device=args.device)
-    except (RuntimeError, TypeError) as err:
-        raise SystemExit(f"--device {args.device!r} is not usable here: {err}") from None
+    device = torch_device(args.device)
     if args.time_limit is None:
         args.time_limit = 10.0 if args.quick else 60.0
     torch.set_num_threads(args.threads)
@@ -103,7 +100,7 @@ def main() -> None:
             try:
                 options = limit_options(solver, args.time_limit)
                 if solver == "torch":
-                    options["device"] = args.device
+                    options["device"] = device
                 if solver == "torch" and case["family"] == "polynomial-l2":
                     options["method"] = "admm"  # not yet "auto"'s choice (solvers/__init__.py)
                 solution = cr.solve(program, solver, accept_inaccurate=True, **options)

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from convexrobust.solvers import polynomial_first_order as poly_fo
 from convexrobust.solvers import relu_first_order as relu_fo
-from record import write_record
+from record import torch_device, write_record
 
 import convexrobust as cr
 from solvers import planted
@@ -305,11 +305,7 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true")
     args = parser.parse_args()
     TINY = args.tiny
-    try:
-        DEVICE = torch.device(args.device)
-        torch.empty(0, device=DEVICE)
-    except (RuntimeError, TypeError) as err:
-        raise SystemExit(f"--device {args.device!r} is not usable here: {err}") from None
+    DEVICE = torch_device(args.device)
     args.out = args.out or (Path(tempfile.gettempdir()) / "targets_tiny.json" if TINY
                             else RESULTS / "targets.json")
     torch.set_num_threads(args.threads)
