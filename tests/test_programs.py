@@ -124,7 +124,7 @@ def test_enumerated_relu_program_is_the_nonconvex_optimum():
         weights = net.weight.square().sum() + net.bias.square().sum() + net.output.square().sum()
         return fit + 0.5 * beta * weights
 
-    assert float(nonconvex(net)) == pytest.approx(solution.objective, rel=1e-6)
+    assert float(nonconvex(net).detach()) == pytest.approx(solution.objective, rel=1e-6)
     assert np.allclose(net(Xt).detach().numpy(), program.training_predictions(solution.values),
                        atol=1e-6)
     for seed in range(3):  # local search from random starts never beats the global optimum
@@ -137,7 +137,7 @@ def test_enumerated_relu_program_is_the_nonconvex_optimum():
             loss = nonconvex(trial)
             loss.backward()
             opt.step()
-        assert float(nonconvex(trial)) >= solution.objective - 1e-6
+        assert float(nonconvex(trial).detach()) >= solution.objective - 1e-6
 
 
 @pytest.mark.parametrize("threat", [None, cr.L2(0.1), cr.Linf(0.05)])
