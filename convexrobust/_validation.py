@@ -6,8 +6,37 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from convexrobust.errors import InvalidInputError
+
+
+def check_device(device: object, *, default: str | torch.device = "cpu") -> torch.device:
+    """``device`` (a ``torch.device``, a name such as ``"cpu"``, ``"cuda:1"``, or None for
+    ``default``) as a usable ``torch.device``: a name torch cannot parse, or a device this
+    machine or this torch build does not have (e.g. ``"cuda"`` on a CPU-only build), raises
+    :class:`InvalidInputError` naming the devices that are available."""
+    if device is None:
+        device = default
+    if not isinstance(device, (str, torch.device)):
+        raise InvalidInputError(f"device must be a name such as 'cpu' or 'cuda', or a "
+                                f"torch.device, got {device!r}")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as err:
+        raise InvalidInputError(f"unknown device {device!r}: use 'cpu' or 'cuda' "
+                                f"({str(err).splitlines()[0][:120]})") from None
+    try:
+        torch.empty(0, device=dev)
+    except (RuntimeError, AssertionError, ValueError) as err:
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        have = "cpu" + (f", cuda:0 … cuda:{gpus - 1}" if gpus else "")
+        raise InvalidInputError(
+            f"device {str(dev)!r} is not usable here ({str(err).splitlines()[0][:200]}); "
+            f"available: {have}. "
+            "Pass device='cpu' (or install a CUDA build of torch on a machine with a GPU)"
+        ) from None
+    return dev
 
 
 def check_features(X: object, *, name: str = "X", n_features: int | None = None) -> np.ndarray:

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from convexrobust._io import write_atomic
 from convexrobust.errors import InvalidInputError
-from convexrobust.losses import (
+from convexrobust.lipschitz_margin import (
     emma_loss,
     epsilon_schedule,
     fixed_margin_loss,

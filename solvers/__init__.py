@@ -20,10 +20,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from convexrobust.solvers.solution import Solution
-
 from convexrobust.errors import InvalidInputError, SolverFailedError, SolverUnavailableError
 from convexrobust.problems.base import ConvexProgram
+from convexrobust.solvers.solution import Solution
 
 __all__ = ["Solution", "available_solvers", "register_solver", "solve"]
 

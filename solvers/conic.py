@@ -11,10 +11,10 @@ import time
 import warnings
 
 import cvxpy as cp
-from convexrobust.solvers.solution import Solution
 
 from convexrobust.errors import InvalidInputError, SolverFailedError, SolverUnavailableError
 from convexrobust.problems.base import ConvexProgram
+from convexrobust.solvers.solution import Solution
 
 log = logging.getLogger(__name__)
 

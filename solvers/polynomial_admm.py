@@ -109,15 +109,15 @@ import time
 from dataclasses import dataclass
 
 import torch
-from convexrobust.solvers.options import check_first_order_options
-from convexrobust.solvers.polynomial_first_order import project_lifted_cone, repaired_values
-from convexrobust.solvers.relu_admm import _hinge_prox
-from convexrobust.solvers.solution import Solution
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from convexrobust.errors import InvalidInputError, SolverFailedError
 from convexrobust.problems.polynomial import ConvexPolynomial
+from convexrobust.solvers.options import check_first_order_options
+from convexrobust.solvers.polynomial_first_order import project_lifted_cone, repaired_values
+from convexrobust.solvers.relu_admm import _hinge_prox
+from convexrobust.solvers.solution import Solution
 
 __all__ = ["MAX_FACTOR_SIZE", "admm_system_size", "admm_unsupported", "solve_polynomial_admm"]
 

@@ -87,6 +87,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from convexrobust.errors import InvalidInputError, SolverFailedError
+from convexrobust.problems.polynomial import ConvexPolynomial
 from convexrobust.solvers.data_parallel import (
     Collective,
     SampleStream,
@@ -94,11 +99,6 @@ from convexrobust.solvers.data_parallel import (
 )
 from convexrobust.solvers.options import check_first_order_options
 from convexrobust.solvers.solution import Solution
-from torch import Tensor
-from tqdm.auto import tqdm
-
-from convexrobust.errors import InvalidInputError, SolverFailedError
-from convexrobust.problems.polynomial import ConvexPolynomial
 
 __all__ = ["batched_trs", "project_lifted_cone", "solve_polynomial_torch"]
 

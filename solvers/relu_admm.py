@@ -114,13 +114,13 @@ import time
 from dataclasses import dataclass
 
 import torch
-from convexrobust.solvers.options import check_first_order_options
-from convexrobust.solvers.relu_first_order import _repaired
-from convexrobust.solvers.solution import Solution
 from tqdm.auto import tqdm
 
 from convexrobust.errors import InvalidInputError, SolverFailedError
 from convexrobust.problems.relu import ConvexReLU
+from convexrobust.solvers.options import check_first_order_options
+from convexrobust.solvers.relu_first_order import _repaired
+from convexrobust.solvers.solution import Solution
 
 __all__ = ["MAX_FACTOR_SIZE", "admm_system_size", "admm_unsupported", "solve_relu_admm"]
 

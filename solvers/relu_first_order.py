@@ -94,6 +94,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.optimize import nnls
+from tqdm.auto import tqdm
+
+from convexrobust.errors import InvalidInputError, SolverFailedError
+from convexrobust.problems.relu import ConvexReLU
 from convexrobust.solvers.data_parallel import (
     Collective,
     SampleStream,
@@ -101,11 +106,6 @@ from convexrobust.solvers.data_parallel import (
 )
 from convexrobust.solvers.options import check_first_order_options
 from convexrobust.solvers.solution import Solution
-from scipy.optimize import nnls
-from tqdm.auto import tqdm
-
-from convexrobust.errors import InvalidInputError, SolverFailedError
-from convexrobust.problems.relu import ConvexReLU
 
 __all__ = ["solve_relu_torch"]
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from convexrobust.attacks import pgd_attack
 from convexrobust.errors import InvalidInputError
-from convexrobust.losses import (
+from convexrobust.lipschitz_margin import (
     emma_loss,
     epsilon_schedule,
     fixed_margin_loss,

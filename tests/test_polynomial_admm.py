@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 from conftest import three_class_data, xor_data
-from convexrobust.solvers import polynomial_admm
-from convexrobust.solvers.polynomial_admm import solve_polynomial_admm
 
 import convexrobust as cr
+from convexrobust.solvers import polynomial_admm
+from convexrobust.solvers.polynomial_admm import solve_polynomial_admm
 
 TOL = 1e-5
 

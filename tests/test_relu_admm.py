@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 from conftest import three_class_data, xor_data
-from convexrobust.solvers import relu_admm
-from convexrobust.solvers.relu_admm import solve_relu_admm
 
 import convexrobust as cr
+from convexrobust.solvers import relu_admm
+from convexrobust.solvers.relu_admm import solve_relu_admm
 
 #: Residual tolerance of the agreement tests.
 TOL = 1e-4

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import three_class_data, xor_data
-from convexrobust.solvers import relu_first_order as relu_fo
 
 import convexrobust as cr
+from convexrobust.solvers import relu_first_order as relu_fo
 
 #: The repair's threshold as ``_repaired`` sets it (1e-9 × the largest row norm of X̃).
 THRESHOLD_FACTOR = 1e-9

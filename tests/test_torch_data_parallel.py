@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 from conftest import xor_data
-from convexrobust.solvers.data_parallel import Collective, SampleStream
-from convexrobust.solvers.polynomial_first_order import solve_polynomial_torch
-from convexrobust.solvers.relu_first_order import solve_relu_torch
 from torch.utils.data import DataLoader
 
 import convexrobust as cr
+from convexrobust.solvers.data_parallel import Collective, SampleStream
+from convexrobust.solvers.polynomial_first_order import solve_polynomial_torch
+from convexrobust.solvers.relu_first_order import solve_relu_torch
 
 #: name -> (program builder, solver options); small enough for one core. Streaming and sharding
 #: change only the order of floating-point sums; the comparisons below hold to 1e-6 because these

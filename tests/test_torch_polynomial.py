@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 from conftest import three_class_data, xor_data
+
+import convexrobust as cr
 from convexrobust.solvers.polynomial_first_order import (
     batched_trs,
     project_lifted_cone,
     solve_polynomial_torch,
 )
-
-import convexrobust as cr
 from convexrobust.trust_region import solve_trs
 
 FAST = {"tol": 1e-5}
@@ -212,8 +212,9 @@ def test_robust_plateau_stops_early_and_says_so(monkeypatch):
     gradient mapping stalls; before the plateau rule this 3-class program used its whole
     budget (6000 iterations: 20 % above Clarabel's optimum). Now each stuck smoothing stage
     hands over to the next, and the solve ends "stalled" within 0.5 % of the optimum."""
-    from convexrobust.solvers import polynomial_first_order as fo
     from sklearn.datasets import load_digits
+
+    from convexrobust.solvers import polynomial_first_order as fo
 
     monkeypatch.setattr(fo, "PLATEAU_WINDOW", 100)
     X, y = load_digits(return_X_y=True)

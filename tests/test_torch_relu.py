@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import three_class_data, xor_data
-from convexrobust.solvers.relu_first_order import solve_relu_torch
 
 import convexrobust as cr
+from convexrobust.solvers.relu_first_order import solve_relu_torch
 
 slow = pytest.mark.slow
 

@@ -270,7 +270,7 @@ class LiResNet(nn.Module):
         head): the largest ``r`` with ``f_y − f_i > r·K‖w_y − w_i‖`` for all ``i ≠ y``, ``K`` the
         guaranteed backbone bound; 0 where misclassified. Computed on a float64 copy; for ℓ∞
         the ℓ2 radius is divided by ``√D`` (``D`` input coordinates). float64 on the CPU."""
-        from convexrobust.losses import gloro_radius
+        from convexrobust.lipschitz_margin import gloro_radius
         from convexrobust.threat import parse_norm
 
         p = parse_norm(norm)

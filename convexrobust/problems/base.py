@@ -26,7 +26,7 @@ from convexrobust._validation import (
     infer_task,
 )
 from convexrobust.errors import InvalidInputError
-from convexrobust.problems.losses import LOSSES
+from convexrobust.problems.losses import get_loss
 from convexrobust.threat import ThreatModel
 
 Values = dict[str, np.ndarray]
@@ -57,7 +57,7 @@ class ConvexProgram(ABC):
                   task: str) -> None:
         """Validate and store what every program has: features, loss, β, threat, targets."""
         self.X = check_features(X)
-        self.loss = check_choice(loss, "loss", LOSSES)
+        self.loss = get_loss(loss).name
         self.beta = check_positive(beta, "beta")
         self.threat = check_threat(threat)
         task = check_choice(task, "task", ("auto", "classification", "regression"))

@@ -1,4 +1,5 @@
-"""The convex losses of the programs, rendered for cvxpy and for torch from one definition.
+"""The one table of the programs' convex losses: every renderer (cvxpy, torch) and every solver
+reads a loss from here, by name, through :func:`get_loss` (an unknown name raises).
 
 Every loss is a convex, non-increasing function of a worst-case margin ``m`` (classification)
 or a convex, non-decreasing function of a worst-case absolute residual ``ρ`` (squared loss):
@@ -16,68 +17,153 @@ worst cases over the threat ball (MATH.md §2). With ``m_y = 0`` the pairwise lo
 the cross-entropy, and its robust form an upper bound of the worst-case cross-entropy (each
 competitor's worst case is taken separately). The data term is the **mean** over samples.
 
-The torch renderings take ``smoothing=μ ≥ 0`` for first-order solvers: with ``μ > 0`` the hinge
-is replaced by its Moreau envelope shifted to be exact away from the kink (Huber form,
-``0 ≤ φ_μ − φ ≤ μ/8``, zero for ``|1 − m| ≥ μ/2``, gradient ``1/μ``-Lipschitz; Nesterov,
-Math. Program. 2005); ``μ = 0`` is the exact definition.
+Smoothing (first-order solvers). A loss with ``smooth = False`` (the hinge) has a kink; its
+torch renderings take ``smoothing = μ ≥ 0`` and replace ``(s)_+`` by its Moreau envelope
+``e_μ(s) = s²/2μ`` on ``[0, μ]``, ``s − μ/2`` above, 0 below (Nesterov, Math. Program. 2005):
+convex, gradient ``1/μ``-Lipschitz, ``−μ/2 ≤ e_μ − (s)_+ ≤ 0``. Evaluated at ``s + μ/2``
+(``shifted=True``) it is exact for ``|s| ≥ μ/2`` and ``0 ≤ e_μ(s + μ/2) − (s)_+ ≤ μ/8``, so
+only samples at the kink carry a smoothing error (Beck & Teboulle, SIAM J. Optim. 2012, §4).
+``μ = 0`` is the exact definition.
+
+Proximal maps (ADMM). ``prox(r, t, step)`` is ``argmin_v step·ℓ(v, t) + ½(v − r)²`` entrywise,
+with ``ℓ(v, t) = φ(t·v)`` (``t = ±1``) for margin losses and ``ψ(t − v)`` for the squared loss;
+it is closed-form for the hinge and the squared loss and ``None`` for the logistic loss.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import cvxpy as cp
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-LOSSES: tuple[str, ...] = ("squared", "hinge", "logistic")
-MARGIN_LOSSES: tuple[str, ...] = ("hinge", "logistic")
+from convexrobust.errors import InvalidInputError
+
+__all__ = ["LOSSES", "LOSS_TABLE", "MARGIN_LOSSES", "Loss", "get_loss", "relu_envelope"]
 
 
-def elementwise_cvxpy(loss: str, u: cp.Expression) -> cp.Expression:
-    """``φ(m)`` (margin losses) or ``ψ(ρ)`` (squared) applied entrywise to a cvxpy expression."""
-    if loss == "hinge":
-        return cp.pos(1 - u)
-    if loss == "logistic":
-        return cp.logistic(-u)
-    return 0.5 * cp.square(u)
-
-
-def huber_relu(s: torch.Tensor, smoothing: float) -> torch.Tensor:
-    """``(s)_+`` smoothed on ``|s| < μ/2`` only: ``(s + μ/2)²/2μ`` there, ``(s)_+`` exactly
-    elsewhere (``(s)_+`` itself when ``μ = 0``).
-
-    This is the Moreau envelope ``s²/2μ`` on ``[0, μ]``, ``s − μ/2`` above, shifted by ``μ/2``
-    so that it is exact away from the kink: convex, gradient ``1/μ``-Lipschitz,
-    ``0 ≤ φ_μ − (s)_+ ≤ μ/8`` and equal to ``(s)_+`` for ``|s| ≥ μ/2`` (Beck & Teboulle,
-    SIAM J. Optim. 2012, §4: any smoothing within a bounded band works for continuation).
-    Samples away from the margin therefore carry no smoothing error at all."""
+def relu_envelope(s: torch.Tensor, smoothing: float, shifted: bool = False
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(s)_+`` smoothed by its Moreau envelope of width ``μ = smoothing`` (module doc), and
+    its derivative; ``shifted=True`` evaluates the envelope at ``s + μ/2`` (exact for
+    ``|s| ≥ μ/2``). ``μ = 0`` gives ``(s)_+`` and the indicator ``1[s > 0]``."""
     if not smoothing:
-        return torch.relu(s)
+        return torch.relu(s), (s > 0).to(s.dtype)
     half = smoothing / 2
-    inside = (s + half).clamp(min=0, max=smoothing)
-    return torch.where(s >= half, s, inside.square() / (2 * smoothing))
+    if shifted:  # exact above the band: s itself, not (s + μ/2) − μ/2 rounded
+        inside = (s + half).clamp(min=0, max=smoothing)
+        value = torch.where(s >= half, s, inside.square() / (2 * smoothing))
+    else:
+        inside = s.clamp(min=0, max=smoothing)
+        value = torch.where(s >= smoothing, s - half, inside.square() / (2 * smoothing))
+    return value, inside / smoothing
 
 
-def elementwise_torch(loss: str, u: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
-    """The torch rendering of :func:`elementwise_cvxpy` (``smoothing``: see the module doc)."""
-    if loss == "hinge":
-        return huber_relu(1 - u, smoothing)
-    if loss == "logistic":
-        return F.softplus(-u)
-    return 0.5 * u.square()
+@dataclass(frozen=True)
+class Loss:
+    """One row of the table: a loss and every rendering of it.
+
+    ``margin``: a function of margins (``φ``) rather than of absolute residuals (``ψ``).
+    ``smooth``: differentiable everywhere (no smoothing needed by first-order solvers).
+    """
+
+    name: str
+    margin: bool
+    smooth: bool
+    _cvxpy: Callable[[cp.Expression], cp.Expression]
+    _value_and_slope: Callable[[torch.Tensor, float, bool], tuple[torch.Tensor, torch.Tensor]]
+    _prox: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor] | None = None
+
+    def cvxpy(self, u: cp.Expression) -> cp.Expression:
+        """``φ(m)`` (margin losses) or ``ψ(ρ)`` (squared) entrywise on a cvxpy expression."""
+        return self._cvxpy(u)
+
+    def torch(self, u: torch.Tensor, smoothing: float = 0.0, shifted: bool = True
+              ) -> torch.Tensor:
+        """The torch rendering of :meth:`cvxpy`; a non-smooth loss is smoothed by ``smoothing``
+        (module doc; ``shifted`` by default: exact away from the kink)."""
+        return self._value_and_slope(u, smoothing, shifted)[0]
+
+    def value_and_slope(self, u: torch.Tensor, smoothing: float = 0.0, shifted: bool = False
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`torch` and its derivative in ``u`` (``φ'`` or ``ψ'``), entrywise."""
+        return self._value_and_slope(u, smoothing, shifted)
+
+    def pairwise_cvxpy(self, margins: cp.Expression, others: np.ndarray) -> cp.Expression:
+        """Per-sample multi-class loss from the (n, C) pairwise margins (``others[k, c] =
+        1[c ≠ y_k]``; the true-class column of ``margins`` must be 0)."""
+        if not self.margin:
+            raise InvalidInputError(f"the {self.name} loss has no pairwise multi-class form")
+        if self.name == "hinge":
+            return cp.sum(cp.multiply(others, self.cvxpy(margins)), axis=1)
+        return cp.log_sum_exp(-margins, axis=1)
+
+    def pairwise_torch(self, margins: torch.Tensor, others: torch.Tensor,
+                       smoothing: float = 0.0) -> torch.Tensor:
+        """The torch rendering of :meth:`pairwise_cvxpy`."""
+        if not self.margin:
+            raise InvalidInputError(f"the {self.name} loss has no pairwise multi-class form")
+        if self.name == "hinge":
+            return (others * self.torch(margins, smoothing)).sum(dim=1)
+        return torch.logsumexp(-margins, dim=1)
+
+    @property
+    def has_prox(self) -> bool:
+        return self._prox is not None
+
+    def prox(self, r: torch.Tensor, t: torch.Tensor, step: float) -> torch.Tensor:
+        """``argmin_v step·ℓ(v, t) + ½(v − r)²`` entrywise (module doc)."""
+        if self._prox is None:
+            raise InvalidInputError(f"the {self.name} loss has no closed-form prox; use a "
+                                    "solver method that does not need one")
+        return self._prox(r, t, step)
 
 
-def pairwise_cvxpy(loss: str, margins: cp.Expression, others: np.ndarray) -> cp.Expression:
-    """Per-sample multi-class loss from the (n, C) pairwise margins; ``others[k, c] = 1[c ≠ y_k]``
-    and the true-class column of ``margins`` must be 0."""
-    if loss == "hinge":
-        return cp.sum(cp.multiply(others, cp.pos(1 - margins)), axis=1)
-    return cp.log_sum_exp(-margins, axis=1)
+def _hinge_value_and_slope(m: torch.Tensor, smoothing: float, shifted: bool
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    value, slope = relu_envelope(1 - m, smoothing, shifted)
+    return value, -slope
 
 
-def pairwise_torch(loss: str, margins: torch.Tensor, others: torch.Tensor,
-                   smoothing: float = 0.0) -> torch.Tensor:
-    """The torch rendering of :func:`pairwise_cvxpy` (``smoothing``: see the module doc)."""
-    if loss == "hinge":
-        return (others * huber_relu(1 - margins, smoothing)).sum(dim=1)
-    return torch.logsumexp(-margins, dim=1)
+def _logistic_value_and_slope(m: torch.Tensor, smoothing: float, shifted: bool
+                              ) -> tuple[torch.Tensor, torch.Tensor]:
+    return F.softplus(-m), -torch.sigmoid(-m)
+
+
+def _squared_value_and_slope(r: torch.Tensor, smoothing: float, shifted: bool
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+    return 0.5 * r.square(), r
+
+
+def _hinge_prox(r: torch.Tensor, t: torch.Tensor, step: float) -> torch.Tensor:
+    m = t * r
+    return t * torch.where(m >= 1, m, torch.clamp(m + step, max=1.0))
+
+
+def _squared_prox(r: torch.Tensor, t: torch.Tensor, step: float) -> torch.Tensor:
+    return (r + step * t) / (1.0 + step)
+
+
+LOSS_TABLE: dict[str, Loss] = {
+    "squared": Loss("squared", margin=False, smooth=True,
+                    _cvxpy=lambda u: 0.5 * cp.square(u),
+                    _value_and_slope=_squared_value_and_slope, _prox=_squared_prox),
+    "hinge": Loss("hinge", margin=True, smooth=False, _cvxpy=lambda u: cp.pos(1 - u),
+                  _value_and_slope=_hinge_value_and_slope, _prox=_hinge_prox),
+    "logistic": Loss("logistic", margin=True, smooth=True, _cvxpy=lambda u: cp.logistic(-u),
+                     _value_and_slope=_logistic_value_and_slope),
+}
+LOSSES: tuple[str, ...] = tuple(LOSS_TABLE)
+MARGIN_LOSSES: tuple[str, ...] = tuple(name for name, loss in LOSS_TABLE.items() if loss.margin)
+
+
+def get_loss(name: object) -> Loss:
+    """The table's row for ``name`` (case-insensitive); :class:`InvalidInputError` for anything
+    else."""
+    key = name.lower() if isinstance(name, str) else None
+    if key not in LOSS_TABLE:
+        raise InvalidInputError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+    return LOSS_TABLE[key]

@@ -50,7 +50,7 @@ from convexrobust.errors import InvalidInputError
 from convexrobust.networks.decomposition import neural_decomposition
 from convexrobust.networks.two_layer import PolynomialActivation, TwoLayerPolynomial
 from convexrobust.problems.base import ConvexProgram, Values
-from convexrobust.problems.losses import elementwise_cvxpy, elementwise_torch
+from convexrobust.problems.losses import get_loss
 from convexrobust.threat import ThreatModel
 from convexrobust.trust_region import solve_trs
 
@@ -238,9 +238,9 @@ class ConvexPolynomial(ConvexProgram):
                 rho = (T - self.predictions_torch(self._ztilde(values), torch.as_tensor(self.X)))
             else:
                 rho = torch.maximum(T - bounds[0], -bounds[1] - T)
-            data = elementwise_torch("squared", rho)
+            data = get_loss("squared").torch(rho)
         else:
-            data = elementwise_torch(self.loss, bounds[0])
+            data = get_loss(self.loss).torch(bounds[0])
         Z = np.asarray(values["Z"], dtype=np.float64)
         Zp = np.asarray(values["Zp"], dtype=np.float64)
         d = self.n_features
@@ -310,16 +310,16 @@ class ConvexPolynomial(ConvexProgram):
             yhat = act.a * cp.sum(cp.multiply(X @ Z1, X), axis=1) + act.b * (X @ z2) + act.c * z4
             if self.threat is None:
                 arg = T[:, c] - yhat if self.loss == "squared" else cp.multiply(T[:, c], yhat)
-                data = data + cp.sum(elementwise_cvxpy(self.loss, arg))
+                data = data + cp.sum(get_loss(self.loss).cvxpy(arg))
                 continue
             if self.loss == "squared":
                 rho = cp.Variable(n, name=f"rho{c}")
                 lower = {1: T[:, c] - rho, -1: -T[:, c] - rho}
-                data = data + cp.sum(elementwise_cvxpy("squared", rho))
+                data = data + cp.sum(get_loss("squared").cvxpy(rho))
             else:
                 w = cp.Variable(n, name=f"w0_{c}")
                 lower = {0: w}
-                data = data + cp.sum(elementwise_cvxpy(self.loss, w))
+                data = data + cp.sum(get_loss(self.loss).cvxpy(w))
             for side, bound in lower.items():
                 signs = T[:, c] if side == 0 else np.full(n, float(side))
                 constraints += self._robust_lmis(c, side, signs, Z1, z2, z4, bound)

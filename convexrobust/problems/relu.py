@@ -29,10 +29,7 @@ from convexrobust.networks.two_layer import TwoLayerReLU
 from convexrobust.problems.base import ConvexProgram, Values
 from convexrobust.problems.losses import (
     MARGIN_LOSSES,
-    elementwise_cvxpy,
-    elementwise_torch,
-    pairwise_cvxpy,
-    pairwise_torch,
+    get_loss,
 )
 from convexrobust.problems.patterns import Patterns, sample_patterns
 from convexrobust.threat import ThreatModel
@@ -224,12 +221,12 @@ class ConvexReLU(ConvexProgram):
         times :meth:`data_term_torch`. ``smoothing``: see :meth:`data_term_torch`."""
         if self.loss == "squared":
             resid = self._worst_residuals(V, W, smoothing, data)
-            return elementwise_torch("squared", resid).sum(dim=1).sum()
+            return get_loss("squared").torch(resid).sum(dim=1).sum()
         margins = self._worst_margins(V, W, smoothing, data)
         if self._pairwise:
             others = (self.tensors(V.dtype, V.device) if data is None else data)["others"]
-            return pairwise_torch(self.loss, margins, others, smoothing).sum()
-        return elementwise_torch(self.loss, margins, smoothing).sum(dim=1).sum()
+            return get_loss(self.loss).pairwise_torch(margins, others, smoothing).sum()
+        return get_loss(self.loss).torch(margins, smoothing).sum(dim=1).sum()
 
     def objective_torch(self, V: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
         """The objective as a differentiable function of ``V``, ``W`` (C, P, d̃)."""
@@ -347,7 +344,7 @@ class ConvexReLU(ConvexProgram):
                 columns.append(cp.reshape(m, (n, 1), order="C"))
             margins = cp.hstack(columns)
             others = self.tensors()["others"].numpy()
-            return cp.sum(pairwise_cvxpy(self.loss, margins, others))
+            return cp.sum(get_loss(self.loss).pairwise_cvxpy(margins, others))
         total = 0
         for c, (S, f) in enumerate(zip(slopes, yhat, strict=True)):
             spread = eps * cp.norm(S[:, :d], q, axis=1) if eps else 0
@@ -356,7 +353,7 @@ class ConvexReLU(ConvexProgram):
                 term = cp.abs(resid) + spread if eps else resid
             else:
                 term = cp.multiply(t.values[:, c], f) - spread
-            total = total + cp.sum(elementwise_cvxpy(self.loss, term))
+            total = total + cp.sum(get_loss(self.loss).cvxpy(term))
         return total
 
     def values_from_cvxpy(self, problem: cp.Problem) -> Values:
