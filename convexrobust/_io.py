@@ -1,12 +1,19 @@
-"""Atomic file writes: a failed or interrupted run never leaves a half-written artifact or
-overwrites a good one."""
+"""Files: atomic writes (a failed or interrupted run never leaves a half-written artifact or
+overwrites a good one), the one JSON writer, and torch files read with typed errors."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+import torch
+
+from convexrobust.errors import InvalidInputError
+
+__all__ = ["read_torch", "write_atomic", "write_json_atomic"]
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
@@ -26,6 +33,39 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_json_atomic(path: str | os.PathLike, payload: object, *, indent: int | None = 2,
+                      default: Callable[[object], object] | None = None) -> Path:
+    """Write ``payload`` as JSON text (``indent``, a final newline) to ``path`` atomically
+    (:func:`write_atomic`). ``default`` converts objects JSON does not know (as in
+    :func:`json.dump`); without it such an object is a ``TypeError`` and nothing is written."""
+
+    def dump(tmp: Path) -> None:
+        with open(tmp, "w") as fh:
+            json.dump(payload, fh, indent=indent, default=default)
+            fh.write("\n")
+
+    return write_atomic(path, dump)
+
+
+def read_torch(path: str | os.PathLike, *, what: str, map_location: object = "cpu",
+               weights_only: bool = True) -> object:
+    """``torch.load(path)``, with a missing or unreadable file raised as
+    :class:`~convexrobust.errors.InvalidInputError` naming ``what`` was expected. With
+    ``weights_only`` (the default) nothing is unpickled beyond tensors and plain containers;
+    the message then says how to read a file that pickles a module (only for trusted files)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputError(f"no {what} file at {path} (no checkpoint there)")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=weights_only)
+    except Exception as err:  # noqa: BLE001 - torch raises several types here
+        hint = (" if it pickles a custom module, pass trust_pickle=True (--trust-pickle); "
+                "unpickling runs code, so only for files you trust" if weights_only else "")
+        raise InvalidInputError(f"cannot read {path} as a {what} ({type(err).__name__}: "
+                                f"{str(err).splitlines()[0][:300] if str(err) else ''});"
+                                f"{hint}") from None
 
 
 def _umask() -> int:

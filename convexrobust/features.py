@@ -19,18 +19,17 @@ import difflib
 import hashlib
 import logging
 import os
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, RandomSampler
 from tqdm.auto import tqdm
 
 from convexrobust._io import write_atomic
+from convexrobust._validation import check_device
 from convexrobust.errors import InvalidInputError
+from convexrobust.inputs import DataSource, apply_model, hash_tensor
 
 __all__ = ["FeatureExtractor", "extract_features"]
 
@@ -149,150 +148,7 @@ def _suggest_layers(model: nn.Module) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# data handling
-
-
-def _as_tensor(value: Any, what: str) -> torch.Tensor:
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(value))
-    raise InvalidInputError(f"{what} must be a torch tensor or a NumPy array, "
-                            f"got {type(value).__name__}")
-
-
-def _split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """A collated batch: a tensor ``x``, or a pair ``(x, y)``."""
-    if isinstance(batch, (torch.Tensor, np.ndarray)):
-        return _as_tensor(batch, "a batch"), None
-    if isinstance(batch, (tuple, list)) and len(batch) in (1, 2):
-        x = _as_tensor(batch[0], "a batch's inputs")
-        y = None if len(batch) == 1 else _as_tensor(batch[1], "a batch's labels")
-        return x, y
-    raise InvalidInputError(
-        f"a dataset must yield x or (x, y); a batch came as {type(batch).__name__}"
-        + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else "")
-        + ": wrap it in a Dataset whose __getitem__ returns (x, y)")
-
-
-class _Source:
-    """Uniform view of the accepted data forms: batches, a size (if known), a fingerprint."""
-
-    def __init__(self, data: Any, batch_size: int):
-        self.X: torch.Tensor | None = None
-        self.y: torch.Tensor | None = None
-        self.loader: Iterable | None = None
-        self.dataset: Dataset | None = None
-        if isinstance(data, (torch.Tensor, np.ndarray)):
-            self.X = _as_tensor(data, "data")
-        elif isinstance(data, tuple):
-            if len(data) not in (1, 2):
-                raise InvalidInputError(
-                    f"data as a tuple must be (X,) or (X, y), got {len(data)} elements")
-            self.X = _as_tensor(data[0], "X")
-            if len(data) == 2 and data[1] is not None:
-                self.y = _as_tensor(data[1], "y")
-        elif isinstance(data, DataLoader):
-            self.loader = data
-            self.dataset = data.dataset
-        elif isinstance(data, Dataset):
-            self.dataset = data
-            self.loader = DataLoader(data, batch_size=batch_size, shuffle=False)
-        else:
-            raise InvalidInputError(
-                "data must be a tensor X, a tuple (X, y), a torch Dataset or a DataLoader, "
-                f"got {type(data).__name__}")
-        if self.X is not None:
-            if self.X.dim() < 2:
-                raise InvalidInputError(
-                    f"X must have shape (N, ...) with N samples, got {tuple(self.X.shape)}")
-            if self.X.shape[0] == 0:
-                raise InvalidInputError("data is empty (0 samples)")
-            if self.y is not None:
-                if self.y.dim() == 0 or self.y.shape[0] != self.X.shape[0]:
-                    raise InvalidInputError(
-                        f"X has {self.X.shape[0]} samples but y has shape {tuple(self.y.shape)}")
-        self.batch_size = batch_size
-
-    def size(self) -> int | None:
-        """Number of samples, or None for data of unknown length."""
-        if self.X is not None:
-            return int(self.X.shape[0])
-        try:
-            return len(self.dataset)  # type: ignore[arg-type]
-        except TypeError:
-            return None
-
-    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-        if self.X is not None:
-            for start in range(0, self.X.shape[0], self.batch_size):
-                stop = start + self.batch_size
-                yield self.X[start:stop], None if self.y is None else self.y[start:stop]
-        else:
-            assert self.loader is not None
-            for batch in self.loader:
-                yield _split_batch(batch)
-
-    def fingerprint(self, digest: Any) -> None:
-        """Feed the data's shape and a cheap checksum into ``digest``.
-
-        Tensors: shape, dtype, the exact bytes of up to 256 evenly spaced samples, and float64
-        moments of everything (sum, sum of squares, index-weighted sum); labels are hashed in
-        full. Datasets: type, length, and the exact bytes of up to 16 evenly spaced items.
-        The checksum is a heuristic: an edit that keeps all of these unchanged (a dataset
-        changed only in unsampled items) reuses a stale cache; delete the file then.
-        """
-        if self.X is not None:
-            _hash_tensor(digest, self.X, sample_rows=256)
-            digest.update(b"labels:")
-            if self.y is not None:
-                _hash_tensor(digest, self.y, sample_rows=None)
-            return
-        n = self.size()
-        if n is None:
-            raise InvalidInputError("cache= needs data of known length (a map-style Dataset)")
-        digest.update(f"dataset:{type(self.dataset).__qualname__}:{n}".encode())
-        if isinstance(self.loader, DataLoader) and isinstance(self.loader.sampler,
-                                                             RandomSampler):
-            logger.warning("extract_features: the DataLoader shuffles; a cached result keeps "
-                           "the order of the run that wrote it")
-        for i in sorted({int(i) for i in np.linspace(0, n - 1, num=min(n, 16))}):
-            _hash_item(digest, self.dataset[i])  # type: ignore[index]
-
-
-def _hash_bytes(digest: Any, t: torch.Tensor) -> None:
-    t = t.detach().to("cpu").contiguous().reshape(-1)
-    if t.dtype == torch.bool:
-        t = t.to(torch.uint8)
-    digest.update(t.view(torch.uint8).numpy().tobytes())
-
-
-def _hash_tensor(digest: Any, t: torch.Tensor, *, sample_rows: int | None) -> None:
-    digest.update(f"{tuple(t.shape)}:{t.dtype}:".encode())
-    if t.dim() == 0 or sample_rows is None or t.shape[0] <= sample_rows:
-        _hash_bytes(digest, t)
-        return
-    rows = torch.linspace(0, t.shape[0] - 1, sample_rows).round().long().to(t.device)
-    _hash_bytes(digest, t.index_select(0, rows))
-    # moments of everything; the index-weighted one also catches reordered samples
-    per_row = t.detach().to(torch.float64).reshape(t.shape[0], -1)
-    index = torch.arange(1, t.shape[0] + 1, dtype=torch.float64, device=t.device)
-    moments = (per_row.sum(), per_row.square().sum(), (index * per_row.sum(1)).sum())
-    digest.update(":".join(f"{m.item():.17g}" for m in moments).encode())
-
-
-def _hash_item(digest: Any, item: Any) -> None:
-    """One dataset item: tensors, arrays, numbers and (nested) tuples of them."""
-    if isinstance(item, torch.Tensor):
-        _hash_tensor(digest, item, sample_rows=None)
-    elif isinstance(item, np.ndarray):
-        _hash_tensor(digest, torch.from_numpy(np.ascontiguousarray(item)), sample_rows=None)
-    elif isinstance(item, (tuple, list)):
-        digest.update(f"seq{len(item)}:".encode())
-        for part in item:
-            _hash_item(digest, part)
-    else:
-        digest.update(f"{type(item).__qualname__}:{item!r}:".encode())
+# cache
 
 
 def _model_fingerprint(digest: Any, extractor: nn.Module) -> None:
@@ -301,10 +157,10 @@ def _model_fingerprint(digest: Any, extractor: nn.Module) -> None:
     digest.update(f"feature_module:{getattr(extractor, 'feature_module', None)!r}:".encode())
     for name, value in extractor.state_dict().items():
         digest.update(name.encode())
-        _hash_tensor(digest, value, sample_rows=None)
+        hash_tensor(digest, value, sample_rows=None)
 
 
-def _fingerprint(extractor: nn.Module, source: _Source) -> str:
+def _fingerprint(extractor: nn.Module, source: DataSource) -> str:
     digest = hashlib.sha256(f"convexrobust-features-v{_CACHE_FORMAT}:".encode())
     _model_fingerprint(digest, extractor)
     source.fingerprint(digest)
@@ -362,7 +218,8 @@ def extract_features(extractor: nn.Module, data: Any, *, batch_size: int = 256,
     data:
         A tensor or array ``X`` of shape (N, ...); a tuple ``(X, y)``; a map-style torch
         ``Dataset`` yielding ``(x, y)`` or ``x``; or a ``DataLoader`` (its own batching is
-        used, ``batch_size`` is ignored).
+        used, ``batch_size`` is ignored) — any form :class:`~convexrobust.inputs.DataSource`
+        takes.
     batch_size:
         Samples per forward pass for tensors and Datasets.
     device:
@@ -381,16 +238,19 @@ def extract_features(extractor: nn.Module, data: Any, *, batch_size: int = 256,
     Raises
     ------
     InvalidInputError
-        Empty data, NaN/inf in the inputs or the features, an unsupported data form, or
-        mismatched lengths of inputs and labels.
+        Empty data, NaN/inf in the inputs or the features, an unsupported data form or
+        dtype, mismatched lengths of inputs and labels, inputs the extractor cannot take, or an
+        unusable ``device``.
     """
     if not isinstance(extractor, nn.Module):
         raise InvalidInputError(
             f"extractor must be a torch.nn.Module (e.g. FeatureExtractor(model)), "
             f"got {type(extractor).__name__}")
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
-    source = _Source(data, batch_size)
+    source = DataSource.of(data, batch_size=batch_size, min_ndim=2)
+    if device is not None:
+        device = check_device(device)
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise InvalidInputError(f"dtype must be a floating torch dtype, got {dtype!r}")
 
     fingerprint = None
     if cache is not None:
@@ -411,7 +271,7 @@ def extract_features(extractor: nn.Module, data: Any, *, batch_size: int = 256,
     return features, labels
 
 
-def _compute(extractor: nn.Module, source: _Source, *, device: str | torch.device | None,
+def _compute(extractor: nn.Module, source: DataSource, *, device: str | torch.device | None,
              dtype: torch.dtype | None, progress: bool
              ) -> tuple[torch.Tensor, torch.Tensor | None]:
     home = _default_device(extractor)
@@ -430,14 +290,8 @@ def _compute(extractor: nn.Module, source: _Source, *, device: str | torch.devic
         bar = tqdm(total=source.size(), desc="features", unit="sample",
                    disable=None if progress else True)
         with bar, torch.no_grad():
-            for x, y in source.batches():
-                if x.shape[0] == 0:
-                    continue
-                if x.is_floating_point() and not torch.isfinite(x).all():
-                    raise InvalidInputError(
-                        f"inputs contain NaN or inf (in samples {seen}–{seen + len(x) - 1}): "
-                        "clean or impute the data first")
-                z = extractor(x.to(device=device, dtype=dtype))
+            for x, y in source.batches(dtype=dtype, device=device):
+                z = apply_model(extractor, x, "the extractor")
                 if not isinstance(z, torch.Tensor):
                     raise InvalidInputError(
                         f"the extractor returned a {type(z).__name__}, not a tensor")

@@ -171,19 +171,20 @@ class LiResNet(nn.Module):
         self.head = nn.Linear(neck_dim, num_classes)
 
     def save(self, path: str | Path) -> None:
-        """State dict and config, written atomically (temporary file, then rename)."""
-        payload = {"config": self.config, "state_dict": self.state_dict()}
+        """Architecture name, config and state dict, written atomically (temporary file, then
+        rename); :func:`~convexrobust.networks.registry.network_to_dict`."""
+        from convexrobust.networks.registry import network_to_dict
+
+        payload = network_to_dict(self)
         write_atomic(path, lambda tmp: torch.save(payload, tmp))
 
     @classmethod
     def load(cls, path: str | Path, map_location: str | torch.device | None = "cpu") -> LiResNet:
-        """A model saved by :meth:`save` (or by the trainer)."""
-        stored = torch.load(path, map_location=map_location, weights_only=True)
-        config = dict(stored["config"])
-        model = cls(config.pop("depth"), config.pop("width"), config.pop("num_classes"),
-                    **config)
-        model.load_state_dict(stored["state_dict"])
-        return model
+        """A model saved by :meth:`save` (or by the trainer), read from weights only; a missing
+        file, another architecture or weights that do not fit raise InvalidInputError."""
+        from convexrobust.networks.registry import load_network_file
+
+        return load_network_file(path, map_location, expect="LiResNet")  # type: ignore[return-value]
 
     @classmethod
     def from_arch(cls, arch: str, num_classes: int, **kwargs: object) -> LiResNet:

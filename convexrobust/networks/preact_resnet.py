@@ -113,15 +113,19 @@ class PreActResNet18(nn.Module):
         return self.head(self.features(x))
 
     def save(self, path: str | Path) -> None:
-        """State dict and config, written atomically (temporary file, then rename)."""
-        payload = {"config": self.config, "state_dict": self.state_dict()}
+        """Architecture name, config and state dict, written atomically (temporary file, then
+        rename); :func:`~convexrobust.networks.registry.network_to_dict`."""
+        from convexrobust.networks.registry import network_to_dict
+
+        payload = network_to_dict(self)
         write_atomic(path, lambda tmp: torch.save(payload, tmp))
 
     @classmethod
     def load(cls, path: str | Path,
              map_location: str | torch.device | None = "cpu") -> PreActResNet18:
-        """A model saved by :meth:`save`."""
-        stored = torch.load(path, map_location=map_location, weights_only=True)
-        model = cls(**stored["config"])
-        model.load_state_dict(stored["state_dict"])
-        return model
+        """A model saved by :meth:`save`, read from weights only; a missing file, another
+        architecture or weights that do not fit raise InvalidInputError."""
+        from convexrobust.networks.registry import load_network_file
+
+        return load_network_file(path, map_location,  # type: ignore[return-value]
+                                 expect="PreActResNet18")
