@@ -39,14 +39,43 @@ def check_device(device: object, *, default: str | torch.device = "cpu") -> torc
     return dev
 
 
+def _to_numpy(value: object) -> object:
+    """A torch tensor as a CPU numpy array (dtypes numpy lacks, e.g. bfloat16, go through
+    float64); anything else unchanged."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        if value.is_complex():
+            return value.numpy()
+        if not value.is_floating_point() or value.dtype in (torch.float32, torch.float64):
+            return value.numpy()
+        return value.to(torch.float64).numpy()
+    return value
+
+
+def as_array(value: object, name: str) -> np.ndarray:
+    """``np.asarray(value)``, with the errors numpy raises on ragged or odd input typed."""
+    try:
+        return np.asarray(_to_numpy(value))
+    except (TypeError, ValueError) as err:
+        raise InvalidInputError(
+            f"{name} must be array-like (a list, numpy array or tensor of equal-length rows): "
+            f"{str(err).splitlines()[0][:200]}"
+        ) from None
+
+
 def check_features(X: object, *, name: str = "X", n_features: int | None = None) -> np.ndarray:
     """Return ``X`` as a finite float64 array of shape (n_samples, n_features)."""
-    if hasattr(X, "detach"):  # a torch tensor
-        X = X.detach().cpu().numpy()  # type: ignore[union-attr]
+    X = _to_numpy(X)
+    if isinstance(X, np.ndarray) and X.dtype.kind == "c":
+        raise InvalidInputError(f"{name} is complex; pass real-valued features")
     try:
         arr = np.asarray(X, dtype=np.float64)
     except (TypeError, ValueError) as err:
-        raise InvalidInputError(f"{name} must be a numeric array: {err}") from None
+        raise InvalidInputError(
+            f"{name} must be a numeric array: {str(err).splitlines()[0][:200]}"
+        ) from None
+    except OverflowError:
+        raise InvalidInputError(f"{name} holds numbers too large for float64") from None
     if arr.ndim != 2:
         raise InvalidInputError(
             f"{name} must be 2-D (n_samples, n_features), got shape {arr.shape}; "
@@ -68,9 +97,11 @@ def check_features(X: object, *, name: str = "X", n_features: int | None = None)
 
 def check_positive(value: object, name: str, *, allow_zero: bool = True) -> float:
     """Return ``value`` as a finite float that is > 0 (or >= 0 with ``allow_zero``)."""
+    if isinstance(value, (bool, np.bool_, str, bytes)):
+        raise InvalidInputError(f"{name} must be a number, got {value!r}")
     try:
         v = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise InvalidInputError(f"{name} must be a number, got {value!r}") from None
     if not np.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
@@ -78,9 +109,37 @@ def check_positive(value: object, name: str, *, allow_zero: bool = True) -> floa
     return v
 
 
+def check_int(value: object, name: str, *, minimum: int = 0,
+              maximum: int | None = None) -> int:
+    """Return ``value`` as an int in ``[minimum, maximum]``; integral floats (``3.0``) are
+    accepted, booleans, fractions, NaN and non-numbers are not."""
+    if isinstance(value, (bool, np.bool_)):
+        raise InvalidInputError(f"{name} must be an integer, got {value!r}")
+    if isinstance(value, (int, np.integer)):
+        v = int(value)
+    elif isinstance(value, (float, np.floating)) and np.isfinite(value) and value == int(value):
+        v = int(value)
+    else:
+        raise InvalidInputError(f"{name} must be an integer, got {value!r}")
+    if v < minimum or (maximum is not None and v > maximum):
+        upper = f" and <= {maximum:,}" if maximum is not None else ""
+        raise InvalidInputError(f"{name} must be an integer >= {minimum}{upper}, got {value!r}")
+    return v
+
+
+def check_bool(value: object, name: str) -> bool:
+    """Return ``value`` as a bool; only ``True``/``False`` (numpy's too) and the integers 0/1
+    are accepted, so that ``bias="no"`` is not silently true."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)) and int(value) in (0, 1):
+        return bool(value)
+    raise InvalidInputError(f"{name} must be True or False, got {value!r}")
+
+
 def check_choice(value: object, name: str, choices: tuple[str, ...]) -> str:
     """Return ``value`` if it is one of ``choices`` (case-insensitive), else raise."""
-    key = value.lower() if isinstance(value, str) else value
+    key = value.lower() if isinstance(value, str) else None
     if key not in choices:
         raise InvalidInputError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
     return key  # type: ignore[return-value]
@@ -117,9 +176,13 @@ def encode_targets(y: object, n_samples: int, *, task: str) -> Targets:
     ``task`` is ``"classification"`` or ``"regression"``. Classification accepts any label set
     with at least two classes; two classes give a single ±1 output.
     """
-    if hasattr(y, "detach"):
-        y = y.detach().cpu().numpy()  # type: ignore[union-attr]
-    arr = np.asarray(y)
+    arr = as_array(y, "y")
+    if arr.ndim == 0:
+        raise InvalidInputError(
+            f"y must be a 1-D array of {n_samples} labels or targets, got {y!r:.80}"
+        )
+    if arr.dtype.kind == "c":
+        raise InvalidInputError("y is complex; pass real-valued labels or targets")
     if arr.ndim == 2 and arr.shape[1] == 1 and task == "classification":
         arr = arr[:, 0]
     if arr.shape[0] != n_samples:
@@ -129,7 +192,7 @@ def encode_targets(y: object, n_samples: int, *, task: str) -> Targets:
     if task == "regression":
         try:
             vals = np.asarray(arr, dtype=np.float64)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise InvalidInputError("regression targets y must be numeric") from None
         if vals.ndim == 1:
             vals = vals[:, None]
@@ -140,8 +203,14 @@ def encode_targets(y: object, n_samples: int, *, task: str) -> Targets:
         return Targets("regression", None, None, vals)
     if arr.ndim != 1:
         raise InvalidInputError(f"class labels y must be 1-D, got shape {arr.shape}")
+    if arr.dtype.kind == "O":
+        arr = _object_labels(arr)
     if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
         raise InvalidInputError("y contains NaN or infinite labels; drop those samples")
+    if arr.dtype.kind not in "biufUS":
+        raise InvalidInputError(
+            f"class labels y must be numbers or strings, got dtype {arr.dtype}"
+        )
     classes, labels = np.unique(arr, return_inverse=True)
     if classes.size < 2:
         raise InvalidInputError(
@@ -163,5 +232,23 @@ def infer_task(y: object, loss: str) -> str:
     """
     if loss != "squared":
         return "classification"
-    kind = np.asarray(y).dtype.kind
+    kind = as_array(y, "y").dtype.kind
     return "classification" if kind in "biuUSOb" else "regression"
+
+
+def _object_labels(arr: np.ndarray) -> np.ndarray:
+    """Object-dtype labels as a plain numpy array: all strings, or all real numbers (no None,
+    no NaN); a mixture cannot be ordered into classes."""
+    items = arr.tolist()
+    if all(isinstance(v, str) for v in items):
+        return arr.astype(str)
+    if all(isinstance(v, (int, float, np.integer, np.floating))
+           and not isinstance(v, (bool, np.bool_)) for v in items):
+        return np.asarray(items)
+    if all(isinstance(v, (bool, np.bool_)) for v in items):
+        return np.asarray(items, dtype=bool)
+    kinds = sorted({type(v).__name__ for v in items})
+    raise InvalidInputError(
+        f"class labels y mix types ({', '.join(kinds)}); use all strings or all numbers "
+        "(and drop missing labels)"
+    )

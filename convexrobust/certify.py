@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from convexrobust._validation import check_features
+from convexrobust._validation import as_array, check_device, check_features
 from convexrobust.attacks import margin
 from convexrobust.errors import InvalidInputError
 from convexrobust.networks.two_layer import TwoLayerPolynomial, TwoLayerReLU
@@ -65,18 +65,30 @@ class CertifiedRadii:
 
 
 def _labels(y: object, n: int, n_outputs: int, device: torch.device) -> torch.Tensor:
-    arr = np.asarray(y.detach().cpu() if hasattr(y, "detach") else y)  # type: ignore[union-attr]
+    arr = as_array(y, "y")
     if arr.shape != (n,):
         raise InvalidInputError(f"y must have shape ({n},), got {arr.shape}")
+    if arr.dtype.kind == "O":
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError):
+            arr = arr.astype(str)
+    n_classes = max(n_outputs, 2)
+    if arr.dtype.kind not in "biuf":
+        raise InvalidInputError(
+            f"y must hold class indices 0..{n_classes - 1} (binary: 0/1 or ±1), got dtype "
+            f"{arr.dtype}; map labels to indices first (an estimator's certified_radius "
+            "takes its own labels)"
+        )
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        raise InvalidInputError("y contains NaN or infinite labels; drop those points")
     if n_outputs == 1 and np.all(np.isin(arr, (-1, 1))) and np.any(arr == -1):
         arr = (arr > 0).astype(np.int64)  # ±1 labels of a binary head
-    n_classes = max(n_outputs, 2)
-    if arr.dtype.kind not in "biu" and not np.all(np.mod(arr, 1) == 0):
+    if arr.dtype.kind == "f" and not np.all(np.mod(arr, 1) == 0):
         raise InvalidInputError("y must hold class indices 0..C-1 (binary: 0/1 or ±1)")
-    arr = arr.astype(np.int64)
     if arr.min() < 0 or arr.max() >= n_classes:
         raise InvalidInputError(f"class indices must lie in 0..{n_classes - 1}")
-    return torch.as_tensor(arr, device=device)
+    return torch.as_tensor(arr.astype(np.int64), device=device)
 
 
 def _pair_weights(output: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -214,12 +226,17 @@ def certified_radius(network: nn.Module, X: object, y: object, norm: float | str
         )
     if isinstance(network, TwoLayerPolynomial) and p == 1.0:
         raise InvalidInputError("polynomial heads are certified in the l2 or linf norm")
-    dev = torch.device(device) if device is not None else network.weight.device
+    dev = check_device(device, default=network.weight.device)
     net = _float64_copy(network, dev)
     Xc = check_features(X, n_features=net.n_features)
     z = torch.as_tensor(Xc, dtype=torch.float64, device=dev)
     labels = _labels(y, z.shape[0], net.n_outputs, dev)
     with torch.no_grad():
+        if not bool(torch.isfinite(net(z)).all()):
+            raise InvalidInputError(
+                "the head's scores at X are not finite in float64 (X too large for this head, "
+                "or the head has NaN/inf weights); rescale X or check the network"
+            )
         correct = net.predict(z) == labels
         boundary = None
         if isinstance(net, TwoLayerReLU):

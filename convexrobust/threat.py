@@ -11,6 +11,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
+from convexrobust._validation import check_positive
 from convexrobust.errors import InvalidInputError
 
 _NORM_ALIASES: dict[object, float] = {
@@ -29,6 +32,8 @@ _NORM_ALIASES: dict[object, float] = {
 def parse_norm(norm: object) -> float:
     """Return ``p`` as a float (1.0, 2.0 or inf) for the accepted spellings of a norm."""
     key = norm.lower() if isinstance(norm, str) else norm
+    if isinstance(norm, (bool, np.bool_)):
+        key = None  # True == 1 would otherwise read as the l1 norm
     try:
         return _NORM_ALIASES[key]  # type: ignore[index]
     except (KeyError, TypeError):
@@ -59,13 +64,7 @@ class ThreatModel:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "norm", parse_norm(self.norm))
-        try:
-            eps = float(self.eps)
-        except (TypeError, ValueError):
-            raise InvalidInputError(f"eps must be a number, got {self.eps!r}") from None
-        if not math.isfinite(eps) or eps < 0:
-            raise InvalidInputError(f"eps must be finite and >= 0, got {self.eps!r}")
-        object.__setattr__(self, "eps", eps)
+        object.__setattr__(self, "eps", check_positive(self.eps, "eps"))
 
     @property
     def dual(self) -> float:

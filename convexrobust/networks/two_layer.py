@@ -16,6 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from convexrobust._validation import check_device
+from convexrobust.errors import InvalidInputError
+
 
 @dataclass(frozen=True)
 class PolynomialActivation:
@@ -35,9 +38,24 @@ class PolynomialActivation:
         return self.a * t.square() + self.b * t + self.c
 
 
-def _as_tensor(x: object, dtype: torch.dtype, device: torch.device | str | None) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x, dtype=dtype,
-                           device=device)
+def _as_tensor(x: object, dtype: torch.dtype, device: torch.device | str | None,
+               name: str = "weights") -> torch.Tensor:
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise InvalidInputError(
+            f"dtype must be a torch floating dtype such as torch.float64, got {dtype!r}")
+    if device is not None:
+        device = check_device(device)
+    try:
+        return torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x, dtype=dtype,
+                               device=device)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise InvalidInputError(f"{name} must be a numeric array: "
+                                f"{str(err).splitlines()[0][:200]}") from None
+
+
+def _check_matrix(t: torch.Tensor, name: str) -> None:
+    if t.ndim != 2:
+        raise InvalidInputError(f"{name} must be 2-D, got shape {tuple(t.shape)}")
 
 
 class _TwoLayer(nn.Module):
@@ -74,11 +92,13 @@ class TwoLayerReLU(_TwoLayer):
     def __init__(self, weight: object, bias: object, output: object, *,
                  dtype: torch.dtype = torch.float64, device: torch.device | str | None = None):
         super().__init__()
-        self.weight = nn.Parameter(_as_tensor(weight, dtype, device))
-        self.bias = nn.Parameter(_as_tensor(bias, dtype, device))
-        self.output = nn.Parameter(_as_tensor(output, dtype, device))
+        self.weight = nn.Parameter(_as_tensor(weight, dtype, device, "weight"))
+        self.bias = nn.Parameter(_as_tensor(bias, dtype, device, "bias"))
+        self.output = nn.Parameter(_as_tensor(output, dtype, device, "output"))
+        _check_matrix(self.weight, "weight")
+        _check_matrix(self.output, "output")
         if self.bias.shape != (self.n_neurons,) or self.output.shape[0] != self.n_neurons:
-            raise ValueError("weight (m, d), bias (m,) and output (m, C) must agree on m")
+            raise InvalidInputError("weight (m, d), bias (m,) and output (m, C) must agree on m")
 
     def preactivations(self, x: torch.Tensor) -> torch.Tensor:
         """``u_jᵀx + b_j`` for every sample and neuron, shape (n, m)."""
@@ -97,10 +117,15 @@ class TwoLayerPolynomial(_TwoLayer):
     def __init__(self, weight: object, output: object, activation: PolynomialActivation, *,
                  dtype: torch.dtype = torch.float64, device: torch.device | str | None = None):
         super().__init__()
-        self.weight = nn.Parameter(_as_tensor(weight, dtype, device))
-        self.output = nn.Parameter(_as_tensor(output, dtype, device))
+        self.weight = nn.Parameter(_as_tensor(weight, dtype, device, "weight"))
+        self.output = nn.Parameter(_as_tensor(output, dtype, device, "output"))
+        _check_matrix(self.weight, "weight")
+        _check_matrix(self.output, "output")
         if self.output.shape[0] != self.n_neurons:
-            raise ValueError("weight (m, d) and output (m, C) must agree on m")
+            raise InvalidInputError("weight (m, d) and output (m, C) must agree on m")
+        if not isinstance(activation, PolynomialActivation):
+            raise InvalidInputError(
+                f"activation must be a PolynomialActivation, got {type(activation).__name__}")
         self.register_buffer(
             "coefficients",
             torch.tensor([activation.a, activation.b, activation.c], dtype=dtype, device=device),

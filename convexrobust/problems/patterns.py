@@ -13,7 +13,12 @@ from math import comb
 
 import numpy as np
 
-from convexrobust.errors import InvalidInputError
+from convexrobust._validation import check_int
+
+#: Most gates :func:`sample_patterns` draws: each program variable block is (patterns × features),
+#: so beyond this the program is far too large for any solver here (and the gate matrix alone
+#: may not fit in memory).
+MAX_PATTERNS = 100_000
 
 
 @dataclass(frozen=True)
@@ -66,13 +71,12 @@ def sample_patterns(X: np.ndarray, n_patterns: int, *, seed: int = 0, margin: fl
     data forces ``v = 0`` under the robust cone constraints — so with ``margin = ε > 0`` each
     gate is a random direction placed in a gap of the data wider than ``2ε‖g‖_q``.
     """
-    if int(n_patterns) != n_patterns or n_patterns < 1:
-        raise InvalidInputError(f"n_patterns must be a positive integer, got {n_patterns!r}")
-    rng = np.random.default_rng(seed)
+    n_patterns = check_int(n_patterns, "n_patterns", minimum=1, maximum=MAX_PATTERNS)
+    rng = np.random.default_rng(check_int(seed, "seed"))
     if margin > 0 and bias_column:
-        gates = _gap_gates(X, int(n_patterns), rng, margin, dual)
+        gates = _gap_gates(X, n_patterns, rng, margin, dual)
     else:
-        gates = rng.standard_normal((X.shape[1], int(n_patterns)))
+        gates = rng.standard_normal((X.shape[1], n_patterns))
     if bias_column:
         ones = np.zeros((X.shape[1], 1))
         ones[-1] = 1.0

@@ -24,6 +24,7 @@ import cvxpy as cp
 import numpy as np
 import torch
 
+from convexrobust._validation import check_bool
 from convexrobust.errors import InvalidInputError
 from convexrobust.networks.two_layer import TwoLayerReLU
 from convexrobust.problems.base import ConvexProgram, Values
@@ -71,16 +72,36 @@ class ConvexReLU(ConvexProgram):
                  beta: float = 1e-3, threat: ThreatModel | None = None, bias: bool = True,
                  seed: int = 0, task: str = "auto", patterns: Patterns | None = None):
         self._set_data(X, y, loss=loss, beta=beta, threat=threat, task=task)
-        self.bias = bool(bias)
+        self.bias = check_bool(bias, "bias")
         self.Xb = np.hstack([self.X, np.ones((self.n_samples, 1))]) if self.bias else self.X
         if patterns is None:
             eps, q = self._eps_q()
             patterns = sample_patterns(self.Xb, n_patterns, seed=seed, margin=eps, dual=q,
                                        bias_column=self.bias)
-        elif patterns.masks.shape[0] != self.n_samples:
-            raise InvalidInputError("patterns were computed on a data set of a different size")
+        else:
+            self._check_patterns(patterns)
         self.patterns = patterns
         self._torch_cache: dict[tuple, dict[str, torch.Tensor]] = {}
+
+    def _check_patterns(self, patterns: object) -> None:
+        """Given patterns must be :class:`Patterns` of this data: masks (n, P) of 0/1 and gates
+        (d̃, P), d̃ counting the bias column, with P ≥ 1."""
+        if not isinstance(patterns, Patterns):
+            raise InvalidInputError(
+                "patterns must be a Patterns from sample_patterns or enumerate_patterns, got "
+                f"{type(patterns).__name__}"
+            )
+        masks, gates = np.asarray(patterns.masks), np.asarray(patterns.gates)
+        if masks.ndim != 2 or masks.shape[0] != self.n_samples:
+            raise InvalidInputError("patterns were computed on a data set of a different size")
+        if masks.shape[1] < 1 or gates.shape != (self.Xb.shape[1], masks.shape[1]):
+            raise InvalidInputError(
+                f"patterns must hold at least one pattern and gates of shape "
+                f"({self.Xb.shape[1]}, P) (features plus the bias column when bias=True), "
+                f"got masks {masks.shape} and gates {gates.shape}"
+            )
+        if not np.all((masks == 0) | (masks == 1)):
+            raise InvalidInputError("pattern masks must hold only 0 and 1")
 
     # ------------------------------------------------------------------ sizes and helpers
     @property
