@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,mosek]'
 	touch $(STAMP)
 
+# Two pytest workers, one thread each (torch's threads are set to 1 in tests/conftest.py).
 test: $(STAMP)
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2
 
 demo: $(STAMP)
 	$(VENV)/bin/convexrobust demo --out out/demo

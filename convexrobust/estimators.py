@@ -3,7 +3,12 @@
 ``fit`` builds the program (:class:`~convexrobust.ConvexReLU` or
 :class:`~convexrobust.ConvexPolynomial`) with the threat ``(norm, eps)`` — ``eps = 0`` trains
 nominally — solves it with ``solver`` and keeps the recovered network in ``network_`` and the
-:class:`~convexrobust.Solution` in ``solution_``. Inputs are validated the scikit-learn way;
+:class:`~convexrobust.Solution` in ``solution_``, and the name of the solver that produced it in
+``solver_``. With ``solver="auto"`` the solver is chosen by :func:`convexrobust.solve`'s one
+"auto" policy; with a named solver, ``solver_options`` go to that solver, and when it ends
+inaccurate the fit goes on along "auto"'s order (each later solver with its defaults), warns
+with a ``ConvergenceWarning`` and records the solver used in ``solver_``: it raises only when
+every route failed. Inputs are validated the scikit-learn way;
 bad parameters (an unknown norm even when ``eps = 0``, ``eps < 0``, an unknown loss) raise
 :class:`~convexrobust.InvalidInputError` at ``fit``. The regressors take 1-D or 2-D targets
 (one output per column); predictions have the shape of the targets seen at ``fit``.
@@ -11,11 +16,14 @@ bad parameters (an unknown norm even when ``eps = 0``, ``eps < 0``, an unknown l
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import warnings
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import Tags
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -27,6 +35,18 @@ from convexrobust.problems.polynomial import ConvexPolynomial
 from convexrobust.problems.relu import ConvexReLU
 from convexrobust.solvers import solve
 from convexrobust.threat import ThreatModel
+
+
+@contextlib.contextmanager
+def _typed_errors() -> Iterator[None]:
+    """scikit-learn's validation raises plain ``ValueError``; re-raise it as
+    :class:`InvalidInputError` (a ``ValueError`` too), with the same message."""
+    try:
+        yield
+    except InvalidInputError:
+        raise
+    except ValueError as err:
+        raise InvalidInputError(str(err)) from err
 
 
 class _ConvexEstimator(BaseEstimator):
@@ -44,23 +64,39 @@ class _ConvexEstimator(BaseEstimator):
     def _fit(self, X: object, y: object) -> np.ndarray:
         """Validate, build and solve the program; return the validated targets."""
         regression = self._task == "regression"
-        X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=regression,
-                             multi_output=regression)
-        if not regression:
-            check_classification_targets(y)
+        with _typed_errors():
+            X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=regression,
+                                 multi_output=regression)
+            if not regression:
+                check_classification_targets(y)
         options = {} if self.solver_options is None else self.solver_options
         if not isinstance(options, dict):
             raise InvalidInputError(
                 f"solver_options must be a dict such as {{'tol': 1e-7}}, got {options!r}"
             )
+        if not isinstance(self.solver, str):
+            raise InvalidInputError(f"solver must be a name such as 'auto', got {self.solver!r}")
         program = self._program(X, y)
-        self.solution_ = solve(program, self.solver, **options)
-        self.network_ = self.solution_.network()
+        if self.solver.lower() == "auto":
+            solution = solve(program, "auto", **options)
+        else:  # the options are for the named solver; a fallback runs with its defaults
+            solution = solve(program, self.solver, fallback=True,
+                             backend_options={self.solver: options})
+        failures = solution.info.get("auto_failures") or []
+        if failures and self.solver.lower() != "auto":
+            warnings.warn(
+                f"solver={self.solver!r} did not solve the program ({'; '.join(failures)}); "
+                f"fitted with {solution.solver!r} instead (see solver_)", ConvergenceWarning,
+                stacklevel=3)
+        self.solution_ = solution
+        self.solver_ = solution.solver
+        self.network_ = solution.network()
         return y
 
     def _scores(self, X: object) -> np.ndarray:
         check_is_fitted(self, "network_")
-        X = validate_data(self, X, dtype=np.float64, reset=False)
+        with _typed_errors():
+            X = validate_data(self, X, dtype=np.float64, reset=False)
         with torch.no_grad():
             return self.network_(torch.as_tensor(X)).numpy()
 
@@ -91,7 +127,8 @@ class _ClassifierMixin(ClassifierMixin):
         """Per-point certified radii (see :func:`convexrobust.certified_radius`) in the
         training norm unless ``norm`` is given; ``y`` holds labels from ``classes_``."""
         check_is_fitted(self, "network_")
-        X = validate_data(self, X, dtype=np.float64, reset=False)
+        with _typed_errors():
+            X = validate_data(self, X, dtype=np.float64, reset=False)
         y = np.asarray(y)
         labels = np.searchsorted(self.classes_, y)
         known = (labels < len(self.classes_)) & (self.classes_[np.minimum(

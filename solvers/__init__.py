@@ -1,188 +1,222 @@
-"""HOW to solve: ``solve(program, solver="auto", **options) -> Solution`` and the registry.
+"""HOW to solve: ``solve(program, solver="auto", **options) -> Solution``, the registry of
+backends and the one ``"auto"`` policy.
 
-A backend is a function ``(program, **options) -> Solution`` registered under a name with
-:func:`register_solver`, together with an availability check that raises
-:class:`~convexrobust.errors.SolverUnavailableError` naming the fix. ``"auto"`` picks MOSEK when
-it is installed and licensed, else Clarabel for small problems and SCS for larger ones, and
-falls back to the next of these when one fails numerically. ``"torch"`` runs the first-order
-PyTorch solvers on any device: ``relu_admm.py`` (nominal ReLU programs, ADMM with a cached
-factorisation), ``relu_first_order.py`` (every ReLU program, augmented Lagrangian + FISTA),
-``polynomial_admm.py`` (nominal SDPs, ADMM with a cached factorisation and a certified duality
-gap) and ``polynomial_first_order.py`` (the SDPs, FISTA with an exact projection and exact TRS
-worst cases); ``data_parallel.py`` streams their sums over samples in chunks or shards them over
-``torch.distributed``.
+A backend is registered under a name with :func:`register_solver`: a function
+``run(program, **options) -> Solution``, an availability ``check()`` that raises
+:class:`~convexrobust.errors.SolverUnavailableError` naming the fix, and, as cvxpy's solvers
+say what they ``accept``, two questions ``"auto"`` asks it about a program — ``accepts(program,
+options)``: can it solve this program at all (None, or the reason it cannot), and
+``auto_limit(program)``: is the program within the size ``"auto"`` hands it (None, or the reason
+it is too large). Modules: ``conic.py`` (cvxpy: MOSEK, Clarabel, SCS), ``torch_backend.py``
+(``"torch"``: the first-order PyTorch methods, one file per algorithm and family —
+``relu_admm.py``, ``relu_first_order.py``, ``polynomial_admm.py``,
+``polynomial_first_order.py`` — over their shared layer), ``data_parallel.py`` (sums over
+samples in chunks or over ``torch.distributed``).
+
+``"auto"`` tries the backends of :data:`AUTO_PREFERENCE` in turn — MOSEK, Clarabel, SCS, torch —
+skipping those that are unavailable, do not accept the program or are past their size limit,
+and moves on to the next when one fails numerically (an inaccurate or stalled status; an
+infeasible or unbounded verdict, which every solver would repeat, is raised at once). Every
+attempt is recorded in ``solution.info["auto_failures"]``.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from convexrobust.errors import InvalidInputError, SolverFailedError, SolverUnavailableError
 from convexrobust.problems.base import ConvexProgram
+from convexrobust.solvers.conic import AUTO_CLARABEL_MAX_VARIABLES  # noqa: F401  TODO(pipeline)
 from convexrobust.solvers.solution import Solution
 
-__all__ = ["Solution", "available_solvers", "register_solver", "solve"]
+__all__ = ["AUTO_PREFERENCE", "Solution", "auto_order", "available_solvers", "register_solver",
+           "solve"]
 
 log = logging.getLogger(__name__)
-_DEFINITIVE = ("infeasible", "unbounded", "infeasible_inaccurate", "unbounded_inaccurate")
 
-#: Above this many scalar unknowns "auto" prefers SCS (first-order) to Clarabel (interior point).
-AUTO_CLARABEL_MAX_VARIABLES = 20_000
+#: Statuses every solver would repeat: raised at once, never a reason to try the next one.
+DEFINITIVE_STATUSES = ("infeasible", "unbounded", "infeasible_inaccurate",
+                       "unbounded_inaccurate")
+#: The order in which "auto" tries the backends (each skipped when it is unavailable, does not
+#: accept the program or is past its size limit).
+AUTO_PREFERENCE = ("mosek", "clarabel", "scs", "torch")
 
 
 @dataclass(frozen=True)
-class _Backend:
+class Backend:
+    """A registered solver (see the module docstring)."""
+
+    name: str
     run: Callable[..., Solution]
     check: Callable[[], None]
+    accepts: Callable[[ConvexProgram, dict[str, object]], str | None]
+    auto_limit: Callable[[ConvexProgram], str | None]
+
+    def available(self) -> bool:
+        try:
+            self.check()
+        except SolverUnavailableError:
+            return False
+        return True
 
 
-_REGISTRY: dict[str, _Backend] = {}
+_REGISTRY: dict[str, Backend] = {}
+
+
+def _anything(program: ConvexProgram, options: dict[str, object] | None = None) -> None:
+    return None
 
 
 def register_solver(name: str, run: Callable[..., Solution],
-                    check: Callable[[], None] = lambda: None) -> None:
-    """Register a backend: ``run(program, **options)`` and ``check()`` (raises
-    :class:`SolverUnavailableError` when the backend cannot run here)."""
-    _REGISTRY[name.lower()] = _Backend(run, check)
+                    check: Callable[[], None] = lambda: None, *,
+                    accepts: Callable[[ConvexProgram, dict[str, object]], str | None]
+                    = _anything,
+                    auto_limit: Callable[[ConvexProgram], str | None] = _anything) -> None:
+    """Register a backend under ``name``: ``run(program, **options)``, ``check()`` (raises
+    :class:`SolverUnavailableError` when it cannot run here), ``accepts(program, options)``
+    and ``auto_limit(program)`` (None, or why it cannot take / "auto" should not give it the
+    program). A backend registered by a user joins "auto" only when it is named in
+    :data:`AUTO_PREFERENCE`; it is always reachable by name."""
+    if not isinstance(name, str) or not name:
+        raise InvalidInputError(f"a solver name must be a non-empty string, got {name!r}")
+    if not callable(run):
+        raise InvalidInputError(f"run must be callable, got {run!r}")
+    _REGISTRY[name.lower()] = Backend(name.lower(), run, check, accepts, auto_limit)
 
 
 def available_solvers() -> list[str]:
     """Names of the registered backends that can run on this machine."""
-    names = []
-    for name, backend in _REGISTRY.items():
-        try:
-            backend.check()
-        except SolverUnavailableError:
-            continue
-        names.append(name)
-    return names
+    return [name for name, backend in _REGISTRY.items() if backend.available()]
 
 
-def _auto_order(program: ConvexProgram) -> list[str]:
-    """MOSEK when licensed, then Clarabel (small problems), then SCS."""
+def auto_order(program: ConvexProgram, options: Mapping[str, object] | None = None
+               ) -> list[str]:
+    """The backends "auto" would try on ``program``, in order; each skipped one is logged with
+    its reason at debug level."""
+    options = dict(options or {})
     order = []
-    try:
-        _REGISTRY["mosek"].check()
-        order.append("mosek")
-    except SolverUnavailableError:
-        pass
-    if program.n_variables() <= AUTO_CLARABEL_MAX_VARIABLES:
-        order.append("clarabel")
-    return order + ["scs"]
-
-
-def _solve_auto(program: ConvexProgram, options: dict[str, object]) -> Solution:
-    """Try the solvers of :func:`_auto_order` in turn; a numerical failure (not an infeasible
-    or unbounded verdict, which every solver would repeat) moves on to the next one."""
-    failures: list[str] = []
-    for name in _auto_order(program):
-        try:
-            solution = _REGISTRY[name].run(program, **options)
-        except SolverFailedError as err:
-            if err.status in _DEFINITIVE:
-                raise
-            log.warning("auto: %s failed (%s); trying the next solver", name, err.status)
-            failures.append(f"{name}: {err.status}")
+    for name in AUTO_PREFERENCE:
+        backend = _REGISTRY.get(name)
+        if backend is None or not backend.available():
             continue
-        solution.info["auto_failures"] = failures
-        return solution
-    raise SolverFailedError("every solver failed: " + "; ".join(failures), status="failed",
-                            solver="auto")
+        reason = backend.accepts(program, options) or backend.auto_limit(program)
+        if reason is not None:
+            log.debug("auto: skipping %s (%s)", name, reason)
+            continue
+        order.append(name)
+    return order
 
 
-def solve(program: ConvexProgram, solver: str = "auto", **options: object) -> Solution:
-    """Solve ``program`` with ``solver`` and return a :class:`Solution`.
-
-    Options are passed to the backend; the conic backends take ``tol`` (a relative accuracy),
-    ``max_iters``, ``verbose``, ``accept_inaccurate`` (return a non-optimal status instead of
-    raising :class:`~convexrobust.errors.SolverFailedError`) and ``problem`` (a
-    ``cvxpy.Problem`` from ``program.to_cvxpy()`` to which the caller added constraints);
-    ``"torch"`` takes ``device``, ``dtype``, ``tol``, ``max_iters``, ``time_limit``, ``seed``,
-    ``progress``, ``accept_inaccurate`` and ``method``: ``"admm"`` (ADMM with a cached
-    factorisation, nominal programs with the squared or the hinge loss — ReLU: binary hinge;
-    ``tol`` is a relative residual (ReLU, default 1e-3) or a certified relative duality gap
-    (polynomial, default 1e-4)), ``"al"`` (ReLU: augmented Lagrangian + FISTA, every ReLU
-    program) or ``"apg"`` (polynomial: accelerated projected gradient, every polynomial program
-    but ℓ∞-diagonal; both with ``tol`` a relative stationarity, default 1e-6), or ``"auto"``
-    (the default: ADMM where it applies and its linear system is small enough; see
-    ``_solve_torch``). ``solution.info["method"]`` says which ran.
-    """
+def _check_program(program: object) -> ConvexProgram:
     if not isinstance(program, ConvexProgram):
         raise InvalidInputError(
             f"solve() takes a ConvexReLU or ConvexPolynomial program, got {type(program).__name__}"
         )
+    return program
+
+
+def _backend(solver: object) -> Backend:
     if not isinstance(solver, str):
-        raise InvalidInputError(f"solver must be a name, got {solver!r}")
+        raise InvalidInputError(f"solver must be a name such as 'auto' or 'clarabel', got "
+                                f"{solver!r}")
     name = solver.lower()
-    if name == "auto":
-        return _solve_auto(program, options)
     if name not in _REGISTRY:
         raise InvalidInputError(
             f"unknown solver {solver!r}; choose 'auto' or one of {', '.join(sorted(_REGISTRY))}"
         )
-    backend = _REGISTRY[name]
-    backend.check()
-    return backend.run(program, **options)
+    return _REGISTRY[name]
 
 
-def _solve_torch(program: ConvexProgram, method: str = "auto", **options: object) -> Solution:
-    """First-order PyTorch solvers (CPU or GPU): one module per algorithm and program family.
+def _check_backend_options(backend_options: object) -> dict[str, dict[str, object]]:
+    if backend_options is None:
+        return {}
+    if not isinstance(backend_options, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, Mapping) for k, v in backend_options.items()):
+        raise InvalidInputError("backend_options must map solver names to option dicts, e.g. "
+                                "{'torch': {'tol': 1e-3}}")
+    unknown = sorted(set(k.lower() for k in backend_options) - set(_REGISTRY))
+    if unknown:
+        raise InvalidInputError(f"backend_options names unknown solvers {unknown}; choose from "
+                                f"{', '.join(sorted(_REGISTRY))}")
+    return {k.lower(): dict(v) for k, v in backend_options.items()}
 
-    Each family has ADMM with a cached factorisation for the nominal programs it can take
-    (``method="admm"``) and a method for every program: ReLU programs ``"al"``
-    (``relu_first_order.py``: augmented Lagrangian + FISTA), polynomial programs ``"apg"``
-    (``polynomial_first_order.py``: accelerated projected gradient with exact projections and
-    exact ℓ2 worst cases). ADMM takes nominal programs with the squared loss or the hinge loss
-    (ReLU: binary hinge only; ``relu_admm.py``, ``polynomial_admm.py``).
 
-    ``"auto"`` takes ADMM when the program is one it handles (for polynomial programs: nominal
-    ones; robust hinge SDPs take ADMM only with ``method="admm"``), the matrix it factors has
-    order at most the module's ``MAX_FACTOR_SIZE`` (ReLU ``min(P·d̃, n)`` ≤ 4000, polynomial
-    ``min(n, (d+1)(d+2)/2)`` ≤ 9000; the reasons are measured there) and every option given is
-    one ADMM takes (an option only the other method takes selects it); otherwise ``"al"`` /
-    ``"apg"``.
+def solve(program: ConvexProgram, solver: str = "auto", *, fallback: bool = False,
+          backend_options: Mapping[str, Mapping[str, object]] | None = None,
+          **options: object) -> Solution:
+    """Solve ``program`` with ``solver`` and return a :class:`Solution`.
+
+    ``solver``: ``"auto"`` (module docstring), or a registered name: ``"clarabel"``, ``"scs"``,
+    ``"mosek"`` (:mod:`~convexrobust.solvers.conic`) or ``"torch"``
+    (:mod:`~convexrobust.solvers.torch_backend`).
+
+    ``options`` go to every backend that runs; ``backend_options={"torch": {...}}`` adds options
+    for one backend only (applied when that backend runs, e.g. a looser torch ``tol`` inside
+    "auto"). The conic backends take ``tol`` (a relative accuracy), ``max_iters``, ``verbose``,
+    ``accept_inaccurate`` (return a non-optimal status instead of raising
+    :class:`~convexrobust.errors.SolverFailedError`) and ``problem`` (a ``cvxpy.Problem`` from
+    ``program.to_cvxpy()`` to which the caller added constraints); ``"torch"`` takes
+    ``method``, ``device``, ``dtype``, ``tol`` (its meaning per method is stated by each solver
+    and recorded as ``solution.gap_kind``), ``max_iters``, ``time_limit``, ``seed``,
+    ``progress``, ``accept_inaccurate`` and the method's own options.
+
+    ``fallback=True`` with a named solver: when it fails numerically, go on along "auto"'s order
+    (with each later backend's own ``backend_options`` only — ``options`` were meant for the
+    named solver); the failures are recorded in ``solution.info["auto_failures"]``.
     """
-    from convexrobust.solvers import polynomial_admm, relu_admm
-
-    relu = program.family == "relu"
-    other = "al" if relu else "apg"
-    if not isinstance(method, str) or method.lower() not in ("auto", "admm", other):
-        raise InvalidInputError(
-            f"method for {program.family} programs must be 'auto', 'admm' or {other!r}, "
-            f"got {method!r}")
-    method = method.lower()
-    admm = relu_admm if relu else polynomial_admm
-    admm_solve = relu_admm.solve_relu_admm if relu else polynomial_admm.solve_polynomial_admm
-    admm_options = set(inspect.signature(admm_solve).parameters) - {"program"}
-    if method == "auto":
-        # robust SDPs go to ADMM only when asked: its successive linearisation ran out of a
-        # 20,000-iteration budget on 10-class retraining heads at large radii (digits, ε = 0.5)
-        # where accelerated gradient returned better heads
-        fits = (admm.admm_unsupported(program) is None and set(options) <= admm_options
-                and (relu or program.threat is None))
-        size = admm.admm_system_size(program) if fits else 0  # type: ignore[arg-type]
-        method = "admm" if fits and size <= admm.MAX_FACTOR_SIZE else other
-    if method == "admm":
-        unknown = sorted(set(options) - admm_options)
-        if unknown:
-            raise InvalidInputError(f"the ADMM solver does not take {', '.join(unknown)}; "
-                                    f"use method={other!r} for those options")
-        return admm_solve(program, **options)  # type: ignore[arg-type]
-    if relu:
-        from convexrobust.solvers.relu_first_order import solve_relu_torch as solve_other
-    else:
-        from convexrobust.solvers.polynomial_first_order import (
-            solve_polynomial_torch as solve_other,
-        )
-    solution = solve_other(program, **options)  # type: ignore[arg-type]
-    solution.info.setdefault("method", other)
-    return solution
+    program = _check_program(program)
+    per_backend = _check_backend_options(backend_options)
+    if not isinstance(fallback, bool):
+        raise InvalidInputError(f"fallback must be True or False, got {fallback!r}")
+    if isinstance(solver, str) and solver.lower() == "auto":
+        chain = [(name, {**options, **per_backend.get(name, {})})
+                 for name in auto_order(program, options)]
+        if not chain:
+            raise SolverUnavailableError(
+                f"no installed solver accepts {program.describe()}: install clarabel or scs "
+                "(pip install clarabel scs)")
+        return _solve_chain(program, chain)
+    backend = _backend(solver)
+    backend.check()
+    first = {**options, **per_backend.get(backend.name, {})}
+    reason = backend.accepts(program, first)
+    if reason is not None:
+        raise InvalidInputError(f"{backend.name} cannot solve {program.describe()}: {reason}")
+    if not fallback:
+        return backend.run(program, **first)
+    rest = [(name, per_backend.get(name, {})) for name in auto_order(program)
+            if name != backend.name]
+    return _solve_chain(program, [(backend.name, first), *rest])
 
 
-from convexrobust.solvers import conic as _conic  # noqa: E402  (registers the backends)
+def _solve_chain(program: ConvexProgram, chain: list[tuple[str, dict[str, object]]]
+                 ) -> Solution:
+    """Run the backends of ``chain`` in turn until one returns (see :func:`solve`)."""
+    failures: list[str] = []
+    for name, opts in chain:
+        try:
+            solution = _REGISTRY[name].run(program, **opts)
+        except SolverFailedError as err:
+            if err.status in DEFINITIVE_STATUSES:
+                raise
+            log.warning("%s failed on %s (%s); trying the next solver", name,
+                        program.describe(), err.status)
+            failures.append(f"{name}: {err.status}")
+            continue
+        solution.info["auto_failures"] = failures
+        return solution
+    raise SolverFailedError(
+        f"every solver failed on {program.describe()}: " + "; ".join(failures)
+        + ". Loosen tol, raise max_iters, or rescale the data", status="failed", solver="auto")
 
-_conic.register()
-register_solver("torch", _solve_torch)
+
+def _register_builtin() -> None:
+    from convexrobust.solvers import conic, torch_backend
+
+    conic.register(register_solver)
+    register_solver("torch", torch_backend.solve_torch, accepts=torch_backend.accepts)
+
+
+_register_builtin()

@@ -9,6 +9,7 @@ import functools
 import logging
 import time
 import warnings
+from collections.abc import Callable
 
 import cvxpy as cp
 
@@ -122,11 +123,42 @@ def solve_conic(program: ConvexProgram, *, solver: str, tol: float | None = None
     )
 
 
-def register() -> None:
-    """Register the conic backends with :mod:`convexrobust.solvers`."""
-    from convexrobust.solvers import register_solver
+#: "auto" gives Clarabel (interior point: a dense factorisation per iteration) at most this many
+#: scalar unknowns; larger programs go to SCS or torch.
+AUTO_CLARABEL_MAX_VARIABLES = 20_000
+#: "auto" gives a conic solver at most this many samples × outputs: each is a constraint block
+#: (an LMI of order d + 1 for robust SDPs, cone rows for ReLU programs), and the conic solvers'
+#: cost grows with them as much as with the unknowns; larger programs go to torch.
+AUTO_CONIC_MAX_CONSTRAINT_BLOCKS = 2_000
+#: Options only the torch backend takes: a conic backend given one rejects the call.
+_TORCH_ONLY = ("method", "device", "dtype", "time_limit", "seed", "progress", "batch_size",
+               "distributed")
 
-    for name in ("clarabel", "scs"):
-        register_solver(name, functools.partial(solve_conic, solver=name),
-                        functools.partial(_check_installed, name))
-    register_solver("mosek", functools.partial(solve_conic, solver="mosek"), check_mosek)
+
+def accepts(program: ConvexProgram, options: dict[str, object]) -> str | None:
+    """Why a conic backend cannot take ``options`` (None when it can: every program renders to
+    cvxpy)."""
+    torch_only = sorted(set(options) & set(_TORCH_ONLY))
+    if torch_only:
+        return f"{', '.join(torch_only)}: only solver='torch' takes these options"
+    return None
+
+
+def auto_limit(program: ConvexProgram, *, max_variables: int | None = None) -> str | None:
+    """Why "auto" should not give ``program`` to a conic backend (None when it may)."""
+    blocks = program.n_samples * program.n_outputs
+    if blocks > AUTO_CONIC_MAX_CONSTRAINT_BLOCKS:
+        return f"{blocks} samples × outputs > {AUTO_CONIC_MAX_CONSTRAINT_BLOCKS}"
+    if max_variables is not None and program.n_variables() > max_variables:
+        return f"{program.n_variables()} unknowns > {max_variables}"
+    return None
+
+
+def register(register_solver: Callable[..., None]) -> None:
+    """Register the conic backends with :func:`convexrobust.solvers.register_solver`."""
+    for name in ("clarabel", "scs", "mosek"):
+        check = check_mosek if name == "mosek" else functools.partial(_check_installed, name)
+        limit = functools.partial(
+            auto_limit, max_variables=AUTO_CLARABEL_MAX_VARIABLES if name == "clarabel" else None)
+        register_solver(name, functools.partial(solve_conic, solver=name), check,
+                        accepts=accepts, auto_limit=limit)

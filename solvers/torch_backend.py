@@ -1,0 +1,100 @@
+"""The ``"torch"`` backend: which first-order PyTorch method solves a program.
+
+Each family has an ADMM with a cached factorisation for the nominal programs it can take
+(``method="admm"``: ``relu_admm.py``, ``polynomial_admm.py``) and a method for every program it
+takes at all: ReLU programs ``"al"`` (``relu_first_order.py``: augmented Lagrangian + FISTA),
+polynomial programs ``"apg"`` (``polynomial_first_order.py``: accelerated projected gradient
+with exact projections and exact ℓ2 worst cases). The ℓ∞ diagonal S-procedure (MATH.md §4) is
+the one program no torch method takes (:func:`accepts`).
+
+``method="auto"`` takes ADMM when the program is one it handles (for polynomial programs:
+nominal ones; robust hinge SDPs take ADMM only with ``method="admm"``, whose successive
+linearisation spends its budget on many inner solves of multi-class heads at large radii), the
+matrix it factors has order at most the module's ``MAX_FACTOR_SIZE`` (ReLU ``min(P·d̃, n)``,
+polynomial ``min(n, (d+1)(d+2)/2)``) and every option given is one ADMM takes (an option only
+the other method takes selects it); otherwise ``"al"`` / ``"apg"``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+from convexrobust._validation import check_device
+from convexrobust.errors import InvalidInputError
+from convexrobust.problems.base import ConvexProgram
+from convexrobust.solvers.solution import Solution
+
+__all__ = ["accepts", "solve_torch"]
+
+
+def _option_names() -> set[str]:
+    """Every option some torch method takes, and ``method``."""
+    from convexrobust.solvers import (
+        polynomial_admm,
+        polynomial_first_order,
+        relu_admm,
+        relu_first_order,
+    )
+
+    names = {"method"}
+    for fn in (relu_admm.solve_relu_admm, relu_first_order.solve_relu_torch,
+               polynomial_admm.solve_polynomial_admm,
+               polynomial_first_order.solve_polynomial_torch):
+        names |= set(inspect.signature(fn).parameters) - {"program"}
+    return names
+
+
+def accepts(program: ConvexProgram, options: dict[str, object]) -> str | None:
+    """Why no torch method can solve ``program`` with ``options``, or None when one can."""
+    if "problem" in options:
+        return "a user-extended cvxpy problem (problem=...) needs a conic solver"
+    unknown = sorted(set(options) - _option_names())
+    if unknown:
+        return f"no torch method takes {', '.join(unknown)}"
+    if program.family == "polynomial" and getattr(program, "uses_diagonal_lmi", False):
+        return ("the ℓ∞ diagonal S-procedure has no torch method (use linf='containment' or a "
+                "conic solver)")
+    return None
+
+
+def solve_torch(program: ConvexProgram, method: str = "auto", **options: object) -> Solution:
+    """Solve ``program`` by the torch ``method`` (module docstring); ``solution.info["method"]``
+    says which ran."""
+    from convexrobust.solvers import (
+        polynomial_admm,
+        polynomial_first_order,
+        relu_admm,
+        relu_first_order,
+    )
+
+    if "device" in options:  # one typed error for every method (e.g. 'cuda' on a CPU build)
+        options["device"] = check_device(options["device"])
+    relu = program.family == "relu"
+    other = "al" if relu else "apg"
+    if not isinstance(method, str) or method.lower() not in ("auto", "admm", other):
+        raise InvalidInputError(
+            f"method for {program.family} programs must be 'auto', 'admm' or {other!r}, "
+            f"got {method!r}")
+    method = method.lower()
+    admm = relu_admm if relu else polynomial_admm
+    admm_solve = relu_admm.solve_relu_admm if relu else polynomial_admm.solve_polynomial_admm
+    admm_options = set(inspect.signature(admm_solve).parameters) - {"program"}
+    if method == "auto":
+        fits = (admm.admm_unsupported(program) is None and set(options) <= admm_options
+                and (relu or program.threat is None))
+        size = admm.admm_system_size(program) if fits else math.inf  # type: ignore[arg-type]
+        method = "admm" if size <= admm.MAX_FACTOR_SIZE else other
+    if method == "admm":
+        unknown = sorted(set(options) - admm_options)
+        if unknown:
+            raise InvalidInputError(f"the ADMM solver does not take {', '.join(unknown)}; "
+                                    f"use method={other!r} for those options")
+        solution = admm_solve(program, **options)  # type: ignore[arg-type]
+    elif relu:
+        solution = relu_first_order.solve_relu_torch(program, **options)  # type: ignore[arg-type]
+    else:
+        solution = polynomial_first_order.solve_polynomial_torch(
+            program, **options)  # type: ignore[arg-type]
+    solution.info.setdefault("method", method)
+    return solution
