@@ -25,7 +25,9 @@ from convexrobust.estimators import (
     ConvexReLURegressor,
 )
 from convexrobust.evaluation import EvaluationReport, evaluate
+from convexrobust.feature_map import FeatureNormalization
 from convexrobust.features import FeatureExtractor, extract_features
+from convexrobust.inputs import DataSource
 from convexrobust.networks import (
     LiResNet,
     PolynomialActivation,
@@ -33,8 +35,9 @@ from convexrobust.networks import (
     TwoLayerPolynomial,
     TwoLayerReLU,
 )
-from convexrobust.pipeline import RobustModel, retrain_last_two_layers
+from convexrobust.pipeline import retrain_last_two_layers
 from convexrobust.problems import ConvexPolynomial, ConvexProgram, ConvexReLU
+from convexrobust.robust_model import RobustModel
 from convexrobust.solvers import Solution, available_solvers, register_solver, solve
 from convexrobust.threat import L2, Linf, ThreatModel
 
@@ -43,8 +46,10 @@ __version__ = "0.1.0"
 __all__ = [
     "L2",
     "CertificateUnavailableError",
+    "DataSource",
     "EvaluationReport",
     "FeatureExtractor",
+    "FeatureNormalization",
     "PGDHeadResult",
     "PreActResNet18",
     "RobustModel",

@@ -7,7 +7,9 @@ two-layer head ``g`` trained by a convex robust program (MATH.md §1–4) on
 ``z = V(h(x) − c)/s``: a fixed centring ``c``, one scalar scale ``s`` (so the programs see
 features of unit size) and optionally the projection ``V`` on the top ``components`` principal
 directions of the training features (orthonormal rows — it keeps the SDP of a polynomial head
-small and costs nothing in the bound). The result is ``g(V(h(x) − c)/s)``.
+small and costs nothing in the bound;
+:class:`~convexrobust.feature_map.FeatureNormalization`). The result is the
+:class:`~convexrobust.robust_model.RobustModel` ``g(V(h(x) − c)/s)``.
 
 Composition (MATH.md §5): with a guaranteed ``‖h(x) − h(x')‖₂ ≤ K_h ‖x − x'‖₂`` the
 normalised feature map has ``K = K_h ‖V‖₂ / s`` (``‖V‖₂`` computed in float64, 1 up to
@@ -17,7 +19,15 @@ feature radius ``R(z)`` certifies the whole model at input radius ``R(z)/K`` (�
 ``R(z)/(K√D)`` (ℓ∞). Without a bound the feature radius is a parameter, the head is trained
 against the threat's own norm in feature space, and the model is only evaluated empirically:
 :attr:`RobustModel.certifiable` is False and :meth:`RobustModel.certified_radius` raises
-:class:`CertificateUnavailableError`.
+:class:`CertificateUnavailableError`. In that empirical case an ℓ∞ threat trains a polynomial
+head with the ``linf="containment"`` program option by default
+(:data:`PROGRAM_DEFAULTS`): the ℓ∞ ball is contained in the ℓ2 ball of radius ``√k·r`` — the same
+ℓ∞-via-ℓ2 route the certified case takes — a choice of program, independent of the solver.
+
+Solving: each candidate program goes to :func:`~convexrobust.solve` with the given ``solver``
+(``"auto"`` picks the backend by the program's size, small programs to a conic solver and
+large ones to torch) and :data:`TORCH_OPTIONS` as torch's own options, applied only when the
+torch backend runs.
 
 Model selection: the hyper-parameters (``beta``, the radius scale, ``n_patterns`` for ReLU heads)
 are chosen on a validation split — never on test data — by certified validation accuracy at ε
@@ -27,8 +37,8 @@ the clean validation accuracy, then to the earlier candidate of the grid.
 
 from __future__ import annotations
 
+import inspect
 import itertools
-import json
 import logging
 import math
 import time
@@ -40,31 +50,22 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from convexrobust._io import write_atomic
-from convexrobust._validation import check_choice, check_positive
+from convexrobust._validation import check_choice, check_device, check_positive
 from convexrobust.attacks import margin, pgd_attack
 from convexrobust.certify import certified_radius
-from convexrobust.errors import (
-    CertificateUnavailableError,
-    InvalidInputError,
-    SolverFailedError,
-)
+from convexrobust.errors import InvalidInputError, SolverFailedError
+from convexrobust.feature_map import FeatureNormalization
 from convexrobust.features import FeatureExtractor, extract_features
-from convexrobust.networks.liresnet import LiResNet
-from convexrobust.networks.preact_resnet import PreActResNet18
-from convexrobust.networks.two_layer import (
-    TwoLayerPolynomial,
-    TwoLayerReLU,
-    head_from_dict,
-    head_to_dict,
-)
+from convexrobust.inputs import DataSource, class_indices
 from convexrobust.problems.base import ConvexProgram
 from convexrobust.problems.polynomial import ConvexPolynomial
 from convexrobust.problems.relu import ConvexReLU
-from convexrobust.solvers import AUTO_CLARABEL_MAX_VARIABLES, solve
+from convexrobust.robust_model import RobustModel, input_radius_factor
+from convexrobust.solvers import solve
 from convexrobust.threat import ThreatModel
 
-__all__ = ["DEFAULT_GRID", "RobustModel", "pgd_trained_head", "retrain_last_two_layers"]
+__all__ = ["DEFAULT_GRID", "PROGRAM_DEFAULTS", "TORCH_OPTIONS", "pgd_trained_head",
+           "retrain_last_two_layers"]
 
 log = logging.getLogger(__name__)
 
@@ -76,182 +77,22 @@ DEFAULT_GRID: dict[str, tuple] = {
     "radius_scale": (1.0, 2.0),
     "n_patterns": (50,),
 }
-_FORMAT = "convexrobust.RobustModel/1"
 
+#: Program options the pipeline sets unless ``program_options`` say otherwise, per head, when
+#: the head is trained against an ℓ∞ feature threat (the empirical case): a polynomial head uses
+#: the ℓ2-containment relaxation of the ℓ∞ ball, as the certified case certifies ℓ∞ through ℓ2.
+PROGRAM_DEFAULTS: dict[str, dict[str, object]] = {"polynomial": {"linf": "containment"}}
 
-class RobustModel(nn.Module):
-    """A feature extractor followed by a convex-trained two-layer head: ``g((h(x) − c)/s)``.
+#: Options for the torch backend, applied only when it runs (explicit ``solver_options`` win):
+#: a loose tolerance, and an inexact status is accepted and recorded per candidate — the
+#: certificate is computed on the returned network, so an inexact solve costs optimality,
+#: never soundness.
+TORCH_OPTIONS: dict[str, object] = {"tol": 1e-3, "accept_inaccurate": True}
 
-    Attributes
-    ----------
-    extractor:
-        The :class:`~convexrobust.features.FeatureExtractor` ``h`` (its weights are frozen).
-    head:
-        :class:`~convexrobust.TwoLayerPolynomial` or :class:`~convexrobust.TwoLayerReLU`.
-    threat:
-        The input-space threat the head was trained for.
-    feature_lipschitz:
-        The guaranteed ℓ2 bound ``K_h`` of ``h``, or None when the model is empirical only.
-    info:
-        What the retraining did: the chosen hyper-parameters, every validation candidate,
-        the feature radius, timings.
-    """
-
-    def __init__(self, extractor: FeatureExtractor, head: TwoLayerPolynomial | TwoLayerReLU, *,
-                 center: torch.Tensor, scale: float, threat: ThreatModel,
-                 feature_lipschitz: float | None, input_shape: tuple[int, ...],
-                 projection: torch.Tensor | None = None, info: dict | None = None):
-        super().__init__()
-        self.extractor = extractor
-        self.head = head
-        center = torch.as_tensor(center, dtype=torch.float64)
-        self.register_buffer("center", center.clone())
-        if projection is None:
-            projection = torch.eye(center.shape[0], dtype=torch.float64)
-        self.register_buffer("projection", torch.as_tensor(projection, dtype=torch.float64))
-        self.projection_norm = float(torch.linalg.matrix_norm(self.projection.cpu(), 2))
-        self.scale = float(scale)
-        self.threat = threat
-        self.feature_lipschitz = None if feature_lipschitz is None else float(feature_lipschitz)
-        self.input_shape = tuple(int(s) for s in input_shape)
-        self.info = dict(info or {})
-        self.extractor.requires_grad_(False)
-
-    # ------------------------------------------------------------------ model
-    @property
-    def certifiable(self) -> bool:
-        """Whether :meth:`certified_radius` can give certificates (a guaranteed ``K_h``)."""
-        return self.feature_lipschitz is not None
-
-    @property
-    def lipschitz(self) -> float | None:
-        """Guaranteed ℓ2 bound of ``x ↦ V(h(x) − c)/s``: ``K_h ‖V‖₂ / s``."""
-        if self.feature_lipschitz is None:
-            return None
-        return self.feature_lipschitz * self.projection_norm / self.scale
-
-    def normalized_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``V(h(x) − c)/s`` in the head's dtype: the head's input."""
-        z = self.extractor(x).to(self.center.dtype)
-        return ((z - self.center) / self.scale @ self.projection.T).to(self.head.weight.dtype)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.normalized_features(x))
-
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Class indices (``1[f > 0]`` for a single output, else ``argmax``)."""
-        return self.head.predict(self.normalized_features(x))
-
-    # ------------------------------------------------------------------ certificates
-    def input_radius_factor(self, norm: float | str) -> float:
-        """``c`` such that a feature-space ℓ2 certificate ``R`` certifies input radius ``R/c``
-        in ``norm`` (:func:`input_radius_factor`)."""
-        return input_radius_factor(self.lipschitz, norm, self.input_shape)
-
-    @torch.no_grad()
-    def certified_radius(self, x: torch.Tensor, y: object, norm: float | str | None = None,
-                         *, batch_size: int = 512) -> torch.Tensor:
-        """Per-point certified radius in INPUT space in ``norm`` (default: the threat's), 0 where
-        the prediction is wrong or nothing is certified: no perturbation with ``‖δ‖ < radius``
-        changes the prediction. float64, on the CPU."""
-        factor = self.input_radius_factor(self.threat.norm if norm is None else norm)
-        x = torch.as_tensor(x)
-        labels = torch.as_tensor(np.asarray(y)).reshape(-1)
-        if labels.shape[0] != x.shape[0]:
-            raise InvalidInputError(
-                f"x has {x.shape[0]} samples but y has {labels.shape[0]} labels")
-        device = self.center.device
-        radii = []
-        for start in range(0, x.shape[0], batch_size):
-            z = self.normalized_features(x[start:start + batch_size].to(device))
-            part = certified_radius(self.head, z, labels[start:start + batch_size], 2)
-            radii.append(torch.as_tensor(part.radius))
-        return torch.cat(radii) / factor if radii else torch.zeros(0, dtype=torch.float64)
-
-    # ------------------------------------------------------------------ persistence
-    def save(self, path: str | Path) -> None:
-        """Extractor, head, scaling and metadata in one file, written atomically."""
-        payload = {
-            "format": _FORMAT,
-            "extractor": extractor_to_dict(self.extractor),
-            "head": head_to_dict(self.head),
-            "center": self.center.cpu(),
-            "projection": self.projection.cpu(),
-            "scale": self.scale,
-            "threat": {"norm": self.threat.norm, "eps": self.threat.eps},
-            "feature_lipschitz": self.feature_lipschitz,
-            "input_shape": list(self.input_shape),
-            "info": json.loads(json.dumps(self.info, default=str)),
-        }
-        write_atomic(path, lambda tmp: torch.save(payload, tmp))
-
-    @classmethod
-    def load(cls, path: str | Path, map_location: str | torch.device | None = "cpu",
-             *, trust_pickle: bool = False) -> RobustModel:
-        """A model written by :meth:`save`. Extractors of known architectures (LiResNet,
-        PreActResNet18) load from weights only; an arbitrary ``nn.Module`` was pickled and needs
-        ``trust_pickle=True`` (unpickling runs code: only load files you trust)."""
-        path = Path(path)
-        if not path.is_file():
-            raise InvalidInputError(f"no model file at {path}")
-        try:
-            stored = torch.load(path, map_location=map_location, weights_only=not trust_pickle)
-        except Exception as err:  # noqa: BLE001 - torch raises several types here
-            raise InvalidInputError(
-                f"cannot read {path} as a RobustModel ({type(err).__name__}: {err}); if it "
-                "holds a custom extractor module, pass trust_pickle=True") from None
-        if not isinstance(stored, dict) or stored.get("format") != _FORMAT:
-            raise InvalidInputError(f"{path} is not a RobustModel file (format {_FORMAT})")
-        threat = ThreatModel(stored["threat"]["norm"], stored["threat"]["eps"])
-        model = cls(extractor_from_dict(stored["extractor"]),
-                    head_from_dict(stored["head"]), center=stored["center"],
-                    projection=stored["projection"], scale=stored["scale"], threat=threat,
-                    feature_lipschitz=stored["feature_lipschitz"],
-                    input_shape=tuple(stored["input_shape"]), info=stored["info"])
-        return model.to(map_location).eval() if map_location is not None else model.eval()
-
-
-def input_radius_factor(lipschitz: float | None, norm: float | str,
-                        input_shape: tuple[int, ...]) -> float:
-    """MATH.md §5: with a guaranteed ℓ2 bound ``K`` of the (normalised) feature map, a
-    feature-space ℓ2 certificate ``R`` certifies input radius ``R/c`` with ``c = K`` for ℓ2 and
-    ℓ1 (``‖δ‖₂ ≤ ‖δ‖₁``) and ``c = K·√D`` for ℓ∞ (``‖δ‖₂ ≤ √D‖δ‖_∞``, ``D`` input
-    coordinates)."""
-    if lipschitz is None:
-        raise CertificateUnavailableError(
-            "this model has no guaranteed Lipschitz bound for its feature map, so it cannot be "
-            "certified; retrain with lipschitz=K (a guaranteed l2 bound of the features) or "
-            "evaluate it empirically (attacks only)")
-    p = ThreatModel(norm, 0.0).norm
-    dims = int(np.prod(input_shape))
-    return lipschitz * (math.sqrt(dims) if p == math.inf else 1.0)
-
-
-_KNOWN_ARCHITECTURES = {"LiResNet": LiResNet, "PreActResNet18": PreActResNet18}
-
-
-def extractor_to_dict(extractor: FeatureExtractor) -> dict:
-    """A serialisable description of ``extractor``: config and weights for the architectures
-    convexrobust defines, the pickled module for anything else."""
-    model = extractor.model
-    kind = type(model).__name__
-    if _KNOWN_ARCHITECTURES.get(kind) is type(model):
-        return {"kind": kind, "config": dict(model.config), "feature_module":
-                extractor.feature_module, "state_dict": model.state_dict()}
-    return {"kind": "module", "module": model, "feature_module": extractor.feature_module}
-
-
-def extractor_from_dict(spec: dict) -> FeatureExtractor:
-    """Inverse of :func:`extractor_to_dict`."""
-    if spec["kind"] == "module":
-        model = spec["module"]
-    else:
-        config = dict(spec["config"])
-        cls = _KNOWN_ARCHITECTURES[spec["kind"]]
-        model = cls(**config)
-        model.load_state_dict(spec["state_dict"])
-    return FeatureExtractor(model.eval(), spec["feature_module"])
+#: What the pipeline itself passes to each program class (not settable by program_options).
+_PIPELINE_ARGUMENTS = frozenset({"self", "X", "y", "loss", "beta", "threat", "n_patterns",
+                                 "seed"})
+_PROGRAMS = {"polynomial": ConvexPolynomial, "relu": ConvexReLU}
 
 
 # ---------------------------------------------------------------------- retraining
@@ -294,9 +135,8 @@ def retrain_last_two_layers(
     threat:
         The input-space threat, ``cr.L2(ε)`` or ``cr.Linf(ε)``.
     solver:
-        ``"auto"`` (the conic ``auto`` for small programs — at most
-        ``AUTO_CLARABEL_MAX_VARIABLES`` unknowns and ``AUTO_CONIC_MAX_CONSTRAINT_BLOCKS``
-        samples × outputs — else ``"torch"``), ``"torch"`` or a conic name.
+        ``"auto"`` (:func:`~convexrobust.solve`'s policy: a conic solver for small programs,
+        torch for large ones), ``"torch"`` or a conic name.
     lipschitz:
         ``"auto"`` (the extractor's guaranteed bound if it has one, else empirical only), a
         guaranteed ℓ2 bound ``K_h`` you vouch for, or None (empirical only).
@@ -318,12 +158,26 @@ def retrain_last_two_layers(
     cache:
         A directory where extracted features are cached (keyed by model and data).
     solver_options:
-        Passed to :func:`~convexrobust.solve`. Torch solves default to ``tol=1e-3`` and
-        ``accept_inaccurate=True`` (the status is recorded per candidate): the certificate is
-        computed on the returned network, so an inexact solve costs optimality, never
-        soundness.
+        Passed to :func:`~convexrobust.solve`. Torch solves default to :data:`TORCH_OPTIONS`
+        (``tol=1e-3``, ``accept_inaccurate=True``; the status is recorded per candidate): the
+        certificate is computed on the returned network, so an inexact solve costs optimality,
+        never soundness.
     program_options:
-        Passed to :class:`~convexrobust.ConvexPolynomial` / :class:`~convexrobust.ConvexReLU`.
+        Passed to :class:`~convexrobust.ConvexPolynomial` / :class:`~convexrobust.ConvexReLU`
+        (e.g. ``linf``, ``activation``, ``task`` for polynomial heads; ``bias``, ``task`` for
+        ReLU heads), over :data:`PROGRAM_DEFAULTS`.
+
+    Raises
+    ------
+    InvalidInputError
+        Any unusable argument or data: a model without features, data of another form,
+        dtype or shape than the model takes, NaN/inf, labels that are not class indices
+        ``0..C−1`` (strings, negatives, fractions), a single class, a bad threat, grid,
+        bound, radius, fraction, option or device.
+    SolverUnavailableError
+        The named solver is not installed or licensed.
+    SolverFailedError
+        Every candidate of the grid failed to solve.
     """
     head = check_choice(head, "head", ("polynomial", "relu"))
     if not isinstance(threat, ThreatModel):
@@ -331,33 +185,39 @@ def retrain_last_two_layers(
     if threat.norm not in (2.0, math.inf):
         raise InvalidInputError("retrain_last_two_layers takes an L2 or Linf threat")
     grid = _check_grid(grid, head)
+    program_options = _check_program_options(head, program_options)
+    solver_options = _check_solver_options(solver, solver_options)
+    _check_flags(refit=refit, progress=progress)
+    seed = _check_seed(seed)
+    device = None if device is None else check_device(device)
     extractor = FeatureExtractor(model, feature_module)
     bound = _feature_bound(extractor, lipschitz, feature_radius)
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    cache_dir = None if cache is None else Path(cache)
+    cache_dir = _cache_dir(cache)
     z_all, y_all, input_shape = _features(extractor, train_data, "train", batch_size, device,
                                           progress, cache_dir)
     z_tr, y_tr, z_val, y_val = _validation_split(extractor, z_all, y_all, validation, seed,
                                                  batch_size, device, progress, cache_dir)
     timings["features"] = time.perf_counter() - start
-    center = z_tr.mean(dim=0)
-    scale = float(torch.sqrt((z_tr - center).square().sum(dim=1).mean() / z_tr.shape[1]))
-    if not scale > 0:
-        raise InvalidInputError("the training features are constant; nothing to learn from")
-    projection = _principal_directions((z_tr - center) / scale, components)
-    norm_tr = (z_tr - center) / scale @ projection.T
-    norm_val = (z_val - center) / scale @ projection.T
-    projection_norm = float(torch.linalg.matrix_norm(projection, 2))
+    normalization = FeatureNormalization.fit(z_tr, components)
+    norm_tr, norm_val = normalization(z_tr), normalization(z_val)
     factor = None if bound is None else input_radius_factor(
-        bound * projection_norm / scale, threat.norm, input_shape)
+        bound * normalization.lipschitz_factor, threat.norm, input_shape)
     if factor is not None:
         base_radius = threat.eps * factor
         head_norm = 2.0
     else:
-        base_radius = float(feature_radius) / scale  # type: ignore[arg-type]
+        base_radius = float(feature_radius) / normalization.scale  # type: ignore[arg-type]
         head_norm = threat.norm
-    solver_options = dict(solver_options or {})
+    # TORCH_OPTIONS apply when the torch backend runs ("auto" on a large program, or named),
+    # below whatever solver_options set explicitly
+    backend_options = {"torch": {k: v for k, v in TORCH_OPTIONS.items()
+                                 if k not in solver_options}}
+    if not math.isfinite(base_radius * max(grid["radius_scale"])):
+        raise InvalidInputError(
+            f"the feature radius {base_radius:g} × radius_scale overflows; use a smaller eps "
+            "or feature_radius")
 
     candidates: list[dict] = []
     best: tuple | None = None
@@ -372,7 +232,8 @@ def retrain_last_two_layers(
         try:
             program = _program(head, norm_tr, y_tr, params, radius, head_norm, loss, seed,
                                program_options)
-            solution = _solve(program, solver, solver_options)
+            solution = solve(program, solver, backend_options=backend_options,
+                             **solver_options)
         except SolverFailedError as err:
             record.update(status=f"failed: {err.status}", solve_time=time.perf_counter() - t0)
             log.warning("candidate %s failed: %s", params, err)
@@ -402,20 +263,22 @@ def retrain_last_two_layers(
         y_full = torch.cat([y_tr, y_val])
         program = _program(head, z_full, y_full, params, chosen["feature_radius"], head_norm,
                            loss, seed, program_options)
-        net = _solve(program, solver, solver_options).network()
+        net = solve(program, solver, backend_options=backend_options,
+                    **solver_options).network()
         timings["refit"] = time.perf_counter() - t0
     info = {
         "head": head, "loss": loss, "threat": threat.name,
         "certified": bound is not None, "feature_lipschitz": bound,
-        "feature_scale": scale, "feature_dim": int(z_tr.shape[1]),
-        "components": int(projection.shape[0]),
+        "feature_scale": normalization.scale, "feature_dim": int(z_tr.shape[1]),
+        "components": normalization.components,
         "feature_radius": chosen["feature_radius"], "chosen": params,
         "candidates": candidates, "n_train": int(len(y_tr)), "n_validation": int(len(y_val)),
         "refit": bool(refit), "times": timings,
     }
     log.info("retrained %s head: chose %s (validation robust %.3f, clean %.3f)", head, params,
              chosen["val_robust"], chosen["val_clean"])
-    return RobustModel(extractor, net, center=center, scale=scale, projection=projection,
+    return RobustModel(extractor, net, center=normalization.center,
+                       scale=normalization.scale, projection=normalization.projection,
                        threat=threat, feature_lipschitz=bound, input_shape=input_shape,
                        info=info).eval()
 
@@ -436,17 +299,22 @@ def pgd_trained_head(like: RobustModel, train_data: object, *, hidden: int | Non
 
     if not isinstance(like, RobustModel):
         raise InvalidInputError("like must be a RobustModel from retrain_last_two_layers")
+    if "feature_radius" not in like.info:
+        raise InvalidInputError("like has no feature radius in its info: pass a model from "
+                                "retrain_last_two_layers")
+    _check_flags(progress=progress)
+    seed = _check_seed(seed)
+    device = None if device is None else check_device(device)
     start = time.perf_counter()
-    cache_dir = None if cache is None else Path(cache)
+    cache_dir = _cache_dir(cache)
     z, y, _ = _features(like.extractor, train_data, "train", batch_size, device, progress,
                         cache_dir)
     z_tr, y_tr, z_val, y_val = _validation_split(like.extractor, z, y, validation, seed,
                                                  batch_size, device, progress, cache_dir)
-
-    def normalise(feats: torch.Tensor) -> torch.Tensor:
-        center, projection = like.center.cpu(), like.projection.cpu()
-        return (feats - center) / like.scale @ projection.T
-
+    if z.shape[1] != like.center.shape[0]:
+        raise InvalidInputError(f"the data's features have dimension {z.shape[1]}, but like "
+                                f"was trained on {like.center.shape[0]}")
+    normalise = like.normalization.cpu()
     radius = float(like.info["feature_radius"])
     norm = 2.0 if like.certifiable else like.threat.norm
     result = train_pgd_head(normalise(z_tr), y_tr, radius=radius, norm=norm,
@@ -508,29 +376,71 @@ def _feature_bound(extractor: FeatureExtractor, lipschitz: str | float | None,
 
 
 def _features(extractor: FeatureExtractor, data: object, tag: str, batch_size: int,
-              device: torch.device | str | None, progress: bool, cache_dir: Path | None
+              device: torch.device | None, progress: bool, cache_dir: Path | None
               ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
+    """Features (float64), class indices and the input sample shape of ``data``."""
+    source = DataSource.of(data, batch_size=batch_size, min_ndim=2)
     cache = None if cache_dir is None else cache_dir / f"features-{tag}.pt"
-    z, y = extract_features(extractor, data, batch_size=batch_size, device=device,
+    z, y = extract_features(extractor, source, batch_size=batch_size, device=device,
                             progress=progress, cache=cache)
     if y is None:
         raise InvalidInputError(f"the {tag} data must carry labels: pass (X, y)")
-    y = y.reshape(-1).long()
-    if y.min() < 0:
-        raise InvalidInputError("labels must be class indices 0..C-1")
-    return z.double(), y, _input_shape(data)
+    y = class_indices(y, z.shape[0], what=f"{tag} labels")
+    if int(y.min()) < 0:
+        raise InvalidInputError(f"{tag} labels must be class indices 0..C-1, got "
+                                f"{int(y.min())}; map them with np.unique(y, "
+                                "return_inverse=True)")
+    return z.double(), y, source.sample_shape()
 
 
-def _input_shape(data: object) -> tuple[int, ...]:
-    """The shape of one input sample (for the ℓ∞ → ℓ2 conversion)."""
-    if isinstance(data, tuple | list):
-        first = data[0]
-        return tuple(np.shape(first)[1:])
-    if isinstance(data, torch.utils.data.DataLoader):
-        data = data.dataset
-    sample = data[0]  # type: ignore[index]
-    x = sample[0] if isinstance(sample, tuple | list) else sample
-    return tuple(np.shape(x))
+def _cache_dir(cache: object) -> Path | None:
+    if cache is None:
+        return None
+    if not isinstance(cache, (str, Path)) or isinstance(cache, bool):
+        raise InvalidInputError(f"cache must be a directory path or None, got {cache!r}")
+    path = Path(cache)
+    if path.exists() and not path.is_dir():
+        raise InvalidInputError(f"cache={str(path)!r} is a file; pass a directory")
+    return path
+
+
+def _check_flags(**flags: object) -> None:
+    for name, value in flags.items():
+        if not isinstance(value, (bool, np.bool_)):
+            raise InvalidInputError(f"{name} must be True or False, got {value!r}")
+
+
+def _check_seed(seed: object) -> int:
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) \
+            or seed < 0:
+        raise InvalidInputError(f"seed must be a non-negative integer, got {seed!r}")
+    return int(seed)
+
+
+def _check_program_options(head: str, options: Mapping[str, object]) -> dict[str, object]:
+    """``options`` checked against the program class's keyword arguments (those the pipeline
+    does not set itself)."""
+    allowed = set(inspect.signature(_PROGRAMS[head].__init__).parameters) - _PIPELINE_ARGUMENTS
+    unknown = set(options) - allowed
+    if unknown:
+        raise InvalidInputError(
+            f"unknown option(s) {sorted(unknown)} for a {head} head; program options are "
+            f"{sorted(allowed)} (the pipeline sets {sorted(_PIPELINE_ARGUMENTS - {'self'})})")
+    return dict(options)
+
+
+def _check_solver_options(solver: object, options: Mapping[str, object] | None
+                          ) -> dict[str, object]:
+    if not isinstance(solver, str):
+        raise InvalidInputError(f"solver must be a name such as 'auto', got {solver!r}")
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise InvalidInputError(f"solver_options must be a dict, got {type(options).__name__}")
+    if "backend_options" in options:
+        raise InvalidInputError("solver_options cannot set backend_options: the pipeline sets "
+                                "torch's (TORCH_OPTIONS); pass torch options in solver_options")
+    return dict(options)
 
 
 def _validation_split(extractor: FeatureExtractor, z: torch.Tensor, y: torch.Tensor,
@@ -538,9 +448,11 @@ def _validation_split(extractor: FeatureExtractor, z: torch.Tensor, y: torch.Ten
                       device: torch.device | str | None, progress: bool,
                       cache_dir: Path | None
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    if isinstance(validation, float | int) and not isinstance(validation, bool):
+    if isinstance(validation, bool):
+        raise InvalidInputError("validation must be a fraction in (0, 1) or (X_val, y_val)")
+    if isinstance(validation, float | int):
         fraction = float(validation)
-        if not 0 < fraction < 1:
+        if not 0 < fraction < 1:  # also NaN
             raise InvalidInputError(f"validation must be a fraction in (0, 1) or data, got "
                                     f"{validation!r}")
         gen = np.random.default_rng(seed)
@@ -569,46 +481,18 @@ def _validation_split(extractor: FeatureExtractor, z: torch.Tensor, y: torch.Ten
 
 def _program(head: str, z: torch.Tensor, y: torch.Tensor, params: dict, radius: float,
              norm: float, loss: str, seed: int, options: Mapping[str, object]) -> ConvexProgram:
+    """The head program on normalised features: ``beta`` and (ReLU) ``n_patterns`` from the
+    grid, the feature threat of ``radius`` in ``norm`` (None at radius 0: nominal training),
+    :data:`PROGRAM_DEFAULTS` for an ℓ∞ feature threat, then ``options``."""
     threat = ThreatModel(norm, radius) if radius > 0 else None
     X, labels = z.numpy(), y.numpy()
+    opts = dict(PROGRAM_DEFAULTS.get(head, {})) if threat is not None and norm == math.inf \
+        else {}
+    opts.update(options)
     if head == "polynomial":
-        opts = dict(options)
-        if threat is not None and norm == math.inf:
-            opts.setdefault("linf", "containment")
         return ConvexPolynomial(X, labels, loss=loss, beta=params["beta"], threat=threat, **opts)
     return ConvexReLU(X, labels, loss=loss, beta=params["beta"], threat=threat,
-                      n_patterns=int(params["n_patterns"]), seed=seed, **options)
-
-
-def _principal_directions(z: torch.Tensor, components: int | None) -> torch.Tensor:
-    """The top ``components`` right singular vectors of the centred ``z`` as rows (k, D), or
-    the identity when ``components`` is None or not smaller than D."""
-    dim = z.shape[1]
-    if components is None:
-        return torch.eye(dim, dtype=torch.float64)
-    k = int(check_positive(components, "components", allow_zero=False))
-    if k != components:
-        raise InvalidInputError(f"components must be a positive integer, got {components!r}")
-    if k >= dim:
-        return torch.eye(dim, dtype=torch.float64)
-    return torch.linalg.svd(z, full_matrices=False)[2][:k].contiguous()
-
-
-#: "auto" hands a head program to a conic solver only below both sizes (interior-point cost
-#: grows with the n·C robust constraint blocks as much as with the unknowns), else to torch.
-AUTO_CONIC_MAX_CONSTRAINT_BLOCKS = 2_000
-
-
-def _solve(program: ConvexProgram, solver: str, options: Mapping[str, object]):
-    """``solve`` with the pipeline's choice for ``"auto"`` (conic for small programs, see
-    :data:`AUTO_CONIC_MAX_CONSTRAINT_BLOCKS`, else torch) and its torch defaults."""
-    if solver == "auto":
-        small = (program.n_variables() <= AUTO_CLARABEL_MAX_VARIABLES
-                 and program.n_samples * program.n_outputs <= AUTO_CONIC_MAX_CONSTRAINT_BLOCKS)
-        solver = "auto" if small else "torch"
-    if solver == "torch":
-        options = {"tol": 1e-3, "accept_inaccurate": True, **options}
-    return solve(program, solver, **options)
+                      n_patterns=int(params["n_patterns"]), seed=seed, **opts)
 
 
 def _validation_scores(net: nn.Module, z: torch.Tensor, y: torch.Tensor, threat: ThreatModel,

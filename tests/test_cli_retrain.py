@@ -9,7 +9,7 @@ import torch
 
 from convexrobust import cli
 from convexrobust.networks import LiResNet
-from convexrobust.pipeline import RobustModel
+from convexrobust.robust_model import RobustModel
 
 FAST = ["--limit", "300", "--pgd-steps", "5", "--pgd-restarts", "1", "--device", "cpu"]
 

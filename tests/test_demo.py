@@ -50,7 +50,7 @@ def test_invalid_threads_is_a_usage_error():
 
 def test_main_demo_writes_records_models_and_plot(tmp_path):
     from convexrobust.demo import DemoConfig, run_demo
-    from convexrobust.pipeline import RobustModel
+    from convexrobust.robust_model import RobustModel
 
     cfg = DemoConfig(epochs=3, components=4, grid={"beta": (1e-2,), "radius_scale": (1.0,),
                                                    "n_patterns": (10,)},

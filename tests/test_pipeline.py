@@ -14,7 +14,8 @@ import convexrobust as cr
 from convexrobust.errors import CertificateUnavailableError, InvalidInputError
 from convexrobust.evaluation import evaluate
 from convexrobust.networks import LiResNet
-from convexrobust.pipeline import RobustModel, pgd_trained_head, retrain_last_two_layers
+from convexrobust.pipeline import pgd_trained_head, retrain_last_two_layers
+from convexrobust.robust_model import RobustModel
 
 torch.set_num_threads(1)
 
