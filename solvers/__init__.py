@@ -28,11 +28,10 @@ from dataclasses import dataclass
 
 from convexrobust.errors import InvalidInputError, SolverFailedError, SolverUnavailableError
 from convexrobust.problems.base import ConvexProgram
-from convexrobust.solvers.conic import AUTO_CLARABEL_MAX_VARIABLES  # noqa: F401  TODO(pipeline)
 from convexrobust.solvers.solution import Solution
 
 __all__ = ["AUTO_PREFERENCE", "Solution", "auto_order", "available_solvers", "register_solver",
-           "solve"]
+           "solve", "unregister_solver"]
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +83,11 @@ def register_solver(name: str, run: Callable[..., Solution],
     if not callable(run):
         raise InvalidInputError(f"run must be callable, got {run!r}")
     _REGISTRY[name.lower()] = Backend(name.lower(), run, check, accepts, auto_limit)
+
+
+def unregister_solver(name: str) -> None:
+    """Remove a backend registered by :func:`register_solver` (a no-op for unknown names)."""
+    _REGISTRY.pop(str(name).lower(), None)
 
 
 def available_solvers() -> list[str]:
