@@ -3,7 +3,6 @@ file itself (atomically: a temporary file, then a rename)."""
 
 from __future__ import annotations
 
-import json
 import platform
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import numpy as np
 import torch
 
 import convexrobust as cr
-from convexrobust._io import write_atomic
+from convexrobust._io import write_json_atomic
 
 
 def add_relative_gaps(results: list[dict]) -> None:
@@ -44,4 +43,4 @@ def write_record(path: str | Path, rows: list[dict], threads: int, **extra: obje
         **extra,
         "results": rows,
     }
-    return write_atomic(path, lambda tmp: tmp.write_text(json.dumps(record, indent=2)))
+    return write_json_atomic(path, record)

@@ -13,7 +13,7 @@ import torch
 
 from convexrobust.errors import InvalidInputError
 
-__all__ = ["read_torch", "write_atomic", "write_json_atomic"]
+__all__ = ["append_json_line", "read_torch", "write_atomic", "write_json_atomic"]
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
@@ -47,6 +47,18 @@ def write_json_atomic(path: str | os.PathLike, payload: object, *, indent: int |
             fh.write("\n")
 
     return write_atomic(path, dump)
+
+
+def append_json_line(path: str | os.PathLike, record: object) -> Path:
+    """Append ``record`` as one JSON line to the JSON-lines file ``path``, atomically: the file
+    is rewritten with the new line (a log of one line per epoch stays small), so an interrupted
+    append leaves the previous lines, never half a line."""
+    path = Path(path)
+    line = json.dumps(record) + "\n"
+    old = path.read_text() if path.exists() else ""
+    if old and not old.endswith("\n"):
+        old += "\n"
+    return write_atomic(path, lambda tmp: tmp.write_text(old + line))
 
 
 def read_torch(path: str | os.PathLike, *, what: str, map_location: object = "cpu",

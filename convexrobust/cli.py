@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -13,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from convexrobust._io import write_atomic
+from convexrobust._io import read_torch, write_json_atomic
+from convexrobust._validation import check_device
 from convexrobust.errors import ConvexRobustError
 from convexrobust.training import TrainConfig
 
@@ -25,16 +25,6 @@ def _threads(value: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError("--threads must be >= 1")
     return n
-
-
-def _write_json_atomic(path: Path, payload: object) -> None:
-    """Write JSON atomically: never a half-written file."""
-
-    def dump(tmp: Path) -> None:
-        with open(tmp, "w") as fh:
-            json.dump(payload, fh, indent=2)
-
-    write_atomic(path, dump)
 
 
 def _print_head_table(records: list[dict], radii: tuple[float, ...]) -> None:
@@ -94,7 +84,7 @@ def _tabular_demo(args: argparse.Namespace) -> int:
           "(polynomial: exact l2 certificate; relu: sound lower bound)")
     if args.out:
         path = Path(args.out) / "results.json"
-        _write_json_atomic(path, records)
+        write_json_atomic(path, records)
         print(f"wrote {path}")
     return 0
 
@@ -134,7 +124,7 @@ def _train_liresnet(args: argparse.Namespace) -> int:
                       neck_dim=args.neck_dim)
     x, y = _image_data(args.data, args.data_path, "train")
     x_test, y_test = _image_data(args.data, args.data_path, "test")
-    device = torch.device(args.device)
+    device = check_device(args.device)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by torchrun: data parallel
         import torch.distributed as dist
 
@@ -172,35 +162,29 @@ def _certify(args: argparse.Namespace) -> int:
           "(guaranteed: float64 per-layer operator norms — exact SVD for dense layers and "
           "patchify convolutions, per-frequency SVD of the circular embedding otherwise)")
     if args.json:
-        _write_json_atomic(Path(args.json), report)
+        write_json_atomic(Path(args.json), report)
         print(f"wrote {args.json}")
     return 0
 
 
 def load_network(path: str | Path, *, trust_pickle: bool = False) -> torch.nn.Module:
-    """A LiResNet or PreActResNet18 saved by its ``save`` (config + weights), a
-    :class:`~convexrobust.pipeline.RobustModel`, or (``trust_pickle``) a pickled ``nn.Module``."""
+    """A network of a registered architecture saved by its ``save`` (config + weights; read
+    through :mod:`convexrobust.networks.registry`), a
+    :class:`~convexrobust.robust_model.RobustModel`, or (``trust_pickle``) a pickled
+    ``nn.Module``; in eval mode."""
     from convexrobust.errors import InvalidInputError
-    from convexrobust.networks import LiResNet, PreActResNet18
-    from convexrobust.pipeline import RobustModel
+    from convexrobust.networks.registry import ARCHITECTURES, network_from_dict
+    from convexrobust.robust_model import RobustModel, is_robust_model_file
 
     path = Path(path)
-    if not path.is_file():
-        raise InvalidInputError(f"no checkpoint at {path}")
-    try:
-        stored = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
-    except Exception as err:  # noqa: BLE001 - torch raises several types here
-        raise InvalidInputError(f"cannot read {path} ({type(err).__name__}: {err}); a pickled "
-                                "module needs --trust-pickle") from None
+    stored = read_torch(path, what="checkpoint", weights_only=not trust_pickle)
     if isinstance(stored, torch.nn.Module):
         return stored.eval()
-    if isinstance(stored, dict) and str(stored.get("format", "")).startswith(
-            "convexrobust.RobustModel"):
+    if is_robust_model_file(stored):
         return RobustModel.load(path, trust_pickle=trust_pickle)
     if isinstance(stored, dict) and "config" in stored and "state_dict" in stored:
-        cls = LiResNet if "depth" in stored["config"] else PreActResNet18
-        return cls.load(path).eval()
-    raise InvalidInputError(f"{path} is not a LiResNet, PreActResNet18 or RobustModel file")
+        return network_from_dict(stored).eval()
+    raise InvalidInputError(f"{path} is not a {', '.join(ARCHITECTURES)} or RobustModel file")
 
 
 def _evaluate_models(models: dict[str, torch.nn.Module], args: argparse.Namespace,
@@ -218,7 +202,7 @@ def _evaluate_models(models: dict[str, torch.nn.Module], args: argparse.Namespac
         records += [{**r, "seconds": report.seconds} for r in report.records]
     print(format_table(records))
     if out is not None:
-        _write_json_atomic(out / "results.json", records)
+        write_json_atomic(out / "results.json", records)
         plot_accuracy_vs_radius(records, out / "accuracy.png",
                                 title=f"{args.data}, l{args.norm} threat")
         print(f"wrote {out / 'results.json'} and {out / 'accuracy.png'}")

@@ -16,7 +16,6 @@ and every robust model as ``<model>.pt`` in the output folder.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from convexrobust._io import write_atomic
+from convexrobust._io import write_json_atomic
 from convexrobust.data import subset
 from convexrobust.evaluation import evaluate
 from convexrobust.networks.liresnet import LiResNet
@@ -121,13 +120,6 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, progress: bool = True) -> list
                     for r in report.records]
     plot_accuracy_vs_radius(records, out / "accuracy.png",
                             title=f"{cfg.data}: LiResNet vs convex robust heads (l2)")
-    _write_json(out / "results.json", records)
-    _write_json(out / "config.json", {**asdict(cfg), "radii": list(cfg.radii)})
+    write_json_atomic(out / "results.json", records)
+    write_json_atomic(out / "config.json", {**asdict(cfg), "radii": list(cfg.radii)})
     return records
-
-
-def _write_json(path: Path, payload: object) -> None:
-    def dump(tmp: Path) -> None:
-        tmp.write_text(json.dumps(payload, indent=2))
-
-    write_atomic(path, dump)

@@ -31,7 +31,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,10 +40,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from convexrobust._io import write_atomic
+from convexrobust._io import write_json_atomic
+from convexrobust._validation import check_device
 from convexrobust.attacks import pgd_attack
 from convexrobust.certify import certified_radius
 from convexrobust.errors import InvalidInputError
+from convexrobust.inputs import DataSource, apply_model, class_indices
 from convexrobust.threat import parse_norm
 
 __all__ = ["EvaluationReport", "accuracy_report", "certified_accuracy", "evaluate",
@@ -92,10 +94,10 @@ class EvaluationReport:
 
     def to_json(self, path: str | Path | None = None, *, indent: int = 2) -> str:
         """The report as JSON text; also written atomically to ``path`` when given."""
-        text = json.dumps(self.to_dict(), indent=indent)
+        payload = self.to_dict()
         if path is not None:
-            write_atomic(path, lambda tmp: tmp.write_text(text + "\n"))
-        return text
+            write_json_atomic(path, payload, indent=indent)
+        return json.dumps(payload, indent=indent)
 
     def table(self) -> str:
         """A plain-text table of the records (see :func:`format_table`)."""
@@ -154,7 +156,9 @@ def evaluate(model: nn.Module, data: object, radii: float | Sequence[float], *,
             for the evaluation (its mode is restored afterwards) and moved to ``device`` when
             that is given and differs.
         data: a tuple ``(X, y)`` of tensors or arrays, a ``DataLoader`` yielding ``(x, y)``
-            batches, or a ``Dataset`` of ``(x, y)`` pairs. Inputs are cast to the model's dtype.
+            batches, or a ``Dataset`` of ``(x, y)`` pairs (any labelled form
+            :class:`~convexrobust.inputs.DataSource` takes). Inputs are cast to the model's
+            dtype.
         radii: radius or radii ``r ≥ 0`` in the ``norm``; ``r = 0`` skips the attack
             (``pgd`` = clean accuracy there).
         norm: ``2`` or ``"inf"`` (``1`` only with ``attacks=()``: PGD has no ℓ1 step).
@@ -178,24 +182,28 @@ def evaluate(model: nn.Module, data: object, radii: float | Sequence[float], *,
         name: model name put in the records.
 
     Raises:
-        InvalidInputError: mismatched ``X``/``y`` lengths, NaN/inf inputs, labels that are
-            not class indices, negative or non-finite radii, unknown attacks, inputs outside
-            ``clamp``, or radii from ``certified_radius`` that are NaN, negative or misshapen.
+        InvalidInputError: mismatched ``X``/``y`` lengths, data without labels, NaN/inf
+            inputs, object or string data, labels that are not class indices, inputs the model
+            cannot take, negative or non-finite radii, unknown attacks, bad counts, clamp boxes
+            or devices, inputs outside ``clamp``, or radii from ``certified_radius`` that are
+            NaN, negative or misshapen.
     """
+    if not isinstance(model, nn.Module):
+        raise InvalidInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     p = parse_norm(norm)
     radius_list = _check_radii(radii)
     attack_names = _check_attacks(attacks, p)
-    if pgd_steps < 0 or pgd_restarts < 1:
-        raise InvalidInputError(f"need pgd_steps >= 0 and pgd_restarts >= 1, got {pgd_steps} "
-                                f"and {pgd_restarts}")
-    if batch_size < 1:
-        raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
-    if clamp is not None:
-        clamp = (float(clamp[0]), float(clamp[1]))
-        if not clamp[0] <= clamp[1]:
-            raise InvalidInputError(f"empty clamp box {clamp}")
+    pgd_steps = _check_count(pgd_steps, "pgd_steps", 0)
+    pgd_restarts = _check_count(pgd_restarts, "pgd_restarts", 1)
+    seed = _check_count(seed, "seed", 0)
+    if not isinstance(certify, (bool, np.bool_)) or not isinstance(progress, (bool, np.bool_)):
+        raise InvalidInputError("certify and progress must be True or False")
+    if not isinstance(name, str):
+        raise InvalidInputError(f"name must be a string, got {name!r}")
+    clamp = _check_clamp_box(clamp)
+    source = DataSource.of(data, batch_size=batch_size)
     dtype, model_device = _dtype_device(model)
-    dev = torch.device(device) if device is not None else model_device or torch.device("cpu")
+    dev = check_device(device, default=model_device or "cpu")
     if model_device is not None and model_device != dev:
         model.to(dev)
     cert_fn = getattr(model, "certified_radius", None) if certify else None
@@ -209,18 +217,21 @@ def evaluate(model: nn.Module, data: object, radii: float | Sequence[float], *,
     correct_parts: list[np.ndarray] = []
     robust_parts: list[np.ndarray] = []  # (batch, len(radii))
     radius_parts: list[np.ndarray] = []
-    batches, total = _batches(data, batch_size)
     was_training = model.training
     model.eval()
     start = time.perf_counter()
     try:
-        bar = tqdm(batches, total=total, desc=f"evaluate {name}", unit="batch",
-                   disable=None if progress else True)
-        for k, (xb, yb) in enumerate(bar):
-            x, y = _to_tensors(xb, yb, dtype, dev, clamp)
+        bar = tqdm(source.batches(dtype=dtype, device=dev), total=source.n_batches(),
+                   desc=f"evaluate {name}", unit="batch", disable=None if progress else True)
+        for k, (x, yb) in enumerate(bar):
+            if yb is None:
+                raise InvalidInputError("evaluate needs labels: pass (X, y) or a dataset "
+                                        "yielding (x, y)")
+            _check_clamp(x, clamp)
+            y = class_indices(yb, x.shape[0]).to(dev)
             t = time.perf_counter()
             with torch.no_grad():
-                scores = model(x)
+                scores = apply_model(model, x)
             y = _check_labels(y, scores)
             correct = _predict(scores) == y
             seconds["clean"] += time.perf_counter() - t
@@ -314,6 +325,25 @@ def _check_attacks(attacks: object, p: float) -> tuple[str, ...]:
     return names
 
 
+def _check_count(value: object, name: str, minimum: int) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+            or value < minimum:
+        raise InvalidInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_clamp_box(clamp: object) -> tuple[float, float] | None:
+    if clamp is None:
+        return None
+    try:
+        low, high = (float(c) for c in clamp)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"clamp must be (low, high) or None, got {clamp!r}") from None
+    if not low <= high:  # also NaN
+        raise InvalidInputError(f"empty clamp box {(low, high)}")
+    return low, high
+
+
 def _dtype_device(model: nn.Module) -> tuple[torch.dtype | None, torch.device | None]:
     for t in itertools.chain(model.parameters(), model.buffers()):
         if t.is_floating_point():
@@ -333,53 +363,13 @@ def _is_array(v: object) -> bool:
     return isinstance(v, torch.Tensor | np.ndarray)
 
 
-def _batches(data: object, batch_size: int) -> tuple[Iterator[tuple[object, object]], int | None]:
-    if isinstance(data, tuple | list) and len(data) == 2 and (
-            isinstance(data, tuple) or all(map(_is_array, data))):
-        X, y = (v if _is_array(v) else np.asarray(v) for v in data)
-        if X.ndim < 1 or X.shape[0] != (y.shape[0] if y.ndim else -1):
-            raise InvalidInputError(
-                f"X and y must hold the same number of points, got shapes {tuple(X.shape)} "
-                f"and {tuple(y.shape)}")
-        n = X.shape[0]
-        starts = range(0, n, batch_size)
-        return ((X[s:s + batch_size], y[s:s + batch_size]) for s in starts), len(starts)
-    if isinstance(data, torch.utils.data.DataLoader):
-        try:
-            total = len(data)
-        except TypeError:
-            total = None
-        return iter(data), total
-    if isinstance(data, torch.utils.data.Dataset) or (
-            hasattr(data, "__getitem__") and hasattr(data, "__len__")):
-        loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False)
-        return iter(loader), len(loader)
-    raise InvalidInputError("data must be (X, y) tensors or arrays, a DataLoader or a Dataset "
-                            f"yielding (x, y); got {type(data).__name__}")
-
-
-def _to_tensors(xb: object, yb: object, dtype: torch.dtype | None, device: torch.device,
-                clamp: tuple[float, float] | None) -> tuple[torch.Tensor, torch.Tensor]:
-    x = torch.as_tensor(xb)
-    y = torch.as_tensor(yb)
-    if x.ndim < 1 or y.reshape(-1).shape[0] != x.shape[0] or y.numel() != x.shape[0]:
-        raise InvalidInputError(f"a batch has inputs of shape {tuple(x.shape)} but labels of "
-                                f"shape {tuple(y.shape)}; need one label per input")
-    target = dtype or (x.dtype if x.is_floating_point() else torch.get_default_dtype())
-    x = x.to(device=device, dtype=target)
-    if not bool(torch.isfinite(x).all()):
-        raise InvalidInputError("inputs contain NaN or infinite values; drop or impute them")
+def _check_clamp(x: torch.Tensor, clamp: tuple[float, float] | None) -> None:
     if clamp is not None and x.numel() and (float(x.min()) < clamp[0]
                                             or float(x.max()) > clamp[1]):
         raise InvalidInputError(
             f"inputs lie outside the clamp box {clamp} (range [{float(x.min()):g}, "
             f"{float(x.max()):g}]); pass clamp=None for unbounded inputs (e.g. features) or "
             "the data's valid range")
-    y = y.reshape(-1).to(device)
-    if y.is_floating_point():
-        if not bool(torch.isfinite(y).all()) or not bool((y == y.round()).all()):
-            raise InvalidInputError("labels must be class indices (integers)")
-    return x, y.long()
 
 
 def _check_labels(y: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:

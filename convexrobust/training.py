@@ -12,7 +12,6 @@ an uninterrupted run.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -25,7 +24,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from convexrobust._io import write_atomic
+from convexrobust._io import append_json_line, write_atomic
 from convexrobust.errors import InvalidInputError
 from convexrobust.lipschitz_margin import (
     emma_loss,
@@ -201,8 +200,7 @@ def train_liresnet(cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, out: Path
         save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "epoch": epoch + 1,
                      "config": asdict(cfg)}, checkpoint)
-        with open(out / "log.jsonl", "a") as fh:  # only epochs whose checkpoint exists
-            fh.write(json.dumps(record) + "\n")
+        append_json_line(out / "log.jsonl", record)  # only epochs whose checkpoint exists
     if rank == 0:
         model.save(out / "model.pt")
     if world > 1:

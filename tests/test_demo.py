@@ -7,6 +7,7 @@ import json
 import pytest
 
 from convexrobust import cli
+from convexrobust._io import write_json_atomic
 from convexrobust.demo_tabular import TabularDemoConfig
 
 
@@ -38,7 +39,7 @@ def test_failed_run_keeps_the_previous_results(tmp_path, monkeypatch):
 
     monkeypatch.setattr("json.dump", boom)
     with pytest.raises(KeyboardInterrupt):
-        cli._write_json_atomic(tmp_path / "results.json", [{"a": 1}])
+        write_json_atomic(tmp_path / "results.json", [{"a": 1}])
     assert (tmp_path / "results.json").read_text() == "[]"
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
 
