@@ -110,13 +110,18 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from convexrobust.errors import InvalidInputError, SolverFailedError
+from convexrobust.problems.losses import Loss, get_loss
 from convexrobust.problems.polynomial import ConvexPolynomial
-from convexrobust.solvers.options import check_first_order_options
-from convexrobust.solvers.polynomial_first_order import project_lifted_cone, repaired_values
-from convexrobust.solvers.relu_admm import _hinge_prox
+from convexrobust.solvers.first_order import (
+    Budget,
+    check_first_order_options,
+    finish,
+    resolve_device,
+    with_common_options,
+)
+from convexrobust.solvers.lifted_cone import project_lifted_cone, repaired_values, zero_is_optimal
 from convexrobust.solvers.solution import Solution
 
 __all__ = ["MAX_FACTOR_SIZE", "admm_system_size", "admm_unsupported", "solve_polynomial_admm"]
@@ -156,12 +161,13 @@ def admm_unsupported(program: object) -> str | None:
     """Why :func:`solve_polynomial_admm` cannot take ``program``, or None when it can."""
     if not isinstance(program, ConvexPolynomial):
         return f"the polynomial ADMM solver takes a ConvexPolynomial, got {type(program).__name__}"
+    loss = get_loss(program.loss)
     if program.threat is None:
-        if program.loss not in ("hinge", "squared"):
+        if loss.name not in ("hinge", "squared"):
             return (f"the polynomial ADMM solver takes the hinge and squared losses, not "
                     f"{program.loss}")
         return None
-    if program.loss != "hinge":
+    if loss.name != "hinge":
         return (f"the polynomial ADMM solver takes robust programs with the hinge loss only, "
                 f"not {program.loss}")
     if program.uses_diagonal_lmi:
@@ -260,27 +266,26 @@ class _Lift:
         return Delta, self.apply(Delta)
 
 
-def _loss_prox(loss: str, V: Tensor, T: Tensor, step: float) -> Tensor:
-    """prox of ``step·Σ ℓ(v, t)``: hinge ``(1 − tv)_+`` or squared ``(t − v)²/2``."""
-    if loss == "hinge":
-        return _hinge_prox(V, T, step)
-    return (V + step * T) / (1.0 + step)
-
-
-def _data_term(loss: str, R: Tensor, T: Tensor) -> Tensor:
+def _data_term(loss: Loss, R: Tensor, T: Tensor) -> Tensor:
     """``(1/n) Σ_k ℓ(r_kc, t_kc)`` per output, (C,)."""
     n = R.shape[0]
-    if loss == "hinge":
+    if loss.name == "hinge":
         return (1.0 - T * R).clamp_min(0.0).sum(0) / n
-    return 0.5 * (T - R).square().sum(0) / n
+    if loss.name == "squared":
+        return 0.5 * (T - R).square().sum(0) / n
+    raise InvalidInputError(f"the polynomial ADMM solver does not take the {loss.name} loss")
 
 
-def _dual_bound(loss: str, lift: _Lift, T: Tensor, Yr: Tensor, mu: Tensor, beta: float
+def _dual_bound(loss: Loss, lift: _Lift, T: Tensor, Yr: Tensor, mu: Tensor, beta: float
                 ) -> Tensor:
     """Per output, a lower bound on its share of the optimum from the multiplier ``Yr`` (n, C)
-    and the certified shifts ``mu`` (2, C) of the K* constraints (module docstring)."""
+    and the certified shifts ``mu`` (2, C) of the K* constraints (module docstring). The dual
+    needs the loss's conjugate: the hinge's and the squared loss's are written here."""
+    if loss.name not in ("hinge", "squared"):
+        raise InvalidInputError(f"the ADMM dual bound has no conjugate for the {loss.name} loss")
     n = lift.n
-    if loss == "hinge":  # the conjugate's domain: 0 ≤ −tλ ≤ 1/n
+    hinge = loss.name == "hinge"
+    if hinge:  # the conjugate's domain: 0 ≤ −tλ ≤ 1/n
         lam = -T * (-T * Yr).clamp(0.0, 1.0 / n)
     else:
         lam = Yr
@@ -296,7 +301,7 @@ def _dual_bound(loss: str, lift: _Lift, T: Tensor, Yr: Tensor, mu: Tensor, beta:
     low = torch.linalg.eigvalsh(M)[..., 0].min(dim=0).values  # (C,)
     theta_max = torch.where(low >= 0, torch.ones_like(low), (beta / 2) / (beta / 2 - low))
     linear = -(T * lam).sum(0)  # −Σ tλ ≥ 0
-    if loss == "hinge":
+    if hinge:
         return theta_max * linear
     quad = n * lam.square().sum(0)
     theta = torch.minimum(theta_max, linear.clamp_min(0) / quad.clamp_min(1e-300))
@@ -319,25 +324,6 @@ def _residuals(lift: _Lift, X: Tensor, S: Tensor, AX: Tensor, R: Tensor, Ys: Ten
     dual = torch.maximum(inf(Ys[0] + AtY, (1, 2)), inf(Ys[1] - AtY, (1, 2)))
     dual = dual / torch.maximum(inf(Ys, (0, 2, 3)), inf(AtY, (1, 2))).clamp_min(tiny)
     return torch.maximum(cone, data), dual
-
-
-class _Budget:
-    """ADMM iterations and seconds left, shared by every ADMM run of a solve, and the bar."""
-
-    def __init__(self, max_iters: int, deadline: float | None, progress: bool):
-        self.max_iters, self.deadline, self.iterations = max_iters, deadline, 0
-        self.bar = tqdm(total=max_iters, desc="torch polynomial admm", disable=not progress,
-                        leave=False)
-
-    def tick(self) -> str | None:
-        """Count one iteration; the budget's status when it is exhausted, else None."""
-        self.iterations += 1
-        self.bar.update(1)
-        if self.iterations >= self.max_iters:
-            return "max_iters"
-        if self.deadline is not None and time.perf_counter() > self.deadline:
-            return "time_limit"
-        return None
 
 
 @dataclass
@@ -375,8 +361,8 @@ class _Run:
     rho_r: float
 
 
-def _admm(lift: _Lift, T: Tensor, loss: str, beta: float, state: _State, tol: float,
-          budget: _Budget) -> _Run:
+def _admm(lift: _Lift, T: Tensor, loss: Loss, beta: float, state: _State, tol: float,
+          budget: Budget) -> _Run:
     """The ADMM of the module docstring on the data of ``lift`` and targets ``T`` (n, C),
     from ``state`` (updated in place), until the certified gap is at most ``tol`` or the budget
     runs out."""
@@ -401,13 +387,14 @@ def _admm(lift: _Lift, T: Tensor, loss: str, beta: float, state: _State, tol: fl
         V = Sh + Ys / rho_s
         V[..., -1, -1] -= beta / rho_s
         iterations += 1
-        exhausted = budget.tick()
+        budget.tick()
+        exhausted = budget.exhausted()
         check = iterations % CHECK_EVERY == 0 or exhausted is not None
         S_new, mu = project_lifted_cone(V.reshape(2 * C, D, D), mu,
                                         rtol=0.0 if check else PROJECTION_RTOL)
         S = S_new.reshape(2, C, D, D)
         Ys = Ys + rho_s * (Sh - S)
-        R = _loss_prox(loss, Rh + Yr / rho_r, T, 1.0 / (n * rho_r))
+        R = loss.prox(Rh + Yr / rho_r, T, 1.0 / (n * rho_r))
         Yr = Yr + rho_r * (Rh - R)
         if not check:
             continue
@@ -458,7 +445,7 @@ def _class_objectives(program: ConvexPolynomial, S: Tensor, X: Tensor, T: Tensor
 
 
 def _successive_linearisation(program: ConvexPolynomial, T: Tensor, tol: float,
-                              budget: _Budget, dtype: torch.dtype, device: torch.device
+                              budget: Budget, dtype: torch.dtype, device: torch.device
                               ) -> tuple[str, Tensor, float, float, float, dict]:
     """The robust hinge program by successive linearisation of the worst case (module
     docstring): each round solves, per output, the nominal program on the current worst-case
@@ -480,7 +467,7 @@ def _successive_linearisation(program: ConvexPolynomial, T: Tensor, tol: float,
         for c in range(C):
             part = _class_state(state, c)
             lift = _Lift(X + deltas[c], program.activation, dtype, device)
-            run = _admm(lift, T[:, c:c + 1], "hinge", beta, part, max(inner_tol, tol / 4),
+            run = _admm(lift, T[:, c:c + 1], get_loss("hinge"), beta, part, max(inner_tol, tol / 4),
                         budget)
             _put_class_state(state, c, part)
             bounds.append(run.bound)
@@ -515,6 +502,7 @@ def _successive_linearisation(program: ConvexPolynomial, T: Tensor, tol: float,
         "rounds": rounds, "step_halvings": halvings, "factorisation": lift.mode}
 
 
+@with_common_options
 def solve_polynomial_admm(program: ConvexPolynomial, *, device: torch.device | str | None = None,
                           dtype: torch.dtype = torch.float64, tol: float = 1e-4,
                           max_iters: int = 20_000, time_limit: float | None = None,
@@ -527,21 +515,13 @@ def solve_polynomial_admm(program: ConvexPolynomial, *, device: torch.device | s
     Other programs raise :class:`InvalidInputError` (use the accelerated projected gradient
     solver, ``method="apg"``).
 
-    Parameters
-    ----------
-    device, dtype:
-        Where and in which precision to iterate (returned values are float64 numpy; the linear
-        system is factored in float64 whatever ``dtype``).
-    tol:
-        Target of the certified relative duality gap ``(F(s) − D)/|F(s)|`` of the returned point
-        (module docstring) — an upper bound on its relative distance to the optimum.
-    max_iters, time_limit:
-        Budget of iterations and seconds; when exhausted, :class:`SolverFailedError` with status
-        ``"max_iters"`` / ``"time_limit"`` unless ``accept_inaccurate``, which returns the point.
-    seed:
-        Accepted for a uniform solver API; the method is deterministic (zero start).
-    progress:
-        Show a tqdm bar with the objective and the certified gap.
+    ``tol`` (default 1e-4) is a **certified relative duality gap**: the solve stops when
+    ``(F(s) − D)/|F(s)|`` of the returned point ``s`` (``D`` a dual bound, module docstring) is
+    at most ``tol``, an upper bound on its relative distance to the optimum (for β = 0, where the
+    bound degenerates, OSQP's residuals stand in; module docstring). ``Solution.gap`` is that
+    gap (``gap_kind = "certified_gap"``). The linear system is factored in float64 whatever
+    ``dtype``. A robust program whose zero network is certified optimal
+    (:func:`~convexrobust.solvers.lifted_cone.zero_is_optimal`) returns it at once.
 
     ``info`` holds ``duality_gap``, ``dual_bound``, ``factorisation`` and, for nominal programs,
     the final residuals and penalties; for robust ones the number of ``rounds``.
@@ -552,14 +532,10 @@ def solve_polynomial_admm(program: ConvexPolynomial, *, device: torch.device | s
                                 "(method='apg')")
     check_first_order_options(tol, max_iters, time_limit, seed, dtype)
     start = time.perf_counter()
-    try:
-        device = torch.device(device) if device is not None else torch.device("cpu")
-        torch.empty(0, device=device)
-    except (RuntimeError, TypeError) as err:
-        raise InvalidInputError(f"unusable torch device {device!r}: {err}") from None
+    device = resolve_device(device)
+    loss = get_loss(program.loss)
 
-    deadline = None if time_limit is None else start + time_limit
-    budget = _Budget(int(max_iters), deadline, progress)
+    budget = Budget(max_iters, time_limit, progress, desc="torch polynomial admm", start=start)
     T = torch.as_tensor(program.targets.values, dtype=dtype, device=device)
     T = T.reshape(program.n_samples, program.n_outputs)
     D = program.n_features + 1
@@ -567,32 +543,37 @@ def solve_polynomial_admm(program: ConvexPolynomial, *, device: torch.device | s
         if program.threat is None:
             state = _State.zeros(program.n_samples, program.n_outputs, D, dtype, device)
             lift = _Lift(program.X, program.activation, dtype, device)
-            run = _admm(lift, T, program.loss, float(program.beta), state, float(tol), budget)
+            run = _admm(lift, T, loss, float(program.beta), state, float(tol), budget)
             status, S, gap, bound, objective = (run.status, state.S, run.gap, run.bound,
                                                 run.objective)
             info = {"factorisation": lift.mode, "primal_residual": run.prim,
                     "dual_residual": run.dual, "stationarity": run.dual, "rho": run.rho_s,
                     "rho_loss": run.rho_r}
+        elif zero_is_optimal(program):
+            # the zero network is certified optimal (lifted_cone.zero_is_optimal): its
+            # objective is also a lower bound
+            S = torch.zeros((2, program.n_outputs, D, D), dtype=dtype, device=device)
+            zero = S[0].detach().to("cpu", torch.float64).numpy()
+            objective = bound = program.objective({"Z": zero, "Zp": zero})
+            status, gap, info = "optimal", 0.0, {"rounds": 0, "zero_certificate": True}
         else:
             status, S, gap, bound, objective, info = _successive_linearisation(
                 program, T, float(tol), budget, dtype, device)
     finally:
-        budget.bar.close()
+        budget.close()
     iterations = budget.iterations
     tol_eff = max(float(tol), TOL_FLOOR * torch.finfo(dtype).eps)
     values, violation_before = repaired_values(program, S)
     wall = time.perf_counter() - start
-    if status != "optimal" and not accept_inaccurate:
-        raise SolverFailedError(
-            f"torch (ADMM) stopped at {status} after {iterations} iterations with certified "
-            f"relative gap {gap:.2e} > tol {tol_eff:.1e}: raise max_iters / time_limit, loosen "
-            "tol, or pass accept_inaccurate=True to get the point anyway",
-            status=status, solver="torch")
     log.info("torch polynomial admm: %s after %d iterations (%.3gs), gap %.2e", status,
              iterations, wall, gap)
-    return Solution(
-        program=program, values=values, status=status, solver="torch", wall_time=wall,
-        iterations=iterations, solver_objective=objective, gap=gap,
+    return finish(
+        program, values, status, accept_inaccurate=accept_inaccurate,
+        failure=(f"torch (ADMM) stopped at {status} after {iterations} iterations with "
+                 f"certified relative gap {gap:.2e} > tol {tol_eff:.1e}: raise max_iters / "
+                 "time_limit, or loosen tol"),
+        wall_time=wall, iterations=iterations, solver_objective=objective, gap=gap,
+        gap_kind="certified_gap",
         info={"method": "admm", "device": str(device), "dtype": str(dtype).replace("torch.", ""),
               "duality_gap": gap, "dual_bound": bound, **info,
               "violation_before_repair": violation_before},

@@ -88,19 +88,28 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from convexrobust.errors import InvalidInputError, SolverFailedError
+from convexrobust.errors import InvalidInputError
+from convexrobust.problems.losses import Loss, get_loss
 from convexrobust.problems.polynomial import ConvexPolynomial
 from convexrobust.solvers.data_parallel import (
     Collective,
     SampleStream,
     check_batch_size,
 )
-from convexrobust.solvers.options import check_first_order_options
+from convexrobust.solvers.first_order import (
+    Budget,
+    check_first_order_options,
+    finish,
+    fista_momentum,
+    gradient_restart,
+    resolve_device,
+    with_common_options,
+)
+from convexrobust.solvers.lifted_cone import project_lifted_cone, repaired_values, zero_is_optimal
 from convexrobust.solvers.solution import Solution
 
-__all__ = ["batched_trs", "project_lifted_cone", "solve_polynomial_torch"]
+__all__ = ["batched_trs", "solve_polynomial_torch"]
 
 log = logging.getLogger(__name__)
 
@@ -114,89 +123,6 @@ PLATEAU_CHECK = 50
 
 
 # ----------------------------------------------------------------------------------------
-# exact projection onto K = {Z ⪰ 0, tr(Z1) = z4}
-# ----------------------------------------------------------------------------------------
-def _psd_part(lam: Tensor, Q: Tensor) -> Tensor:
-    return (Q * lam.clamp_min(0.0).unsqueeze(-2)) @ Q.transpose(-1, -2)
-
-
-def project_lifted_cone(Y: Tensor, mu0: Tensor | None = None, *, max_iter: int = 100,
-                        rtol: float = 0.0) -> tuple[Tensor, Tensor]:
-    """Euclidean projection of symmetric ``Y`` (B, D, D) onto ``{Z ⪰ 0, tr(Z1) = z4}``.
-
-    Returns ``(Z, μ)`` with ``Z = Π_PSD(Y − μG)``, ``G = diag(I, −1)``, and ``μ`` (B,) the root
-    of the non-increasing ``φ(μ) = ⟨G, Π_PSD(Y − μG)⟩`` found by Newton steps safeguarded by a
-    bisection bracket (warm start ``mu0``). One batched ``eigh`` per step. The root is accepted
-    when ``|φ| ≤ max(8·eps·D, rtol)·‖Y‖_F`` (``rtol > 0``: an inexact projection, still exactly
-    PSD, whose trace equality holds to that tolerance).
-    """
-    Y = 0.5 * (Y + Y.transpose(-1, -2))
-    B, D, _ = Y.shape
-    dtype, device = Y.dtype, Y.device
-    g = torch.ones(D, dtype=dtype, device=device)
-    g[-1] = -1.0
-    eps = torch.finfo(dtype).eps
-    scale = torch.linalg.matrix_norm(Y).clamp_min(torch.finfo(dtype).tiny)
-    ftol = max(8.0 * eps * D, rtol) * scale
-
-    def phi_and_slope(mu: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        M = Y - mu[:, None, None] * torch.diag(g)
-        lam, Q = torch.linalg.eigh(M)
-        pos = lam.clamp_min(0.0)
-        # φ = Σ_i λ_i⁺ (QᵀGQ)_ii ; φ' = −Σ_ij Γ_ij (QᵀGQ)_ij², where G = I − 2e_De_Dᵀ gives
-        # QᵀGQ = I − 2qqᵀ with q the last row of Q (O(D²), no matrix product)
-        q = Q[:, -1, :]
-        QGQ = -2.0 * q[:, :, None] * q[:, None, :]
-        QGQ.diagonal(dim1=-2, dim2=-1).add_(1.0)
-        phi = (pos * torch.diagonal(QGQ, dim1=-2, dim2=-1)).sum(-1)
-        dl = lam[:, :, None] - lam[:, None, :]
-        dp = pos[:, :, None] - pos[:, None, :]
-        same = dl.abs() <= 64.0 * eps * scale[:, None, None]
-        ind = (lam > 0).to(dtype)
-        mid = 0.5 * (ind[:, :, None] + ind[:, None, :])
-        gamma = torch.where(same, mid, dp / torch.where(same, torch.ones_like(dl), dl))
-        slope = -(gamma * QGQ.square()).sum((-1, -2))
-        return phi, slope, lam, Q
-
-    mu = torch.zeros(B, dtype=dtype, device=device) if mu0 is None else mu0.clone()
-    phi, slope, lam, Q = phi_and_slope(mu)
-    lo = torch.full_like(mu, -math.inf)  # φ(lo) > 0
-    hi = torch.full_like(mu, math.inf)  # φ(hi) < 0
-    for _ in range(max_iter):
-        done = phi.abs() <= ftol
-        if bool(done.all()):
-            break
-        lo = torch.where(phi > 0, torch.maximum(lo, mu), lo)
-        hi = torch.where(phi < 0, torch.minimum(hi, mu), hi)
-        newton = mu - phi / torch.where(slope < 0, slope, torch.full_like(slope, -math.inf))
-        finite = torch.isfinite(lo) & torch.isfinite(hi)
-        width = torch.where(finite, hi - lo, torch.zeros_like(mu))
-        ok = (slope < 0) & (newton > lo) & (newton < hi) & torch.isfinite(newton)
-        # no Newton step: bisect a finite bracket, else expand outwards
-        step = torch.maximum(2.0 * (mu.abs() + scale), torch.ones_like(mu))
-        fallback = torch.where(finite, 0.5 * (lo + hi),
-                               torch.where(phi > 0, mu + step, mu - step))
-        new = torch.where(ok, newton, fallback)
-        stalled = finite & (width <= 4.0 * eps * (mu.abs() + scale))
-        mu = torch.where(done | stalled, mu, new)
-        phi, slope, lam, Q = phi_and_slope(mu)
-        if bool((done | stalled).all()):
-            break
-    return _psd_part(lam, Q), mu
-
-
-def repaired_values(program: ConvexPolynomial, Z: Tensor) -> tuple[dict[str, np.ndarray], float]:
-    """The returned values of a solver's point ``Z`` (2, C, D, D): projected once more onto K in
-    float64 on the CPU (exactly PSD, trace equality to round-off), and the violation before."""
-    Z = Z.detach().to("cpu", torch.float64)
-    violation_before = program.violation({"Z": Z[0].numpy(), "Zp": Z[1].numpy()})
-    two, C, D, _ = Z.shape
-    repaired = project_lifted_cone(Z.reshape(two * C, D, D))[0].reshape(two, C, D, D).numpy()
-    return ({"Z": np.ascontiguousarray(repaired[0]), "Zp": np.ascontiguousarray(repaired[1])},
-            violation_before)
-
-
-# ----------------------------------------------------------------------------------------
 # smoothed losses and their derivatives
 # ----------------------------------------------------------------------------------------
 def _huber_abs(s: Tensor, mu: float) -> tuple[Tensor, Tensor]:
@@ -206,17 +132,6 @@ def _huber_abs(s: Tensor, mu: float) -> tuple[Tensor, Tensor]:
     a = s.abs()
     val = torch.where(a <= mu, s.square() / (2 * mu), a - 0.5 * mu)
     return val, (s / mu).clamp(-1.0, 1.0)
-
-
-def _margin_loss(loss: str, v: Tensor, mu: float) -> tuple[Tensor, Tensor]:
-    """φ(v) and φ'(v) for margin losses; the hinge is Huber-smoothed with width ``mu``."""
-    if loss == "logistic":
-        return torch.nn.functional.softplus(-v), -torch.sigmoid(-v)
-    u = 1.0 - v
-    if mu <= 0:
-        return u.clamp_min(0.0), -(u > 0).to(v.dtype)
-    val = torch.where(u >= mu, u - 0.5 * mu, u.clamp_min(0.0).square() / (2 * mu))
-    return val, -(u.clamp_min(0.0) / mu).clamp_max(1.0)
 
 
 # ----------------------------------------------------------------------------------------
@@ -234,7 +149,7 @@ class _Data:
     stream: SampleStream
     comm: Collective
     radius: float
-    loss: str
+    loss: Loss
     beta: float
     a: float
     b: float
@@ -443,7 +358,7 @@ def _chunk_terms(data: _Data, X: Tensor, T: Tensor, Zt: Tensor, eig: tuple[Tenso
     its gradient with respect to ``Z̃`` divided by the global n, ``Σ_k w_k A(x_k + δ*_k)``."""
     n = data.stream.n_global
     d = X.shape[1]
-    if data.loss == "squared":
+    if not data.loss.margin:  # the squared loss of the worst absolute residual
         if eig is not None:
             ones = torch.ones_like(T)
             Y = _eigen_coordinates(data, X, eig[1])
@@ -467,11 +382,11 @@ def _chunk_terms(data: _Data, X: Tensor, T: Tensor, Zt: Tensor, eig: tuple[Tenso
             f = data.a * torch.einsum("nd,cde,ne->nc", X, Zt[:, :d, :d], X) \
                 + data.b * X @ Zt[:, :d, d].T + data.c * Zt[:, d, d]
             v = T * f
-        value, dv = _margin_loss(data.loss, v, mu)
+        value, dv = data.loss.value_and_slope(v, mu)
         w = dv * T / n  # ∂/∂f through v = t f (s = t)
     if not need_grad:
         return value.sum(), None
-    if data.loss == "squared" and eig is not None:
+    if not data.loss.margin and eig is not None:
         V = eig[1]
         Gt = _lifted_sum(data, p_lo, grad_lo, V) - _lifted_sum(data, p_hi, grad_nhi, V)
     elif eig is not None:
@@ -532,6 +447,7 @@ def _plateau(values: list[float], stationarity: list[float], tol: float) -> bool
 # ----------------------------------------------------------------------------------------
 # the solver
 # ----------------------------------------------------------------------------------------
+@with_common_options
 def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | str | None = None,
                            dtype: torch.dtype = torch.float64, tol: float = 1e-6,
                            max_iters: int = 20_000, time_limit: float | None = None,
@@ -543,38 +459,40 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
     """Solve a :class:`~convexrobust.ConvexPolynomial` program (c) or (d) by accelerated
     projected gradient with exact projections and exact ℓ2 worst cases (module docstring).
 
-    Args:
-        program: nominal, ℓ2, or ℓ∞ with ``linf="containment"`` (ℓ∞ ``"diagonal"`` needs
-            per-sample multipliers: use ``linf="containment"`` or a conic solver).
-        device, dtype: where and in what precision to run (any torch device / float dtype).
-        tol: relative stationarity (gradient-mapping norm) target; float32 runs are floored at
-            ``sqrt(eps)``. A robust program whose objective stops improving above it ends
-            ``"stalled"`` (module docstring, "Plateaus").
-        max_iters, time_limit: budgets; when exhausted a :class:`SolverFailedError` with status
-            ``"max_iters"`` / ``"time_limit"`` is raised unless ``accept_inaccurate``.
-        seed: accepted for a uniform solver API; the method is deterministic (zero start).
-        progress: show a tqdm bar with the objective and the stationarity (rank 0 only).
-        smoothing_floor: final Huber width of the hinge / squared-loss max (objective error at
-            most half of it, in practice far less).
-        batch_size: ``None``: full batch (the samples live on ``device``). An integer: every
-            evaluation streams over chunks of that many samples through a
-            ``torch.utils.data.DataLoader``, each moved to ``device`` while it is processed,
-            and sums the losses and outer-product gradients exactly — the full gradient, not
-            SGD, so the iterates are the full-batch ones up to summation order and the
-            stationarity certificate is kept. ``"auto"`` (default): full batch when it fits in
-            half of the free device memory (always on the CPU), else the largest chunk that
-            does. See :mod:`convexrobust.solvers.data_parallel`.
-        distributed: ``True``: data-parallel over the initialised ``torch.distributed`` process
-            group; every rank passes the same program (built from the full data) and options,
-            evaluates its contiguous shard of the samples, and the sums are all-reduced, so all
-            ranks iterate in lockstep and return the same values (rank 0's). ``"auto"``:
-            ``True`` when a process group is initialised. ``False`` (default): one process.
+    Programs: nominal, ℓ2, or ℓ∞ with ``linf="containment"`` (ℓ∞ ``"diagonal"`` needs
+    per-sample multipliers: use ``linf="containment"`` or a conic solver).
 
-    Returns:
-        :class:`Solution` with ``gap`` the final relative stationarity and ``info`` holding
-        ``device``, ``dtype``, ``stationarity``, ``violation_before_repair``, ``smoothing``,
-        ``eigh_calls``, ``restarts``, ``batch_size`` (None: full batch), ``chunks`` (per rank)
-        and ``world_size``.
+    ``tol`` (default 1e-6) is a **relative stationarity**: the norm of the gradient mapping
+    ``L(y − Π_K(y − ∇F(y)/L))`` over ``max(1, ‖∇F(y)‖)`` in the final smoothing stage (module
+    docstring, "Stopping"); float32 runs are floored at ``sqrt(eps)``. ``Solution.gap`` is
+    that stationarity (``gap_kind = "relative_stationarity"``). A robust program whose
+    objective stops improving above it ends ``"stalled"`` (module docstring, "Plateaus"), a
+    failure unless ``accept_inaccurate``. When :func:`~convexrobust.solvers.lifted_cone.
+    zero_is_optimal` proves the zero network optimal the solve returns it at once
+    (``info["zero_certificate"]``, ``gap = 0``).
+
+    Parameters
+    ----------
+    smoothing_floor:
+        Final Huber width of the hinge / squared-loss max (objective error at most half of it).
+    batch_size:
+        ``None``: full batch (the samples live on ``device``). An integer: every evaluation
+        streams over chunks of that many samples through a ``torch.utils.data.DataLoader``,
+        each moved to ``device`` while it is processed, and sums the losses and outer-product
+        gradients exactly — the full gradient, not SGD, so the iterates are the full-batch ones
+        up to summation order and the stationarity certificate is kept. ``"auto"`` (default):
+        full batch when it fits in half of the free device memory (always on the CPU), else the
+        largest chunk that does. See :mod:`convexrobust.solvers.data_parallel`.
+    distributed:
+        ``True``: data-parallel over the initialised ``torch.distributed`` process group; every
+        rank passes the same program (built from the full data) and options, evaluates its
+        contiguous shard of the samples, and the sums are all-reduced, so all ranks iterate in
+        lockstep and return the same values (rank 0's). ``"auto"``: ``True`` when a process
+        group is initialised. ``False`` (default): one process.
+
+    ``info`` holds ``device``, ``dtype``, ``stationarity``, ``violation_before_repair``,
+    ``smoothing``, ``eigh_calls``, ``restarts``, ``batch_size`` (None: full batch), ``chunks``
+    (per rank), ``world_size`` and ``zero_certificate``.
     """
     start = time.perf_counter()
     if not isinstance(program, ConvexPolynomial):
@@ -589,11 +507,8 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
     check_batch_size(batch_size)
     if not (isinstance(smoothing_floor, (int, float)) and 0 < smoothing_floor <= 1):
         raise InvalidInputError(f"smoothing_floor must be in (0, 1], got {smoothing_floor!r}")
-    try:
-        device = torch.device(device) if device is not None else torch.device("cpu")
-        torch.empty(0, device=device)
-    except (RuntimeError, TypeError) as err:
-        raise InvalidInputError(f"unusable torch device {device!r}: {err}") from None
+    loss = get_loss(program.loss)
+    device = resolve_device(device)
     act = program.activation
     d = program.n_features
     C = program.n_outputs
@@ -605,13 +520,14 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
     data = _Data(
         stream=SampleStream(arrays, batch_size=batch_size, device=device, dtype=dtype,
                             collective=comm, bytes_per_sample=per_sample),
-        comm=comm, radius=float(program.l2_radius), loss=program.loss,
+        comm=comm, radius=float(program.l2_radius), loss=loss,
         beta=float(program.beta), a=float(act.a), b=float(act.b), c=float(act.c),
     )
     D = d + 1
     eps = torch.finfo(dtype).eps
     tol_eff = max(float(tol), math.sqrt(eps) if dtype != torch.float64 else 0.0, 10 * eps)
-    smoothed = program.loss == "hinge" or (program.loss == "squared" and data.radius > 0)
+    # the hinge, and the max in the robust squared loss's worst residual, are smoothed
+    smoothed = not loss.smooth or (not loss.margin and data.radius > 0)
     mu_s = 1.0 if smoothed else 0.0
     mu_final = float(smoothing_floor) if smoothed else 0.0
 
@@ -644,19 +560,18 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
     history: list[float] = []
     stationarities: list[float] = []
     status = "optimal"
-    iterations = 0
     stationarity = math.inf
     restarts = 0
     show = progress and comm.is_root
-    bar = tqdm(total=max_iters, desc="torch polynomial", disable=not show, unit="it")
+    budget = Budget(max_iters, time_limit, progress, desc="torch polynomial", comm=comm,
+                    start=start)
+    zero_certificate = data.radius > 0 and zero_is_optimal(program)
     fx, _ = F(x, False)
     try:
-        while True:
-            if iterations >= max_iters:
-                status = "max_iters"
-                break
-            if time_limit is not None and comm.any(time.perf_counter() - start > time_limit):
-                status = "time_limit"
+        while not zero_certificate:
+            reason = budget.exhausted()
+            if reason is not None:
+                status = reason
                 break
             fy, gy = F(y, True)
             assert gy is not None
@@ -671,26 +586,27 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
                 if bool(f_new <= bound + slack) or not bool(torch.isfinite(f_new)):
                     break
                 L *= 2.0
-            iterations += 1
+            budget.tick()
+            iterations = budget.iterations
             gmap = float(torch.linalg.vector_norm(step)) * L
             stationarity = gmap / max(1.0, float(torch.linalg.vector_norm(gy)))
             # momentum (Scheinberg–Goldfarb–Bai update with varying L) and adaptive restart
-            if float(((y - x_new) * (x_new - x)).sum()) > 0 or bool(f_new > fx):
+            if gradient_restart(y, x_new, x) or bool(f_new > fx):
                 t_mom = 1.0
                 restarts += 1
-            theta = L / L_prev
-            t_next = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * theta * t_mom * t_mom))
+            t_next = fista_momentum(t_mom, L / L_prev)
             y = x_new + ((t_mom - 1.0) / t_next) * (x_new - x)
             x, fx, t_mom = x_new, f_new, t_next
             history.append(float(fx))
             stationarities.append(stationarity)
-            bar.update(1)
             if show and iterations % 50 == 0:
                 flat = x.reshape(2 * C, D, D)
                 viol = max(float(-torch.linalg.eigvalsh(flat)[:, 0].min()), float(
                     (torch.diagonal(flat, dim1=1, dim2=2) * g_lift).sum(1).abs().max()))
-                bar.set_postfix(objective=f"{float(fx):.6g}", violation=f"{max(viol, 0):.1e}",
-                                stationarity=f"{stationarity:.2e}", smoothing=f"{mu_s:.0e}")
+                budget.bar.set_postfix(objective=f"{float(fx):.6g}",
+                                       violation=f"{max(viol, 0):.1e}",
+                                       stationarity=f"{stationarity:.2e}",
+                                       smoothing=f"{mu_s:.0e}")
             final_stage = mu_s <= mu_final * (1 + 1e-9)
             stalled = len(history) > 10 and abs(history[-1] - history[-11]) <= \
                 10 * tol_eff * max(1.0, abs(history[-1]))
@@ -714,33 +630,34 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
                 history.clear()
                 stationarities.clear()
     finally:
-        bar.close()
+        budget.close()
+    if zero_certificate:
+        stationarity = 0.0
+        log.debug("the zero network is certified optimal")
 
     x = comm.broadcast(x)  # every rank returns rank 0's point (they agree; this makes it exact)
     values, violation_before = repaired_values(program, x)
     wall = time.perf_counter() - start
-    if status == "stalled" and not accept_inaccurate:
-        raise SolverFailedError(
-            f"torch stopped after {iterations} iterations: the objective stopped improving "
-            f"with relative stationarity {stationarity:.2e} > tol {tol_eff:.1e} (the worst-case "
-            "margins are not differentiable where their minimisers are not unique, common at "
-            "large radii); pass accept_inaccurate=True to get the point, or use a conic solver "
-            "for a certified optimum", status=status, solver="torch")
-    if status != "optimal" and not accept_inaccurate:
-        raise SolverFailedError(
-            f"torch stopped at {status} after {iterations} iterations with relative "
-            f"stationarity {stationarity:.2e} > tol {tol_eff:.1e}: raise max_iters / time_limit, "
-            "loosen tol, or pass accept_inaccurate=True to get the point anyway",
-            status=status, solver="torch")
+    iterations = budget.iterations
+    if status == "stalled":
+        failure = (f"torch stopped after {iterations} iterations: the objective stopped "
+                   f"improving with relative stationarity {stationarity:.2e} > tol "
+                   f"{tol_eff:.1e} (the worst-case margins are not differentiable where their "
+                   "minimisers are not unique); use a conic solver for a certified optimum")
+    else:
+        failure = (f"torch stopped at {status} after {iterations} iterations with relative "
+                   f"stationarity {stationarity:.2e} > tol {tol_eff:.1e}: raise max_iters / "
+                   "time_limit, or loosen tol")
     log.info("torch polynomial: %s after %d iterations (%.3gs), stationarity %.2e",
              status, iterations, wall, stationarity)
-    return Solution(
-        program=program, values=values, status=status, solver="torch", wall_time=wall,
-        iterations=iterations, solver_objective=float(fx), gap=stationarity,
+    return finish(
+        program, values, status, accept_inaccurate=accept_inaccurate, failure=failure,
+        wall_time=wall, iterations=iterations, solver_objective=float(fx), gap=stationarity,
+        gap_kind="relative_stationarity",
         info={"device": str(device), "dtype": str(dtype).replace("torch.", ""),
               "stationarity": stationarity, "violation_before_repair": violation_before,
               "smoothing": mu_s, "eigh_calls": counter["eigh"], "restarts": restarts,
               "lipschitz": L, "batch_size": data.stream.batch_size,
-              "chunks": len(data.stream), "world_size": comm.world},
+              "chunks": len(data.stream), "world_size": comm.world,
+              "zero_certificate": zero_certificate},
     )
-

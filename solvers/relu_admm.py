@@ -114,12 +114,19 @@ import time
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
 from convexrobust.errors import InvalidInputError, SolverFailedError
+from convexrobust.problems.losses import Loss, get_loss
 from convexrobust.problems.relu import ConvexReLU
-from convexrobust.solvers.options import check_first_order_options
-from convexrobust.solvers.relu_first_order import _repaired
+from convexrobust.solvers.first_order import (
+    Budget,
+    check_first_order_options,
+    finish,
+    group_soft_threshold,
+    resolve_device,
+    with_common_options,
+)
+from convexrobust.solvers.relu_repair import repaired
 from convexrobust.solvers.solution import Solution
 
 __all__ = ["MAX_FACTOR_SIZE", "admm_system_size", "admm_unsupported", "solve_relu_admm"]
@@ -169,8 +176,8 @@ def admm_unsupported(program: object) -> str | None:
         return f"the ADMM solver takes a ConvexReLU, got {type(program).__name__}"
     if program.threat is not None:
         return "the ADMM solver takes nominal programs only (threat=None)"
-    if program.loss == "squared" or (program.loss == "hinge"
-                                     and program.targets.task == "binary"):
+    loss = get_loss(program.loss)
+    if loss.name == "squared" or (loss.name == "hinge" and program.targets.task == "binary"):
         return None
     return (f"the ADMM solver takes the squared loss and the binary hinge loss, not the "
             f"{program.loss} loss on a {program.targets.task} task")
@@ -322,40 +329,6 @@ def _cholesky(M: torch.Tensor) -> torch.Tensor:
     return L
 
 
-class _Budget:
-    """Iteration / time budget and the progress bar."""
-
-    def __init__(self, max_iters: int, time_limit: float | None, progress: bool):
-        self.max_iters = max_iters
-        self.deadline = None if time_limit is None else time.perf_counter() + time_limit
-        self.iterations = 0
-        self.bar = tqdm(total=max_iters, disable=not progress, desc="torch relu admm",
-                        leave=False)
-
-    def exhausted(self) -> str | None:
-        if self.iterations >= self.max_iters:
-            return "max_iters"
-        if self.deadline is not None and time.perf_counter() > self.deadline:
-            return "time_limit"
-        return None
-
-    def tick(self) -> None:
-        self.iterations += 1
-        self.bar.update(1)
-
-
-def _group_soft_threshold(U: torch.Tensor, threshold: float) -> torch.Tensor:
-    """prox of ``threshold·Σ‖u_g‖₂``: block soft-thresholding."""
-    norms = torch.linalg.vector_norm(U, dim=-1, keepdim=True)
-    return U * torch.clamp(1 - threshold / norms.clamp_min(torch.finfo(U.dtype).tiny), min=0)
-
-
-def _hinge_prox(R: torch.Tensor, T: torch.Tensor, step: float) -> torch.Tensor:
-    """prox of ``step·Σ_k (1 − t_k r_k)_+`` for ``t = ±1``, on the margins ``m = t∘r``."""
-    m = T * R
-    return T * torch.where(m >= 1, m, torch.clamp(m + step, max=1.0))
-
-
 def _inf(x: torch.Tensor) -> float:
     return float(x.abs().max()) if x.numel() else 0.0
 
@@ -364,6 +337,7 @@ def _rel(num: float, *scales: float) -> float:
     return num / max(max(scales), 1e-300)
 
 
+@with_common_options
 def solve_relu_admm(program: ConvexReLU, *, device: torch.device | str | None = None,
                     dtype: torch.dtype = torch.float64, tol: float = 1e-3,
                     max_iters: int = 20_000, time_limit: float | None = None, seed: int = 0,
@@ -373,40 +347,27 @@ def solve_relu_admm(program: ConvexReLU, *, device: torch.device | str | None = 
     docstring). Other programs raise :class:`InvalidInputError` (use the AL solver,
     :func:`~convexrobust.solvers.relu_first_order.solve_relu_torch`).
 
-    Parameters
-    ----------
-    device, dtype:
-        Where and in which precision to iterate (the returned values are float64 numpy; the
-        linear system is factored in float64 whatever ``dtype``).
-    tol:
-        Relative primal and dual residual tolerance (OSQP's scaled residuals, module docstring),
-        never below :data:`EPS_FLOOR` machine epsilons of ``dtype`` (3e-5 in float32). The
-        objective typically lands within about ``tol`` of the optimum after the repair (often
-        much closer); ``Solution.gap`` is a certified bound of that distance. Unlike the AL
-        solver's ``tol`` (a stationarity tolerance, default 1e-6) the default is 1e-3, OSQP's.
-    max_iters, time_limit:
-        Budget of ADMM iterations and seconds. When exhausted, :class:`SolverFailedError` with
-        status ``"max_iters"`` / ``"time_limit"``, unless ``accept_inaccurate``, which returns the
-        (repaired) point with that status.
-    seed:
-        Seeds torch's generator for the solve. The method starts at zero and has no random step,
-        so the result is a deterministic function of the program and the options.
-    progress:
-        Show a tqdm bar with the residuals.
+    ``tol`` (default 1e-3, OSQP's) is a **relative residual**: the solve stops when OSQP's
+    scaled primal and dual residuals (module docstring, "Stopping") are both at most ``tol``,
+    never below :data:`EPS_FLOOR` machine epsilons of ``dtype``. ``Solution.gap`` is not that
+    residual but the **certified** relative duality gap of the repaired point (``gap_kind =
+    "certified_gap"``); the residuals are ``info["primal_residual"]`` and
+    ``info["dual_residual"]``. The linear system is factored in float64 whatever ``dtype``.
+    ``"repair_degraded"`` (module docstring) is a failure unless ``accept_inaccurate``.
     """
     reason = admm_unsupported(program)
     if reason is not None:
         raise InvalidInputError(reason + "; use the augmented Lagrangian solver (method='al')")
     check_first_order_options(tol, max_iters, time_limit, seed, dtype)
     start = time.perf_counter()
-    device = torch.device(device) if device is not None else torch.device("cpu")
+    device = resolve_device(device)
     torch.manual_seed(int(seed))
 
     ops = _Operators(program, dtype, device)
     n, P, db = ops.n, ops.P, ops.Xb.shape[1]
     mode = _choose_factorisation(n, P, db)
     system = _System(ops, mode)
-    budget = _Budget(int(max_iters), time_limit, progress)
+    budget = Budget(max_iters, time_limit, progress, desc="torch relu admm")
     eps = max(tol, EPS_FLOOR * float(torch.finfo(dtype).eps))
     results = []
     try:
@@ -415,25 +376,19 @@ def solve_relu_admm(program: ConvexReLU, *, device: torch.device | str | None = 
         for c in range(program.n_outputs):
             results.append(_admm_output(program, ops, system, budget, c, eps))
     finally:
-        budget.bar.close()
+        budget.close()
     status = next((r.status for r in results if r.status != "optimal"), "optimal")
     prim = max(r.prim for r in results)
     dual = max(r.dual for r in results)
 
     data_scale = float(torch.linalg.vector_norm(ops.Xb, dim=-1).max())
-    trial = _repaired(program, torch.cat([r.Z for r in results]), data_scale)
+    trial = repaired(program, torch.cat([r.Z for r in results]), data_scale)
     objective = trial.objective_after
     bound = sum(r.bound for r in results)
     duality_gap = max(objective - bound, 0.0) / max(abs(objective), 1e-300)
     wall = time.perf_counter() - start
     if status == "optimal" and trial.degraded(tol):
         status = "repair_degraded"
-    if status != "optimal" and not accept_inaccurate:
-        raise SolverFailedError(
-            f"torch (ADMM) stopped with status {status!r} after {budget.iterations} iterations "
-            f"(primal residual {prim:.2e}, dual residual {dual:.2e}, tol {tol:g}). Raise "
-            "max_iters / time_limit, tighten tol (repair_degraded: the constraints were not met "
-            "closely enough), or pass accept_inaccurate=True", status=status, solver="torch")
     single = len(results) == 1
     info: dict[str, object] = {
         "method": "admm", "factorisation": mode,
@@ -442,7 +397,7 @@ def solve_relu_admm(program: ConvexReLU, *, device: torch.device | str | None = 
         "duality_gap": duality_gap, "dual_bound": bound,
         "rho": results[0].rho_z if single else [r.rho_z for r in results],
         "rho_cone": results[0].rho_s if single else [r.rho_s for r in results],
-        "rho_loss": results[0].rho_r if program.loss == "hinge" else None,
+        "rho_loss": results[0].rho_r if get_loss(program.loss).name == "hinge" else None,
         "reweights": sum(r.reweights for r in results),
         "rho_adaptations": sum(r.adaptations for r in results),
         "refactorisations": sum(r.refactorisations for r in results),
@@ -450,9 +405,14 @@ def solve_relu_admm(program: ConvexReLU, *, device: torch.device | str | None = 
         "objective_before_repair": trial.objective_before,
         "repaired_groups_moved": trial.moved, "repaired_groups_zeroed": trial.zeroed,
     }
-    return Solution(program=program, values={"V": trial.V, "W": trial.W}, status=status,
-                    solver="torch", wall_time=wall, iterations=budget.iterations,
-                    solver_objective=trial.objective_before, gap=duality_gap, info=info)
+    return finish(
+        program, {"V": trial.V, "W": trial.W}, status, accept_inaccurate=accept_inaccurate,
+        failure=(f"torch (ADMM) stopped with status {status!r} after {budget.iterations} "
+                 f"iterations (primal residual {prim:.2e}, dual residual {dual:.2e}, tol {tol:g})."
+                 " Raise max_iters / time_limit, tighten tol (repair_degraded: the constraints "
+                 "were not met closely enough)"),
+        wall_time=wall, iterations=budget.iterations, solver_objective=trial.objective_before,
+        gap=duality_gap, gap_kind="certified_gap", info=info)
 
 
 @dataclass
@@ -474,10 +434,11 @@ class _OutputResult:
     refactorisations: int
 
 
-def _admm_output(program: ConvexReLU, ops: _Operators, system: _System, budget: _Budget,
+def _admm_output(program: ConvexReLU, ops: _Operators, system: _System, budget: Budget,
                  c: int, eps: float) -> _OutputResult:
     """The ADMM of the module docstring on output ``c``."""
-    hinge = program.loss == "hinge"
+    loss = get_loss(program.loss)
+    hinge = loss.name == "hinge"  # else squared (admm_unsupported)
     n, P, db = ops.n, ops.P, ops.Xb.shape[1]
     beta, T = program.beta, ops.T[:, c:c + 1]
     dtype, device = ops.Xb.dtype, ops.Xb.device
@@ -521,12 +482,12 @@ def _admm_output(program: ConvexReLU, ops: _Operators, system: _System, budget: 
         AU = ops.cone(U)
         Vs.add_(AU - Vs.clamp(min=0), alpha=ALPHA)
         Zh = ALPHA * U + (1 - ALPHA) * Z
-        Z = _group_soft_threshold(Zh + Yz / rho_z, beta / rho_z)
+        Z = group_soft_threshold(Zh + Yz / rho_z, beta / rho_z, torch.finfo(dtype).tiny)
         Yz += rho_z * (Zh - Z)
         if hinge:
             FU = ops.predict(U)
             Rh = ALPHA * FU + (1 - ALPHA) * R
-            R = _hinge_prox(Rh + Yr / rho_r, T, 1.0 / (n * rho_r))
+            R = loss.prox(Rh + Yr / rho_r, T, 1.0 / (n * rho_r))
             Yr += rho_r * (Rh - R)
         budget.tick()
         iterations += 1
@@ -585,7 +546,7 @@ def _admm_output(program: ConvexReLU, ops: _Operators, system: _System, budget: 
             system.factor(rho_z, rho_s, kappa, weights)
             last_refactor = iterations
             refactorisations += 1
-    bound = _dual_bound(program, ops, T, U, Ys, Yr, hinge)
+    bound = _dual_bound(program, ops, T, U, Ys, Yr, loss)
     return _OutputResult(Z, status, prim, dual, bound, rho_z, rho_s, rho_r, reweights,
                          adaptations, refactorisations)
 
@@ -601,9 +562,13 @@ def _row_weights(U: torch.Tensor, AU: torch.Tensor, Vs: torch.Tensor) -> torch.T
 
 
 def _dual_bound(program: ConvexReLU, ops: _Operators, T: torch.Tensor, U: torch.Tensor,
-                Ys: torch.Tensor, Yr: torch.Tensor, hinge: bool) -> float:
+                Ys: torch.Tensor, Yr: torch.Tensor, loss: Loss) -> float:
     """One output's share of a lower bound on the optimum, from its iterate and multipliers
-    (module docstring), evaluated in float64; ``T`` (n, 1) its targets."""
+    (module docstring), evaluated in float64; ``T`` (n, 1) its targets. The dual needs the
+    loss's conjugate: the hinge's and the squared loss's are written here."""
+    if loss.name not in ("hinge", "squared"):
+        raise InvalidInputError(f"the ADMM dual bound has no conjugate for the {loss.name} loss")
+    hinge = loss.name == "hinge"
     if ops.Xb.dtype != torch.float64:
         ops = _Operators(program, torch.float64, ops.Xb.device)
         T, U, Ys, Yr = (x.to(torch.float64) for x in (T, U, Ys, Yr))

@@ -22,6 +22,13 @@ class Solution:
     different solvers compare on equal terms; ``solver_objective`` is the solver's own report.
     ``status`` is ``"optimal"`` or, only when the caller asked to accept it, the solver's
     non-optimal status (e.g. ``"optimal_inaccurate"``).
+
+    ``gap`` is the solver's own accuracy measure and ``gap_kind`` says what it is:
+    ``"certified_gap"`` (an upper bound on the relative distance of the objective to the
+    optimum, from a dual feasible point), ``"relative_stationarity"`` (a first-order optimality
+    residual relative to the gradient's scale; nothing certified), ``"relative_residual"``
+    (OSQP's scaled primal and dual residuals), or None (the conic solvers, whose own accuracy
+    report is their status).
     """
 
     program: ConvexProgram
@@ -32,6 +39,7 @@ class Solution:
     iterations: int | None
     solver_objective: float | None = None
     gap: float | None = None
+    gap_kind: str | None = None
     info: dict[str, object] = field(default_factory=dict)
     objective: float = field(init=False)
     violation: float = field(init=False)
@@ -58,6 +66,7 @@ class Solution:
             "solver_objective": self.solver_objective,
             "violation": self.violation,
             "gap": self.gap,
+            "gap_kind": self.gap_kind,
             "wall_time": self.wall_time,
             "iterations": self.iterations,
         }

@@ -12,7 +12,7 @@ import torch
 from conftest import three_class_data, xor_data
 
 import convexrobust as cr
-from convexrobust.solvers import relu_first_order as relu_fo
+from convexrobust.solvers import relu_repair
 
 #: The repair's threshold as ``_repaired`` sets it (1e-9 × the largest row norm of X̃).
 THRESHOLD_FACTOR = 1e-9
@@ -51,13 +51,14 @@ def _reference_repair(program, V, W, threshold, project=True):
         worst = program.cone_slack_torch(Zt).min(dim=-1).values
         for c, i in zip(*np.nonzero((worst < 0).numpy()), strict=True):
             original = Zt[c, i].clone()
-            limit = relu_fo.REPAIR_MAX_SHIFT * float(torch.linalg.vector_norm(original))
+            limit = relu_repair.REPAIR_MAX_SHIFT * float(torch.linalg.vector_norm(original))
             candidates = [original]
             if project and -float(worst[c, i]) > threshold:
                 A = E[:, i:i + 1] * program.Xb
-                candidates.append(torch.as_tensor(relu_fo._project_polyhedral(A, original.numpy())))
+                plain = relu_repair.project_polyhedral(A, original.numpy())
+                candidates.append(torch.as_tensor(plain))
                 if program._eps_q()[0] > 0:
-                    lifted = relu_fo._project_with_margin(program, A, original.numpy())
+                    lifted = relu_repair.project_with_margin(program, A, original.numpy())
                     if lifted is not None:
                         candidates.append(torch.as_tensor(lifted))
             best, best_move = None, limit
@@ -143,9 +144,9 @@ def test_repair_matches_former_loop_and_is_feasible(make, project, monkeypatch):
     assert violated >= 10  # many groups to repair
     threshold = _threshold(program)
     if not project:
-        monkeypatch.setattr(relu_fo, "REPAIR_PROJECTION_BUDGET", 0.0)
+        monkeypatch.setattr(relu_repair, "REPAIR_PROJECTION_BUDGET", 0.0)
     stats: dict = {}
-    new = relu_fo._repair(program, values["V"], values["W"], threshold, stats=stats)
+    new = relu_repair.repair(program, values["V"], values["W"], threshold, stats=stats)
     ref = _reference_repair(program, values["V"], values["W"], threshold, project=project)
     _assert_same(new, ref)
     assert stats["projections"] is project
@@ -166,7 +167,7 @@ def test_repair_of_a_solver_point_matches_former_loop():
     assert _violated_groups(program, noisy) >= 10
     threshold = _threshold(program)
     stats: dict = {}
-    new = relu_fo._repair(program, noisy["V"], noisy["W"], threshold, stats=stats)
+    new = relu_repair.repair(program, noisy["V"], noisy["W"], threshold, stats=stats)
     _assert_same(new, _reference_repair(program, noisy["V"], noisy["W"], threshold))
     assert stats["projections"] and stats["projected"] > 0
     assert program.violation({"V": new[0], "W": new[1]}) <= 1e-12
@@ -176,10 +177,10 @@ def test_single_group_shift_is_the_batched_one():
     X, y = xor_data(40, 3)
     program = cr.ConvexReLU(X, y, n_patterns=12, loss="hinge", beta=1e-3, threat=cr.L2(0.1))
     values = _perturbed(program, seed=2)
-    gates, gate_slack = relu_fo._unit_gates(program)
+    gates, gate_slack = relu_repair.unit_gates(program)
     Z = torch.as_tensor(values["V"][0])
     for i in range(program.n_patterns):
-        shifted, ok = relu_fo._shift_along_gates(program, Z[i:i + 1], torch.tensor([i]), gates,
+        shifted, ok = relu_repair.shift_along_gates(program, Z[i:i + 1], torch.tensor([i]), gates,
                                                  gate_slack)
         one = shifted[0] if bool(ok[0]) else None
         ref = _reference_shift(program, Z[i], i, gates[i], float(gate_slack[i]))
@@ -193,8 +194,8 @@ def test_own_slack_is_the_program_slack_in_chunks(monkeypatch):
     Z = torch.as_tensor(_perturbed(program)["V"])
     expected = program.cone_slack_torch(Z).min(dim=-1).values.reshape(-1)
     patterns = torch.arange(program.n_patterns).repeat(program.n_outputs)
-    monkeypatch.setattr(relu_fo, "REPAIR_CHUNK", 3 * program.n_samples)  # 3 groups a chunk
-    got = relu_fo._own_slack_min(program, Z.reshape(-1, Z.shape[-1]), patterns)
+    monkeypatch.setattr(relu_repair, "REPAIR_CHUNK", 3 * program.n_samples)  # 3 groups a chunk
+    got = relu_repair.own_slack_min(program, Z.reshape(-1, Z.shape[-1]), patterns)
     assert torch.allclose(got, expected, rtol=0, atol=1e-14)
 
 
@@ -210,10 +211,10 @@ def test_large_program_skips_projections_and_is_feasible():
     assert violated >= 30
     stats: dict = {}
     threshold = _threshold(program)
-    new = relu_fo._repair(program, values["V"], values["W"], threshold, stats=stats)
+    new = relu_repair.repair(program, values["V"], values["W"], threshold, stats=stats)
     V, W, moved, zeroed = new
     assert not stats["projections"] and stats["projected"] == 0
-    assert stats["projection_cost"] > relu_fo.REPAIR_PROJECTION_BUDGET
+    assert stats["projection_cost"] > relu_repair.REPAIR_PROJECTION_BUDGET
     assert moved + zeroed == violated and moved > 0
     assert program.violation({"V": V, "W": W}) <= 1e-12
     # what the former loop gives with the gate shift alone (≈ 1 s: it evaluates all patterns)
@@ -226,5 +227,5 @@ def test_large_program_skips_projections_and_is_feasible():
         assert np.array_equal(Z[feasible], before[feasible])
         delta = np.linalg.norm(Z - before, axis=-1)
         kept = np.linalg.norm(Z, axis=-1) > 0
-        assert np.all(delta[kept] <= relu_fo.REPAIR_MAX_SHIFT
+        assert np.all(delta[kept] <= relu_repair.REPAIR_MAX_SHIFT
                       * np.linalg.norm(before, axis=-1)[kept] * (1 + 1e-12))

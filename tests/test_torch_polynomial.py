@@ -13,11 +13,8 @@ import torch
 from conftest import three_class_data, xor_data
 
 import convexrobust as cr
-from convexrobust.solvers.polynomial_first_order import (
-    batched_trs,
-    project_lifted_cone,
-    solve_polynomial_torch,
-)
+from convexrobust.solvers.lifted_cone import project_lifted_cone
+from convexrobust.solvers.polynomial_first_order import batched_trs, solve_polynomial_torch
 from convexrobust.trust_region import solve_trs
 
 FAST = {"tol": 1e-5}
@@ -97,6 +94,7 @@ def test_batched_trs_matches_reference_solver():
 
 
 def _robust_data(program: cr.ConvexPolynomial, batch_size: int | None):
+    from convexrobust.problems.losses import get_loss
     from convexrobust.solvers.data_parallel import Collective, SampleStream
     from convexrobust.solvers.polynomial_first_order import _Data
 
@@ -104,7 +102,8 @@ def _robust_data(program: cr.ConvexPolynomial, batch_size: int | None):
     arrays = {"X": program.X, "T": program.targets.values}
     stream = SampleStream(arrays, batch_size=batch_size, device=torch.device("cpu"),
                           dtype=torch.float64, collective=comm, bytes_per_sample=8)
-    return _Data(stream=stream, comm=comm, radius=float(program.l2_radius), loss=program.loss,
+    return _Data(stream=stream, comm=comm, radius=float(program.l2_radius),
+                 loss=get_loss(program.loss),
                  beta=float(program.beta), a=float(act.a), b=float(act.b), c=float(act.c))
 
 

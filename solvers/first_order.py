@@ -1,0 +1,214 @@
+"""What every torch solver of :mod:`convexrobust.solvers` shares (the analogue of torch.optim's
+``optimizer.py``): option validation, the iteration / time budget with its progress bar, the
+group-lasso proximal pieces, the accelerated-gradient momentum and restart rules, and the
+ending that turns a status into a :class:`~convexrobust.solvers.solution.Solution` or a
+:class:`~convexrobust.errors.SolverFailedError`.
+
+The meaning of ``tol`` differs by method, and :attr:`Solution.gap_kind` says which it is:
+
+* ``"certified_gap"`` — an upper bound on the relative distance of the returned objective to
+  the optimum, from a dual feasible point (the ADMM solvers of the polynomial programs);
+* ``"relative_stationarity"`` — the norm of a first-order optimality residual (the
+  minimum-norm subgradient or the gradient mapping) relative to the gradient's scale at the
+  start (the augmented Lagrangian and accelerated projected gradient solvers);
+* ``"relative_residual"`` — OSQP's scaled primal and dual residuals of the splitting (the ADMM
+  solver of the ReLU programs; its ``Solution.gap`` is still a certified duality gap).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from convexrobust._validation import check_device
+from convexrobust.errors import InvalidInputError, SolverFailedError
+from convexrobust.solvers.data_parallel import Collective
+from convexrobust.solvers.solution import Solution
+
+if TYPE_CHECKING:
+    from convexrobust.problems.base import ConvexProgram
+
+__all__ = [
+    "COMMON_OPTIONS_DOC",
+    "GAP_KINDS",
+    "Budget",
+    "check_first_order_options",
+    "finish",
+    "fista_momentum",
+    "gradient_restart",
+    "group_norms",
+    "group_soft_threshold",
+    "min_norm_subgradient",
+    "resolve_device",
+    "with_common_options",
+]
+
+#: The values of :attr:`Solution.gap_kind` (module docstring).
+GAP_KINDS = ("certified_gap", "relative_stationarity", "relative_residual")
+
+#: The options every torch solver takes, documented once; each solver's docstring ends with it.
+COMMON_OPTIONS_DOC = """
+    Common options (every torch solver)
+    -----------------------------------
+    device, dtype:
+        Where and in which precision to iterate: any torch device this build has (a name or a
+        ``torch.device``; an unusable one raises :class:`InvalidInputError`) and a floating
+        dtype. The returned values are float64 numpy, judged by the program on the host.
+    tol:
+        The method's stopping tolerance in ``(0, 1)``; what it measures is the solver's own
+        (its docstring) and ``Solution.gap_kind`` names it.
+    max_iters, time_limit:
+        Budget of iterations (an integer ≥ 1, all stages together) and wall-clock seconds
+        (None: no limit). When exhausted the solve raises :class:`SolverFailedError` with
+        status ``"max_iters"`` / ``"time_limit"``.
+    seed:
+        An integer; seeds torch's generator for the solve. Every method starts at zero and takes
+        no random step, so the result is a deterministic function of the program and options.
+    progress:
+        Show a tqdm bar (on rank 0 only when distributed).
+    accept_inaccurate:
+        Return the point with its non-optimal status instead of raising
+        :class:`SolverFailedError` (the returned values are repaired and judged as always).
+"""
+
+
+def with_common_options(solver: Callable[..., Solution]) -> Callable[..., Solution]:
+    """Decorator: append :data:`COMMON_OPTIONS_DOC` to a solver's docstring."""
+    if solver.__doc__:
+        solver.__doc__ += COMMON_OPTIONS_DOC
+    return solver
+
+
+def check_first_order_options(tol: object, max_iters: object, time_limit: object, seed: object,
+                              dtype: object) -> None:
+    """Raise :class:`InvalidInputError` unless ``0 < tol < 1``, ``max_iters`` is an integer
+    ≥ 1, ``time_limit`` is None or > 0, ``seed`` is an integer and ``dtype`` a floating dtype."""
+    if (isinstance(tol, bool) or not isinstance(tol, (int, float)) or not math.isfinite(tol)
+            or not 0 < tol < 1):
+        raise InvalidInputError(f"tol must be a number in (0, 1), got {tol!r}")
+    if isinstance(max_iters, bool) or not isinstance(max_iters, (int, np.integer)) \
+            or max_iters < 1:
+        raise InvalidInputError(f"max_iters must be an integer >= 1, got {max_iters!r}")
+    if time_limit is not None and (isinstance(time_limit, bool)
+                                   or not isinstance(time_limit, (int, float))
+                                   or not time_limit > 0):
+        raise InvalidInputError(f"time_limit must be None or a number > 0, got {time_limit!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise InvalidInputError(f"seed must be an integer, got {seed!r}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise InvalidInputError(f"dtype must be a torch floating dtype, got {dtype!r}")
+
+
+def resolve_device(device: object) -> torch.device:
+    """``device`` (None: the CPU) as a usable ``torch.device``, else :class:`InvalidInputError`
+    (e.g. ``"cuda"`` on a CPU-only build)."""
+    return check_device(device)
+
+
+class Budget:
+    """The iteration and wall-clock budget of one solve, and its progress bar.
+
+    ``exhausted()`` is the budget's status (``"max_iters"``, ``"time_limit"``) or None;
+    ``tick()`` counts one iteration. With a :class:`Collective` over several ranks the time
+    limit is agreed on (any rank out of time stops all of them), so every rank takes the same
+    decision; the bar shows on rank 0 only. ``start`` (a ``time.perf_counter()`` value, default
+    now) is when the time limit began to run.
+    """
+
+    def __init__(self, max_iters: int, time_limit: float | None, progress: bool, *,
+                 desc: str, comm: Collective | None = None, start: float | None = None):
+        self.max_iters = int(max_iters)
+        start = time.perf_counter() if start is None else start
+        self.deadline = None if time_limit is None else start + time_limit
+        self.iterations = 0
+        self.comm = comm
+        root = comm is None or comm.is_root
+        self.bar = tqdm(total=self.max_iters, disable=not (progress and root), desc=desc,
+                        leave=False)
+
+    def out_of_time(self) -> bool:
+        if self.deadline is None:
+            return False
+        late = time.perf_counter() > self.deadline
+        return self.comm.any(late) if self.comm is not None else late
+
+    def exhausted(self) -> str | None:
+        if self.iterations >= self.max_iters:
+            return "max_iters"
+        if self.out_of_time():
+            return "time_limit"
+        return None
+
+    def tick(self) -> None:
+        self.iterations += 1
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def finish(program: ConvexProgram, values: dict[str, np.ndarray], status: str, *,
+           accept_inaccurate: bool, failure: str, wall_time: float, iterations: int,
+           solver_objective: float | None, gap: float | None, gap_kind: str,
+           info: dict[str, object]) -> Solution:
+    """The common ending of every torch solver: a non-optimal ``status`` raises
+    :class:`SolverFailedError` (solver ``"torch"``) whose message is ``failure`` followed by the
+    advice to pass ``accept_inaccurate=True``, unless the caller accepted it; otherwise the
+    :class:`Solution` of ``values`` (which the program judges)."""
+    if gap_kind not in GAP_KINDS:
+        raise ValueError(f"unknown gap kind {gap_kind!r}")
+    if status != "optimal" and not accept_inaccurate:
+        raise SolverFailedError(
+            f"{failure}; or pass accept_inaccurate=True to get the point anyway",
+            status=status, solver="torch")
+    return Solution(program=program, values=values, status=status, solver="torch",
+                    wall_time=wall_time, iterations=iterations,
+                    solver_objective=solver_objective, gap=gap, gap_kind=gap_kind, info=info)
+
+
+# ----------------------------------------------------------------------------------------
+# group lasso: prox and stationarity
+# ----------------------------------------------------------------------------------------
+def group_norms(U: torch.Tensor) -> torch.Tensor:
+    """Euclidean norms of the groups (the last axis), keeping that axis."""
+    return torch.linalg.vector_norm(U, dim=-1, keepdim=True)
+
+
+def group_soft_threshold(U: torch.Tensor, threshold: float, floor: float = 1e-300
+                         ) -> torch.Tensor:
+    """The prox of ``threshold·Σ_g ‖u_g‖₂`` (groups along the last axis): block
+    soft-thresholding ``u ← u·(1 − threshold/‖u‖)_+``; ``floor`` bounds the norm away from 0
+    in the division (a zero group stays zero)."""
+    return U * torch.clamp(1 - threshold / group_norms(U).clamp_min(floor), min=0)
+
+
+def min_norm_subgradient(U: torch.Tensor, grad: torch.Tensor, beta: float) -> torch.Tensor:
+    """Per group, the norm of the minimum-norm element of ``grad + β∂‖u‖₂``:
+    ``‖grad + βu/‖u‖‖`` where ``u ≠ 0`` and ``(‖grad‖ − β)_+`` where ``u = 0``."""
+    norms = group_norms(U)
+    nonzero = norms > 0
+    at_nonzero = torch.linalg.vector_norm(grad + beta * U / norms.clamp_min(1e-300), dim=-1)
+    at_zero = torch.clamp(torch.linalg.vector_norm(grad, dim=-1) - beta, min=0)
+    return torch.where(nonzero.squeeze(-1), at_nonzero, at_zero)
+
+
+# ----------------------------------------------------------------------------------------
+# accelerated gradient: momentum and restart
+# ----------------------------------------------------------------------------------------
+def fista_momentum(t: float, ratio: float = 1.0) -> float:
+    """The next FISTA momentum parameter ``(1 + √(1 + 4·ratio·t²))/2`` (Beck & Teboulle 2009;
+    ``ratio = L/L_prev`` when the Lipschitz estimate varies, Scheinberg, Goldfarb & Bai,
+    Found. Comput. Math. 2014)."""
+    return 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * ratio * t * t))
+
+
+def gradient_restart(y: torch.Tensor, x_new: torch.Tensor, x: torch.Tensor) -> bool:
+    """Gradient-based adaptive restart (O'Donoghue & Candès, Found. Comput. Math. 2015): the
+    momentum points uphill when ``⟨y − x⁺, x⁺ − x⟩ > 0``."""
+    return float(((y - x_new) * (x_new - x)).sum()) > 0
