@@ -250,7 +250,7 @@ def target4() -> tuple[list[dict], dict]:
     log = Messages()
     logging.getLogger(relu_fo.__name__).addHandler(log)
     with Counter(AL, "value_and_grad") as vg, Counter(AL, "value_only") as vo, \
-            Counter(AL, "update_multipliers") as um, Counter(relu_fo, "_repaired") as rep:
+            Counter(AL, "update_multipliers") as um, Counter(relu_fo, "repaired") as rep:
         _, row = run(program, "torch", "torch float32", dtype=torch.float32, tol=TOL4,
                      time_limit=size(600, 20))
     # the repair (and the float64 judging around it) after the time limit

@@ -1,0 +1,137 @@
+"""What the four torch solvers share (solvers/first_order.py): typed errors for unusable devices
+and unknown losses, ``Solution.gap_kind`` saying what ``gap`` and ``tol`` mean, and degenerate but
+valid programs — radii so large that the optimum has no slopes — solved as optimal."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import three_class_data, xor_data
+
+import convexrobust as cr
+from convexrobust.solvers.lifted_cone import zero_is_optimal
+from convexrobust.solvers.polynomial_admm import solve_polynomial_admm
+from convexrobust.solvers.polynomial_first_order import solve_polynomial_torch
+from convexrobust.solvers.relu_admm import solve_relu_admm
+from convexrobust.solvers.relu_first_order import solve_relu_torch
+
+HUGE = cr.L2(1e6)
+
+
+def _relu(loss="squared", threat=None, three=False):
+    X, y = three_class_data(24, 3) if three else xor_data(20, 3)
+    return cr.ConvexReLU(X, y, n_patterns=8, loss=loss, beta=1e-2, threat=threat)
+
+
+def _poly(loss="hinge", threat=None, three=False):
+    X, y = three_class_data(24, 3) if three else xor_data(20, 3)
+    return cr.ConvexPolynomial(X, y, loss=loss, beta=1e-2, threat=threat)
+
+
+SOLVERS = [(solve_relu_torch, _relu, "squared"), (solve_relu_admm, _relu, "squared"),
+           (solve_polynomial_torch, _poly, "hinge"), (solve_polynomial_admm, _poly, "hinge")]
+
+
+# ------------------------------------------------------------------ typed errors
+@pytest.mark.parametrize(("solve", "build", "loss"), SOLVERS)
+def test_unusable_device_is_a_typed_error(solve, build, loss):
+    program = build(loss)
+    with pytest.raises(cr.InvalidInputError, match="device"):
+        solve(program, device="no-such-device")
+    if not torch.cuda.is_available():  # a CPU build asked for CUDA
+        with pytest.raises(cr.InvalidInputError, match="cuda"):
+            solve(program, device="cuda")
+
+
+def test_dispatcher_passes_the_typed_device_error():
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    for program in (_relu(), _poly()):
+        with pytest.raises(cr.InvalidInputError):
+            cr.solve(program, solver="torch", device="cuda")
+
+
+@pytest.mark.parametrize(("solve", "build", "loss"), SOLVERS)
+def test_unknown_loss_is_rejected_by_every_solver(solve, build, loss):
+    program = build(loss)
+    program.loss = "no-such-loss"  # bypasses the constructor's check, as a subclass might
+    with pytest.raises(cr.InvalidInputError, match="loss"):
+        solve(program)
+
+
+# ------------------------------------------------------------------ gap_kind
+@pytest.mark.parametrize(("solve", "build", "loss", "kind"), [
+    (solve_relu_torch, _relu, "squared", "relative_stationarity"),
+    (solve_relu_admm, _relu, "squared", "certified_gap"),
+    (solve_polynomial_torch, _poly, "hinge", "relative_stationarity"),
+    (solve_polynomial_admm, _poly, "hinge", "certified_gap"),
+])
+def test_gap_kind_names_the_accuracy_measure(solve, build, loss, kind):
+    solution = solve(build(loss), tol=1e-3)
+    assert solution.gap_kind == kind
+    assert solution.summary()["gap_kind"] == kind
+    assert cr.solve(build(loss), "clarabel").gap_kind is None
+
+
+# ------------------------------------------------------------------ degenerate programs
+def _constant_hinge_optimum(y: np.ndarray, beta: float) -> float:
+    """Binary hinge with a constant prediction b: min_b mean(1 − t b)_+ + β|b|, by brute force
+    (the objective is piecewise linear with kinks at b = ±1 and 0)."""
+    t = np.where(y > 0, 1.0, -1.0)
+    grid = np.concatenate([np.linspace(-2, 2, 40001), [-1.0, 0.0, 1.0]])
+    values = np.maximum(1 - t[:, None] * grid[None], 0).mean(axis=0) + beta * np.abs(grid)
+    return float(values.min())
+
+
+@pytest.mark.parametrize(("loss", "three"), [("hinge", False), ("logistic", False),
+                                             ("squared", False), ("hinge", True)])
+def test_relu_radius_beyond_the_data_solves_with_biases_alone(loss, three):
+    """ε ≥ max‖x_k‖: the optimum has no slopes (relu_first_order._slope_free_coordinates).
+    The solver used to run out of its 20,000 iterations here."""
+    program = _relu(loss, HUGE, three)
+    solution = cr.solve(program, "torch")
+    assert solution.status == "optimal" and solution.info["slope_free"]
+    d = program.n_features
+    for key in ("V", "W"):
+        assert np.all(solution.values[key][..., :d] == 0)
+    assert solution.violation <= 1e-12
+    zero = {k: np.zeros_like(v) for k, v in solution.values.items()}
+    assert solution.objective <= program.objective(zero) + 1e-9
+    if loss == "hinge" and not three:
+        X, y = xor_data(20, 3)
+        expected = _constant_hinge_optimum(y, program.beta)
+        assert abs(solution.objective - expected) <= 1e-4 * expected
+    else:
+        reference = cr.solve(program, "clarabel", accept_inaccurate=True)
+        assert solution.objective <= reference.objective + 1e-4 * abs(reference.objective)
+        assert abs(solution.objective - reference.objective) <= 1e-3 * abs(reference.objective)
+
+
+@pytest.mark.parametrize(("loss", "three", "method"), [
+    ("hinge", False, "apg"), ("logistic", False, "apg"), ("squared", False, "apg"),
+    ("hinge", True, "apg"), ("hinge", False, "admm"), ("hinge", True, "admm")])
+def test_poly_huge_radius_returns_the_zero_network_as_optimal(loss, three, method):
+    """At a radius far beyond the data every nonzero network has a worse worst case; the zero
+    network is certified optimal (lifted_cone.zero_is_optimal) instead of ending "stalled"."""
+    program = _poly(loss, HUGE, three)
+    solution = cr.solve(program, "torch", method=method)
+    assert solution.status == "optimal" and solution.gap == 0.0
+    assert solution.info["zero_certificate"]
+    for key in ("Z", "Zp"):
+        assert np.all(solution.values[key] == 0)
+    zero = {k: np.zeros_like(v) for k, v in solution.values.items()}
+    assert solution.objective == program.objective(zero)
+
+
+def test_zero_certificate_is_sound_and_only_claims_what_holds():
+    """Where it certifies, Clarabel finds nothing better than the zero network; at radii of the
+    data's scale it certifies nothing."""
+    for three in (False, True):
+        program = _poly("hinge", cr.L2(100.0), three)
+        assert zero_is_optimal(program)
+        zero = {"Z": np.zeros((program.n_outputs, 4, 4)), "Zp": np.zeros((program.n_outputs, 4, 4))}
+        reference = cr.solve(program, "clarabel")
+        assert reference.objective >= program.objective(zero) - 1e-5
+        assert not zero_is_optimal(_poly("hinge", cr.L2(0.2), three))
+    assert not zero_is_optimal(_poly("hinge"))  # nominal
