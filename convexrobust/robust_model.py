@@ -190,7 +190,8 @@ class RobustModel(nn.Module):
                          *, batch_size: int = 512) -> torch.Tensor:
         """Per-point certified radius in INPUT space in ``norm`` (default: the threat's), 0 where
         the prediction is wrong or nothing is certified: no perturbation with ``‖δ‖ < radius``
-        changes the prediction. float64, on the CPU."""
+        changes the prediction. ``x`` is cast to the extractor's dtype. float64, on the
+        CPU."""
         factor = self.input_radius_factor(self.threat.norm if norm is None else norm)
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -198,8 +199,7 @@ class RobustModel(nn.Module):
         if x.dim() == 0:
             raise InvalidInputError("x must have shape (N, ...) with N samples")
         labels = class_indices(y, x.shape[0])
-        if not x.is_floating_point():
-            x = x.to(torch.get_default_dtype())
+        x = x.to(self._input_dtype())
         if not bool(torch.isfinite(x).all()):
             raise InvalidInputError("x contains NaN or inf: clean or impute the data first")
         device = self.center.device
@@ -209,6 +209,13 @@ class RobustModel(nn.Module):
             part = certified_radius(self.head, z, labels[start:start + batch_size], 2)
             radii.append(torch.as_tensor(part.radius))
         return torch.cat(radii) / factor if radii else torch.zeros(0, dtype=torch.float64)
+
+    def _input_dtype(self) -> torch.dtype:
+        """The floating dtype of the extractor's weights (inputs are cast to it)."""
+        for t in (*self.extractor.parameters(), *self.extractor.buffers()):
+            if t.is_floating_point():
+                return t.dtype
+        return torch.get_default_dtype()
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> None:

@@ -335,3 +335,29 @@ def test_cuda_extraction_matches_cpu_and_moves_the_model_back():
     Z_gpu, _ = extract_features(FeatureExtractor(model), X, device="cuda", progress=False)
     assert Z_gpu.device.type == "cpu" and next(model.parameters()).device.type == "cpu"
     torch.testing.assert_close(Z_gpu, Z_cpu, rtol=1e-4, atol=1e-5)
+
+
+def test_registry_reads_old_and_new_network_files_alike(tmp_path):
+    from convexrobust.cli import load_network
+    from convexrobust.networks.registry import ARCHITECTURES, architecture_of
+
+    nets = {"LiResNet": LiResNet(depth=1, width=2, num_classes=2, in_channels=1, input_size=4,
+                                 neck_stride=2, neck_channels=2, neck_dim=2),
+            "PreActResNet18": _resnet(width=2)}
+    assert set(nets) == set(ARCHITECTURES)
+    for name, net in nets.items():
+        net.save(tmp_path / f"{name}.pt")
+        assert torch.load(tmp_path / f"{name}.pt", weights_only=True)["architecture"] == name
+        # a file from before the "architecture" key: config and weights only
+        torch.save({"config": net.config, "state_dict": net.state_dict()},
+                   tmp_path / f"{name}-old.pt")
+        assert architecture_of({"config": net.config}) == name
+        for path in (tmp_path / f"{name}.pt", tmp_path / f"{name}-old.pt"):
+            for loaded in (load_network(path), ARCHITECTURES[name].load(path)):
+                assert type(loaded) is type(net)
+                for key, value in net.state_dict().items():
+                    assert torch.equal(loaded.state_dict()[key], value)
+    with pytest.raises(InvalidInputError, match="not a PreActResNet18"):
+        PreActResNet18.load(tmp_path / "LiResNet.pt")
+    with pytest.raises(InvalidInputError, match="no LiResNet file"):
+        LiResNet.load(tmp_path / "missing.pt")
