@@ -29,7 +29,14 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from convexrobust._validation import check_choice, check_features, check_positive, encode_targets
+from convexrobust._validation import (
+    check_choice,
+    check_device,
+    check_features,
+    check_int,
+    check_positive,
+    encode_targets,
+)
 from convexrobust.attacks import pgd_attack
 from convexrobust.errors import InvalidInputError
 from convexrobust.networks.two_layer import TwoLayerReLU
@@ -99,8 +106,11 @@ def train_pgd_head(features: object, labels: object, *, radius: float, hidden: i
         raise InvalidInputError(f"PGD training supports the l2 and linf norms, got {norm!r}")
     radius = check_positive(radius, "radius")
     optimizer = check_choice(optimizer, "optimizer", ("adam", "sgd"))
-    if hidden < 1 or epochs < 1 or batch_size < 1 or pgd_steps < 0 or eval_pgd_steps < 0:
-        raise InvalidInputError("need hidden, epochs, batch_size >= 1 and pgd_steps >= 0")
+    hidden, epochs, batch_size = (check_int(v, name, minimum=1) for v, name in (
+        (hidden, "hidden"), (epochs, "epochs"), (batch_size, "batch_size")))
+    pgd_steps = check_int(pgd_steps, "pgd_steps")
+    eval_pgd_steps = check_int(eval_pgd_steps, "eval_pgd_steps")
+    dev = check_device(device)
     X = check_features(features, name="features")
     targets = encode_targets(labels, X.shape[0], task="classification")
     classes, y = targets.classes, targets.labels
@@ -116,7 +126,6 @@ def train_pgd_head(features: object, labels: object, *, radius: float, hidden: i
         grid = [check_positive(lr, "lr", allow_zero=False)]
 
     X_tr, y_tr, val = _split(X, y, classes, validation, seed)
-    dev = torch.device(device) if device is not None else torch.device("cpu")
     dt = torch.float32
     Z = torch.as_tensor(X_tr, dtype=dt, device=dev)
     Y = torch.as_tensor(y_tr, device=dev)
