@@ -181,3 +181,29 @@ def test_pgd_trained_baseline_shares_the_feature_map(liresnet, data):
     assert baseline.info["chosen"]["lr"] in (1e-3, 3e-3, 1e-2)
     report = evaluate(baseline, (x_test, y_test), (0.0, 0.05), pgd_steps=20, progress=False)
     assert report.violations == [0, 0] and report.records[0]["clean"] > 0.8
+
+
+def test_solver_choice_is_solve_s_and_torch_defaults_apply_to_torch_only(data, monkeypatch):
+    """The pipeline hands every program to solve() with the caller's solver and options, and
+    TORCH_OPTIONS (below explicit options) as torch's own; the l-inf program option is the
+    pipeline's documented default, whatever the solver."""
+    import convexrobust.pipeline as pipeline
+    from convexrobust.errors import SolverFailedError
+
+    calls = []
+
+    def fake_solve(program, solver, **kwargs):
+        calls.append((program, solver, kwargs))
+        raise SolverFailedError("stalled", status="stalled", solver=solver)
+
+    monkeypatch.setattr(pipeline, "solve", fake_solve)
+    x, y, _, _ = data
+    with pytest.raises(SolverFailedError, match="every candidate"):
+        retrain_last_two_layers(_Custom().eval(), (x, y), head="polynomial",
+                                threat=cr.Linf(0.02), feature_module="fc1",
+                                feature_radius=0.1, grid={"beta": (1e-2,), "radius_scale": (1,)},
+                                solver="scs", solver_options={"tol": 1e-5}, progress=False)
+    (program, solver, kwargs), = calls
+    assert solver == "scs" and kwargs["tol"] == 1e-5
+    assert kwargs["backend_options"] == {"torch": {"accept_inaccurate": True}}
+    assert program.linf == "containment" == pipeline.PROGRAM_DEFAULTS["polynomial"]["linf"]
