@@ -47,10 +47,10 @@ when ``n < m``, by Woodbury through the n × n kernel ``K = ÃÃᵀ``,
 
 Penalties are fixed: ``ρ_r`` = :data:`RHO_LOSS`/n and ``ρ_s`` = :data:`RHO_CONE` times the data
 term's curvature (the mean non-zero eigenvalue of ``ÃᵀÃ/n``), so the matrix is factored once. The
-constants (and ``α``) were chosen on planted binary and 10-class programs (hinge and squared,
-n = 400–3000, d = 10–50): 130–540 iterations to a certified gap of 1e-4. OSQP's residual-balancing
-rule ``ρ ← ρ √(prim/dual)`` — free here, on a common scale of ``ρ_s`` and ``ρ_r`` that leaves
-``γ`` unchanged — took 1.3–5× more iterations on the same programs, so it is not used.
+constants (and ``α``) were chosen on planted binary and multi-class programs. OSQP's
+residual-balancing rule ``ρ ← ρ √(prim/dual)`` — free here, on a common scale of ``ρ_s`` and
+``ρ_r`` that leaves ``γ`` unchanged — took more iterations on the same programs, so it is not
+used.
 
 Certificate and stopping
 ------------------------
@@ -83,18 +83,16 @@ model is solved by the ADMM above, warm-started, to a certified gap ``max(tol/4,
 output then moves from its previous point towards the model's solution by the longest step in
 1, 1/2, 1/4, … (at most :data:`LINE_SEARCH_STEPS` halvings) that does not raise its true robust
 objective (the model's decrease makes the direction a descent direction where the worst case
-is unique; without this step the iterates were seen to 2-cycle on a 10-class program); then the
+is unique; without this step the iterates can cycle between two points); then the
 exact worst cases of the new point are computed by the trust-region solver (MATH.md §4).
 Certificate: the robust objective at ``s`` with the judge's sound worst-case bounds is an
 upper bound; every round's summed ADMM dual bounds (one model per output, all solved) are
 lower bounds of the optimum; the solve stops when the relative gap between the best of them is
-at most ``tol``. On planted data (d = 10, r = 0.1, a certified gap of 1e-4) this took 1.7 s for
-n = 200 binary and 24 s for n = 200 with 10 classes, against Clarabel's 5.6 s and 37 s; the
-accelerated gradient solver had not reached 1e-3 after 20 s and 60 s. At radii of the order of
-the data's norm the linear model is poor far from its points and the steps shrink: on a 10-class
-retraining head (digits features, n = 1150, d = 16, r = 6.3 against a mean ‖x‖ of 4) three
-rounds used up 20,000 iterations at objective 5.66, where accelerated gradient reached 1.73 in
-120 s — so "auto" does not choose this method for robust programs.
+at most ``tol``. At radii of the order of the data's norm the linear model is poor far from its
+points and the steps shrink, so each round gains little — which is why "auto" does not choose
+this method for robust programs. At radii beyond every sample's norm the zero network may be
+certified optimal outright (:func:`~convexrobust.solvers.lifted_cone.zero_is_optimal`), and is
+then returned without a round.
 
 The returned point is ``s`` (projected once more in float64 on the CPU, as the accelerated
 gradient solver does); ``Solution.gap`` is the certified relative gap, ``info["dual_bound"]`` the
@@ -149,9 +147,8 @@ TOL_FLOOR = 1e3
 RESIDUAL_FACTOR = 0.1
 #: The largest matrix the solver factors: ``min(n, m)``, m = (d+1)(d+2)/2 (9000: 650 MB in
 #: float64). Larger programs go to the accelerated projected gradient solver (the dispatcher in
-#: :mod:`convexrobust.solvers`). At m = 8385 (d = 128, n = 10,000, 10 planted classes, hinge,
-#: β = 1e-3) ADMM reached a certified gap of 9.7e-4 in 183–213 s (30 s of it forming and factoring
-#: the matrix; objective 0.24104) where accelerated gradient stood at 0.24333 after 300 s.
+#: :mod:`convexrobust.solvers`); up to this size the factorisation pays for itself against
+#: accelerated gradient (benchmarks/targets.py measures the largest case).
 MAX_FACTOR_SIZE = 9000
 #: Elements of Φ formed at once (direct factorisation).
 _CHUNK_ELEMENTS = 4_000_000

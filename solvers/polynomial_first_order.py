@@ -50,9 +50,8 @@ O(n) eigendecompositions. A robust objective+gradient evaluation makes the same 
 (n, d)×(d, C d)-sized contractions as a nominal one (``XV`` and the outer-product sum) plus
 roughly two dozen in-place elementwise passes over (n, C, d) work buffers kept between
 evaluations (the Newton passes of the secular equation only over the rows not yet converged;
-the hard-case candidate only for the few rows that can need it). Measured on one CPU thread
-(float64, 10 planted classes, d = 128; benchmarks/targets.py target 3): n = 2000, 32 ms
-nominal vs 85–90 ms robust (≈2.5×); n = 10,000, 0.25 s vs 0.49 s (≈2×).
+the hard-case candidate only for the few rows that can need it), so a robust evaluation costs a
+small constant factor more than a nominal one (benchmarks/targets.py, target 3, measures it).
 
 Stopping: the relative gradient-mapping norm ``‖L(y − Π_K(y − ∇F(y)/L))‖ / max(1, ‖∇F(y)‖)``
 of the final smoothing stage below ``tol`` with the objective no longer moving (relative change
@@ -70,12 +69,14 @@ second half of its iterations, the objective improved by at most :data:`PLATEAU_
 on accelerated gradient's smallest gradient mapping falls like k^(-3/2), Nesterov, Optima 88,
 2012): the next smoothing stage begins, and in the final stage the solve stops — with status
 ``"stalled"`` (an error unless ``accept_inaccurate``) when the gradient mapping is still above
-``tol``, since nothing then certifies the point. Measured (tol 1e-3): a 10-class retraining head
-(digits features, n = 1150, d = 16, r = 6.3) had used its whole 20,000-iteration budget (300 s)
-with its gradient mapping at 1.2e-2 since iteration 950, stuck in the second smoothing stage
-(objective 1.7259); it now stops after 3975 iterations (60 s) at 1.7176. On a 3-class digits
-program (n = 60, d = 6, r = 2) 6000 iterations had ended 20 % above Clarabel's optimum; it now
-stops within 0.1 % of it (tests/test_torch_polynomial.py).
+``tol``, since nothing then certifies the point. Without the rule a stage stuck at such a point
+spends the whole budget; with it the later stages, whose smoothing is finer, still improve the
+objective (tests/test_torch_polynomial.py checks a 3-class program against Clarabel).
+
+Radii beyond the data: when :func:`~convexrobust.solvers.lifted_cone.zero_is_optimal` proves
+the zero network optimal (every nonzero network has a worse worst case), the solve returns it
+at once as optimal — it is exactly such a hard-case point, where the plateau rule alone would
+end ``"stalled"``.
 """
 
 from __future__ import annotations
