@@ -4,15 +4,22 @@ group-lasso proximal pieces, the accelerated-gradient momentum and restart rules
 ending that turns a status into a :class:`~convexrobust.solvers.solution.Solution` or a
 :class:`~convexrobust.errors.SolverFailedError`.
 
-The meaning of ``tol`` differs by method, and :attr:`Solution.gap_kind` says which it is:
+The meaning of ``tol`` differs by method, and each solver's docstring states it:
 
-* ``"certified_gap"`` — an upper bound on the relative distance of the returned objective to
-  the optimum, from a dual feasible point (the ADMM solvers of the polynomial programs);
-* ``"relative_stationarity"`` — the norm of a first-order optimality residual (the
-  minimum-norm subgradient or the gradient mapping) relative to the gradient's scale at the
-  start (the augmented Lagrangian and accelerated projected gradient solvers);
-* ``"relative_residual"`` — OSQP's scaled primal and dual residuals of the splitting (the ADMM
-  solver of the ReLU programs; its ``Solution.gap`` is still a certified duality gap).
+* ADMM, polynomial programs (``polynomial_admm``): a **certified relative duality gap** — an
+  upper bound on the relative distance of the returned objective to the optimum, from a dual
+  feasible point;
+* ADMM, ReLU programs (``relu_admm``): a **relative residual** — OSQP's scaled primal and dual
+  residuals of the splitting; its ``Solution.gap`` is nevertheless a certified duality gap of
+  the repaired point;
+* augmented Lagrangian (``relu_first_order``) and accelerated projected gradient
+  (``polynomial_first_order``): a **relative stationarity** — the norm of a first-order
+  optimality residual (the minimum-norm subgradient, the gradient mapping) relative to the
+  gradient's scale. It certifies nothing about the objective: with a small β, a point can be
+  stationary to ``tol`` and still be well above the optimum.
+
+:attr:`Solution.gap_kind` names what ``Solution.gap`` is: ``"certified_gap"``,
+``"relative_stationarity"`` or ``"relative_residual"`` (:data:`GAP_KINDS`).
 """
 
 from __future__ import annotations
@@ -61,8 +68,8 @@ COMMON_OPTIONS_DOC = """
         ``torch.device``; an unusable one raises :class:`InvalidInputError`) and a floating
         dtype. The returned values are float64 numpy, judged by the program on the host.
     tol:
-        The method's stopping tolerance in ``(0, 1)``; what it measures is the solver's own
-        (its docstring) and ``Solution.gap_kind`` names it.
+        The method's stopping tolerance in ``(0, 1)``; what it measures is stated above
+        (and ``Solution.gap_kind`` names what ``Solution.gap`` is).
     max_iters, time_limit:
         Budget of iterations (an integer ≥ 1, all stages together) and wall-clock seconds
         (None: no limit). When exhausted the solve raises :class:`SolverFailedError` with
