@@ -135,3 +135,16 @@ def test_zero_certificate_is_sound_and_only_claims_what_holds():
         assert reference.objective >= program.objective(zero) - 1e-5
         assert not zero_is_optimal(_poly("hinge", cr.L2(0.2), three))
     assert not zero_is_optimal(_poly("hinge"))  # nominal
+
+
+def test_relu_linf_radius_beyond_the_data_matches_clarabel():
+    program = _relu("squared", cr.Linf(1e3))
+    solution = cr.solve(program, "torch")
+    assert solution.status == "optimal" and solution.info["slope_free"]
+    reference = cr.solve(program, "clarabel", accept_inaccurate=True)
+    assert abs(solution.objective - reference.objective) <= 1e-3 * abs(reference.objective)
+
+
+def test_relu_radius_below_the_data_keeps_the_slopes():
+    program = _relu("squared", cr.L2(0.1))
+    assert not solve_relu_torch(program, tol=1e-3).info["slope_free"]
