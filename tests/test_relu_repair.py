@@ -14,7 +14,7 @@ from conftest import three_class_data, xor_data
 import convexrobust as cr
 from convexrobust.solvers import relu_repair
 
-#: The repair's threshold as ``_repaired`` sets it (1e-9 × the largest row norm of X̃).
+#: The repair's threshold as ``relu_repair.repaired`` sets it (1e-9 × the largest row norm of X̃).
 THRESHOLD_FACTOR = 1e-9
 
 
