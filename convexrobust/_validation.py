@@ -63,8 +63,10 @@ def as_array(value: object, name: str) -> np.ndarray:
         ) from None
 
 
-def check_features(X: object, *, name: str = "X", n_features: int | None = None) -> np.ndarray:
-    """Return ``X`` as a finite float64 array of shape (n_samples, n_features)."""
+def check_features(X: object, *, name: str = "X", n_features: int | None = None,
+                   max_abs: float | None = None) -> np.ndarray:
+    """Return ``X`` as a finite float64 array of shape (n_samples, n_features), with entries of
+    magnitude at most ``max_abs`` when given."""
     X = _to_numpy(X)
     if isinstance(X, np.ndarray) and X.dtype.kind == "c":
         raise InvalidInputError(f"{name} is complex; pass real-valued features")
@@ -87,6 +89,12 @@ def check_features(X: object, *, name: str = "X", n_features: int | None = None)
         bad = int(np.sum(~np.isfinite(arr)))
         raise InvalidInputError(
             f"{name} contains {bad} NaN or infinite value(s); impute or drop them first"
+        )
+    if max_abs is not None and float(np.max(np.abs(arr))) > max_abs:
+        raise InvalidInputError(
+            f"{name} has entries as large as {float(np.max(np.abs(arr))):.3g} (at most "
+            f"{max_abs:g} are taken: float64 cannot hold the powers the programs form); "
+            "standardise the features first"
         )
     if n_features is not None and arr.shape[1] != n_features:
         raise InvalidInputError(

@@ -32,14 +32,34 @@ from convexrobust.threat import ThreatModel
 Values = dict[str, np.ndarray]
 
 
-def check_threat(threat: object) -> ThreatModel | None:
-    """``None`` or a :class:`ThreatModel`; a zero radius means nominal training."""
+#: Largest feature magnitude a program takes: the programs and their judges form up to fourth
+#: powers of the features (lifted quadratics, squared worst-case terms), finite in float64 only
+#: below ≈1e77; solvers stop being accurate long before.
+MAX_FEATURE_MAGNITUDE = 1e75
+
+#: A threat radius above this many times the data's scale (``1 + max_k ‖x_k‖_p``) is refused:
+#: the ball then holds every training point many times over (robust training degenerates to a
+#: constant model) and the programs' coefficients (ε, ε²) overflow or defeat every solver.
+MAX_RADIUS_RATIO = 1e6
+
+
+def check_threat(threat: object, X: np.ndarray | None = None) -> ThreatModel | None:
+    """``None`` or a :class:`ThreatModel`; a zero radius means nominal training. With the
+    features ``X``, a radius beyond :data:`MAX_RADIUS_RATIO` times their scale is refused."""
     if threat is None:
         return None
     if not isinstance(threat, ThreatModel):
         raise InvalidInputError(
             f"threat must be a ThreatModel such as cr.L2(0.5) or cr.Linf(0.1), got {threat!r}"
         )
+    if X is not None and threat.eps > 0:
+        scale = 1.0 + float(np.max(np.linalg.norm(X, ord=threat.norm, axis=1)))
+        if not threat.eps <= MAX_RADIUS_RATIO * scale:
+            raise InvalidInputError(
+                f"threat radius {threat.eps:g} is more than {MAX_RADIUS_RATIO:g} times the "
+                f"data's scale (1 + largest ‖x‖ = {scale:.3g}): every point is inside every "
+                "other's ball. Standardise the features or pass a radius on their scale"
+            )
     return threat if threat.eps > 0 else None
 
 
@@ -56,10 +76,10 @@ class ConvexProgram(ABC):
     def _set_data(self, X: object, y: object, *, loss: str, beta: float, threat: object,
                   task: str) -> None:
         """Validate and store what every program has: features, loss, β, threat, targets."""
-        self.X = check_features(X)
+        self.X = check_features(X, max_abs=MAX_FEATURE_MAGNITUDE)
         self.loss = get_loss(loss).name
         self.beta = check_positive(beta, "beta")
-        self.threat = check_threat(threat)
+        self.threat = check_threat(threat, self.X)
         task = check_choice(task, "task", ("auto", "classification", "regression"))
         if task == "auto":
             task = infer_task(y, self.loss)
