@@ -45,6 +45,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from convexrobust.errors import InvalidInputError
+
 __all__ = ["TRSResult", "BoundaryDistance", "solve_trs", "boundary_distance"]
 
 
@@ -94,7 +96,7 @@ def _prepare(
     """Validate shapes and bring everything to a common floating dtype / device."""
     g = torch.as_tensor(g)
     if g.ndim != 2:
-        raise ValueError(f"g must have shape (n, d), got {tuple(g.shape)}")
+        raise InvalidInputError(f"g must have shape (n, d), got {tuple(g.shape)}")
     eigvals = torch.as_tensor(eigvals, device=g.device)
     eigvecs = torch.as_tensor(eigvecs, device=g.device)
     if isinstance(h, Tensor):
@@ -108,14 +110,14 @@ def _prepare(
         dtype = torch.get_default_dtype()
     n, d = g.shape
     if eigvals.shape != (d,) or eigvecs.shape != (d, d):
-        raise ValueError(
+        raise InvalidInputError(
             f"eigvals/eigvecs must have shapes ({d},) and ({d}, {d}), got "
             f"{tuple(eigvals.shape)} and {tuple(eigvecs.shape)}"
         )
     if h.ndim == 0:
         h = h.expand(n)
     if h.shape != (n,):
-        raise ValueError(f"h must have shape ({n},) or be a scalar, got {tuple(h.shape)}")
+        raise InvalidInputError(f"h must have shape ({n},) or be a scalar, got {tuple(h.shape)}")
     return eigvals.to(dtype), eigvecs.to(dtype), g.to(dtype), h.to(dtype)
 
 
@@ -239,9 +241,10 @@ def solve_trs(
     if r.ndim == 0:
         r = r.expand(n)
     if r.shape != (n,):
-        raise ValueError(f"radius must have shape ({n},) or be a scalar, got {tuple(r.shape)}")
+        raise InvalidInputError(
+            f"radius must have shape ({n},) or be a scalar, got {tuple(r.shape)}")
     if bool(((r < 0) | ~torch.isfinite(r)).any()):
-        raise ValueError("radius must be finite and non-negative")
+        raise InvalidInputError("radius must be finite and non-negative")
     eps = torch.finfo(dtype).eps
 
     gt = g @ vecs

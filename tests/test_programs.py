@@ -37,7 +37,9 @@ def _agree(program: cr.ConvexProgram) -> cr.Solution:
     scs = cr.solve(program, "scs")
     assert clarabel.status == scs.status == "optimal"
     assert _relative_gap(clarabel.objective, scs.objective) <= 1e-3
-    assert clarabel.violation <= 1e-6 and scs.violation <= 1e-4
+    # Clarabel's tol 1e-6 bounds its residuals relative to the data's scale (not absolutely):
+    # 1e-5 is what that accuracy guarantees here (observed: at most 1.7e-7)
+    assert clarabel.violation <= 1e-5 and scs.violation <= 1e-4
     # the program's own objective is the one the solver optimised
     assert _relative_gap(clarabel.objective, clarabel.solver_objective) <= 1e-5
     return clarabel
@@ -268,7 +270,9 @@ def test_diagonal_sprocedure_is_tighter_than_containment():
                        "clarabel").objective
         for linf in ("diagonal", "containment")
     }
-    assert objectives["diagonal"] <= objectives["containment"] + 1e-7
+    # two solves at Clarabel's tol 1e-6 (objectives ≈ 0.7): each is within ~1e-6 of its optimum
+    # (observed gap between the two: 0.012)
+    assert objectives["diagonal"] <= objectives["containment"] + 1e-5
 
 
 # ---------------------------------------------------------------- solving options and errors

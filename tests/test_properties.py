@@ -45,15 +45,14 @@ known_failures = settings(fuzz, phases=[Phase.explicit, Phase.reuse, Phase.gener
 
 ESTIMATORS_XFAIL = pytest.mark.xfail(
     strict=False,
-    reason="convexrobust/estimators.py passes scikit-learn's own ValueError/TypeError "
-           "(validate_data, check_classification_targets) and NotFittedError through "
-           "instead of InvalidInputError",
+    reason="convexrobust/estimators.py lets scikit-learn's NotFittedError, the TypeError of "
+           "validate_data (sparse X, bytes labels) and certified_radius's label lookup "
+           "(np.searchsorted on mixed types) through",
 )
 SOLVER_OPTIONS_XFAIL = pytest.mark.xfail(
     strict=False,
-    reason="solvers/conic.py hands unvalidated tol/max_iters/verbose and unknown options to "
-           "cvxpy (TypeError/ValueError/OverflowError), and the torch backends call "
-           "torch.device() on a junk device (RuntimeError)",
+    reason="solvers/conic.py hands unvalidated tol/max_iters and unknown options to cvxpy, "
+           "whose backends raise TypeError/ValueError/OverflowError",
 )
 
 
