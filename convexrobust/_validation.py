@@ -26,6 +26,9 @@ def check_device(device: object, *, default: str | torch.device = "cpu") -> torc
     except (RuntimeError, ValueError) as err:
         raise InvalidInputError(f"unknown device {device!r}: use 'cpu' or 'cuda' "
                                 f"({str(err).splitlines()[0][:120]})") from None
+    if dev.type == "meta":
+        raise InvalidInputError("device 'meta' holds no data and cannot compute; pass "
+                                "device='cpu' or a CUDA device")
     try:
         torch.empty(0, device=dev)
     except (RuntimeError, AssertionError, ValueError) as err:
