@@ -15,6 +15,7 @@ from convexrobust.errors import (
     ConvexRobustError,
     DatasetNotFoundError,
     InvalidInputError,
+    InvalidInputTypeError,
     SolverFailedError,
     SolverUnavailableError,
 )
@@ -68,6 +69,7 @@ __all__ = [
     "ConvexRobustError",
     "DatasetNotFoundError",
     "InvalidInputError",
+    "InvalidInputTypeError",
     "LiResNet",
     "Linf",
     "PolynomialActivation",

@@ -2,6 +2,8 @@
 
 * :class:`InvalidInputError` — the caller passed data or a parameter the program cannot take
   (wrong shape, NaN/inf, a single class, ε < 0, an unknown loss or solver name).
+  :class:`InvalidInputTypeError` is the same for an input of the wrong type (also a
+  ``TypeError``).
 * :class:`DatasetNotFoundError` — a dataset is not on disk (nothing is ever downloaded).
 * :class:`SolverUnavailableError` — the requested solver is not installed or not licensed.
 * :class:`CertificateUnavailableError` — a certificate was asked of a model that has no
@@ -19,6 +21,11 @@ class ConvexRobustError(Exception):
 
 class InvalidInputError(ConvexRobustError, ValueError):
     """Input data or a parameter is not acceptable; the message names the fix."""
+
+
+class InvalidInputTypeError(InvalidInputError, TypeError):
+    """An input has the wrong type (e.g. a sparse or object array where numbers are needed): an
+    :class:`InvalidInputError` that is also a ``TypeError``, as Python's own would be."""
 
 
 class DatasetNotFoundError(ConvexRobustError, FileNotFoundError):

@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Callable, Iterator
 
 import numpy as np
+import sklearn.exceptions
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
@@ -29,7 +30,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from convexrobust.certify import CertifiedRadii, certified_radius
-from convexrobust.errors import InvalidInputError
+from convexrobust.errors import InvalidInputError, InvalidInputTypeError
 from convexrobust.problems.base import ConvexProgram
 from convexrobust.problems.polynomial import ConvexPolynomial
 from convexrobust.problems.relu import ConvexReLU
@@ -37,16 +38,39 @@ from convexrobust.solvers import solve
 from convexrobust.threat import ThreatModel
 
 
+class NotFittedError(InvalidInputError, sklearn.exceptions.NotFittedError):
+    """An estimator was used before ``fit``: scikit-learn's ``NotFittedError`` and a
+    :class:`~convexrobust.errors.ConvexRobustError` at once."""
+
+
 @contextlib.contextmanager
 def _typed_errors() -> Iterator[None]:
-    """scikit-learn's validation raises plain ``ValueError``; re-raise it as
-    :class:`InvalidInputError` (a ``ValueError`` too), with the same message."""
+    """scikit-learn's validation raises plain ``ValueError`` / ``TypeError`` /
+    ``NotFittedError``; re-raise them as :class:`InvalidInputError` (a ``ValueError`` too),
+    :class:`InvalidInputTypeError` (a ``TypeError`` too) or :class:`NotFittedError` (both),
+    with the same message."""
     try:
         yield
     except InvalidInputError:
         raise
+    except sklearn.exceptions.NotFittedError as err:
+        raise NotFittedError(str(err)) from err
+    except TypeError as err:
+        raise InvalidInputTypeError(str(err)) from err
     except ValueError as err:
         raise InvalidInputError(str(err)) from err
+
+
+def _hashable(label: object) -> object:
+    """``label`` as a key of the ``classes_`` lookup (numpy scalars as Python scalars; an
+    unhashable label as a key that matches nothing)."""
+    if isinstance(label, np.generic):
+        return label.item()
+    try:
+        hash(label)
+    except TypeError:
+        return object()
+    return label
 
 
 class _ConvexEstimator(BaseEstimator):
@@ -94,8 +118,8 @@ class _ConvexEstimator(BaseEstimator):
         return y
 
     def _scores(self, X: object) -> np.ndarray:
-        check_is_fitted(self, "network_")
         with _typed_errors():
+            check_is_fitted(self, "network_")
             X = validate_data(self, X, dtype=np.float64, reset=False)
         with torch.no_grad():
             return self.network_(torch.as_tensor(X)).numpy()
@@ -126,16 +150,19 @@ class _ClassifierMixin(ClassifierMixin):
                          ) -> CertifiedRadii:
         """Per-point certified radii (see :func:`convexrobust.certified_radius`) in the
         training norm unless ``norm`` is given; ``y`` holds labels from ``classes_``."""
-        check_is_fitted(self, "network_")
         with _typed_errors():
+            check_is_fitted(self, "network_")
             X = validate_data(self, X, dtype=np.float64, reset=False)
-        y = np.asarray(y)
-        labels = np.searchsorted(self.classes_, y)
-        known = (labels < len(self.classes_)) & (self.classes_[np.minimum(
-            labels, len(self.classes_) - 1)] == y)
+        y = np.asarray(y, dtype=object) if y is not None else None
+        if y is None or y.ndim != 1 or len(y) != X.shape[0]:
+            raise InvalidInputError(
+                f"y must hold one label per row of X ({X.shape[0]}), got {y!r:.80}")
+        index = {label: i for i, label in enumerate(self.classes_.tolist())}
+        labels = np.array([index.get(_hashable(label), -1) for label in y], dtype=np.int64)
+        known = labels >= 0
         radii = certified_radius(self.network_, X, np.where(known, labels, 0),
                                  self.norm if norm is None else norm)
-        radii.radius[~known] = 0.0
+        radii.radius[~known] = 0.0  # a label the estimator never saw is not certified
         return radii
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import cvxpy as cp
 
+from convexrobust._validation import check_bool, check_int, check_positive
 from convexrobust.errors import InvalidInputError, SolverFailedError, SolverUnavailableError
 from convexrobust.problems.base import ConvexProgram
 from convexrobust.solvers.solution import Solution
@@ -63,7 +64,8 @@ def _solver_options(name: str, tol: float | None, max_iters: int | None) -> dict
         return opts
     if name == "scs":
         tol = 1e-6 if tol is None else tol
-        return {"eps_abs": tol, "eps_rel": tol, "max_iters": max_iters or 200_000}
+        return {"eps_abs": tol, "eps_rel": tol,
+                "max_iters": 200_000 if max_iters is None else max_iters}
     params: dict[str, object] = {}
     if tol is not None:
         params = {"MSK_DPAR_INTPNT_CO_TOL_REL_GAP": tol, "MSK_DPAR_INTPNT_CO_TOL_PFEAS": tol,
@@ -79,6 +81,14 @@ def solve_conic(program: ConvexProgram, *, solver: str, tol: float | None = None
                 **solver_options: object) -> Solution:
     """Solve ``program`` (or the user's extended ``problem``) with a cvxpy conic solver."""
     start = time.perf_counter()
+    if tol is not None:
+        tol = check_positive(tol, "tol", allow_zero=False)
+        if tol >= 1:
+            raise InvalidInputError(f"tol must be a relative accuracy in (0, 1), got {tol!r}")
+    if max_iters is not None:
+        max_iters = check_int(max_iters, "max_iters", minimum=1)
+    verbose = check_bool(verbose, "verbose")
+    accept_inaccurate = check_bool(accept_inaccurate, "accept_inaccurate")
     if problem is None:
         problem = program.to_cvxpy()
     elif not isinstance(problem, cp.Problem):
@@ -94,6 +104,13 @@ def solve_conic(program: ConvexProgram, *, solver: str, tol: float | None = None
             f"{solver} failed on {program.describe()}: {err}. Try another solver, a looser tol, "
             "or rescale the data", status="solver_error", solver=solver,
         ) from None
+    except (TypeError, ValueError, OverflowError) as err:
+        if not solver_options:
+            raise
+        # the solver's own settings are passed through unchecked: name them in the error
+        raise InvalidInputError(
+            f"{solver} rejected the options {sorted(solver_options)}: {err}. See the "
+            f"{solver} documentation for its settings") from None
     wall = time.perf_counter() - start
     status = problem.status
     if status in (cp.INFEASIBLE, cp.UNBOUNDED, cp.INFEASIBLE_INACCURATE, cp.UNBOUNDED_INACCURATE):

@@ -20,8 +20,10 @@ from __future__ import annotations
 import inspect
 import math
 
+import torch
+
 from convexrobust._validation import check_device
-from convexrobust.errors import InvalidInputError
+from convexrobust.errors import InvalidInputError, SolverFailedError
 from convexrobust.problems.base import ConvexProgram
 from convexrobust.solvers.solution import Solution
 
@@ -90,11 +92,23 @@ def solve_torch(program: ConvexProgram, method: str = "auto", **options: object)
         if unknown:
             raise InvalidInputError(f"the ADMM solver does not take {', '.join(unknown)}; "
                                     f"use method={other!r} for those options")
-        solution = admm_solve(program, **options)  # type: ignore[arg-type]
+        run = admm_solve
     elif relu:
-        solution = relu_first_order.solve_relu_torch(program, **options)  # type: ignore[arg-type]
+        run = relu_first_order.solve_relu_torch
     else:
-        solution = polynomial_first_order.solve_polynomial_torch(
-            program, **options)  # type: ignore[arg-type]
+        run = polynomial_first_order.solve_polynomial_torch
+    try:
+        solution = run(program, **options)  # type: ignore[arg-type]
+    except torch.linalg.LinAlgError as err:
+        raise SolverFailedError(
+            f"torch ({method}) hit a numerical failure on {program.describe()}: {err}. Try "
+            "dtype=torch.float64, rescale the data, or use a conic solver",
+            status="numerical_error", solver="torch") from None
+    if not (math.isfinite(solution.objective) and math.isfinite(solution.violation)):
+        # never a point that cannot be judged, not even with accept_inaccurate
+        raise SolverFailedError(
+            f"torch ({method}) returned a non-finite point on {program.describe()} (status "
+            f"{solution.status!r}). Try dtype=torch.float64 or rescale the data",
+            status="numerical_error", solver="torch")
     solution.info.setdefault("method", method)
     return solution

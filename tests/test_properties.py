@@ -20,9 +20,8 @@ import os
 import warnings
 
 import numpy as np
-import pytest
 import torch
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import convexrobust as cr
@@ -38,23 +37,6 @@ fuzz = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                            HealthCheck.filter_too_much],
 )
-#: For the tests marked xfail (bugs in files other teams own): stop at the first failure, no
-#: shrinking — a failing run would otherwise spend minutes minimising an expected failure.
-known_failures = settings(fuzz, phases=[Phase.explicit, Phase.reuse, Phase.generate],
-                          report_multiple_bugs=False)
-
-ESTIMATORS_XFAIL = pytest.mark.xfail(
-    strict=False,
-    reason="convexrobust/estimators.py lets scikit-learn's NotFittedError, the TypeError of "
-           "validate_data (sparse X, bytes labels) and certified_radius's label lookup "
-           "(np.searchsorted on mixed types) through",
-)
-SOLVER_OPTIONS_XFAIL = pytest.mark.xfail(
-    strict=False,
-    reason="solvers/conic.py hands unvalidated tol/max_iters and unknown options to cvxpy, "
-           "whose backends raise TypeError/ValueError/OverflowError",
-)
-
 
 def outcome(call, *args, **kwargs):
     """``call(*args, **kwargs)``: its result, or the :class:`ConvexRobustError` it raised.
@@ -407,8 +389,7 @@ def test_solve_rejects_what_is_not_a_program():
         assert isinstance(outcome(cr.solve, thing), cr.InvalidInputError)
 
 
-@SOLVER_OPTIONS_XFAIL
-@known_failures
+@fuzz
 @given(program=tiny_programs(), data=st.data())
 def test_solve_with_junk_options(program, data):
     solver = data.draw(st.sampled_from(["clarabel", "scs", "torch", "auto"]))
@@ -540,8 +521,7 @@ def test_estimators_fit_predict_and_certify_good_input(X, data):
         assert radii.radius.shape == (n,) and np.all(radii.radius >= 0)
 
 
-@ESTIMATORS_XFAIL
-@known_failures
+@fuzz
 @given(data=st.data())
 def test_estimators_raise_typed_errors_on_bad_input(data):
     estimator = data.draw(st.sampled_from(CLASSIFIERS + REGRESSORS))
