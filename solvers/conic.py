@@ -50,7 +50,22 @@ def _check_installed(name: str) -> None:
         )
 
 
-def _solver_options(name: str, tol: float | None, max_iters: int | None) -> dict[str, object]:
+def _solver_options(name: str, tol: float | None, max_iters: int | None,
+                    time_limit: float | None) -> dict[str, object]:
+    """The cvxpy keyword arguments of ``name`` for the common options."""
+    opts = _accuracy_options(name, tol, max_iters)
+    if time_limit is not None:
+        if name == "clarabel":
+            opts["time_limit"] = time_limit
+        elif name == "scs":
+            opts["time_limit_secs"] = time_limit
+        else:
+            opts.setdefault("mosek_params", {})["MSK_DPAR_OPTIMIZER_MAX_TIME"] = time_limit
+    return opts
+
+
+def _accuracy_options(name: str, tol: float | None, max_iters: int | None
+                      ) -> dict[str, object]:
     if name == "clarabel":
         # 1e-6: at 1e-8 Clarabel stops "almost solved" (gap stalls near 2e-8) on half of small
         # lifted SDPs, and on about 1 in 16 at 1e-7; every test instance solves at 1e-6.
@@ -76,10 +91,15 @@ def _solver_options(name: str, tol: float | None, max_iters: int | None) -> dict
 
 
 def solve_conic(program: ConvexProgram, *, solver: str, tol: float | None = None,
-                max_iters: int | None = None, verbose: bool = False,
-                accept_inaccurate: bool = False, problem: cp.Problem | None = None,
-                **solver_options: object) -> Solution:
-    """Solve ``program`` (or the user's extended ``problem``) with a cvxpy conic solver."""
+                max_iters: int | None = None, time_limit: float | None = None,
+                verbose: bool = False, accept_inaccurate: bool = False,
+                problem: cp.Problem | None = None, **solver_options: object) -> Solution:
+    """Solve ``program`` (or the user's extended ``problem``) with a cvxpy conic solver.
+
+    ``tol``: the solver's relative accuracy (gap and feasibility; default 1e-6);
+    ``max_iters``, ``time_limit`` (seconds): its budget — a solve stopped by either ends with
+    status ``"user_limit"`` (a :class:`SolverFailedError` unless ``accept_inaccurate``);
+    ``solver_options``: the solver's own settings, passed through."""
     start = time.perf_counter()
     if tol is not None:
         tol = check_positive(tol, "tol", allow_zero=False)
@@ -87,13 +107,15 @@ def solve_conic(program: ConvexProgram, *, solver: str, tol: float | None = None
             raise InvalidInputError(f"tol must be a relative accuracy in (0, 1), got {tol!r}")
     if max_iters is not None:
         max_iters = check_int(max_iters, "max_iters", minimum=1)
+    if time_limit is not None:
+        time_limit = check_positive(time_limit, "time_limit", allow_zero=False)
     verbose = check_bool(verbose, "verbose")
     accept_inaccurate = check_bool(accept_inaccurate, "accept_inaccurate")
     if problem is None:
         problem = program.to_cvxpy()
     elif not isinstance(problem, cp.Problem):
         raise InvalidInputError("problem must be a cvxpy.Problem from program.to_cvxpy()")
-    opts = _solver_options(solver, tol, max_iters) | solver_options
+    opts = _solver_options(solver, tol, max_iters, time_limit) | solver_options
     log.info("solving %s with %s", program.describe(), solver)
     try:
         with warnings.catch_warnings():  # cvxpy warns on inaccurate results; we raise instead
@@ -148,8 +170,7 @@ AUTO_CLARABEL_MAX_VARIABLES = 20_000
 #: cost grows with them as much as with the unknowns; larger programs go to torch.
 AUTO_CONIC_MAX_CONSTRAINT_BLOCKS = 2_000
 #: Options only the torch backend takes: a conic backend given one rejects the call.
-_TORCH_ONLY = ("method", "device", "dtype", "time_limit", "seed", "progress", "batch_size",
-               "distributed")
+_TORCH_ONLY = ("method", "device", "dtype", "seed", "progress", "batch_size", "distributed")
 
 
 def accepts(program: ConvexProgram, options: dict[str, object]) -> str | None:
