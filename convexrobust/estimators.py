@@ -7,11 +7,15 @@ nominally — solves it with ``solver`` and keeps the recovered network in ``net
 ``solver_``. With ``solver="auto"`` the solver is chosen by :func:`convexrobust.solve`'s one
 "auto" policy; with a named solver, ``solver_options`` go to that solver, and when it ends
 inaccurate the fit goes on along "auto"'s order (each later solver with its defaults), warns
-with a ``ConvergenceWarning`` and records the solver used in ``solver_``: it raises only when
-every route failed. Inputs are validated the scikit-learn way;
-bad parameters (an unknown norm even when ``eps = 0``, ``eps < 0``, an unknown loss) raise
-:class:`~convexrobust.InvalidInputError` at ``fit``. The regressors take 1-D or 2-D targets
-(one output per column); predictions have the shape of the targets seen at ``fit``.
+with a ``ConvergenceWarning`` and records the solver used in ``solver_``. The last solver of
+that chain runs best-effort: when every route ended inaccurate, the fit keeps the last one's
+(feasible, judged) point, as scikit-learn's iterative estimators do, with a
+``ConvergenceWarning`` and the status in ``solution_.status``; it raises only for errors no
+solver can get past (bad input, an infeasible program, no solver installed). Inputs are
+validated the scikit-learn way; bad parameters (an unknown norm even when ``eps = 0``,
+``eps < 0``, an unknown loss) raise :class:`~convexrobust.InvalidInputError` at ``fit``. The
+regressors take 1-D or 2-D targets (one output per column); predictions have the shape of the
+targets seen at ``fit``.
 """
 
 from __future__ import annotations
@@ -102,15 +106,21 @@ class _ConvexEstimator(BaseEstimator):
             raise InvalidInputError(f"solver must be a name such as 'auto', got {self.solver!r}")
         program = self._program(X, y)
         if self.solver.lower() == "auto":
-            solution = solve(program, "auto", **options)
+            solution = solve(program, "auto", best_effort=True, **options)
         else:  # the options are for the named solver; a fallback runs with its defaults
-            solution = solve(program, self.solver, fallback=True,
+            solution = solve(program, self.solver, fallback=True, best_effort=True,
                              backend_options={self.solver: options})
         failures = solution.info.get("auto_failures") or []
         if failures and self.solver.lower() != "auto":
             warnings.warn(
                 f"solver={self.solver!r} did not solve the program ({'; '.join(failures)}); "
                 f"fitted with {solution.solver!r} instead (see solver_)", ConvergenceWarning,
+                stacklevel=3)
+        if not solution.optimal:
+            warnings.warn(
+                f"{solution.solver} stopped before optimality (status {solution.status!r}); "
+                "the fitted network is its last (feasible) point. Raise max_iters or "
+                "time_limit in solver_options, or rescale the data", ConvergenceWarning,
                 stacklevel=3)
         self.solution_ = solution
         self.solver_ = solution.solver

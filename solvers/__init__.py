@@ -148,6 +148,7 @@ def _check_backend_options(backend_options: object) -> dict[str, dict[str, objec
 
 
 def solve(program: ConvexProgram, solver: str = "auto", *, fallback: bool = False,
+          best_effort: bool = False,
           backend_options: Mapping[str, Mapping[str, object]] | None = None,
           **options: object) -> Solution:
     """Solve ``program`` with ``solver`` and return a :class:`Solution`.
@@ -169,11 +170,17 @@ def solve(program: ConvexProgram, solver: str = "auto", *, fallback: bool = Fals
     ``fallback=True`` with a named solver: when it fails numerically, go on along "auto"'s order
     (with each later backend's own ``backend_options`` only — ``options`` were meant for the
     named solver); the failures are recorded in ``solution.info["auto_failures"]``.
+
+    ``best_effort=True``: the last solver of the chain ("auto"'s, or the fallback's) runs with
+    ``accept_inaccurate=True``, so a chain whose every solver ends inaccurate returns the last
+    one's point with its non-optimal ``status`` (judged as always) instead of raising — what
+    scikit-learn's estimators do when they run out of iterations.
     """
     program = _check_program(program)
     per_backend = _check_backend_options(backend_options)
-    if not isinstance(fallback, bool):
-        raise InvalidInputError(f"fallback must be True or False, got {fallback!r}")
+    for flag, value in (("fallback", fallback), ("best_effort", best_effort)):
+        if not isinstance(value, bool):
+            raise InvalidInputError(f"{flag} must be True or False, got {value!r}")
     if isinstance(solver, str) and solver.lower() == "auto":
         chain = [(name, {**options, **per_backend.get(name, {})})
                  for name in auto_order(program, options)]
@@ -181,24 +188,24 @@ def solve(program: ConvexProgram, solver: str = "auto", *, fallback: bool = Fals
             raise SolverUnavailableError(
                 f"no installed solver accepts {program.describe()}: install clarabel or scs "
                 "(pip install clarabel scs)")
-        return _solve_chain(program, chain)
+        return _solve_chain(program, chain, best_effort)
     backend = _backend(solver)
     backend.check()
     first = {**options, **per_backend.get(backend.name, {})}
     reason = backend.accepts(program, first)
     if reason is not None:
         raise InvalidInputError(f"{backend.name} cannot solve {program.describe()}: {reason}")
-    if not fallback:
-        return backend.run(program, **first)
     rest = [(name, per_backend.get(name, {})) for name in auto_order(program)
-            if name != backend.name]
-    return _solve_chain(program, [(backend.name, first), *rest])
+            if name != backend.name] if fallback else []
+    return _solve_chain(program, [(backend.name, first), *rest], best_effort)
 
 
-def _solve_chain(program: ConvexProgram, chain: list[tuple[str, dict[str, object]]]
-                 ) -> Solution:
+def _solve_chain(program: ConvexProgram, chain: list[tuple[str, dict[str, object]]],
+                 best_effort: bool) -> Solution:
     """Run the backends of ``chain`` in turn until one returns (see :func:`solve`)."""
     failures: list[str] = []
+    if best_effort:
+        chain = [*chain[:-1], (chain[-1][0], {**chain[-1][1], "accept_inaccurate": True})]
     for name, opts in chain:
         try:
             solution = _REGISTRY[name].run(program, **opts)

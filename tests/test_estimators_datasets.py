@@ -132,3 +132,12 @@ def test_every_toy_classification_dataset(estimator, name, standardise, solver):
 @pytest.mark.parametrize("estimator", [cr.ConvexReLURegressor, cr.ConvexPolynomialRegressor])
 def test_diabetes_every_solver(estimator, name, standardise, solver):
     _fit_and_check(estimator(solver=solver), *_data(name, standardise), solver)
+
+
+def test_best_effort_returns_the_last_routes_point(rng):
+    X, y = rng.standard_normal((20, 2)), np.arange(20) % 2
+    program = cr.ConvexReLU(X, y, n_patterns=4, loss="hinge")
+    solution = cr.solve(program, "auto", best_effort=True, max_iters=1)
+    assert solution.solver == "torch" and solution.status == "max_iters"
+    assert len(solution.info["auto_failures"]) == len(cr.solvers.auto_order(program)) - 1
+    assert np.isfinite(solution.objective) and solution.violation <= 1e-9  # repaired, judged
