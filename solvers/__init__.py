@@ -206,15 +206,16 @@ def _solve_chain(program: ConvexProgram, chain: list[tuple[str, dict[str, object
     failures: list[str] = []
     if best_effort:
         chain = [*chain[:-1], (chain[-1][0], {**chain[-1][1], "accept_inaccurate": True})]
-    for name, opts in chain:
+    for position, (name, opts) in enumerate(chain, start=1):
         try:
             solution = _REGISTRY[name].run(program, **opts)
         except SolverFailedError as err:
-            if err.status in DEFINITIVE_STATUSES:
-                raise
-            log.warning("%s failed on %s (%s); trying the next solver", name,
-                        program.describe(), err.status)
+            if err.status in DEFINITIVE_STATUSES or len(chain) == 1:
+                raise  # a lone solver's own error says more than "every solver failed"
             failures.append(f"{name}: {err.status}")
+            if position < len(chain):
+                log.warning("%s failed on %s (%s); trying the next solver", name,
+                            program.describe(), err.status)
             continue
         solution.info["auto_failures"] = failures
         return solution
