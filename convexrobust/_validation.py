@@ -103,6 +103,8 @@ def check_features(X: object, *, name: str = "X", n_features: int | None = None,
         raise InvalidInputError(
             f"{name} has {arr.shape[1]} features but the model was built for {n_features}"
         )
+    if not arr.flags.writeable:  # a read-only input (e.g. a memmap): torch needs its own copy
+        arr = arr.copy()
     return arr
 
 

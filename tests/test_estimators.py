@@ -49,6 +49,9 @@ def _ids(estimators: list) -> list[str]:
     return [type(e).__name__ for e in estimators]
 
 
+# a named solver that ends inaccurate on this CPU falls back with a ConvergenceWarning (by
+# design; tests/test_estimators_datasets.py checks it): not a failure of the API checks
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @parametrize_with_checks(ESTIMATORS)
 def test_sklearn_api(estimator, check) -> None:
     check(estimator)
