@@ -166,7 +166,7 @@ class _AugmentedLagrangian:
         self.n = stream.n_global
         self.mu = 0.0
         self.rho = 1.0
-        self.eps = program._eps_q()[0]
+        self.eps = program.radius_and_dual_exponent()[0]
         self.lam: list[torch.Tensor] | None = None  # per chunk (C, 2P, m) multipliers, ≥ 0
         self.lam_sq = 0.0  # Σλ² over all samples (all ranks)
 
@@ -385,7 +385,7 @@ def solve_relu_torch(program: ConvexReLU, *, device: torch.device | str | None =
     C, P, db = program.n_outputs, program.n_patterns, program.Xb.shape[1]
     n = program.n_samples
     beta = program.beta
-    eps, _ = program._eps_q()
+    eps, _ = program.radius_and_dual_exponent()
     comm.check_same_program(beta, eps, C, arrays=tuple(program.sample_arrays().values()))
     item = torch.finfo(dtype).bits // 8
     stream = SampleStream(
@@ -522,7 +522,7 @@ def _slope_free_coordinates(program: ConvexReLU, device: torch.device) -> torch.
     program exactly and the ε-terms vanish; otherwise the slacks ``E X̃u − ε‖u‖_q`` at such radii
     are too badly scaled for the penalty to converge. Without a bias column the mask is all
     False: the zero network is optimal."""
-    eps, _ = program._eps_q()
+    eps, _ = program.radius_and_dual_exponent()
     if not eps:
         return None
     norms = np.linalg.norm(program.X, ord=program.threat.norm, axis=1)

@@ -68,7 +68,7 @@ def project_with_margin(program: ConvexReLU, A: np.ndarray, z: np.ndarray,
     update ``b``; the caller's gate shift absorbs what is left. This moves a group that violates
     the robust constraints by the smoothing error of the norm (``≈ εμ/2`` on every sample) by
     about that much, where the gate shift alone moves it by that over the gate's slack."""
-    eps, q = program._eps_q()
+    eps, q = program.radius_and_dual_exponent()
     d = program.n_features
     u = z
     for _ in range(rounds):
@@ -96,7 +96,7 @@ def own_slack_min(program: ConvexReLU, Z: torch.Tensor, patterns: torch.Tensor,
     :data:`REPAIR_CHUNK` (group, sample) entries; ``rows``: :func:`slack_rows`, if at hand."""
     Xt, Et = slack_rows(program) if rows is None else rows
     n = Xt.shape[1]
-    eps, _ = program._eps_q()
+    eps, _ = program.radius_and_dual_exponent()
     out = torch.empty(Z.shape[0], dtype=Z.dtype)
     step = max(1, REPAIR_CHUNK // max(n, 1))
     for s in range(0, Z.shape[0], step):
@@ -176,7 +176,7 @@ def repair(program: ConvexReLU, V: np.ndarray, W: np.ndarray, threshold: float,
     ``projection_cost`` (the ``n·d̃²`` units above), ``projections`` (whether they were tried)
     and ``projected`` (how many groups kept a projected candidate)."""
     P, db, n = program.n_patterns, program.Xb.shape[1], program.n_samples
-    eps = program._eps_q()[0]
+    eps = program.radius_and_dual_exponent()[0]
     rows = slack_rows(program)
     gates, gate_slack = unit_gates(program, rows)
     E = 2 * program.patterns.masks - 1  # (n, P)

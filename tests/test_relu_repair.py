@@ -57,7 +57,7 @@ def _reference_repair(program, V, W, threshold, project=True):
                 A = E[:, i:i + 1] * program.Xb
                 plain = relu_repair.project_polyhedral(A, original.numpy())
                 candidates.append(torch.as_tensor(plain))
-                if program._eps_q()[0] > 0:
+                if program.radius_and_dual_exponent()[0] > 0:
                     lifted = relu_repair.project_with_margin(program, A, original.numpy())
                     if lifted is not None:
                         candidates.append(torch.as_tensor(lifted))

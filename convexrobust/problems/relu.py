@@ -75,7 +75,7 @@ class ConvexReLU(ConvexProgram):
         self.bias = check_bool(bias, "bias")
         self.Xb = np.hstack([self.X, np.ones((self.n_samples, 1))]) if self.bias else self.X
         if patterns is None:
-            eps, q = self._eps_q()
+            eps, q = self.radius_and_dual_exponent()
             patterns = sample_patterns(self.Xb, n_patterns, seed=seed, margin=eps, dual=q,
                                        bias_column=self.bias)
         else:
@@ -116,7 +116,9 @@ class ConvexReLU(ConvexProgram):
     def n_variables(self) -> int:
         return 2 * self.n_outputs * self.n_patterns * self.Xb.shape[1]
 
-    def _eps_q(self) -> tuple[float, float]:
+    def radius_and_dual_exponent(self) -> tuple[float, float]:
+        """``(ε, q)``: the threat radius and the exponent of its dual norm (``(0, 2)`` for a
+        nominal program), the two numbers the robust cone constraints and margins read."""
         return (self.threat.eps, self.threat.dual) if self.threat else (0.0, 2.0)
 
     def sample_arrays(self) -> dict[str, np.ndarray]:
@@ -175,7 +177,7 @@ class ConvexReLU(ConvexProgram):
         first-order solvers (Nesterov, Math. Program. 2005): the Moreau envelope (Huber form,
         error ≤ μ/2 per coordinate) for q = 2 and q = 1, and ``μ·logsumexp(±z/μ) − μ log 2d``
         (error ≤ μ log 2d) for q = ∞. ``μ = 0`` is the exact norm."""
-        _, q = self._eps_q()
+        _, q = self.radius_and_dual_exponent()
         Z = Z[..., : self.n_features]
         if not smoothing:
             return torch.linalg.vector_norm(Z, ord=q, dim=-1)
@@ -195,7 +197,7 @@ class ConvexReLU(ConvexProgram):
         multi-class (n, C) pairwise ``f_y − f_c − ε‖a_y − a_c‖_q`` (0 in the true column).
         ``smoothing``: see :meth:`dual_norm_torch`."""
         data, S, yhat = self._outputs(V, W, data)
-        eps, _ = self._eps_q()
+        eps, _ = self.radius_and_dual_exponent()
         if self.targets.task == "multiclass":
             idx = torch.arange(yhat.shape[0], device=V.device)
             margins = yhat[idx, data["labels"]].unsqueeze(1) - yhat
@@ -212,7 +214,7 @@ class ConvexReLU(ConvexProgram):
         With ``smoothing = μ > 0`` and ε > 0 the absolute value is smoothed too, on
         ``|t − ŷ| < μ/2`` only (``r²/μ + μ/4`` there; exact elsewhere)."""
         data, S, yhat = self._outputs(V, W, data)
-        eps, _ = self._eps_q()
+        eps, _ = self.radius_and_dual_exponent()
         resid = data["T"] - yhat
         if eps and smoothing:
             # |r| smoothed on |r| < μ/2 only (exact elsewhere, over-estimate by ≤ μ/4):
@@ -259,7 +261,7 @@ class ConvexReLU(ConvexProgram):
         the cone constraints say it is ≥ 0. ``smoothing = μ > 0`` replaces the norm by its smooth
         under-estimate (:meth:`dual_norm_torch`): a concave over-estimate of the slack."""
         data = self.tensors(Z.dtype, Z.device)
-        eps, _ = self._eps_q()
+        eps, _ = self.radius_and_dual_exponent()
         E = 2 * data["D"] - 1
         slack = torch.einsum("nd,cpd->cpn", data["Xb"], Z) * E.T.unsqueeze(0)
         if eps:
@@ -325,7 +327,7 @@ class ConvexReLU(ConvexProgram):
         """Variables ``V{c}``, ``W{c}`` of shape (P, d̃) per output ``c``."""
         n, d = self.X.shape
         P, db = self.n_patterns, self.Xb.shape[1]
-        eps, q = self._eps_q()
+        eps, q = self.radius_and_dual_exponent()
         D = self.patterns.masks
         E = 2 * D - 1
         ones = np.ones((n, 1))
