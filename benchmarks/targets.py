@@ -37,11 +37,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from convexrobust.solvers import polynomial_first_order as poly_fo
-from convexrobust.solvers import relu_first_order as relu_fo
 from record import torch_device, write_record
 
 import convexrobust as cr
+from convexrobust.solvers import polynomial_first_order as poly_fo
+from convexrobust.solvers import relu_first_order as relu_fo
 from solvers import planted
 
 RESULTS = Path(__file__).parent / "results"
