@@ -214,6 +214,8 @@ class DataSource:
             try:
                 item = self.dataset[0]
             except (IndexError, KeyError, TypeError, NotImplementedError):
+                # not indexable by 0 (torch's base Dataset raises NotImplementedError): fall
+                # back to the first batch below
                 item = None
             if item is not None:
                 x = item[0] if isinstance(item, (tuple, list)) else item

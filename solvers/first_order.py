@@ -33,7 +33,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from convexrobust._validation import check_device
 from convexrobust.errors import InvalidInputError, SolverFailedError
 from convexrobust.solvers.data_parallel import Collective
 from convexrobust.solvers.solution import Solution
@@ -52,7 +51,6 @@ __all__ = [
     "group_norms",
     "group_soft_threshold",
     "min_norm_subgradient",
-    "resolve_device",
     "with_common_options",
 ]
 
@@ -112,12 +110,6 @@ def check_first_order_options(tol: object, max_iters: object, time_limit: object
         raise InvalidInputError(f"dtype must be a torch floating dtype, got {dtype!r}")
 
 
-def resolve_device(device: object) -> torch.device:
-    """``device`` (None: the CPU) as a usable ``torch.device``, else :class:`InvalidInputError`
-    (e.g. ``"cuda"`` on a CPU-only build)."""
-    return check_device(device)
-
-
 class Budget:
     """The iteration and wall-clock budget of one solve, and its progress bar.
 
@@ -167,16 +159,24 @@ def finish(program: ConvexProgram, values: dict[str, np.ndarray], status: str, *
     """The common ending of every torch solver: a non-optimal ``status`` raises
     :class:`SolverFailedError` (solver ``"torch"``) whose message is ``failure`` followed by the
     advice to pass ``accept_inaccurate=True``, unless the caller accepted it; otherwise the
-    :class:`Solution` of ``values`` (which the program judges)."""
+    :class:`Solution` of ``values`` (which the program judges) — and a point the program judges
+    non-finite raises ``"numerical_error"`` whatever the caller accepted."""
     if gap_kind not in GAP_KINDS:
         raise ValueError(f"unknown gap kind {gap_kind!r}")
     if status != "optimal" and not accept_inaccurate:
         raise SolverFailedError(
             f"{failure}; or pass accept_inaccurate=True to get the point anyway",
             status=status, solver="torch")
-    return Solution(program=program, values=values, status=status, solver="torch",
-                    wall_time=wall_time, iterations=iterations,
-                    solver_objective=solver_objective, gap=gap, gap_kind=gap_kind, info=info)
+    solution = Solution(program=program, values=values, status=status, solver="torch",
+                        wall_time=wall_time, iterations=iterations,
+                        solver_objective=solver_objective, gap=gap, gap_kind=gap_kind, info=info)
+    if not (math.isfinite(solution.objective) and math.isfinite(solution.violation)):
+        # never a point that cannot be judged, not even with accept_inaccurate
+        raise SolverFailedError(
+            f"torch returned a non-finite point on {program.describe()} (status {status!r}). "
+            "Try dtype=torch.float64 or rescale the data", status="numerical_error",
+            solver="torch")
+    return solution
 
 
 # ----------------------------------------------------------------------------------------

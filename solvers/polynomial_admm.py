@@ -109,6 +109,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from convexrobust._validation import check_device
 from convexrobust.errors import InvalidInputError, SolverFailedError
 from convexrobust.problems.losses import Loss, get_loss
 from convexrobust.problems.polynomial import ConvexPolynomial
@@ -116,7 +117,6 @@ from convexrobust.solvers.first_order import (
     Budget,
     check_first_order_options,
     finish,
-    resolve_device,
     with_common_options,
 )
 from convexrobust.solvers.lifted_cone import project_lifted_cone, repaired_values, zero_is_optimal
@@ -529,7 +529,7 @@ def solve_polynomial_admm(program: ConvexPolynomial, *, device: torch.device | s
                                 "(method='apg')")
     check_first_order_options(tol, max_iters, time_limit, seed, dtype)
     start = time.perf_counter()
-    device = resolve_device(device)
+    device = check_device(device)
     loss = get_loss(program.loss)
 
     budget = Budget(max_iters, time_limit, progress, desc="torch polynomial admm", start=start)

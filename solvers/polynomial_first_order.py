@@ -90,6 +90,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from convexrobust._validation import check_device
 from convexrobust.errors import InvalidInputError
 from convexrobust.problems.losses import Loss, get_loss
 from convexrobust.problems.polynomial import ConvexPolynomial
@@ -104,7 +105,6 @@ from convexrobust.solvers.first_order import (
     finish,
     fista_momentum,
     gradient_restart,
-    resolve_device,
     with_common_options,
 )
 from convexrobust.solvers.lifted_cone import project_lifted_cone, repaired_values, zero_is_optimal
@@ -509,7 +509,7 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
     if not (isinstance(smoothing_floor, (int, float)) and 0 < smoothing_floor <= 1):
         raise InvalidInputError(f"smoothing_floor must be in (0, 1], got {smoothing_floor!r}")
     loss = get_loss(program.loss)
-    device = resolve_device(device)
+    device = check_device(device)
     act = program.activation
     d = program.n_features
     C = program.n_outputs

@@ -113,6 +113,7 @@ from dataclasses import dataclass
 
 import torch
 
+from convexrobust._validation import check_device
 from convexrobust.errors import InvalidInputError, SolverFailedError
 from convexrobust.problems.losses import Loss, get_loss
 from convexrobust.problems.relu import ConvexReLU
@@ -121,7 +122,6 @@ from convexrobust.solvers.first_order import (
     check_first_order_options,
     finish,
     group_soft_threshold,
-    resolve_device,
     with_common_options,
 )
 from convexrobust.solvers.relu_repair import repaired
@@ -358,7 +358,7 @@ def solve_relu_admm(program: ConvexReLU, *, device: torch.device | str | None = 
         raise InvalidInputError(reason + "; use the augmented Lagrangian solver (method='al')")
     check_first_order_options(tol, max_iters, time_limit, seed, dtype)
     start = time.perf_counter()
-    device = resolve_device(device)
+    device = check_device(device)
     torch.manual_seed(int(seed))
 
     ops = _Operators(program, dtype, device)

@@ -89,6 +89,7 @@ import time
 import numpy as np
 import torch
 
+from convexrobust._validation import check_device
 from convexrobust.errors import InvalidInputError
 from convexrobust.problems.losses import get_loss
 from convexrobust.problems.relu import ConvexReLU
@@ -106,7 +107,6 @@ from convexrobust.solvers.first_order import (
     group_norms,
     group_soft_threshold,
     min_norm_subgradient,
-    resolve_device,
     with_common_options,
 )
 from convexrobust.solvers.relu_repair import Repaired, repaired
@@ -378,7 +378,7 @@ def solve_relu_torch(program: ConvexReLU, *, device: torch.device | str | None =
     check_batch_size(batch_size)
     loss = get_loss(program.loss)
     start = time.perf_counter()
-    device = resolve_device(device)
+    device = check_device(device)
     torch.manual_seed(int(seed))
     comm = Collective(distributed, device)
 
