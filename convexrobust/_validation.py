@@ -213,6 +213,8 @@ def encode_targets(y: object, n_samples: int, *, task: str) -> Targets:
             raise InvalidInputError(f"y must be 1-D or 2-D, got shape {arr.shape}")
         if not np.all(np.isfinite(vals)):
             raise InvalidInputError("y contains NaN or infinite values; drop those samples")
+        if not vals.flags.writeable:  # a read-only input (e.g. a memmap): torch needs a copy
+            vals = vals.copy()
         return Targets("regression", None, None, vals)
     if arr.ndim != 1:
         raise InvalidInputError(f"class labels y must be 1-D, got shape {arr.shape}")

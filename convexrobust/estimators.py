@@ -131,6 +131,8 @@ class _ConvexEstimator(BaseEstimator):
         with _typed_errors():
             check_is_fitted(self, "network_")
             X = validate_data(self, X, dtype=np.float64, reset=False)
+        if not X.flags.writeable:  # a read-only input (e.g. a memmap): torch needs a copy
+            X = X.copy()
         with torch.no_grad():
             return self.network_(torch.as_tensor(X)).numpy()
 

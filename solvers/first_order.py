@@ -187,11 +187,12 @@ def group_norms(U: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(U, dim=-1, keepdim=True)
 
 
-def group_soft_threshold(U: torch.Tensor, threshold: float, floor: float = 1e-300
-                         ) -> torch.Tensor:
+def group_soft_threshold(U: torch.Tensor, threshold: float | torch.Tensor,
+                         floor: float = 1e-300) -> torch.Tensor:
     """The prox of ``threshold·Σ_g ‖u_g‖₂`` (groups along the last axis): block
-    soft-thresholding ``u ← u·(1 − threshold/‖u‖)_+``; ``floor`` bounds the norm away from 0
-    in the division (a zero group stays zero)."""
+    soft-thresholding ``u ← u·(1 − threshold/‖u‖)_+``; ``threshold`` is a number or a tensor
+    that broadcasts against the group norms (``U``'s shape with a last axis of 1); ``floor``
+    bounds the norm away from 0 in the division (a zero group stays zero)."""
     return U * torch.clamp(1 - threshold / group_norms(U).clamp_min(floor), min=0)
 
 

@@ -8,8 +8,10 @@ output ``c``, over the groups ``u`` (every ``v_i`` and ``w_i``; ``U`` of shape (
 with ``F = [D_1X̃ … D_PX̃, −D_1X̃ … −D_PX̃]`` (``F u = Σ_i D_i X̃ (v_i − w_i)``, the predictions)
 and ``L`` the mean loss of :meth:`ConvexReLU.data_term_torch`: ``(1/2n) Σ_c ‖t_c − F u_c‖²``
 (squared loss: binary ±1 targets, regression, one-vs-all multi-class) or
-``(1/n) Σ_k (1 − t_k (F u)_k)_+`` (binary hinge). Robust programs and the other losses stay on
-the augmented Lagrangian solver (:mod:`convexrobust.solvers.relu_first_order`).
+``(1/n) Σ_k (1 − t_k (F u)_k)_+`` (binary hinge) or ``(1/n) Σ_k Σ_{c≠y_k} (1 − (F u)_{k,y_k} +
+(F u)_{k,c})_+`` (the pairwise multi-class hinge, MATH.md §2 at ε = 0). Robust programs and the
+logistic loss stay on the augmented Lagrangian solver
+(:mod:`convexrobust.solvers.relu_first_order`).
 
 Splitting
 ---------
@@ -21,7 +23,7 @@ Program. Comput. 2020): ``min f(u) + g(w)`` subject to ``C u = w`` with the bloc
 * ``s = Â u``, ``g ∋ I(s ≥ 0)`` (the cone; ``Â_g = E_i X̂`` with the rows of ``X̃`` scaled to
   unit norm, which leaves the cone unchanged and puts ``s`` in the units of ``u``);
 * squared loss: ``f(u) = (1/2n)‖t − F u‖²`` stays in the u-update; hinge: ``f = 0`` and
-  ``r = F u``, ``g ∋ (1/n) Σ_k (1 − t_k r_k)_+``.
+  ``r = F u`` (n × C), ``g ∋ (1/n) Σ_k ℓ_k(r_k)`` with ``ℓ_k`` the binary or pairwise hinge.
 
 Penalties ``ρ_z``, ``ρ_s Ω_{g,k}`` (one per cone row, ``Ω`` below), ``ρ_r``; unscaled duals ``y``;
 over-relaxation ``α`` (:data:`ALPHA`). One iteration::
@@ -29,8 +31,9 @@ over-relaxation ``α`` (:data:`ALPHA`). One iteration::
     u⁺ = M⁻¹ [ −q + ρ_z z − y_z + Âᵀ(ρ_sΩ∘s − y_s) (+ Fᵀ(ρ_r r − y_r)) ]
     ŵ  = α C u⁺ + (1 − α) w
     z⁺ = ŵ_z + y_z/ρ_z block soft-thresholded by β/ρ_z;   s⁺ = (ŵ_s + y_s/(ρ_sΩ))_+
-    r⁺ = prox of the hinge at ŵ_r + y_r/ρ_r: on m = t∘r, m + 1/(nρ_r) below 1 − 1/(nρ_r),
-         1 in between, m above 1
+    r⁺ = prox of the hinge at ŵ_r + y_r/ρ_r, step 1/(nρ_r): binary, on m = t∘r, m + 1/(nρ_r)
+         below 1 − 1/(nρ_r), 1 in between, m above 1; pairwise, row by row, the exact
+         piecewise-linear root of problems/losses.py (``Loss.pairwise_prox``)
     y⁺ = y + ρ∘(ŵ − w⁺)
 
 The cone block is stored as one array ``v = s + y_s/(ρ_sΩ)``: then ``s = v₊``, ``y_s = ρ_sΩ∘v₋``,
@@ -53,11 +56,14 @@ through Woodbury on an n × n matrix, ``S = H⁻¹``::
     c = F₀ᵀ (κ⁻¹ I + Σ_i D_i X̃ S_i X̃ᵀ D_i)⁻¹ F₀ p
 
 (:func:`_choose_factorisation`). With ``Ω ≡ 1``, ``H = B/2`` and this is
-``(2κF₀ᵀF₀ + B) a = r_v − r_w``. The outputs of a multi-output squared loss are independent
-programs (the loss, the group lasso and the cones all separate over them); each runs its own
-ADMM (own ρ and Ω, hence own factorisations) on the shared ``F₀ᵀF₀`` and budget. One matrix
-for all outputs would need one Ω for all: the union of their near-active rows drowns each
-output's active rows again, and the joint ADMM stalls where each output alone converges.
+``(2κF₀ᵀF₀ + B) a = r_v − r_w``. ``F`` acts on each output alone, so ``M`` is block diagonal
+over the outputs, and every output keeps its own ρ and Ω, hence its own factorisations, on the
+shared ``F₀ᵀF₀``. One matrix for all outputs would need one Ω for all: the union of their
+near-active rows drowns each output's active rows again, and the joint ADMM stalls where each
+output alone converges. The outputs of a multi-output squared loss are independent programs
+(the loss, the group lasso and the cones all separate over them) and run one after the other
+on the shared budget; the pairwise hinge couples them only through the loss block, so they
+iterate together (one joint r-update, one ρ_r).
 
 Row weights and penalties
 -------------------------
@@ -74,8 +80,11 @@ against one tuned ρ for all rows. ``ρ_s`` is set so that
 ``FᵀF/n``) for the median group; ``ρ_z`` starts at :data:`RHO_GROUP` times the curvature and
 follows OSQP's rule ``ρ_z ← ρ_z √(prim_z / dual)`` when that moves it by more than
 :data:`RHO_ADAPT_FACTOR` (at most once per :data:`WEIGHT_EVERY` iterations, and only while both
-residuals are above :data:`RHO_ADAPT_FLOOR` times the tolerance). ``ρ_r = 1/n``
-(:data:`RHO_LOSS`): then ``ρ_r FᵀF`` has the size of ``FᵀF/n``.
+residuals are above :data:`RHO_ADAPT_FLOOR` times the tolerance). ``ρ_r`` starts at
+:data:`RHO_LOSS` ``/n`` (binary hinge; then ``ρ_r FᵀF`` has the size of ``FᵀF/n``) or
+:data:`RHO_LOSS_PAIRWISE` ``/n`` (pairwise hinge) and follows the same rule with the loss
+block's primal residual, ``ρ_r ← ρ_r √(prim_r / dual)`` (a change refactors every output of
+the block: ``κ = ρ_r``).
 
 Stopping
 --------
@@ -97,10 +106,13 @@ Lagrange dual of the program is::
 
     maximise  Σ_c D_c(ν_c)   subject to  ‖F_gᵀν_c + Â_gᵀλ_{c,g}‖₂ ≤ β,  λ ≥ 0,
 
-``D(ν) = νᵀt − (n/2)‖ν‖²`` (squared) or ``tᵀν`` on ``0 ≤ t∘ν ≤ 1/n`` (hinge). The iterate gives
-``ν = (t − F u)/n`` (squared) or ``−y_r`` clipped to the box (hinge) and ``λ = (−y_s)_+``;
-scaling both by the best ``θ ≥ 0`` that satisfies the norm constraints (and the box) gives a dual
-feasible point, so ``(F(repaired) − Σ_c D_c(θ_c ν_c)) / F(repaired)`` bounds the relative
+``D(ν) = νᵀt − (n/2)‖ν‖²`` (squared) or ``tᵀν`` on ``0 ≤ t∘ν ≤ 1/n`` (binary hinge); for the
+pairwise hinge ``ν_{k,c} = −α_{k,c}`` (c ≠ y_k), ``ν_{k,y_k} = Σ_c α_{k,c}`` with ``α`` in the box
+``[0, 1/n]`` and ``D = Σ α`` (the conjugate of a maximum of affine functions). The iterate gives
+``ν = (t − F u)/n`` (squared) or ``−y_r`` clipped to the box (hinge; pairwise ``α = y_r``
+clipped, off the true class) and ``λ = (−y_s)_+``; scaling both by the best ``θ ≥ 0`` that
+satisfies the norm constraints (and the box; one θ for all outputs when α couples them) gives
+a dual feasible point, so ``(F(repaired) − Σ_c D_c(θ_c ν_c)) / F(repaired)`` bounds the relative
 distance to the optimum from above (``info["dual_bound"]`` is the lower bound itself).
 """
 
@@ -115,7 +127,7 @@ import torch
 
 from convexrobust._validation import check_device
 from convexrobust.errors import InvalidInputError, SolverFailedError
-from convexrobust.problems.losses import Loss, get_loss
+from convexrobust.problems.losses import get_loss
 from convexrobust.problems.relu import ConvexReLU
 from convexrobust.solvers.first_order import (
     Budget,
@@ -137,8 +149,9 @@ ALPHA = 1.8
 RHO_GROUP = 0.02
 #: ρ_s·tr(X̂ᵀΩ_gX̂)/d̃ is this times the curvature for the median group.
 RHO_CONE = 3.0
-#: ρ_r = RHO_LOSS / n (hinge).
+#: First ρ_r = RHO_LOSS / n (binary hinge) or RHO_LOSS_PAIRWISE / n (pairwise hinge).
 RHO_LOSS = 1.0
+RHO_LOSS_PAIRWISE = 0.1
 #: ρ_z follows OSQP's rule when that moves it by more than this factor, within
 #: [RHO_MIN, RHO_MAX] × curvature.
 RHO_ADAPT_FACTOR = 5.0
@@ -157,6 +170,9 @@ WEIGHT_FLOOR = 3e-4
 WEIGHT_START = 50
 WEIGHT_EVERY = 50
 WEIGHT_MAX_UPDATES = 20
+#: A reweight after the first is made only when it changes at least this fraction of the
+#: output's row weights (otherwise the factorisation it costs buys nothing).
+WEIGHT_MIN_CHANGE = 1e-3
 #: Floor of the residuals' normalisations, relative to their natural scales (module docstring).
 RESIDUAL_FLOOR = 1e-4
 #: Residuals are evaluated (and ρ, Ω updated) every this many iterations.
@@ -175,10 +191,10 @@ def admm_unsupported(program: object) -> str | None:
     if program.threat is not None:
         return "the ADMM solver takes nominal programs only (threat=None)"
     loss = get_loss(program.loss)
-    if loss.name == "squared" or (loss.name == "hinge" and program.targets.task == "binary"):
+    if loss.name in ("squared", "hinge"):
         return None
-    return (f"the ADMM solver takes the squared loss and the binary hinge loss, not the "
-            f"{program.loss} loss on a {program.targets.task} task")
+    return (f"the ADMM solver takes the squared and the hinge loss, not the {program.loss} "
+            "loss")
 
 
 def admm_system_size(program: ConvexReLU) -> int:
@@ -204,6 +220,7 @@ class _Operators:
         self.Xb = data["Xb"]  # (n, d̃)
         self.D = data["D"]  # (n, P)
         self.T = data["T"]  # (n, C)
+        self.labels = data.get("labels")  # (n,) classification only
         self.P = program.n_patterns
         self.n = program.n_samples
         norms = torch.linalg.vector_norm(self.Xb, dim=1, keepdim=True)
@@ -245,8 +262,28 @@ class _Operators:
         return torch.cat([half, -half], dim=1)
 
 
+class _Factor:
+    """The factorisations of a block of outputs, stacked on the first axis (one per output:
+    each has its own ρ and Ω): ``Binv`` (B, 2P, d̃, d̃) the blocks ``B_g⁻¹``, ``H`` (B, P, d̃, d̃)
+    (direct mode only) and ``Minv`` the inverse of the reduced matrix (B, m, m)."""
+
+    def __init__(self, parts: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]):
+        self.Binv = torch.stack([p[0] for p in parts])
+        self.H = None if parts[0][1] is None else torch.stack([p[1] for p in parts])
+        self.Minv = torch.stack([p[2] for p in parts])
+
+    def assign(self, k: int, part: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]
+               ) -> None:
+        """Replace output ``k``'s factorisation (after its ρ or Ω changed)."""
+        self.Binv[k] = part[0]
+        if self.H is not None:
+            self.H[k] = part[1]
+        self.Minv[k] = part[2]
+
+
 class _System:
-    """``M = κ FᵀF + blockdiag(B_g)`` (module docstring), inverted once per (ρ, Ω).
+    """``M = κ FᵀF + blockdiag(B_g)`` (module docstring), inverted once per (ρ, Ω) of each
+    output.
 
     Everything is factored in float64 and stored in the working dtype; the reduced matrix is
     stored as its explicit inverse, since one matrix product per iteration is several times
@@ -270,20 +307,22 @@ class _System:
                 gram += block.T @ block
             self.gram = gram
 
-    def factor(self, rho_z: float, rho_s: float, kappa: float, weights: torch.Tensor) -> None:
-        """``weights``: Ω, (2P, n), of the output being solved."""
+    def factor(self, rho_z: float, rho_s: float, kappa: float, weights: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """One output's ``(B_g⁻¹, H, M⁻¹)`` (see :class:`_Factor`); ``weights``: its Ω, (2P, n)."""
         ops, db, P = self.ops, self.db, self.ops.P
         f64 = torch.float64
         B = rho_s * torch.matmul(self.Xs.T.unsqueeze(0) * weights.to(f64).unsqueeze(1), self.Xs)
         B = B + rho_z * self.eye  # (2P, d̃, d̃)
         Binv = torch.cholesky_inverse(_cholesky(B))
         S = Binv[:P] + Binv[P:]  # H_i⁻¹
+        H = None
         if self.mode == "direct":
             H = torch.cholesky_inverse(_cholesky(S))
             M = kappa * self.gram
             idx = torch.arange(P * db, device=M.device).reshape(P, db)
             M[idx[:, :, None], idx[:, None, :]] += H
-            self.H = H.to(ops.Xb.dtype)
+            H = H.to(ops.Xb.dtype)
         else:  # κ⁻¹I + Σ_i (D_iX̃L_i)(D_iX̃L_i)ᵀ with S_i = L_iL_iᵀ
             L = _cholesky(S)
             Xb, D = ops.Xb.to(f64), ops.D.to(f64)
@@ -294,28 +333,29 @@ class _System:
                 Y = (Y * D.T[start:start + step, :, None]).transpose(0, 1).reshape(ops.n, -1)
                 M += Y @ Y.T
             M.diagonal().add_(1 / kappa)
-        self.Minv = torch.cholesky_inverse(_cholesky(M)).to(ops.Xb.dtype)
-        self.Binv = Binv.to(ops.Xb.dtype)
+        Minv = torch.cholesky_inverse(_cholesky(M)).to(ops.Xb.dtype)
+        return Binv.to(ops.Xb.dtype), H, Minv
 
-    def solve(self, rhs: torch.Tensor) -> torch.Tensor:
-        """``M⁻¹ rhs`` for (C, 2P, d̃)."""
+    def solve(self, rhs: torch.Tensor, factor: _Factor) -> torch.Tensor:
+        """``M⁻¹ rhs`` for (B, 2P, d̃), output ``k`` with ``factor``'s ``k``-th matrices."""
         P = self.ops.P
-        x = _blocks(rhs, self.Binv)  # B_g⁻¹ r_g
+        x = _blocks(rhs, factor.Binv)  # B_g⁻¹ r_g
         p = x[:, :P] - x[:, P:]
         C, _, db = p.shape
         if self.mode == "direct":
-            a = (_blocks(p, self.H).reshape(C, P * db) @ self.Minv).reshape(C, P, db)
-            coupling = _blocks(p - a, self.H)  # κF₀ᵀF₀ a
+            a = torch.bmm(_blocks(p, factor.H).reshape(C, 1, P * db), factor.Minv)
+            coupling = _blocks(p - a.reshape(C, P, db), factor.H)  # κF₀ᵀF₀ a
         else:
-            coupling = self.ops.predict_T0(self.Minv @ self.ops.predict0(p))
-        shift = _blocks(torch.cat([coupling, coupling], dim=1), self.Binv)
+            pred = self.ops.predict0(p).T.unsqueeze(-1)  # (B, n, 1)
+            coupling = self.ops.predict_T0(torch.bmm(factor.Minv, pred).squeeze(-1).T)
+        shift = _blocks(torch.cat([coupling, coupling], dim=1), factor.Binv)
         shift[:, :P].neg_()
         return x.add_(shift)
 
 
 def _blocks(R: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
-    """Every group's row vector times its symmetric block: (C, G, d̃) × (G, d̃, d̃)."""
-    return torch.matmul(R.unsqueeze(-2), B.unsqueeze(0)).squeeze(-2)
+    """Every group's row vector times its symmetric block: (C, G, d̃) × (C, G, d̃, d̃)."""
+    return torch.matmul(R.unsqueeze(-2), B).squeeze(-2)
 
 
 def _cholesky(M: torch.Tensor) -> torch.Tensor:
@@ -335,14 +375,29 @@ def _rel(num: float, *scales: float) -> float:
     return num / max(max(scales), 1e-300)
 
 
+def _loss_kind(program: ConvexReLU) -> str:
+    """``"squared"``, ``"hinge"`` (binary) or ``"pairwise"`` (the multi-class hinge)."""
+    if get_loss(program.loss).name == "squared":
+        return "squared"
+    return "pairwise" if program.pairwise_margins else "hinge"
+
+
+def _output_blocks(program: ConvexReLU) -> list[list[int]]:
+    """The outputs that iterate together: the pairwise hinge couples all of them; otherwise
+    every output is a program of its own."""
+    C = program.n_outputs
+    return [list(range(C))] if _loss_kind(program) == "pairwise" else [[c] for c in range(C)]
+
+
 @with_common_options
 def solve_relu_admm(program: ConvexReLU, *, device: torch.device | str | None = None,
                     dtype: torch.dtype = torch.float64, tol: float = 1e-3,
                     max_iters: int = 20_000, time_limit: float | None = None, seed: int = 0,
                     progress: bool = False, accept_inaccurate: bool = False) -> Solution:
     """Solve a nominal :class:`ConvexReLU` program with the squared loss (binary, regression or
-    one-vs-all multi-class) or the binary hinge loss by ADMM with a cached factorisation (module
-    docstring). Other programs raise :class:`InvalidInputError` (use the AL solver,
+    one-vs-all multi-class) or the hinge loss (binary, or the pairwise multi-class hinge) by
+    ADMM with a cached factorisation (module docstring). Other programs raise
+    :class:`InvalidInputError` (use the AL solver,
     :func:`~convexrobust.solvers.relu_first_order.solve_relu_torch`).
 
     ``tol`` (default 1e-3, OSQP's) is a **relative residual**: the solve stops when OSQP's
@@ -369,10 +424,10 @@ def solve_relu_admm(program: ConvexReLU, *, device: torch.device | str | None = 
     eps = max(tol, EPS_FLOOR * float(torch.finfo(dtype).eps))
     results = []
     try:
-        # the outputs are independent programs (the loss, the group lasso and the cones all
-        # separate over them): each runs its own ADMM, sharing F₀ᵀF₀ and the budget
-        for c in range(program.n_outputs):
-            results.append(_admm_output(program, ops, system, budget, c, eps))
+        # independent outputs (the loss, the group lasso and the cones all separate over them)
+        # run one after the other, sharing F₀ᵀF₀ and the budget; coupled ones run together
+        for outputs in _output_blocks(program):
+            results.append(_admm_block(program, ops, system, budget, outputs, eps))
     finally:
         budget.close()
     status = next((r.status for r in results if r.status != "optimal"), "optimal")
@@ -387,15 +442,16 @@ def solve_relu_admm(program: ConvexReLU, *, device: torch.device | str | None = 
     wall = time.perf_counter() - start
     if status == "optimal" and trial.degraded(tol):
         status = "repair_degraded"
-    single = len(results) == 1
+    rho_z = [rho for r in results for rho in r.rho_z]
+    rho_s = [rho for r in results for rho in r.rho_s]
+    single = len(rho_z) == 1
     info: dict[str, object] = {
         "method": "admm", "factorisation": mode,
         "device": str(device), "dtype": str(dtype).replace("torch.", ""),
         "primal_residual": prim, "dual_residual": dual, "stationarity": dual,
         "duality_gap": duality_gap, "dual_bound": bound,
-        "rho": results[0].rho_z if single else [r.rho_z for r in results],
-        "rho_cone": results[0].rho_s if single else [r.rho_s for r in results],
-        "rho_loss": results[0].rho_r if get_loss(program.loss).name == "hinge" else None,
+        "rho": rho_z[0] if single else rho_z, "rho_cone": rho_s[0] if single else rho_s,
+        "rho_loss": results[0].rho_r,
         "reweights": sum(r.reweights for r in results),
         "rho_adaptations": sum(r.adaptations for r in results),
         "refactorisations": sum(r.refactorisations for r in results),
@@ -414,173 +470,231 @@ def solve_relu_admm(program: ConvexReLU, *, device: torch.device | str | None = 
 
 
 @dataclass
-class _OutputResult:
-    """One output's ADMM: its group-lasso block ``Z`` (1, 2P, d̃), final residuals, its share
-    of the dual bound, final penalties and counts of reweights, ρ_z adaptations and
-    refactorisations (beyond the first factorisation)."""
+class _BlockResult:
+    """One block of outputs' ADMM: its group-lasso block ``Z`` (B, 2P, d̃), final residuals
+    (the worst output's), its share of the dual bound, final penalties (per output; ``rho_r``
+    None without a loss block) and counts of reweights, ρ_z adaptations and refactorisations
+    (beyond the first factorisations)."""
 
     Z: torch.Tensor
     status: str
     prim: float
     dual: float
     bound: float
-    rho_z: float
-    rho_s: float
-    rho_r: float
+    rho_z: list[float]
+    rho_s: list[float]
+    rho_r: float | None
     reweights: int
     adaptations: int
     refactorisations: int
 
 
-def _admm_output(program: ConvexReLU, ops: _Operators, system: _System, budget: Budget,
-                 c: int, eps: float) -> _OutputResult:
-    """The ADMM of the module docstring on output ``c``."""
+def _admm_block(program: ConvexReLU, ops: _Operators, system: _System, budget: Budget,
+                outputs: list[int], eps: float) -> _BlockResult:
+    """The ADMM of the module docstring on the ``outputs`` together (each with its own ρ, Ω
+    and factorisation; a loss block that couples them takes one joint prox)."""
+    kind = _loss_kind(program)
     loss = get_loss(program.loss)
-    hinge = loss.name == "hinge"  # else squared (admm_unsupported)
+    with_loss_block = kind != "squared"  # hinge losses: r = F u is a block of its own
     n, P, db = ops.n, ops.P, ops.Xb.shape[1]
-    beta, T = program.beta, ops.T[:, c:c + 1]
+    B = len(outputs)
+    beta, T = program.beta, ops.T[:, outputs]
     dtype, device = ops.Xb.dtype, ops.Xb.device
     # the data term's curvature (mean diagonal of FᵀF/n) sets the penalties' scale
     curvature = max(float(ops.Xb.square().sum(dim=1) @ ops.D.sum(dim=1)) / (n * P * db), 1e-300)
-    rho_z = RHO_GROUP * curvature
-    rho_r = RHO_LOSS / n
-    kappa = rho_r if hinge else 1.0 / n
-    weights = torch.ones((2 * P, n), dtype=dtype, device=device)
+    rho_z = [RHO_GROUP * curvature] * B
+    rho_r = (RHO_LOSS_PAIRWISE if kind == "pairwise" else RHO_LOSS) / n
+    kappa = rho_r if with_loss_block else 1.0 / n
+    weights = torch.ones((B, 2 * P, n), dtype=dtype, device=device)
 
     def cone_penalty(w: torch.Tensor) -> float:
         return RHO_CONE * curvature * db / max(float(w.sum(dim=1).median()), 1.0)
 
-    rho_s = cone_penalty(weights)
-    row_penalty = rho_s * weights * ops.E2  # ρ_sΩ with the signs of Â folded in
-    status = budget.exhausted() or "optimal"  # nothing left for this output: it stays 0
-    if status == "optimal":
-        system.factor(rho_z, rho_s, kappa, weights)
+    def per_output(values: list[float]) -> torch.Tensor:
+        return torch.tensor(values, dtype=dtype, device=device).view(B, 1, 1)
 
-    U = torch.zeros((1, 2 * P, db), dtype=dtype, device=device)
+    rho_s = [cone_penalty(weights[k]) for k in range(B)]
+    row_penalty = per_output(rho_s) * weights * ops.E2  # ρ_sΩ with the signs of Â folded in
+    status = budget.exhausted() or "optimal"  # nothing left for this block: it stays 0
+    factor = None
+    if status == "optimal":
+        factor = _Factor([system.factor(rho_z[k], rho_s[k], kappa, weights[k])
+                          for k in range(B)])
+
+    U = torch.zeros((B, 2 * P, db), dtype=dtype, device=device)
     Z = torch.zeros_like(U)
     Yz = torch.zeros_like(U)
-    Vs = torch.zeros((1, 2 * P, n), dtype=dtype, device=device)  # s = Vs₊, y_s = ρ_sΩ∘Vs₋
+    Vs = torch.zeros((B, 2 * P, n), dtype=dtype, device=device)  # s = Vs₊, y_s = ρ_sΩ∘Vs₋
     Ys = torch.zeros_like(Vs)
-    R = torch.zeros((n, 1), dtype=dtype, device=device)
+    R = torch.zeros((n, B), dtype=dtype, device=device)
     Yr = torch.zeros_like(R)
     FU = torch.zeros_like(R)
-    q_term = None if hinge else ops.predict_T(T) / n  # −q = Fᵀt/n
+    q_term = None if with_loss_block else ops.predict_T(T) / n  # −q = Fᵀt/n
     # floors of the residuals' normalisations: the loss gradient at zero, and the step it gives
-    g_floor = RESIDUAL_FLOOR * max(_inf(ops.predict_T0(T)) / n, 1e-300)
-    u_floor = g_floor / curvature
+    if kind == "pairwise":  # ∂/∂r of Σ_{c≠y}(1 − r_y + r_c)_+ at r = 0, times n
+        others = program.tensors(dtype, device)["others"]
+        slope0 = others - (program.n_outputs - 1) * (1 - others)
+    else:
+        slope0 = T
+    g_floor = [RESIDUAL_FLOOR * max(_inf(g) / n, 1e-300)
+               for g in ops.predict_T0(slope0).unbind(0)]
+    u_floor = [g / curvature for g in g_floor]
+    rz, bz = per_output(rho_z), beta / per_output(rho_z)
+    tiny = torch.finfo(dtype).tiny
 
     prim = dual = math.inf
-    reweights = adaptations = refactorisations = iterations = 0
-    next_reweight, last_refactor = WEIGHT_START, 0
+    reweights, next_reweight, last_refactor = [0] * B, [WEIGHT_START] * B, [0] * B
+    adaptations = refactorisations = iterations = last_loss_change = 0
     while status == "optimal":
         rhs = ops.cone_T(Vs.abs().mul_(row_penalty), signed=True)
-        rhs.add_(Z, alpha=rho_z).sub_(Yz)
-        rhs += ops.predict_T(rho_r * R - Yr) if hinge else q_term
-        U = system.solve(rhs)
+        rhs.add_(Z * rz).sub_(Yz)
+        rhs += ops.predict_T(rho_r * R - Yr) if with_loss_block else q_term
+        U = system.solve(rhs, factor)
         AU = ops.cone(U)
         Vs.add_(AU - Vs.clamp(min=0), alpha=ALPHA)
         Zh = ALPHA * U + (1 - ALPHA) * Z
-        Z = group_soft_threshold(Zh + Yz / rho_z, beta / rho_z, torch.finfo(dtype).tiny)
-        Yz += rho_z * (Zh - Z)
-        if hinge:
+        Z = group_soft_threshold(Zh + Yz / rz, bz, tiny)
+        Yz += rz * (Zh - Z)
+        if with_loss_block:
             FU = ops.predict(U)
             Rh = ALPHA * FU + (1 - ALPHA) * R
-            R = loss.prox(Rh + Yr / rho_r, T, 1.0 / (n * rho_r))
+            if kind == "pairwise":
+                R = loss.pairwise_prox(Rh + Yr / rho_r, ops.labels, 1.0 / (n * rho_r))
+            else:
+                R = loss.prox(Rh + Yr / rho_r, T, 1.0 / (n * rho_r))
             Yr += rho_r * (Rh - R)
         budget.tick()
         iterations += 1
         exhausted = budget.exhausted()
-        scheduled = reweights < WEIGHT_MAX_UPDATES and iterations >= next_reweight
-        if iterations % CHECK_EVERY and exhausted is None and not scheduled:
+        scheduled = [reweights[k] < WEIGHT_MAX_UPDATES and iterations >= next_reweight[k]
+                     for k in range(B)]
+        if iterations % CHECK_EVERY and exhausted is None and not any(scheduled):
             continue
 
-        # residuals (module docstring)
+        # residuals (module docstring), per output
         S = Vs.clamp(min=0)
-        Ys = Vs.clamp(max=0).mul_(rho_s * weights)
+        Ys = Vs.clamp(max=0).mul_(per_output(rho_s) * weights)
         cone_gap = (AU - S).abs_()
-        worst = int(cone_gap.argmax())
-        prim_blocks = [_rel(_inf(U - Z), _inf(U), _inf(Z), u_floor),
-                       _rel(float(cone_gap.view(-1)[worst]), _inf(AU), _inf(S), u_floor)]
         terms = [Yz, ops.cone_T(Ys)]
-        if hinge:
-            prim_blocks.append(_rel(_inf(FU - R), _inf(FU), _inf(R), RESIDUAL_FLOOR))
-            terms.append(ops.predict_T(Yr))
-        else:
-            terms.append(ops.predict_T(ops.predict(U)) / n - q_term)
-        prim = max(prim_blocks)
-        dual = _rel(_inf(sum(terms)), *(_inf(t) for t in terms), g_floor)
-        budget.bar.set_postfix(output=c, prim=f"{prim:.1e}", dual=f"{dual:.1e}")
-        log.debug("admm output %d, %d: primal %s dual %.2e rho_z %.2e rho_s %.2e", c,
-                  iterations, ", ".join(f"{b:.1e}" for b in prim_blocks), dual, rho_z, rho_s)
+        terms.append(ops.predict_T(Yr) if with_loss_block
+                     else ops.predict_T(ops.predict(U)) / n - q_term)
+        total = sum(terms)
+        prim_blocks, duals, worst = [], [], []
+        for k in range(B):
+            worst.append(int(cone_gap[k].argmax()))
+            blocks = [_rel(_inf(U[k] - Z[k]), _inf(U[k]), _inf(Z[k]), u_floor[k]),
+                      _rel(float(cone_gap[k].view(-1)[worst[k]]), _inf(AU[k]), _inf(S[k]),
+                           u_floor[k])]
+            if with_loss_block:
+                blocks.append(_rel(_inf(FU[:, k] - R[:, k]), _inf(FU[:, k]), _inf(R[:, k]),
+                                   RESIDUAL_FLOOR))
+            prim_blocks.append(blocks)
+            duals.append(_rel(_inf(total[k]), *(_inf(t[k]) for t in terms), g_floor[k]))
+        prim = max(max(b) for b in prim_blocks)
+        dual = max(duals)
+        budget.bar.set_postfix(outputs=f"{outputs[0]}-{outputs[-1]}" if B > 1 else outputs[0],
+                               prim=f"{prim:.1e}", dual=f"{dual:.1e}")
+        log.debug("admm outputs %s, %d: primal %.2e dual %.2e rho_z %s rho_s %s", outputs,
+                  iterations, prim, dual, rho_z, rho_s)
         if prim <= eps and dual <= eps:
             break
         if exhausted is not None:
             status = exhausted
             break
 
-        # penalties and row weights (module docstring); each change is a refactorisation
-        settled = iterations - last_refactor >= WEIGHT_EVERY
-        reweight = scheduled or (settled and reweights < WEIGHT_MAX_UPDATES and float(
-            weights.view(-1)[worst]) < 1)
-        scale = 1.0
-        if settled and min(prim_blocks[0], dual) > RHO_ADAPT_FLOOR * eps:
-            scale = math.sqrt(prim_blocks[0] / max(dual, 1e-300))
-            scale = min(max(scale, RHO_MIN * curvature / rho_z), RHO_MAX * curvature / rho_z)
-            if 1 / RHO_ADAPT_FACTOR < scale < RHO_ADAPT_FACTOR:
-                scale = 1.0
-        if reweight:
-            new = _row_weights(U, AU, Vs)
-            new_rho_s = cone_penalty(new)
-            # keep s and y_s: Vs₋ = y_s/(ρ_sΩ) scales inversely with the row's penalty
-            Vs = S + Vs.clamp(max=0).mul_((rho_s * weights) / (new_rho_s * new))
-            weights, rho_s = new, new_rho_s
-            row_penalty = rho_s * weights * ops.E2
-            reweights += 1
-            next_reweight = iterations + max(WEIGHT_EVERY, iterations)
-        if scale != 1.0:
-            rho_z *= scale
-            adaptations += 1
-        if reweight or scale != 1.0:
-            system.factor(rho_z, rho_s, kappa, weights)
-            last_refactor = iterations
-            refactorisations += 1
-    bound = _dual_bound(program, ops, T, U, Ys, Yr, loss)
-    return _OutputResult(Z, status, prim, dual, bound, rho_z, rho_s, rho_r, reweights,
-                         adaptations, refactorisations)
+        # penalties and row weights (module docstring), per output; each change of an output's
+        # ρ or Ω is a refactorisation of its system
+        refactor_all = False
+        if with_loss_block and iterations - last_loss_change >= WEIGHT_EVERY:
+            prim_r = max(b[-1] for b in prim_blocks)
+            if min(prim_r, dual) > RHO_ADAPT_FLOOR * eps:
+                scale_r = math.sqrt(prim_r / max(dual, 1e-300))
+                scale_r = min(max(scale_r, RHO_MIN / (n * rho_r)), RHO_MAX / (n * rho_r))
+                if not 1 / RHO_ADAPT_FACTOR < scale_r < RHO_ADAPT_FACTOR:
+                    rho_r *= scale_r
+                    kappa = rho_r
+                    refactor_all = True
+                    last_loss_change = iterations
+                    adaptations += 1
+        for k in range(B):
+            settled = iterations - last_refactor[k] >= WEIGHT_EVERY
+            reweight = scheduled[k] or (settled and reweights[k] < WEIGHT_MAX_UPDATES and float(
+                weights[k].view(-1)[worst[k]]) < 1)
+            scale = 1.0
+            if settled and min(prim_blocks[k][0], duals[k]) > RHO_ADAPT_FLOOR * eps:
+                scale = math.sqrt(prim_blocks[k][0] / max(duals[k], 1e-300))
+                scale = min(max(scale, RHO_MIN * curvature / rho_z[k]),
+                            RHO_MAX * curvature / rho_z[k])
+                if 1 / RHO_ADAPT_FACTOR < scale < RHO_ADAPT_FACTOR:
+                    scale = 1.0
+            if reweight:  # tentatively: a reweight that moves almost no row is not worth a
+                # factorisation (the first one always is)
+                new = _row_weights(U[k], AU[k], Vs[k])
+                changed = float((new != weights[k]).float().mean())
+                if scheduled[k]:
+                    next_reweight[k] = iterations + max(WEIGHT_EVERY, iterations)
+                reweight = reweights[k] == 0 or changed >= WEIGHT_MIN_CHANGE
+            if reweight:
+                new_rho_s = cone_penalty(new)
+                # keep s and y_s: Vs₋ = y_s/(ρ_sΩ) scales inversely with the row's penalty
+                Vs[k] = S[k] + Vs[k].clamp(max=0).mul_((rho_s[k] * weights[k])
+                                                       / (new_rho_s * new))
+                weights[k], rho_s[k] = new, new_rho_s
+                row_penalty[k] = new_rho_s * new * ops.E2
+                reweights[k] += 1
+                next_reweight[k] = iterations + max(WEIGHT_EVERY, iterations)
+            if scale != 1.0:
+                rho_z[k] *= scale
+                adaptations += 1
+            if reweight or scale != 1.0 or refactor_all:
+                factor.assign(k, system.factor(rho_z[k], rho_s[k], kappa, weights[k]))
+                last_refactor[k] = iterations
+                refactorisations += 1
+        rz, bz = per_output(rho_z), beta / per_output(rho_z)
+    bound = _dual_bound(program, ops, kind, outputs, U, Ys, Yr)
+    return _BlockResult(Z, status, prim, dual, bound, rho_z, rho_s,
+                        rho_r if with_loss_block else None, sum(reweights), adaptations,
+                        refactorisations)
 
 
 def _row_weights(U: torch.Tensor, AU: torch.Tensor, Vs: torch.Tensor) -> torch.Tensor:
-    """Ω, (2P, n), of one output: 1 on the cone rows that are near-active (slack below
-    :data:`WEIGHT_THRESHOLD` relative to the group's norm, violated, or with a multiplier),
-    :data:`WEIGHT_FLOOR` elsewhere."""
-    norms = torch.linalg.vector_norm(U, dim=-1, keepdim=True)  # (1, 2P, 1)
+    """Ω, (2P, n), of one output (``U`` (2P, d̃), ``AU`` and ``Vs`` (2P, n)): 1 on the cone rows
+    that are near-active (slack below :data:`WEIGHT_THRESHOLD` relative to the group's norm,
+    violated, or with a multiplier), :data:`WEIGHT_FLOOR` elsewhere."""
+    norms = torch.linalg.vector_norm(U, dim=-1, keepdim=True)  # (2P, 1)
     scale = norms.clamp_min(1e-3 * float(norms.max()) + torch.finfo(U.dtype).tiny)
-    near = ((AU / scale < WEIGHT_THRESHOLD) | (Vs < 0))[0]
+    near = (AU / scale < WEIGHT_THRESHOLD) | (Vs < 0)
     return torch.where(near, 1.0, WEIGHT_FLOOR).to(U.dtype)
 
 
-def _dual_bound(program: ConvexReLU, ops: _Operators, T: torch.Tensor, U: torch.Tensor,
-                Ys: torch.Tensor, Yr: torch.Tensor, loss: Loss) -> float:
-    """One output's share of a lower bound on the optimum, from its iterate and multipliers
-    (module docstring), evaluated in float64; ``T`` (n, 1) its targets. The dual needs the
-    loss's conjugate: the hinge's and the squared loss's are written here."""
-    if loss.name not in ("hinge", "squared"):
-        raise InvalidInputError(f"the ADMM dual bound has no conjugate for the {loss.name} loss")
-    hinge = loss.name == "hinge"
+def _dual_bound(program: ConvexReLU, ops: _Operators, kind: str, outputs: list[int],
+                U: torch.Tensor, Ys: torch.Tensor, Yr: torch.Tensor) -> float:
+    """The block's share of a lower bound on the optimum, from its iterate and multipliers
+    (module docstring), evaluated in float64. The dual needs the loss's conjugate: the
+    hinge's (binary and pairwise) and the squared loss's are written here."""
     if ops.Xb.dtype != torch.float64:
         ops = _Operators(program, torch.float64, ops.Xb.device)
-        T, U, Ys, Yr = (x.to(torch.float64) for x in (T, U, Ys, Yr))
-    n = ops.n
+        U, Ys, Yr = (x.to(torch.float64) for x in (U, Ys, Yr))
+    n, T = ops.n, ops.T[:, outputs]
     lam = torch.clamp(-Ys, min=0)
-    if hinge:
-        nu = torch.clamp(-Yr * T, min=0, max=1.0 / n) * T
-    else:
+    if kind == "squared":
         nu = (T - ops.predict(U)) / n
-    slope = ops.predict_T(nu) + ops.cone_T(lam)  # (C, 2P, d̃)
-    worst = torch.linalg.vector_norm(slope, dim=-1).max(dim=1).values  # (C,)
+    elif kind == "hinge":
+        nu = torch.clamp(-Yr * T, min=0, max=1.0 / n) * T
+    else:  # pairwise: α_kc = y_r clipped to [0, 1/n] off the true class, ν = −α + e_y Σ_c α
+        alpha = torch.clamp(Yr, min=0, max=1.0 / n) * program.tensors(torch.float64,
+                                                                       Yr.device)["others"]
+        nu = -alpha
+        nu[torch.arange(n, device=nu.device), ops.labels] = alpha.sum(dim=1)
+    slope = ops.predict_T(nu) + ops.cone_T(lam)  # (B, 2P, d̃)
+    worst = torch.linalg.vector_norm(slope, dim=-1).max(dim=1).values  # (B,)
     theta = program.beta / worst.clamp_min(1e-300)  # the largest feasible scaling
-    linear = (nu * T).sum(dim=0)  # (C,)
-    if hinge:
+    if kind == "pairwise":  # one scaling for all outputs (α couples them), inside the box
+        top = float(alpha.max())
+        theta = min(float(theta.min()), 1.0 / (n * top) if top > 0 else math.inf)
+        return theta * float(alpha.sum()) if math.isfinite(theta) else 0.0
+    linear = (nu * T).sum(dim=0)  # (B,)
+    if kind == "hinge":
         top = (nu * T).max(dim=0).values.clamp_min(1e-300)
         theta = torch.minimum(theta, 1.0 / (n * top))  # stay in the box
         value = theta * linear

@@ -49,10 +49,15 @@ def _three_class() -> cr.ConvexReLU:
     return cr.ConvexReLU(X, y, n_patterns=12, loss="squared", beta=1e-2)
 
 
+def _three_class_hinge() -> cr.ConvexReLU:
+    X, y = three_class_data(90, 3)
+    return cr.ConvexReLU(X, y, n_patterns=12, loss="hinge", beta=1e-2)
+
+
 @pytest.mark.parametrize("make", [_binary_squared, _regression, _two_output_regression,
-                                  _three_class, _binary_hinge],
+                                  _three_class, _binary_hinge, _three_class_hinge],
                          ids=["binary-squared", "regression", "two-output-regression",
-                              "three-class", "binary-hinge"])
+                              "three-class", "binary-hinge", "three-class-hinge"])
 def test_matches_clarabel(make):
     program = make()
     reference = cr.solve(program, "clarabel")
@@ -75,6 +80,7 @@ def test_matches_clarabel(make):
 def test_auto_runs_admm_where_it_applies():
     assert cr.solve(_binary_squared(), "torch").info["method"] == "admm"
     assert cr.solve(_binary_hinge(), "torch", tol=1e-3).info["method"] == "admm"
+    assert cr.solve(_three_class_hinge(), "torch", tol=1e-3).info["method"] == "admm"
     X, y = xor_data(30, 3)
     # robust programs and the logistic loss stay on the augmented Lagrangian
     for program in (cr.ConvexReLU(X, y, n_patterns=8, loss="squared", threat=cr.L2(0.1)),
@@ -101,8 +107,10 @@ def test_default_reaches_the_target_accuracy():
     assert _relative_gap(solution.objective, reference.objective) <= 1e-3
 
 
-@pytest.mark.parametrize("make", [_binary_squared, _three_class, _binary_hinge],
-                         ids=["binary-squared", "three-class", "binary-hinge"])
+@pytest.mark.parametrize("make", [_binary_squared, _three_class, _binary_hinge,
+                                  _three_class_hinge],
+                         ids=["binary-squared", "three-class", "binary-hinge",
+                              "three-class-hinge"])
 def test_direct_and_woodbury_agree(make, monkeypatch):
     """The Pd̃ × Pd̃ system and its n × n Woodbury form are the same linear map."""
     program = make()
@@ -198,7 +206,7 @@ def test_reports_what_was_done():
     ("squared", cr.L2(0.1), "binary"),
     ("hinge", cr.Linf(0.05), "binary"),
     ("logistic", None, "binary"),
-    ("hinge", None, "three"),
+    ("logistic", None, "three"),
 ])
 def test_unsupported_programs_raise(loss, threat, labels):
     X, y = xor_data(30, 3) if labels == "binary" else three_class_data(30, 2)

@@ -28,6 +28,12 @@ only samples at the kink carry a smoothing error (Beck & Teboulle, SIAM J. Optim
 Proximal maps (ADMM). ``prox(r, t, step)`` is ``argmin_v step·ℓ(v, t) + ½(v − r)²`` entrywise,
 with ``ℓ(v, t) = φ(t·v)`` (``t = ±1``) for margin losses and ``ψ(t − v)`` for the squared loss;
 it is closed-form for the hinge and the squared loss and ``None`` for the logistic loss.
+``pairwise_prox(r, labels, step)`` is the same map for the per-sample pairwise hinge
+``h(r) = Σ_{c≠y} (1 − r_y + r_c)_+`` on the rows of ``r`` (n, C): for a fixed ``s = r_y``
+every other coordinate is a one-dimensional prox, ``r_c = a_c − clamp(a_c + 1 − s, 0, step)``,
+and ``s`` is the root of the increasing piecewise-linear
+``φ'(s) = s − a_y − Σ_{c≠y} clamp(a_c + 1 − s, 0, step)`` in ``[a_y, a_y + (C − 1)·step]``,
+found exactly between consecutive breakpoints ``a_c + 1 − step``, ``a_c + 1``.
 """
 
 from __future__ import annotations
@@ -121,6 +127,18 @@ class Loss:
                                     "solver method that does not need one")
         return self._prox(r, t, step)
 
+    @property
+    def has_pairwise_prox(self) -> bool:
+        return self.name == "hinge"
+
+    def pairwise_prox(self, r: torch.Tensor, labels: torch.Tensor, step: float) -> torch.Tensor:
+        """``argmin_v step·h(v) + ½‖v − r‖²`` row by row for the pairwise multi-class loss
+        ``h`` of :meth:`pairwise_torch` (module doc); ``r`` (n, C), ``labels`` (n,) ints."""
+        if not self.has_pairwise_prox:
+            raise InvalidInputError(f"the {self.name} loss has no closed-form pairwise prox; "
+                                    "use a solver method that does not need one")
+        return _pairwise_hinge_prox(r, labels, step)
+
 
 def _hinge_value_and_slope(m: torch.Tensor, smoothing: float, shifted: bool
                            ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,6 +159,34 @@ def _squared_value_and_slope(r: torch.Tensor, smoothing: float, shifted: bool
 def _hinge_prox(r: torch.Tensor, t: torch.Tensor, step: float) -> torch.Tensor:
     m = t * r
     return t * torch.where(m >= 1, m, torch.clamp(m + step, max=1.0))
+
+
+def _pairwise_hinge_prox(a: torch.Tensor, labels: torch.Tensor, step: float) -> torch.Tensor:
+    """The exact prox of ``step·Σ_{c≠y} (1 − v_y + v_c)_+`` per row (module doc)."""
+    n, C = a.shape
+    rows = torch.arange(n, device=a.device)
+    a_y = a[rows, labels].unsqueeze(1)  # (n, 1)
+    other = torch.ones_like(a, dtype=torch.bool)
+    other[rows, labels] = False
+
+    def slope(s: torch.Tensor) -> torch.Tensor:  # φ'(s) for candidates s (n, K)
+        pull = torch.clamp(a.unsqueeze(1) + 1 - s.unsqueeze(2), min=0, max=step)  # (n, K, C)
+        return s - a_y - (pull * other.unsqueeze(1)).sum(dim=2)
+
+    lo, hi = a_y, a_y + (C - 1) * step  # φ'(lo) ≤ 0 ≤ φ'(hi)
+    points = torch.cat([lo, hi, (a + 1 - step).clamp(lo, hi), (a + 1).clamp(lo, hi)], dim=1)
+    points = points.sort(dim=1).values  # every breakpoint inside [lo, hi], and both ends
+    values = slope(points)
+    # φ' is linear between consecutive points: the root lies after the last point with φ' ≤ 0
+    j = ((values <= 0).sum(dim=1, keepdim=True) - 1).clamp(0, points.shape[1] - 2)
+    p0, p1 = points.gather(1, j), points.gather(1, j + 1)
+    v0, v1 = values.gather(1, j), values.gather(1, j + 1)
+    rise = v1 - v0
+    frac = torch.where(rise > 0, -v0 / torch.where(rise > 0, rise, 1), 0).clamp(0, 1)
+    s = p0 + frac * (p1 - p0)
+    out = a - torch.clamp(a + 1 - s, min=0, max=step)
+    out[rows, labels] = s[:, 0]
+    return out
 
 
 def _squared_prox(r: torch.Tensor, t: torch.Tensor, step: float) -> torch.Tensor:

@@ -109,7 +109,7 @@ class ConvexReLU(ConvexProgram):
         return self.patterns.count
 
     @property
-    def _pairwise(self) -> bool:
+    def pairwise_margins(self) -> bool:
         """Multi-class margin losses use pairwise margins; everything else is per output."""
         return self.targets.task == "multiclass" and self.loss in MARGIN_LOSSES
 
@@ -246,7 +246,7 @@ class ConvexReLU(ConvexProgram):
             resid = self._worst_residuals(V, W, smoothing, data)
             return get_loss("squared").torch(resid).sum(dim=1).sum()
         margins = self._worst_margins(V, W, smoothing, data)
-        if self._pairwise:
+        if self.pairwise_margins:
             others = (self.tensors(V.dtype, V.device) if data is None else data)["others"]
             return get_loss(self.loss).pairwise_torch(margins, others, smoothing).sum()
         return get_loss(self.loss).torch(margins, smoothing).sum(dim=1).sum()
@@ -355,7 +355,7 @@ class ConvexReLU(ConvexProgram):
         """The summed (not averaged) loss, see :attr:`cvxpy_scale`."""
         n, d = self.X.shape
         t = self.targets
-        if self._pairwise:
+        if self.pairwise_margins:
             onehot = (t.values > 0).astype(float)
             S_true = sum(cp.multiply(onehot[:, [c]], S) for c, S in enumerate(slopes))
             f_true = sum(cp.multiply(onehot[:, c], f) for c, f in enumerate(yhat))
