@@ -99,7 +99,9 @@ def solve_conic(program: ConvexProgram, *, solver: str, tol: float | None = None
     ``tol``: the solver's relative accuracy (gap and feasibility; default 1e-6);
     ``max_iters``, ``time_limit`` (seconds): its budget — a solve stopped by either ends with
     status ``"user_limit"`` (a :class:`SolverFailedError` unless ``accept_inaccurate``);
-    ``solver_options``: the solver's own settings, passed through."""
+    ``solver_options``: the solver's own settings, passed through. A program with more than
+    :data:`MAX_CONSTRAINT_NONZEROS` constraint nonzeros raises :class:`SolverFailedError` with
+    status ``"too_large"`` before cvxpy compiles it."""
     start = time.perf_counter()
     if tol is not None:
         tol = check_positive(tol, "tol", allow_zero=False)
@@ -111,6 +113,15 @@ def solve_conic(program: ConvexProgram, *, solver: str, tol: float | None = None
         time_limit = check_positive(time_limit, "time_limit", allow_zero=False)
     verbose = check_bool(verbose, "verbose")
     accept_inaccurate = check_bool(accept_inaccurate, "accept_inaccurate")
+    nonzeros = program.n_constraint_nonzeros()
+    if nonzeros > MAX_CONSTRAINT_NONZEROS:
+        # cvxpy would spend minutes and tens of GB compiling it (or run out of memory)
+        raise SolverFailedError(
+            f"{program.describe()} has about {nonzeros / 1e6:.0f}M constraint nonzeros, more "
+            f"than a conic solver takes here ({MAX_CONSTRAINT_NONZEROS / 1e6:.0f}M, "
+            "convexrobust.solvers.conic.MAX_CONSTRAINT_NONZEROS); use solver='torch' or "
+            "'auto', or raise that limit on a machine with the memory", status="too_large",
+            solver=solver)
     if problem is None:
         problem = program.to_cvxpy()
     elif not isinstance(problem, cp.Problem):
@@ -162,6 +173,10 @@ def solve_conic(program: ConvexProgram, *, solver: str, tol: float | None = None
     )
 
 
+#: The most constraint-matrix nonzeros (:meth:`ConvexProgram.n_constraint_nonzeros`) a conic
+#: backend takes: beyond it cvxpy's compilation alone needs tens of GB. A larger program is
+#: refused with status "too_large" (a fallback chain goes on to the next solver).
+MAX_CONSTRAINT_NONZEROS = 30_000_000
 #: "auto" gives Clarabel (interior point: a dense factorisation per iteration) at most this many
 #: scalar unknowns; larger programs go to SCS or torch.
 AUTO_CLARABEL_MAX_VARIABLES = 20_000
@@ -185,6 +200,8 @@ def accepts(program: ConvexProgram, options: dict[str, object]) -> str | None:
 def auto_limit(program: ConvexProgram, *, max_variables: int | None = None) -> str | None:
     """Why "auto" should not give ``program`` to a conic backend (None when it may)."""
     blocks = program.n_samples * program.n_outputs
+    if program.n_constraint_nonzeros() > MAX_CONSTRAINT_NONZEROS:
+        return f"about {program.n_constraint_nonzeros():,} constraint nonzeros"
     if blocks > AUTO_CONIC_MAX_CONSTRAINT_BLOCKS:
         return f"{blocks} samples × outputs > {AUTO_CONIC_MAX_CONSTRAINT_BLOCKS}"
     if max_variables is not None and program.n_variables() > max_variables:

@@ -18,8 +18,9 @@ The meaning of ``tol`` differs by method, and each solver's docstring states it:
   gradient's scale. It certifies nothing about the objective: with a small β, a point can be
   stationary to ``tol`` and still be well above the optimum.
 
-:attr:`Solution.gap_kind` names what ``Solution.gap`` is: ``"certified_gap"``,
-``"relative_stationarity"`` or ``"relative_residual"`` (:data:`GAP_KINDS`).
+:attr:`Solution.gap_kind` names what ``Solution.gap`` is: ``"certified_gap"``
+or ``"relative_stationarity"`` (:data:`GAP_KINDS`); a method that stops on residuals reports
+its certified gap and the residuals in ``info``.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ __all__ = [
 ]
 
 #: The values of :attr:`Solution.gap_kind` (module docstring).
-GAP_KINDS = ("certified_gap", "relative_stationarity", "relative_residual")
+GAP_KINDS = ("certified_gap", "relative_stationarity")
 
 #: The options every torch solver takes, documented once; each solver's docstring ends with it.
 COMMON_OPTIONS_DOC = """

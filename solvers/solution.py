@@ -26,9 +26,10 @@ class Solution:
     ``gap`` is the solver's own accuracy measure and ``gap_kind`` says what it is:
     ``"certified_gap"`` (an upper bound on the relative distance of the objective to the
     optimum, from a dual feasible point), ``"relative_stationarity"`` (a first-order optimality
-    residual relative to the gradient's scale; nothing certified), ``"relative_residual"``
-    (OSQP's scaled primal and dual residuals), or None (the conic solvers, whose own accuracy
-    report is their status).
+    residual relative to the gradient's scale; nothing certified), or None (the conic solvers,
+    whose own accuracy report is their status). What ``tol`` measured is the method's own
+    (:mod:`convexrobust.solvers.first_order`): the ReLU ADMM stops on OSQP's residuals
+    (``info["primal_residual"]``, ``info["dual_residual"]``) and still reports a certified gap.
     """
 
     program: ConvexProgram

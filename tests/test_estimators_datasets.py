@@ -141,3 +141,32 @@ def test_best_effort_returns_the_last_routes_point(rng):
     assert solution.solver == "torch" and solution.status == "max_iters"
     assert len(solution.info["auto_failures"]) == len(cr.solvers.auto_order(program)) - 1
     assert np.isfinite(solution.objective) and solution.violation <= 1e-9  # repaired, judged
+
+
+def test_a_program_too_large_for_cvxpy_is_refused_and_the_estimator_goes_on(monkeypatch):
+    from convexrobust.solvers import conic
+
+    X, y = _data("iris", True)
+    program = cr.ConvexReLU(X, y, n_patterns=10, loss="hinge")
+    monkeypatch.setattr(conic, "MAX_CONSTRAINT_NONZEROS", program.n_constraint_nonzeros() - 1)
+    with pytest.raises(cr.SolverFailedError, match="constraint nonzeros") as info:
+        cr.solve(program, "clarabel")
+    assert info.value.status == "too_large"
+    assert cr.solvers.auto_order(program) == ["torch"]
+    est = cr.ConvexReLUClassifier(n_patterns=10, solver="clarabel")
+    with pytest.warns(ConvergenceWarning, match="clarabel"):
+        est.fit(X, y)
+    assert est.solver_ == "torch"
+    assert est.solution_.info["auto_failures"][0] == "clarabel: too_large"
+
+
+@pytest.mark.parametrize("threat", [None, cr.L2(0.1)])
+def test_the_size_estimate_is_close_to_cvxpys(threat):
+    import cvxpy as cp
+
+    X, y = _data("wine", True)
+    X = X[:, :5]
+    for program in (cr.ConvexReLU(X, y, n_patterns=8, loss="hinge", threat=threat),
+                    cr.ConvexPolynomial(X, y, threat=threat)):
+        data, _, _ = program.to_cvxpy().get_problem_data(cp.CLARABEL)
+        assert 0.5 <= program.n_constraint_nonzeros() / data["A"].nnz <= 2.0

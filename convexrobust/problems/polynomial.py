@@ -122,6 +122,13 @@ class ConvexPolynomial(ConvexProgram):
         (one side, marked 0); the squared loss bounds ``f`` (+1) and ``−f`` (−1)."""
         return (1, -1) if self.loss == "squared" else (0,)
 
+    def n_constraint_nonzeros(self) -> int:
+        """The predictions ``⟨A(x_k), Z_c − Z'_c⟩`` (2·D² per output and sample, D = d + 1) and,
+        when robust, one LMI of order D + 1 per sample, output and side (about 4·D² each)."""
+        D2 = (self.n_features + 1) ** 2
+        per_sample = 2 * D2 + (4 * len(self.sides) * D2 if self.threat is not None else 0)
+        return self.n_outputs * self.n_samples * per_sample
+
     def n_variables(self) -> int:
         m = (self.n_features + 1) * (self.n_features + 2) // 2
         count = 2 * self.n_outputs * m

@@ -116,6 +116,13 @@ class ConvexReLU(ConvexProgram):
     def n_variables(self) -> int:
         return 2 * self.n_outputs * self.n_patterns * self.Xb.shape[1]
 
+    def n_constraint_nonzeros(self) -> int:
+        """Cone rows ``E_i X̃ u`` (2P per output and sample, d̃ nonzeros each) and the
+        predictions ``Σ_i D_i X̃ (v_i − w_i)`` (P·d̃ per output and sample); the robust program
+        doubles them (the per-sample slopes and the norms)."""
+        base = 3 * self.n_outputs * self.n_patterns * self.n_samples * self.Xb.shape[1]
+        return base * (2 if self.threat is not None else 1)
+
     def radius_and_dual_exponent(self) -> tuple[float, float]:
         """``(ε, q)``: the threat radius and the exponent of its dual norm (``(0, 2)`` for a
         nominal program), the two numbers the robust cone constraints and margins read."""
