@@ -75,8 +75,8 @@ geometrically spaced iterations (or earlier when the worst cone residual sits on
 row), ``Ω_{g,k} = 1`` on the rows that are near-active (relative slack below
 :data:`WEIGHT_THRESHOLD`, violated, or carrying a multiplier) and :data:`WEIGHT_FLOOR`
 elsewhere; every change is a refactorisation, so after the first a reweight is made only when
-it moves at least :data:`WEIGHT_MIN_CHANGE` of the output's rows. This cuts the iterations by an order of magnitude
-against one tuned ρ for all rows. ``ρ_s`` is set so that
+it moves at least :data:`WEIGHT_MIN_CHANGE` of the output's rows. This cuts the iterations by
+an order of magnitude against one tuned ρ for all rows. ``ρ_s`` is set so that
 ``ρ_s·tr(X̂ᵀΩ_gX̂)/d̃`` is :data:`RHO_CONE` times the data term's curvature (the mean diagonal of
 ``FᵀF/n``) for the median group; ``ρ_z`` starts at :data:`RHO_GROUP` times the curvature and
 follows OSQP's rule ``ρ_z ← ρ_z √(prim_z / dual)`` when that moves it by more than
