@@ -101,7 +101,8 @@ def solve_conic(program: ConvexProgram, *, solver: str, tol: float | None = None
     status ``"user_limit"`` (a :class:`SolverFailedError` unless ``accept_inaccurate``);
     ``solver_options``: the solver's own settings, passed through. A program with more than
     :data:`MAX_CONSTRAINT_NONZEROS` constraint nonzeros raises :class:`SolverFailedError` with
-    status ``"too_large"`` before cvxpy compiles it."""
+    status ``"too_large"`` before cvxpy compiles it (a ``problem`` the caller built is solved as
+    given)."""
     start = time.perf_counter()
     if tol is not None:
         tol = check_positive(tol, "tol", allow_zero=False)
@@ -114,11 +115,11 @@ def solve_conic(program: ConvexProgram, *, solver: str, tol: float | None = None
     verbose = check_bool(verbose, "verbose")
     accept_inaccurate = check_bool(accept_inaccurate, "accept_inaccurate")
     nonzeros = program.n_constraint_nonzeros()
-    if nonzeros > MAX_CONSTRAINT_NONZEROS:
+    if problem is None and nonzeros > MAX_CONSTRAINT_NONZEROS:
         # cvxpy would spend minutes and tens of GB compiling it (or run out of memory)
         raise SolverFailedError(
-            f"{program.describe()} has about {nonzeros / 1e6:.0f}M constraint nonzeros, more "
-            f"than a conic solver takes here ({MAX_CONSTRAINT_NONZEROS / 1e6:.0f}M, "
+            f"{program.describe()} has about {nonzeros / 1e6:.1f}M constraint nonzeros, more "
+            f"than a conic solver takes here ({MAX_CONSTRAINT_NONZEROS / 1e6:.1f}M, "
             "convexrobust.solvers.conic.MAX_CONSTRAINT_NONZEROS); use solver='torch' or "
             "'auto', or raise that limit on a machine with the memory", status="too_large",
             solver=solver)

@@ -74,18 +74,18 @@ equality rows above inequality rows: after :data:`WEIGHT_START` iterations, and 
 geometrically spaced iterations (or earlier when the worst cone residual sits on a down-weighted
 row), ``Ω_{g,k} = 1`` on the rows that are near-active (relative slack below
 :data:`WEIGHT_THRESHOLD`, violated, or carrying a multiplier) and :data:`WEIGHT_FLOOR`
-elsewhere; every change is a refactorisation, so after the first a reweight is made only when
-it moves at least :data:`WEIGHT_MIN_CHANGE` of the output's rows. This cuts the iterations by
-an order of magnitude against one tuned ρ for all rows. ``ρ_s`` is set so that
+elsewhere; every change is a refactorisation. This cuts the iterations by an order of
+magnitude against one tuned ρ for all rows. ``ρ_s`` is set so that
 ``ρ_s·tr(X̂ᵀΩ_gX̂)/d̃`` is :data:`RHO_CONE` times the data term's curvature (the mean diagonal of
 ``FᵀF/n``) for the median group; ``ρ_z`` starts at :data:`RHO_GROUP` times the curvature and
 follows OSQP's rule ``ρ_z ← ρ_z √(prim_z / dual)`` when that moves it by more than
 :data:`RHO_ADAPT_FACTOR` (at most once per :data:`WEIGHT_EVERY` iterations, and only while both
-residuals are above :data:`RHO_ADAPT_FLOOR` times the tolerance). ``ρ_r`` starts at
-:data:`RHO_LOSS` ``/n`` (binary hinge; then ``ρ_r FᵀF`` has the size of ``FᵀF/n``) or
-:data:`RHO_LOSS_PAIRWISE` ``/n`` (pairwise hinge) and follows the same rule with the loss
-block's primal residual, ``ρ_r ← ρ_r √(prim_r / dual)`` (a change refactors every output of
-the block: ``κ = ρ_r``).
+residuals are above :data:`RHO_ADAPT_FLOOR` times the tolerance). ``ρ_r`` is
+:data:`RHO_LOSS` ``/n`` for the binary hinge (then ``ρ_r FᵀF`` has the size of ``FᵀF/n``).
+For the pairwise hinge it starts at :data:`RHO_LOSS_PAIRWISE` ``/n`` and follows the same rule
+with the loss block's primal residual, ``ρ_r ← ρ_r √(prim_r / dual)``, within
+``[RHO_MIN, RHO_MAX]/n`` (a change refactors every output of the block: ``κ = ρ_r``); on
+binary programs that rule cost iterations, on the coupled multi-class block it saves them.
 
 Stopping
 --------
@@ -105,15 +105,16 @@ repair of :mod:`convexrobust.solvers.relu_repair`; ``"repair_degraded"`` (an err
 exactly as there. ``Solution.gap`` is a certified relative duality gap of the repaired point. The
 Lagrange dual of the program is::
 
-    maximise  Σ_c D_c(ν_c)   subject to  ‖F_gᵀν_c + Â_gᵀλ_{c,g}‖₂ ≤ β,  λ ≥ 0,
+    maximise  D(ν)   subject to  ‖F_gᵀν_c + Â_gᵀλ_{c,g}‖₂ ≤ β,  λ ≥ 0,
 
-``D(ν) = νᵀt − (n/2)‖ν‖²`` (squared) or ``tᵀν`` on ``0 ≤ t∘ν ≤ 1/n`` (binary hinge); for the
+``D = Σ_c D_c(ν_c)`` for the losses that separate over outputs, ``D_c(ν) = νᵀt − (n/2)‖ν‖²``
+(squared) or ``tᵀν`` on ``0 ≤ t∘ν ≤ 1/n`` (binary hinge); for the
 pairwise hinge ``ν_{k,c} = −α_{k,c}`` (c ≠ y_k), ``ν_{k,y_k} = Σ_c α_{k,c}`` with ``α`` in the box
 ``[0, 1/n]`` and ``D = Σ α`` (the conjugate of a maximum of affine functions). The iterate gives
 ``ν = (t − F u)/n`` (squared) or ``−y_r`` clipped to the box (hinge; pairwise ``α = y_r``
 clipped, off the true class) and ``λ = (−y_s)_+``; scaling both by the best ``θ ≥ 0`` that
 satisfies the norm constraints (and the box; one θ for all outputs when α couples them) gives
-a dual feasible point, so ``(F(repaired) − Σ_c D_c(θ_c ν_c)) / F(repaired)`` bounds the relative
+a dual feasible point ``θν``, so ``(F(repaired) − D(θν)) / F(repaired)`` bounds the relative
 distance to the optimum from above (``info["dual_bound"]`` is the lower bound itself).
 """
 
@@ -150,7 +151,8 @@ ALPHA = 1.8
 RHO_GROUP = 0.02
 #: ρ_s·tr(X̂ᵀΩ_gX̂)/d̃ is this times the curvature for the median group.
 RHO_CONE = 3.0
-#: First ρ_r = RHO_LOSS / n (binary hinge) or RHO_LOSS_PAIRWISE / n (pairwise hinge).
+#: ρ_r = RHO_LOSS / n (binary hinge, fixed); RHO_LOSS_PAIRWISE / n at first (pairwise hinge,
+#: then adapted).
 RHO_LOSS = 1.0
 RHO_LOSS_PAIRWISE = 0.1
 #: ρ_z follows OSQP's rule when that moves it by more than this factor, within
@@ -171,9 +173,6 @@ WEIGHT_FLOOR = 3e-4
 WEIGHT_START = 50
 WEIGHT_EVERY = 50
 WEIGHT_MAX_UPDATES = 20
-#: A reweight after the first is made only when it changes at least this fraction of the
-#: output's row weights (otherwise the factorisation it costs buys nothing).
-WEIGHT_MIN_CHANGE = 1e-3
 #: Floor of the residuals' normalisations, relative to their natural scales (module docstring).
 RESIDUAL_FLOOR = 1e-4
 #: Residuals are evaluated (and ρ, Ω updated) every this many iterations.
@@ -474,8 +473,8 @@ def solve_relu_admm(program: ConvexReLU, *, device: torch.device | str | None = 
 class _BlockResult:
     """One block of outputs' ADMM: its group-lasso block ``Z`` (B, 2P, d̃), final residuals
     (the worst output's), its share of the dual bound, final penalties (per output; ``rho_r``
-    None without a loss block) and counts of reweights, ρ_z adaptations and refactorisations
-    (beyond the first factorisations)."""
+    None without a loss block) and counts of reweights, ρ_z and ρ_r adaptations and
+    refactorisations (beyond the first factorisations)."""
 
     Z: torch.Tensor
     status: str
@@ -519,8 +518,8 @@ def _admm_block(program: ConvexReLU, ops: _Operators, system: _System, budget: B
     status = budget.exhausted() or "optimal"  # nothing left for this block: it stays 0
     factor = None
     if status == "optimal":
-        factor = _Factor([system.factor(rho_z[k], rho_s[k], kappa, weights[k])
-                          for k in range(B)])
+        first = system.factor(rho_z[0], rho_s[0], kappa, weights[0])  # the same for every
+        factor = _Factor([first] * B)  # output at the start (one ρ, Ω ≡ 1); stacked copies
 
     U = torch.zeros((B, 2 * P, db), dtype=dtype, device=device)
     Z = torch.zeros_like(U)
@@ -606,7 +605,7 @@ def _admm_block(program: ConvexReLU, ops: _Operators, system: _System, budget: B
         # penalties and row weights (module docstring), per output; each change of an output's
         # ρ or Ω is a refactorisation of its system
         refactor_all = False
-        if with_loss_block and iterations - last_loss_change >= WEIGHT_EVERY:
+        if kind == "pairwise" and iterations - last_loss_change >= WEIGHT_EVERY:
             prim_r = max(b[-1] for b in prim_blocks)
             if min(prim_r, dual) > RHO_ADAPT_FLOOR * eps:
                 scale_r = math.sqrt(prim_r / max(dual, 1e-300))
@@ -628,14 +627,8 @@ def _admm_block(program: ConvexReLU, ops: _Operators, system: _System, budget: B
                             RHO_MAX * curvature / rho_z[k])
                 if 1 / RHO_ADAPT_FACTOR < scale < RHO_ADAPT_FACTOR:
                     scale = 1.0
-            if reweight:  # tentatively: a reweight that moves almost no row is not worth a
-                # factorisation (the first one always is)
-                new = _row_weights(U[k], AU[k], Vs[k])
-                changed = float((new != weights[k]).float().mean())
-                if scheduled[k]:
-                    next_reweight[k] = iterations + max(WEIGHT_EVERY, iterations)
-                reweight = reweights[k] == 0 or changed >= WEIGHT_MIN_CHANGE
             if reweight:
+                new = _row_weights(U[k], AU[k], Vs[k])
                 new_rho_s = cone_penalty(new)
                 # keep s and y_s: Vs₋ = y_s/(ρ_sΩ) scales inversely with the row's penalty
                 Vs[k] = S[k] + Vs[k].clamp(max=0).mul_((rho_s[k] * weights[k])

@@ -149,11 +149,11 @@ class ConvexProgram(ABC):
     def n_variables(self) -> int:
         """Number of scalar unknowns; used to pick a solver."""
 
-    @abstractmethod
     def n_constraint_nonzeros(self) -> int:
         """An estimate of the nonzeros of the constraint matrix that :meth:`to_cvxpy` gives a
         conic solver (cvxpy's memory grows with it); used to refuse programs a conic solver
-        cannot hold."""
+        cannot hold. 0 (unknown: never refused) unless a program says."""
+        return 0
 
     def describe(self) -> str:
         threat = self.threat.name if self.threat else "nominal"
