@@ -77,7 +77,8 @@ row), ``Ω_{g,k} = 1`` on the rows that are near-active (relative slack below
 elsewhere; every change is a refactorisation. This cuts the iterations by an order of
 magnitude against one tuned ρ for all rows. On the coupled pairwise block a reweight after an
 output's first is skipped when it would move fewer than :data:`WEIGHT_MIN_CHANGE` of its rows
-(there the factorisations dominate the time; on binary programs the small moves pay off). ``ρ_s`` is set so that
+(there the factorisations dominate the time; on binary programs the small moves pay off).
+``ρ_s`` is set so that
 ``ρ_s·tr(X̂ᵀΩ_gX̂)/d̃`` is :data:`RHO_CONE` times the data term's curvature (the mean diagonal of
 ``FᵀF/n``) for the median group; ``ρ_z`` starts at :data:`RHO_GROUP` times the curvature and
 follows OSQP's rule ``ρ_z ← ρ_z √(prim_z / dual)`` when that moves it by more than
