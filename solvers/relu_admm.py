@@ -1,4 +1,5 @@
-"""ADMM with a cached factorisation for the nominal convex ReLU program (a), CPU or GPU.
+"""ADMM with a cached factorisation for the convex ReLU programs (a) and, with the hinge loss
+and an ℓ2 threat, (b); CPU or GPU.
 
 The program (MATH.md §1, :class:`~convexrobust.problems.relu.ConvexReLU` without a threat), per
 output ``c``, over the groups ``u`` (every ``v_i`` and ``w_i``; ``U`` of shape (C, 2P, d̃))::
@@ -9,8 +10,9 @@ with ``F = [D_1X̃ … D_PX̃, −D_1X̃ … −D_PX̃]`` (``F u = Σ_i D_i X̃ 
 and ``L`` the mean loss of :meth:`ConvexReLU.data_term_torch`: ``(1/2n) Σ_c ‖t_c − F u_c‖²``
 (squared loss: binary ±1 targets, regression, one-vs-all multi-class) or
 ``(1/n) Σ_k (1 − t_k (F u)_k)_+`` (binary hinge) or ``(1/n) Σ_k Σ_{c≠y_k} (1 − (F u)_{k,y_k} +
-(F u)_{k,c})_+`` (the pairwise multi-class hinge, MATH.md §2 at ε = 0). Robust programs and the
-logistic loss stay on the augmented Lagrangian solver
+(F u)_{k,c})_+`` (the pairwise multi-class hinge, MATH.md §2 at ε = 0); the robust hinge
+programs are in "Robust programs" below. Other robust programs (squared or logistic loss, ℓ∞
+or ℓ1 threats) and the logistic loss stay on the augmented Lagrangian solver
 (:mod:`convexrobust.solvers.relu_first_order`).
 
 Splitting
@@ -100,6 +102,50 @@ converges too. Both are checked every :data:`CHECK_EVERY` iterations; the solve 
 are at most ``tol``; the objective after the repair then typically lies within about ``tol``
 of the optimum, and the certified gap below says how far at most.
 
+Robust programs
+---------------
+Program (b) with the hinge and an ℓ2 threat of radius ε (MATH.md §2; Bai, Gautam & Sojoudi give
+ADMM for the binary case): binary,
+``minimise (1/n) Σ_k (1 − t_k (F u)_k + ε‖(B u)_k‖₂)_+ + β Σ_g ‖u_g‖₂`` subject to
+``E_i X̃ u_g ≥ ε‖Π u_g‖₂`` per row, with ``B u`` the per-sample slopes
+``b_k = Σ_i d_ki Π(v_i − w_i)`` (``Π`` keeps the d perturbed coordinates, never the bias);
+multi-class, the pairwise hinge ``Σ_{c≠y_k} (1 − (r_{k,y} − r_{k,c}) + ε‖b_{k,y} − b_{k,c}‖₂)_+``
+of every output's ``r_c = F u_c`` and ``b_c = B u_c``. Two blocks join the splitting:
+
+* the slopes: ``b = B u`` with penalty ``ρ_b`` (= ``κ_b``) beside ``r = F u``; the loss takes
+  the joint prox of problems/losses.py: exact for the binary hinge (``Loss.robust_prox``); for
+  the pairwise hinge (``Loss.robust_pairwise_prox``) by accelerated projected gradient on its
+  dual, warm-started from the previous iteration's multipliers, until they move by less than
+  :data:`PAIR_PROX_TOL` times the primal residual;
+* the robust cone: ``(s, c) = (Â u, Π u)`` in ``K_g = {s_k ≥ r_k ‖c‖₂}`` with the rows' radii
+  ``r_k = ε/‖x̃_k‖`` (Â has unit rows), penalties ``ρ_sΩ`` on ``s`` and ``ρ_c`` on ``c``; the
+  weighted projection onto ``K_g`` is a one-dimensional convex problem in ``ν = ‖c‖``, solved
+  exactly by Newton's method (:func:`project_robust_cone`). The block is stored as
+  ``(Vs, Vc) = (s, c) + y/ρ`` as in the nominal case, ``(s, c) = Π_K(Vs, Vc)``.
+
+``B`` sees only ``a = v − w`` as ``F`` does, so the same elimination holds with
+``κF₀ᵀF₀ + κ_b B₀ᵀB₀`` in place of ``κF₀ᵀF₀`` (``B₀ᵀB₀ = DᵀD ⊗ Π``) and ``B_g + ρ_cΠ`` in place
+of ``B_g``; there is no n × n form, so robust programs factor directly (``P·d̃ ≤``
+:data:`MAX_FACTOR_SIZE` for "auto"). ``ρ_c`` is :data:`RHO_NORM` times the curvature, ``ρ_b``
+:data:`RHO_SLOPE` ``·ρ_r·mean‖x̃‖²/d̃`` (the size of ``ρ_r FᵀF``); the row weights see the robust
+slack ``Â u − r‖Π u‖``. Residuals and stopping are those above, with the two blocks added; for
+the pairwise hinge ρ_r adapts as in the nominal case, within :data:`RHO_LOSS_ROBUST`.
+When the radius covers every sample (:meth:`ConvexReLU.slopes_vanish`) the optimum has no
+slopes and the solver runs the nominal program on the bias column alone (``info["slope_free"]``),
+whose optimum and dual bound are the robust program's.
+
+The dual (the conjugate of ``(1 − t r + ε‖b‖)_+`` is ``−α`` at ``(−αt, ξ)``, ``‖ξ‖ ≤ αε``,
+``α ∈ [0, 1]``; the dual cone of ``K_g`` is ``{(λ, μ) : λ ≥ 0, ‖μ‖₂ ≤ Σ_k r_k λ_k}``)::
+
+    maximise Σ_k a_k  subject to  ‖F_gᵀ(a∘t) + Â_gᵀλ_g − B_gᵀξ + Πᵀμ_g‖₂ ≤ β,
+    0 ≤ a ≤ 1/n,  ‖ξ_k‖₂ ≤ ε a_k,  λ_g ≥ 0,  ‖μ_g‖₂ ≤ Σ_k r_k λ_{g,k},
+
+and the iterate's ``a = −t∘y_r``, ``ξ = y_b``, ``λ = −y_s``, ``μ = −y_c``, each brought into its
+set and scaled by one ``θ``, give the certified bound as below. For the pairwise hinge the dual
+has one ``(α_{k,c}, ξ_{k,c})`` per pair in ``{0 ≤ α ≤ 1, ‖ξ‖ ≤ εα}``, objective ``Σ α/n``, and
+``ν = (e_y Σ_c α_c − α)/n`` (likewise ``ξ`` for the slopes) in the norm constraints; the loss
+prox's own multipliers are such a point.
+
 Returned point, repair and certificate
 --------------------------------------
 The returned point is the prox block ``z`` (exactly group-sparse), made exactly feasible by the
@@ -144,12 +190,23 @@ from convexrobust.solvers.first_order import (
 from convexrobust.solvers.relu_repair import repaired
 from convexrobust.solvers.solution import Solution
 
-__all__ = ["MAX_FACTOR_SIZE", "admm_system_size", "admm_unsupported", "solve_relu_admm"]
+__all__ = ["MAX_FACTOR_SIZE", "admm_system_size", "admm_unsupported", "project_robust_cone",
+           "solve_relu_admm"]
 
 log = logging.getLogger(__name__)
 
 #: Over-relaxation (OSQP suggests 1.6; 1.8 took fewer iterations on planted programs).
 ALPHA = 1.8
+#: Robust programs: ρ_c of the cone's copy of Π u, relative to the curvature, and ρ_b of the
+#: slope block relative to ρ_r·mean‖x̃‖²/d̃ (which gives BᵀB the size of FᵀF).
+RHO_NORM = 0.03
+RHO_SLOPE = 0.3
+#: Robust pairwise programs: ρ_r adapts within these bounds over n (beyond them the loss block's
+#: penalty and the slopes' drift apart and the iterates oscillate or stall).
+RHO_LOSS_ROBUST = (0.01, 0.3)
+#: The robust pairwise prox runs until its multipliers (in [0, 1]) move by less than this times
+#: the last primal residual (at most 1e-3).
+PAIR_PROX_TOL = 1e-2
 #: First ρ_z, relative to the data term's curvature (the mean diagonal of FᵀF/n).
 RHO_GROUP = 0.02
 #: ρ_s·tr(X̂ᵀΩ_gX̂)/d̃ is this times the curvature for the median group.
@@ -194,9 +251,12 @@ def admm_unsupported(program: object) -> str | None:
     """Why :func:`solve_relu_admm` cannot take ``program``, or None when it can."""
     if not isinstance(program, ConvexReLU):
         return f"the ADMM solver takes a ConvexReLU, got {type(program).__name__}"
-    if program.threat is not None:
-        return "the ADMM solver takes nominal programs only (threat=None)"
     loss = get_loss(program.loss)
+    if program.threat is not None:
+        if loss.name == "hinge" and program.threat.dual == 2:
+            return None
+        return ("the ADMM solver takes robust programs with the hinge loss (binary or the "
+                "pairwise multi-class hinge) and an ℓ2 threat only")
     if loss.name in ("squared", "hinge"):
         return None
     return (f"the ADMM solver takes the squared and the hinge loss, not the {program.loss} "
@@ -204,15 +264,19 @@ def admm_unsupported(program: object) -> str | None:
 
 
 def admm_system_size(program: ConvexReLU) -> int:
-    """Order of the matrix the ADMM factors: ``min(P·d̃, n)``."""
-    return min(program.n_patterns * program.Xb.shape[1], program.n_samples)
+    """Order of the matrix the ADMM factors: ``min(P·d̃, n)`` (robust programs: ``P·d̃``,
+    their slope block has no n × n form)."""
+    direct = program.n_patterns * program.Xb.shape[1]
+    return direct if program.threat is not None else min(direct, program.n_samples)
 
 
-def _choose_factorisation(n: int, P: int, db: int) -> str:
+def _choose_factorisation(n: int, P: int, db: int, robust: bool) -> str:
     """``"direct"`` (Pd̃ × Pd̃) or ``"woodbury"`` (n × n): the one within
     :data:`MAX_FACTOR_SIZE` if only one is, else the one with fewer flops per refactorisation,
-    ``(Pd̃)³`` against ``P n² d̃ + n³``."""
+    ``(Pd̃)³`` against ``P n² d̃ + n³``; robust programs always ``"direct"``."""
     m = P * db
+    if robust:
+        return "direct"
     if (m <= MAX_FACTOR_SIZE) != (n <= MAX_FACTOR_SIZE):
         return "direct" if m <= MAX_FACTOR_SIZE else "woodbury"
     return "direct" if m ** 3 <= P * n * n * db + n ** 3 else "woodbury"
@@ -224,6 +288,12 @@ class _Operators:
     def __init__(self, program: ConvexReLU, dtype: torch.dtype, device: torch.device):
         data = program.tensors(dtype, device)
         self.Xb = data["Xb"]  # (n, d̃)
+        self.d = program.n_features
+        eps, _ = program.radius_and_dual_exponent()
+        if program.slopes_vanish():  # the nominal program on the bias alone has its optimum
+            self.Xb = self.Xb.clone()
+            self.Xb[:, : self.d] = 0
+            eps = 0.0
         self.D = data["D"]  # (n, P)
         self.T = data["T"]  # (n, C)
         self.labels = data.get("labels")  # (n,) classification only
@@ -236,6 +306,11 @@ class _Operators:
         self.DT = self.D.T.contiguous()
         E = (2 * self.D - 1).T
         self.E2 = torch.cat([E, E], dim=0).contiguous()  # (2P, n)
+        # robust programs: the cone rows' radii in X̂'s units, ε/‖x̃_k‖ (the ε-norms act on
+        # the first d coordinates: the bias is never perturbed)
+        big = torch.finfo(dtype).max ** 0.25  # a zero row (no bias) forces Π u = 0 anyway
+        self.eps_rows = (eps / norms.squeeze(1).clamp_min(torch.finfo(dtype).tiny)
+                         ).clamp(max=big)
 
     def cone(self, U: torch.Tensor) -> torch.Tensor:
         """``Â u`` for every group: (C, 2P, n)."""
@@ -266,6 +341,26 @@ class _Operators:
         """``Fᵀ r`` per output: (C, 2P, d̃)."""
         half = self.predict_T0(R)
         return torch.cat([half, -half], dim=1)
+
+    def slopes(self, U: torch.Tensor) -> torch.Tensor:
+        """``B u``: the per-sample slopes ``b_k = Σ_i d_ki (v_i − w_i)_{:d}`` per output,
+        (C, n, d)."""
+        return torch.matmul(self.D, U[:, : self.P, : self.d] - U[:, self.P:, : self.d])
+
+    def slopes_T(self, S: torch.Tensor) -> torch.Tensor:
+        """``Bᵀ s`` per output: (C, 2P, d̃) from (C, n, d) (zero on the bias coordinate)."""
+        C, _, d = S.shape
+        out = S.new_zeros((C, 2 * self.P, self.Xb.shape[1]))
+        half = torch.matmul(self.DT, S)
+        out[:, : self.P, :d] = half
+        out[:, self.P:, :d] = -half
+        return out
+
+    def embed(self, Cc: torch.Tensor) -> torch.Tensor:
+        """``Πᵀ c``: (C, 2P, d) on the first d coordinates of (C, 2P, d̃)."""
+        if Cc.shape[-1] == self.Xb.shape[1]:
+            return Cc
+        return torch.nn.functional.pad(Cc, (0, self.Xb.shape[1] - Cc.shape[-1]))
 
 
 class _Factor:
@@ -312,20 +407,29 @@ class _System:
                 block = block.reshape(-1, P * db)
                 gram += block.T @ block
             self.gram = gram
+            self.pattern_gram = D.T @ D  # DᵀD, for the slopes' BᵀB = DᵀD ⊗ Π
+            self.proj = torch.diag((torch.arange(db, device=Xb.device) < ops.d).to(f64))
 
-    def factor(self, rho_z: float, rho_s: float, kappa: float, weights: torch.Tensor
+    def factor(self, rho_z: float, rho_s: float, kappa: float, weights: torch.Tensor,
+               rho_c: float = 0.0, kappa_b: float = 0.0
                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """One output's ``(B_g⁻¹, H, M⁻¹)`` (see :class:`_Factor`); ``weights``: its Ω, (2P, n)."""
+        """One output's ``(B_g⁻¹, H, M⁻¹)`` (see :class:`_Factor`); ``weights``: its Ω, (2P, n);
+        robust programs add ``ρ_c Π`` to every ``B_g`` and ``κ_b DᵀD ⊗ Π`` to the reduced
+        matrix (module docstring)."""
         ops, db, P = self.ops, self.db, self.ops.P
         f64 = torch.float64
         B = rho_s * torch.matmul(self.Xs.T.unsqueeze(0) * weights.to(f64).unsqueeze(1), self.Xs)
         B = B + rho_z * self.eye  # (2P, d̃, d̃)
+        if rho_c:
+            B = B + rho_c * self.proj
         Binv = torch.cholesky_inverse(_cholesky(B))
         S = Binv[:P] + Binv[P:]  # H_i⁻¹
         H = None
         if self.mode == "direct":
             H = torch.cholesky_inverse(_cholesky(S))
             M = kappa * self.gram
+            if kappa_b:
+                M += kappa_b * torch.kron(self.pattern_gram, self.proj)
             idx = torch.arange(P * db, device=M.device).reshape(P, db)
             M[idx[:, :, None], idx[:, None, :]] += H
             H = H.to(ops.Xb.dtype)
@@ -382,17 +486,22 @@ def _rel(num: float, *scales: float) -> float:
 
 
 def _loss_kind(program: ConvexReLU) -> str:
-    """``"squared"``, ``"hinge"`` (binary) or ``"pairwise"`` (the multi-class hinge)."""
+    """``"squared"``, ``"hinge"`` (binary), ``"pairwise"`` (the multi-class hinge), or under
+    an ℓ2 threat ``"robust_hinge"`` / ``"robust_pairwise"``."""
     if get_loss(program.loss).name == "squared":
         return "squared"
-    return "pairwise" if program.pairwise_margins else "hinge"
+    pairwise = program.pairwise_margins
+    if program.threat is not None and not program.slopes_vanish():
+        return "robust_pairwise" if pairwise else "robust_hinge"
+    return "pairwise" if pairwise else "hinge"
 
 
 def _output_blocks(program: ConvexReLU) -> list[list[int]]:
     """The outputs that iterate together: the pairwise hinge couples all of them; otherwise
     every output is a program of its own."""
     C = program.n_outputs
-    return [list(range(C))] if _loss_kind(program) == "pairwise" else [[c] for c in range(C)]
+    coupled = _loss_kind(program) in ("pairwise", "robust_pairwise")
+    return [list(range(C))] if coupled else [[c] for c in range(C)]
 
 
 @with_common_options
@@ -401,8 +510,9 @@ def solve_relu_admm(program: ConvexReLU, *, device: torch.device | str | None = 
                     max_iters: int = 20_000, time_limit: float | None = None, seed: int = 0,
                     progress: bool = False, accept_inaccurate: bool = False) -> Solution:
     """Solve a nominal :class:`ConvexReLU` program with the squared loss (binary, regression or
-    one-vs-all multi-class) or the hinge loss (binary, or the pairwise multi-class hinge) by
-    ADMM with a cached factorisation (module docstring). Other programs raise
+    one-vs-all multi-class) or the hinge loss (binary, or the pairwise multi-class hinge), or a
+    robust one with the hinge (binary or pairwise) and an ℓ2 threat, by ADMM with a cached
+    factorisation (module docstring). Other programs raise
     :class:`InvalidInputError` (use the AL solver,
     :func:`~convexrobust.solvers.relu_first_order.solve_relu_torch`).
 
@@ -424,7 +534,7 @@ def solve_relu_admm(program: ConvexReLU, *, device: torch.device | str | None = 
 
     ops = _Operators(program, dtype, device)
     n, P, db = ops.n, ops.P, ops.Xb.shape[1]
-    mode = _choose_factorisation(n, P, db)
+    mode = _choose_factorisation(n, P, db, _loss_kind(program).startswith("robust"))
     system = _System(ops, mode)
     budget = Budget(max_iters, time_limit, progress, desc="torch relu admm")
     eps = max(tol, EPS_FLOOR * float(torch.finfo(dtype).eps))
@@ -452,7 +562,7 @@ def solve_relu_admm(program: ConvexReLU, *, device: torch.device | str | None = 
     rho_s = [rho for r in results for rho in r.rho_s]
     single = len(rho_z) == 1
     info: dict[str, object] = {
-        "method": "admm", "factorisation": mode,
+        "method": "admm", "factorisation": mode, "slope_free": program.slopes_vanish(),
         "device": str(device), "dtype": str(dtype).replace("torch.", ""),
         "primal_residual": prim, "dual_residual": dual, "stationarity": dual,
         "duality_gap": duality_gap, "dual_bound": bound,
@@ -502,14 +612,16 @@ def _admm_block(program: ConvexReLU, ops: _Operators, system: _System, budget: B
     kind = _loss_kind(program)
     loss = get_loss(program.loss)
     with_loss_block = kind != "squared"  # hinge losses: r = F u is a block of its own
-    n, P, db = ops.n, ops.P, ops.Xb.shape[1]
+    robust = kind.startswith("robust")  # + the slope block b = B u, the cone's copy c = Π u
+    pairwise = kind in ("pairwise", "robust_pairwise")  # the outputs couple in the loss
+    n, P, db, d = ops.n, ops.P, ops.Xb.shape[1], ops.d
     B = len(outputs)
     beta, T = program.beta, ops.T[:, outputs]
     dtype, device = ops.Xb.dtype, ops.Xb.device
     # the data term's curvature (mean diagonal of FᵀF/n) sets the penalties' scale
     curvature = max(float(ops.Xb.square().sum(dim=1) @ ops.D.sum(dim=1)) / (n * P * db), 1e-300)
     rho_z = [RHO_GROUP * curvature] * B
-    rho_r = (RHO_LOSS_PAIRWISE if kind == "pairwise" else RHO_LOSS) / n
+    rho_r = (RHO_LOSS_PAIRWISE if pairwise else RHO_LOSS) / n
     kappa = rho_r if with_loss_block else 1.0 / n
     weights = torch.ones((B, 2 * P, n), dtype=dtype, device=device)
 
@@ -521,23 +633,37 @@ def _admm_block(program: ConvexReLU, ops: _Operators, system: _System, budget: B
 
     rho_s = [cone_penalty(weights[k]) for k in range(B)]
     row_penalty = per_output(rho_s) * weights * ops.E2  # ρ_sΩ with the signs of Â folded in
+    # robust programs: ρ_c of the cone's copy of Π u, ρ_b (= κ_b) of the slope block
+    rho_c = [RHO_NORM * curvature if robust else 0.0] * B
+    mean_sq = float(ops.Xb.square().sum(dim=1).mean())
+    slope_ratio = RHO_SLOPE * mean_sq / db if robust else 0.0
+    rho_b = slope_ratio * rho_r
     status = budget.exhausted() or "optimal"  # nothing left for this block: it stays 0
     factor = None
-    if status == "optimal":
-        first = system.factor(rho_z[0], rho_s[0], kappa, weights[0])  # the same for every
-        factor = _Factor([first] * B)  # output at the start (one ρ, Ω ≡ 1); stacked copies
+    if status == "optimal":  # the same for every output at the start (one ρ, Ω ≡ 1)
+        first = system.factor(rho_z[0], rho_s[0], kappa, weights[0], rho_c[0], rho_b)
+        factor = _Factor([first] * B)  # stacked copies
 
     U = torch.zeros((B, 2 * P, db), dtype=dtype, device=device)
     Z = torch.zeros_like(U)
     Yz = torch.zeros_like(U)
-    Vs = torch.zeros((B, 2 * P, n), dtype=dtype, device=device)  # s = Vs₊, y_s = ρ_sΩ∘Vs₋
+    # the cone block: s = Π_K(Vs) (nominal: Vs₊), y_s = ρ_sΩ∘(Vs − s); robust, jointly with
+    # the copy c of Π u: (s, c) = Π_K(Vs, Vc), y_c = ρ_c(Vc − c)
+    Vs = torch.zeros((B, 2 * P, n), dtype=dtype, device=device)
+    S = torch.zeros_like(Vs)
     Ys = torch.zeros_like(Vs)
+    Vc = torch.zeros((B, 2 * P, d if robust else 0), dtype=dtype, device=device)
+    Cc, Yc = torch.zeros_like(Vc), torch.zeros_like(Vc)
     R = torch.zeros((n, B), dtype=dtype, device=device)
     Yr = torch.zeros_like(R)
     FU = torch.zeros_like(R)
+    Bs = torch.zeros((B, n, d if robust else 0), dtype=dtype, device=device)  # the slopes
+    Yb, BU = torch.zeros_like(Bs), torch.zeros_like(Bs)
+    radius = program.radius_and_dual_exponent()[0]
+    pair_duals = None  # the robust pairwise prox's multipliers (α, ξ)
     q_term = None if with_loss_block else ops.predict_T(T) / n  # −q = Fᵀt/n
     # floors of the residuals' normalisations: the loss gradient at zero, and the step it gives
-    if kind == "pairwise":  # ∂/∂r of Σ_{c≠y}(1 − r_y + r_c)_+ at r = 0, times n
+    if pairwise:  # ∂/∂r of Σ_{c≠y}(1 − r_y + r_c)_+ at r = 0, times n
         others = program.tensors(dtype, device)["others"]
         slope0 = others - (program.n_outputs - 1) * (1 - others)
     else:
@@ -546,25 +672,49 @@ def _admm_block(program: ConvexReLU, ops: _Operators, system: _System, budget: B
                for g in ops.predict_T0(slope0).unbind(0)]
     u_floor = [g / curvature for g in g_floor]
     rz, bz = per_output(rho_z), beta / per_output(rho_z)
+    rc = per_output(rho_c)
     tiny = torch.finfo(dtype).tiny
 
     prim = dual = math.inf
     reweights, next_reweight, last_refactor = [0] * B, [WEIGHT_START] * B, [0] * B
     adaptations = refactorisations = iterations = last_loss_change = 0
     while status == "optimal":
-        rhs = ops.cone_T(Vs.abs().mul_(row_penalty), signed=True)
+        if robust:  # ρ_sΩ∘s − y_s = ρ_sΩ∘(2s − Vs), and ρ_c c − y_c = ρ_c(2c − Vc)
+            rhs = ops.cone_T((2 * S - Vs).mul_(row_penalty), signed=True)
+            rhs += ops.embed((2 * Cc - Vc) * rc)
+            rhs += ops.slopes_T(rho_b * Bs - Yb)
+        else:  # the same with s = Vs₊: 2s − Vs = |Vs|
+            rhs = ops.cone_T(Vs.abs().mul_(row_penalty), signed=True)
         rhs.add_(Z * rz).sub_(Yz)
         rhs += ops.predict_T(rho_r * R - Yr) if with_loss_block else q_term
         U = system.solve(rhs, factor)
         AU = ops.cone(U)
-        Vs.add_(AU - Vs.clamp(min=0), alpha=ALPHA)
+        if robust:
+            Vs.add_(AU - S, alpha=ALPHA)
+            Vc.add_(U[..., :d] - Cc, alpha=ALPHA)
+            S, Cc = project_robust_cone(Vs, Vc, ops.eps_rows, row_penalty.abs(), rc)
+        else:
+            Vs.add_(AU - Vs.clamp(min=0), alpha=ALPHA)
         Zh = ALPHA * U + (1 - ALPHA) * Z
         Z = group_soft_threshold(Zh + Yz / rz, bz, tiny)
         Yz += rz * (Zh - Z)
         if with_loss_block:
             FU = ops.predict(U)
             Rh = ALPHA * FU + (1 - ALPHA) * R
-            if kind == "pairwise":
+            if robust:
+                BU = ops.slopes(U)
+                Bh = ALPHA * BU + (1 - ALPHA) * Bs
+                steps = (radius, 1.0 / (n * rho_r), 1.0 / (n * rho_b))
+                if pairwise:  # warm-started from the last multipliers, as exact as it gets
+                    R, Bs, pair_duals = loss.robust_pairwise_prox(
+                        Rh + Yr / rho_r, Bh + Yb / rho_b, ops.labels, *steps,
+                        duals=pair_duals, tol=PAIR_PROX_TOL * min(prim, 1e-3))
+                else:
+                    R, slopes = loss.robust_prox(Rh + Yr / rho_r, (Bh + Yb / rho_b)[0], T,
+                                                 *steps)
+                    Bs = slopes.unsqueeze(0)
+                Yb += rho_b * (Bh - Bs)
+            elif pairwise:
                 R = loss.pairwise_prox(Rh + Yr / rho_r, ops.labels, 1.0 / (n * rho_r))
             else:
                 R = loss.prox(Rh + Yr / rho_r, T, 1.0 / (n * rho_r))
@@ -578,12 +728,16 @@ def _admm_block(program: ConvexReLU, ops: _Operators, system: _System, budget: B
             continue
 
         # residuals (module docstring), per output
-        S = Vs.clamp(min=0)
-        Ys = Vs.clamp(max=0).mul_(per_output(rho_s) * weights)
+        if not robust:
+            S = Vs.clamp(min=0)
+        Ys = (Vs - S).mul_(per_output(rho_s) * weights)
         cone_gap = (AU - S).abs_()
         terms = [Yz, ops.cone_T(Ys)]
         terms.append(ops.predict_T(Yr) if with_loss_block
                      else ops.predict_T(ops.predict(U)) / n - q_term)
+        if robust:
+            Yc = (Vc - Cc) * rc
+            terms += [ops.embed(Yc), ops.slopes_T(Yb)]
         total = sum(terms)
         prim_blocks, duals, worst = [], [], []
         for k in range(B):
@@ -591,6 +745,10 @@ def _admm_block(program: ConvexReLU, ops: _Operators, system: _System, budget: B
             blocks = [_rel(_inf(U[k] - Z[k]), _inf(U[k]), _inf(Z[k]), u_floor[k]),
                       _rel(float(cone_gap[k].view(-1)[worst[k]]), _inf(AU[k]), _inf(S[k]),
                            u_floor[k])]
+            if robust:
+                blocks += [_rel(_inf(U[k, :, :d] - Cc[k]), _inf(U[k, :, :d]), _inf(Cc[k]),
+                                u_floor[k]),
+                           _rel(_inf(BU[k] - Bs[k]), _inf(BU[k]), _inf(Bs[k]), u_floor[k])]
             if with_loss_block:
                 blocks.append(_rel(_inf(FU[:, k] - R[:, k]), _inf(FU[:, k]), _inf(R[:, k]),
                                    RESIDUAL_FLOOR))
@@ -611,14 +769,15 @@ def _admm_block(program: ConvexReLU, ops: _Operators, system: _System, budget: B
         # penalties and row weights (module docstring), per output; each change of an output's
         # ρ or Ω is a refactorisation of its system
         refactor_all = False
-        if kind == "pairwise" and iterations - last_loss_change >= WEIGHT_EVERY:
+        if pairwise and iterations - last_loss_change >= WEIGHT_EVERY:
             prim_r = max(b[-1] for b in prim_blocks)
             if min(prim_r, dual) > RHO_ADAPT_FLOOR * eps:
                 scale_r = math.sqrt(prim_r / max(dual, 1e-300))
-                scale_r = min(max(scale_r, RHO_MIN / (n * rho_r)), RHO_MAX / (n * rho_r))
+                low, top = RHO_LOSS_ROBUST if robust else (RHO_MIN, RHO_MAX)
+                scale_r = min(max(scale_r, low / (n * rho_r)), top / (n * rho_r))
                 if not 1 / RHO_ADAPT_FACTOR < scale_r < RHO_ADAPT_FACTOR:
                     rho_r *= scale_r
-                    kappa = rho_r
+                    kappa, rho_b = rho_r, slope_ratio * rho_r
                     refactor_all = True
                     last_loss_change = iterations
                     adaptations += 1
@@ -634,8 +793,12 @@ def _admm_block(program: ConvexReLU, ops: _Operators, system: _System, budget: B
                 if 1 / RHO_ADAPT_FACTOR < scale < RHO_ADAPT_FACTOR:
                     scale = 1.0
             if reweight:
-                new = _row_weights(U[k], AU[k], Vs[k])
-                if kind == "pairwise" and reweights[k] > 0:
+                slack = AU[k]
+                if robust:
+                    norms = torch.linalg.vector_norm(U[k, :, :d], dim=-1, keepdim=True)
+                    slack = slack - ops.eps_rows * norms
+                new = _row_weights(U[k], slack, Vs[k] < S[k])
+                if pairwise and reweights[k] > 0:
                     # a reweight that moves almost no row is not worth a factorisation here
                     if scheduled[k]:
                         next_reweight[k] = iterations + max(WEIGHT_EVERY, iterations)
@@ -643,8 +806,8 @@ def _admm_block(program: ConvexReLU, ops: _Operators, system: _System, budget: B
             if reweight:
                 new_rho_s = cone_penalty(new)
                 # keep s and y_s: Vs₋ = y_s/(ρ_sΩ) scales inversely with the row's penalty
-                Vs[k] = S[k] + Vs[k].clamp(max=0).mul_((rho_s[k] * weights[k])
-                                                       / (new_rho_s * new))
+                Vs[k] = S[k] + (Vs[k] - S[k]).mul_((rho_s[k] * weights[k])
+                                                   / (new_rho_s * new))
                 weights[k], rho_s[k] = new, new_rho_s
                 row_penalty[k] = new_rho_s * new * ops.E2
                 reweights[k] += 1
@@ -653,36 +816,44 @@ def _admm_block(program: ConvexReLU, ops: _Operators, system: _System, budget: B
                 rho_z[k] *= scale
                 adaptations += 1
             if reweight or scale != 1.0 or refactor_all:
-                factor.assign(k, system.factor(rho_z[k], rho_s[k], kappa, weights[k]))
+                factor.assign(k, system.factor(rho_z[k], rho_s[k], kappa, weights[k], rho_c[k],
+                                               rho_b))
                 last_refactor[k] = iterations
                 refactorisations += 1
         rz, bz = per_output(rho_z), beta / per_output(rho_z)
-    bound = _dual_bound(program, ops, kind, outputs, U, Ys, Yr)
+    bound = _dual_bound(program, ops, kind, outputs, U, Ys, Yr, Yb, Yc, pair_duals)
     return _BlockResult(Z, status, prim, dual, bound, rho_z, rho_s,
                         rho_r if with_loss_block else None, sum(reweights), adaptations,
                         refactorisations)
 
 
-def _row_weights(U: torch.Tensor, AU: torch.Tensor, Vs: torch.Tensor) -> torch.Tensor:
-    """Ω, (2P, n), of one output (``U`` (2P, d̃), ``AU`` and ``Vs`` (2P, n)): 1 on the cone rows
-    that are near-active (slack below :data:`WEIGHT_THRESHOLD` relative to the group's norm,
-    violated, or with a multiplier), :data:`WEIGHT_FLOOR` elsewhere."""
+def _row_weights(U: torch.Tensor, slack: torch.Tensor, multiplier: torch.Tensor
+                 ) -> torch.Tensor:
+    """Ω, (2P, n), of one output (``U`` (2P, d̃), the cone rows' ``slack`` and whether they
+    carry a ``multiplier``, (2P, n)): 1 on the rows that are near-active (slack below
+    :data:`WEIGHT_THRESHOLD` relative to the group's norm, violated, or with a multiplier),
+    :data:`WEIGHT_FLOOR` elsewhere."""
     norms = torch.linalg.vector_norm(U, dim=-1, keepdim=True)  # (2P, 1)
     scale = norms.clamp_min(1e-3 * float(norms.max()) + torch.finfo(U.dtype).tiny)
-    near = (AU / scale < WEIGHT_THRESHOLD) | (Vs < 0)
+    near = (slack / scale < WEIGHT_THRESHOLD) | multiplier
     return torch.where(near, 1.0, WEIGHT_FLOOR).to(U.dtype)
 
 
 def _dual_bound(program: ConvexReLU, ops: _Operators, kind: str, outputs: list[int],
-                U: torch.Tensor, Ys: torch.Tensor, Yr: torch.Tensor) -> float:
+                U: torch.Tensor, Ys: torch.Tensor, Yr: torch.Tensor, Yb: torch.Tensor,
+                Yc: torch.Tensor, pair_duals: tuple[torch.Tensor, torch.Tensor] | None) -> float:
     """The block's share of a lower bound on the optimum, from its iterate and multipliers
     (module docstring), evaluated in float64. The dual needs the loss's conjugate: the
-    hinge's (binary and pairwise) and the squared loss's are written here."""
+    hinge's (binary, pairwise and robust) and the squared loss's are written here."""
     if ops.Xb.dtype != torch.float64:
         ops = _Operators(program, torch.float64, ops.Xb.device)
-        U, Ys, Yr = (x.to(torch.float64) for x in (U, Ys, Yr))
+        U, Ys, Yr, Yb, Yc = (x.to(torch.float64) for x in (U, Ys, Yr, Yb, Yc))
+        if pair_duals is not None:
+            pair_duals = (pair_duals[0].to(torch.float64), pair_duals[1].to(torch.float64))
     n, T = ops.n, ops.T[:, outputs]
     lam = torch.clamp(-Ys, min=0)
+    if kind.startswith("robust"):
+        return _robust_dual_bound(program, ops, kind, T, lam, Yr, Yb, Yc, pair_duals)
     if kind == "squared":
         nu = (T - ops.predict(U)) / n
     elif kind == "hinge":
@@ -709,3 +880,72 @@ def _dual_bound(program: ConvexReLU, ops: _Operators, kind: str, outputs: list[i
         theta = torch.minimum(theta, linear.clamp_min(0) / quad.clamp_min(1e-300))
         value = theta * linear - 0.5 * theta.square() * quad
     return float(value.sum())
+
+
+def _robust_dual_bound(program: ConvexReLU, ops: _Operators, kind: str, T: torch.Tensor,
+                       lam: torch.Tensor, Yr: torch.Tensor, Yb: torch.Tensor, Yc: torch.Tensor,
+                       pair_duals: tuple[torch.Tensor, torch.Tensor] | None) -> float:
+    """The dual bound of the robust hinge programs (module docstring, "Robust programs").
+    Binary: ``a = −t∘y_r`` in the box ``[0, 1/n]`` and the slope multipliers ``ξ_k = y_{b,k}``
+    shrunk into ``‖ξ_k‖₂ ≤ ε a_k``; pairwise: the loss prox's own ``(α, ξ)`` (already in
+    ``{0 ≤ α ≤ 1, ‖ξ‖ ≤ εα}``), ``ν = (e_y Σ_c α_c − α)/n`` and likewise for the slopes. With
+    the cone's ``λ = (−y_s)_+`` and ``μ = −y_c`` shrunk into ``‖μ_g‖₂ ≤ Σ_k r_k λ_{g,k}``, the
+    largest ``θ ≤ 1`` that keeps ``θ·`` all of them feasible gives ``θ Σ a``."""
+    eps, n = program.radius_and_dual_exponent()[0], ops.n
+    if kind == "robust_pairwise":
+        if pair_duals is None:  # no iteration ran: the zero dual point
+            return 0.0
+        alpha, xi = pair_duals  # (n, C), (C, n, d)
+        rows = torch.arange(n, device=alpha.device)
+        nu = -alpha / n
+        nu[rows, ops.labels] = alpha.sum(dim=1) / n
+        slopes = xi / n
+        slopes[ops.labels, rows] = -xi.sum(dim=0) / n
+        value, top = float(alpha.sum()) / n, 1.0 / n
+    else:
+        a = torch.clamp(-Yr * T, min=0, max=1.0 / n)  # (n, 1)
+        xi = Yb[0]
+        xi_norm = torch.linalg.vector_norm(xi, dim=-1, keepdim=True)
+        xi = xi * torch.clamp(eps * a / xi_norm.clamp_min(1e-300), max=1.0)
+        nu, slopes = a * T, -xi.unsqueeze(0)
+        value, top = float(a.sum()), float(a.max())
+    mu = -Yc
+    cap = (lam * ops.eps_rows).sum(dim=-1, keepdim=True)
+    mu_norm = torch.linalg.vector_norm(mu, dim=-1, keepdim=True)
+    mu = mu * torch.clamp(cap / mu_norm.clamp_min(1e-300), max=1.0)
+    slope = ops.predict_T(nu) + ops.slopes_T(slopes) + ops.cone_T(lam) + ops.embed(mu)
+    worst = float(torch.linalg.vector_norm(slope, dim=-1).max())
+    theta = min(program.beta / max(worst, 1e-300), 1.0 / (n * top) if top > 0 else math.inf)
+    return theta * value if math.isfinite(theta) else 0.0
+
+
+def project_robust_cone(Vs: torch.Tensor, Vc: torch.Tensor, radii: torch.Tensor,
+                        weights: torch.Tensor, rho_c: torch.Tensor, max_steps: int = 50
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The projection of ``(Vs, Vc)`` onto the robust cone ``K = {(s, c) : s_k ≥ r_k ‖c‖₂}``
+    of every group, in the metric ``Σ_k w_k (s_k − ·)² + ρ_c ‖c − ·‖²`` (module docstring,
+    "Robust programs"). ``Vs`` (B, G, n) the signed cone rows, ``Vc`` (B, G, d), ``radii`` the
+    rows' ``r_k = ε/‖x̃_k‖`` (n,), ``weights`` ``w`` (B, G, n), ``rho_c`` (B, 1, 1).
+
+    For a fixed ``ν = ‖c‖`` the best point is ``s = max(Vs, r ν)``, ``c = Vc·ν/‖Vc‖``; the
+    cost ``h(ν) = Σ_k w_k (r_k ν − Vs_k)_+² + ρ_c (‖Vc‖ − ν)²`` is convex on ``[0, ‖Vc‖]`` and
+    its derivative convex, increasing and piecewise linear, so Newton's method from ``ν = ‖Vc‖``
+    decreases monotonically to its root (or to 0) and stops at it exactly once the active rows
+    no longer change; ``max_steps`` bounds the steps (any ``ν`` gives a point of K)."""
+    norm_c = torch.linalg.vector_norm(Vc, dim=-1, keepdim=True)  # (B, G, 1)
+    wr = weights * radii
+    wr2 = wr * radii
+    nu = norm_c.clone()
+    active = None
+    for _ in range(max_steps):
+        excess = radii * nu - Vs
+        now = excess > 0
+        if active is not None and torch.equal(now, active):
+            break
+        active = now
+        grad = (wr * excess.clamp(min=0)).sum(dim=-1, keepdim=True) - rho_c * (norm_c - nu)
+        curv = (wr2 * now).sum(dim=-1, keepdim=True) + rho_c
+        nu = (nu - grad / curv).clamp(min=0)
+    S = torch.maximum(Vs, radii * nu)
+    Cc = Vc * (nu / norm_c.clamp_min(torch.finfo(Vc.dtype).tiny))
+    return S, Cc

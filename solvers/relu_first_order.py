@@ -507,26 +507,13 @@ def solve_relu_torch(program: ConvexReLU, *, device: torch.device | str | None =
 
 
 def _slope_free_coordinates(program: ConvexReLU, device: torch.device) -> torch.Tensor | None:
-    """The coordinates a solution needs when the radius is at least every sample's norm, else
-    None.
-
-    When ``ε ≥ max_k ‖x_k‖_p`` (the non-constant coordinates, ``p`` the threat's norm), zeroing
-    the slopes ``u_{:d}`` of every group keeps it feasible and does not raise the objective, so
-    the program's optimum is attained by a network of biases alone. By Hölder,
-    ``|x_kᵀw| ≤ ‖x_k‖_p ‖w‖_q``; so (i) ``E_ik(x_kᵀw + b) ≥ ε‖w‖_q`` implies ``E_ik b ≥ 0``, the
-    constraint of ``(0, b)``; (ii) every worst-case margin ``y x̃ᵀa − ε‖a_{:d}‖_q`` (binary, and
-    pairwise ``f_y − f_c`` alike) is at most its value with ``a_{:d} = 0``, and every worst-case
-    residual ``|t − x̃ᵀa| + ε‖a_{:d}‖_q`` at least its value there, and the losses are monotone
-    in them; (iii) ``‖(0, b)‖₂ ≤ ‖(w, b)‖₂``. The solver then iterates on the bias coordinate
-    only (the returned mask, (d̃,) bool), where the slacks and the losses are those of the
-    program exactly and the ε-terms vanish; otherwise the slacks ``E X̃u − ε‖u‖_q`` at such radii
-    are too badly scaled for the penalty to converge. Without a bias column the mask is all
-    False: the zero network is optimal."""
-    eps, _ = program.radius_and_dual_exponent()
-    if not eps:
-        return None
-    norms = np.linalg.norm(program.X, ord=program.threat.norm, axis=1)
-    if eps < float(norms.max(initial=0.0)):
+    """The coordinates a solution needs when the slopes vanish at the optimum
+    (:meth:`ConvexReLU.slopes_vanish`: the radius is at least every sample's norm), else None.
+    The solver then iterates on the bias coordinate only (the returned mask, (d̃,) bool), where
+    the slacks and the losses are those of the program exactly and the ε-terms vanish;
+    otherwise the slacks ``E X̃u − ε‖u‖_q`` at such radii are too badly scaled for the penalty
+    to converge. Without a bias column the mask is all False: the zero network is optimal."""
+    if not program.slopes_vanish():
         return None
     free = torch.zeros(program.Xb.shape[1], dtype=torch.bool, device=device)
     if program.bias:

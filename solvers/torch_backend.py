@@ -1,7 +1,8 @@
 """The ``"torch"`` backend: which first-order PyTorch method solves a program.
 
-Each family has an ADMM with a cached factorisation for the nominal programs it can take
-(``method="admm"``: ``relu_admm.py``, ``polynomial_admm.py``) and a method for every program it
+Each family has an ADMM with a cached factorisation for the programs it can take (nominal
+ones; for ReLU also the robust hinge, binary or pairwise, under an ℓ2 threat; ``method="admm"``:
+``relu_admm.py``, ``polynomial_admm.py``) and a method for every program it
 takes at all: ReLU programs ``"al"`` (``relu_first_order.py``: augmented Lagrangian + FISTA),
 polynomial programs ``"apg"`` (``polynomial_first_order.py``: accelerated projected gradient
 with exact projections and exact ℓ2 worst cases). The ℓ∞ diagonal S-procedure (MATH.md §4) is
@@ -9,10 +10,13 @@ the one program no torch method takes (:func:`accepts`).
 
 ``method="auto"`` takes ADMM when the program is one it handles (for polynomial programs:
 nominal ones; robust hinge SDPs take ADMM only with ``method="admm"``, whose successive
-linearisation spends its budget on many inner solves of multi-class heads at large radii), the
+linearisation spends its budget on many inner solves of multi-class heads at large radii; for
+ReLU programs all but the robust pairwise hinge, which takes ADMM only with ``method="admm"``:
+on retraining heads at large radii it needs thousands of iterations where the augmented
+Lagrangian stops in hundreds, if less exactly), the
 matrix it factors has order at most the module's ``MAX_FACTOR_SIZE`` (ReLU ``min(P·d̃, n)``,
-polynomial ``min(n, (d+1)(d+2)/2)``) and every option given is one ADMM takes (an option only
-the other method takes selects it); otherwise ``"al"`` / ``"apg"``.
+robust ReLU ``P·d̃``, polynomial ``min(n, (d+1)(d+2)/2)``) and every option given is one ADMM
+takes (an option only the other method takes selects it); otherwise ``"al"`` / ``"apg"``.
 """
 
 from __future__ import annotations
@@ -80,8 +84,9 @@ def solve_torch(program: ConvexProgram, method: str = "auto", **options: object)
     admm_solve = relu_admm.solve_relu_admm if relu else polynomial_admm.solve_polynomial_admm
     admm_options = set(inspect.signature(admm_solve).parameters) - {"program"}
     if method == "auto":
+        robust = program.threat is not None
         fits = (admm.admm_unsupported(program) is None and set(options) <= admm_options
-                and (relu or program.threat is None))
+                and not (robust and not relu) and not (robust and program.pairwise_margins))
         size = admm.admm_system_size(program) if fits else math.inf  # type: ignore[arg-type]
         method = "admm" if size <= admm.MAX_FACTOR_SIZE else other
     if method == "admm":

@@ -80,3 +80,65 @@ def test_losses_without_a_prox_say_so():
         logistic.pairwise_prox(torch.zeros(3, 3), torch.zeros(3, dtype=torch.long), 1.0)
     with pytest.raises(cr.InvalidInputError, match="unknown loss"):
         get_loss("hinge2")
+
+
+@pytest.mark.parametrize(("eps", "step_r", "step_b"), [(0.3, 0.5, 0.2), (1.0, 0.05, 2.0),
+                                                         (0.0, 0.3, 0.3), (2.0, 1.0, 1.0)])
+def test_robust_hinge_prox_matches_clarabel(rng, eps, step_r, step_b):
+    # argmin (1 − t·v + ε‖c‖)_+ + (v − r)²/2step_r + ‖c − b‖²/2step_b, row by row
+    n, d = 12, 3
+    r = torch.as_tensor(1.5 * rng.standard_normal((n, 1)))
+    b = torch.as_tensor(rng.standard_normal((n, d)))
+    b[0] = 0.0  # a zero slope
+    r[1] = 5.0  # far beyond the margin: the identity
+    t = torch.as_tensor(np.where(rng.random((n, 1)) < 0.5, -1.0, 1.0))
+    v, c = get_loss("hinge").robust_prox(r, b, t, eps, step_r, step_b)
+    for k in range(n):
+        vk, ck = cp.Variable(), cp.Variable(d)
+        objective = (cp.pos(1 - float(t[k, 0]) * vk + eps * cp.norm(ck))
+                     + cp.square(vk - float(r[k, 0])) / (2 * step_r)
+                     + cp.sum_squares(ck - b[k].numpy()) / (2 * step_b))
+        cp.Problem(cp.Minimize(objective)).solve(solver="CLARABEL", tol_gap_abs=1e-11,
+                                                 tol_gap_rel=1e-11, tol_feas=1e-11)
+        assert abs(float(v[k, 0]) - float(vk.value)) <= 1e-5
+        assert np.abs(c[k].numpy() - ck.value).max() <= 1e-5
+
+
+def test_robust_prox_is_the_hinge_s_only():
+    for name in ("logistic", "squared"):
+        loss = get_loss(name)
+        assert not loss.has_robust_prox
+        with pytest.raises(cr.InvalidInputError, match="robust prox"):
+            loss.robust_prox(torch.zeros(3, 1), torch.zeros(3, 2), torch.ones(3, 1), 0.1,
+                             1.0, 1.0)
+
+
+@pytest.mark.parametrize(("eps", "step_r", "step_b"), [(0.3, 0.5, 0.2), (1.0, 0.05, 2.0),
+                                                         (0.0, 0.3, 0.3)])
+def test_robust_pairwise_prox_matches_clarabel(rng, eps, step_r, step_b):
+    # argmin Σ_{c≠y} (1 − (v_y − v_c) + ε‖c_y − c_c‖)_+ + ‖v − r‖²/2step_r + ‖c − b‖²/2step_b
+    n, C, d = 6, 4, 3
+    r = torch.as_tensor(1.5 * rng.standard_normal((n, C)))
+    b = torch.as_tensor(rng.standard_normal((C, n, d)))
+    r[0, 0], r[0, 1:] = 5.0, 0.0  # every margin beyond the hinge
+    labels = torch.as_tensor(rng.integers(0, C, n))
+    labels[0] = 0
+    loss = get_loss("hinge")
+    v, c, (alpha, xi) = loss.robust_pairwise_prox(r, b, labels, eps, step_r, step_b)
+    assert bool((alpha >= 0).all() and (alpha <= 1).all())
+    assert bool((torch.linalg.vector_norm(xi, dim=-1).T <= eps * alpha + 1e-12).all())
+    for k in range(n):
+        y = int(labels[k])
+        vk, ck = cp.Variable(C), cp.Variable((C, d))
+        hinge = sum(cp.pos(1 - vk[y] + vk[j] + eps * cp.norm(ck[y] - ck[j]))
+                    for j in range(C) if j != y)
+        objective = (hinge + cp.sum_squares(vk - r[k].numpy()) / (2 * step_r)
+                     + cp.sum_squares(ck - b[:, k].numpy()) / (2 * step_b))
+        cp.Problem(cp.Minimize(objective)).solve(solver="CLARABEL", tol_gap_abs=1e-11,
+                                                 tol_gap_rel=1e-11, tol_feas=1e-11)
+        assert np.abs(v[k].numpy() - vk.value).max() <= 1e-5
+        assert np.abs(c[:, k].numpy() - ck.value).max() <= 1e-5
+    # warm-started from its own multipliers, it stays where it is
+    again = loss.robust_pairwise_prox(r, b, labels, eps, step_r, step_b, duals=(alpha, xi),
+                                      max_steps=3)
+    assert torch.allclose(again[0], v, atol=1e-9) and torch.allclose(again[1], c, atol=1e-9)

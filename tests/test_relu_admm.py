@@ -5,6 +5,7 @@ exhaustion honestly, and is what ``cr.solve(program, "torch")`` runs where it ap
 
 from __future__ import annotations
 
+import cvxpy as cp
 import numpy as np
 import pytest
 import torch
@@ -54,6 +55,17 @@ def _three_class_hinge() -> cr.ConvexReLU:
     return cr.ConvexReLU(X, y, n_patterns=12, loss="hinge", beta=1e-2)
 
 
+def _robust_hinge(eps: float = 0.2, bias: bool = True) -> cr.ConvexReLU:
+    X, y = xor_data(100, 4, seed=3)
+    return cr.ConvexReLU(X, y, n_patterns=12, loss="hinge", beta=1e-2, threat=cr.L2(eps),
+                         bias=bias)
+
+
+def _robust_three_class(eps: float = 0.2) -> cr.ConvexReLU:
+    X, y = three_class_data(90, 3)
+    return cr.ConvexReLU(X, y, n_patterns=12, loss="hinge", beta=1e-2, threat=cr.L2(eps))
+
+
 @pytest.mark.parametrize("make", [_binary_squared, _regression, _two_output_regression,
                                   _three_class, _binary_hinge, _three_class_hinge],
                          ids=["binary-squared", "regression", "two-output-regression",
@@ -81,9 +93,13 @@ def test_auto_runs_admm_where_it_applies():
     assert cr.solve(_binary_squared(), "torch").info["method"] == "admm"
     assert cr.solve(_binary_hinge(), "torch", tol=1e-3).info["method"] == "admm"
     assert cr.solve(_three_class_hinge(), "torch", tol=1e-3).info["method"] == "admm"
+    assert cr.solve(_robust_hinge(), "torch", tol=1e-3).info["method"] == "admm"
     X, y = xor_data(30, 3)
-    # robust programs and the logistic loss stay on the augmented Lagrangian
-    for program in (cr.ConvexReLU(X, y, n_patterns=8, loss="squared", threat=cr.L2(0.1)),
+    # other robust programs (the robust pairwise hinge too: ADMM on request only) and the
+    # logistic loss stay on the augmented Lagrangian
+    for program in (_robust_three_class(),
+                    cr.ConvexReLU(X, y, n_patterns=8, loss="squared", threat=cr.L2(0.1)),
+                    cr.ConvexReLU(X, y, n_patterns=8, loss="hinge", threat=cr.Linf(0.1)),
                     cr.ConvexReLU(X, y, n_patterns=8, loss="logistic")):
         solution = cr.solve(program, "torch", max_iters=5, accept_inaccurate=True)
         assert solution.info["method"] == "al"
@@ -93,6 +109,8 @@ def test_auto_respects_the_size_rule(monkeypatch):
     program = _binary_squared()
     assert relu_admm.admm_system_size(program) == min(program.n_samples,
                                                       program.n_patterns * 5)
+    robust = _robust_hinge()  # no n × n form: always P·d̃
+    assert relu_admm.admm_system_size(robust) == robust.n_patterns * 5
     monkeypatch.setattr(relu_admm, "MAX_FACTOR_SIZE", relu_admm.admm_system_size(program) - 1)
     solution = cr.solve(program, "torch", max_iters=5, accept_inaccurate=True)
     assert solution.info["method"] == "al"
@@ -124,6 +142,60 @@ def test_direct_and_woodbury_agree(make, monkeypatch):
     assert a.iterations == b.iterations
     for key in ("V", "W"):
         assert np.abs(a.values[key] - b.values[key]).max() <= 1e-8
+
+
+# ---------------------------------------------------------------- robust programs
+@pytest.mark.parametrize(("eps", "bias", "classes"), [
+    (0.05, True, 2), (0.2, True, 2), (0.5, True, 2), (0.2, False, 2), (0.1, True, 3),
+    (0.4, True, 3)])
+def test_robust_matches_clarabel(eps, bias, classes):
+    program = _robust_hinge(eps, bias) if classes == 2 else _robust_three_class(eps)
+    reference = cr.solve(program, "clarabel")
+    solution = cr.solve(program, "torch", method="admm", tol=TOL)
+    assert solution.status == "optimal" and solution.info["method"] == "admm"
+    assert _relative_gap(solution.objective, reference.objective) <= 1e-3
+    assert solution.violation <= 1e-6  # the robust cones hold exactly after the repair
+    # a valid lower bound: the certified gap covers the true one
+    assert solution.info["dual_bound"] <= reference.objective * (1 + 1e-6)
+    assert solution.gap >= (solution.objective - reference.objective) / solution.objective - 1e-9
+    assert solution.gap <= 2e-2
+    out = solution.network()(torch.as_tensor(program.X)).detach().numpy()
+    assert np.abs(out - program.training_predictions(solution.values)).max() <= 1e-6
+
+
+def test_robust_at_a_radius_beyond_the_data_is_the_bias_only_optimum():
+    X, y = xor_data(40, 3)
+    program = cr.ConvexReLU(X, y, n_patterns=8, loss="hinge", beta=1e-2,
+                            threat=cr.L2(10 * float(np.linalg.norm(X, axis=1).max())))
+    reference = cr.solve(program, "clarabel")
+    solution = solve_relu_admm(program, tol=1e-5)
+    assert solution.status == "optimal"
+    assert _relative_gap(solution.objective, reference.objective) <= 1e-3
+    assert np.abs(np.concatenate([solution.values["V"], solution.values["W"]])[..., :3]
+                  ).max() <= 1e-8  # no slope survives: the ball covers every sample
+
+
+def test_robust_cone_projection_is_the_weighted_projection(rng):
+    # argmin Σ_k w_k (s_k − a_k)² + ρ_c‖c − b‖²  s.t.  s_k ≥ r_k‖c‖, against Clarabel
+    n, d, groups = 9, 3, 5
+    Vs = torch.as_tensor(rng.standard_normal((1, groups, n)))
+    Vc = torch.as_tensor(2 * rng.standard_normal((1, groups, d)))
+    Vc[0, 0] = 0.0  # a zero copy
+    Vs[0, 1] = torch.abs(Vs[0, 1]) + 10.0  # inside the cone already
+    radii = torch.as_tensor(rng.uniform(0.05, 0.6, n))
+    weights = torch.as_tensor(rng.uniform(0.1, 3.0, (1, groups, n)))
+    rho_c = torch.full((1, 1, 1), 0.7, dtype=torch.float64)
+    S, Cc = relu_admm.project_robust_cone(Vs, Vc, radii, weights, rho_c)
+    assert bool((S >= radii * torch.linalg.vector_norm(Cc, dim=-1, keepdim=True)
+                 - 1e-12).all())
+    for g in range(groups):
+        s, c = cp.Variable(n), cp.Variable(d)
+        objective = (cp.sum(cp.multiply(weights[0, g].numpy(), cp.square(s - Vs[0, g].numpy())))
+                     + 0.7 * cp.sum_squares(c - Vc[0, g].numpy()))
+        cp.Problem(cp.Minimize(objective), [s >= radii.numpy() * cp.norm(c)]).solve(
+            solver="CLARABEL", tol_gap_abs=1e-11, tol_gap_rel=1e-11, tol_feas=1e-11)
+        assert np.abs(S[0, g].numpy() - s.value).max() <= 1e-5
+        assert np.abs(Cc[0, g].numpy() - c.value).max() <= 1e-5
 
 
 def test_zero_solution():
@@ -205,6 +277,7 @@ def test_reports_what_was_done():
 @pytest.mark.parametrize(("loss", "threat", "labels"), [
     ("squared", cr.L2(0.1), "binary"),
     ("hinge", cr.Linf(0.05), "binary"),
+    ("logistic", cr.L2(0.05), "three"),
     ("logistic", None, "binary"),
     ("logistic", None, "three"),
 ])

@@ -200,7 +200,7 @@ def test_smoothing_is_tightened_until_its_error_is_within_tol():
                             threat=cr.L2(1.0))
     reference = cr.solve(program, "clarabel")
     tol = 1e-3
-    solution = cr.solve(program, "torch", tol=tol)
+    solution = cr.solve(program, "torch", method="al", tol=tol)
     assert solution.status == "optimal"
     assert abs(solution.info["smoothing_error"]) <= 10 * tol * max(1.0, solution.objective)
     assert _relative_gap(solution.objective, reference.objective) <= 5e-3

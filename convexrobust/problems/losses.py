@@ -34,10 +34,28 @@ every other coordinate is a one-dimensional prox, ``r_c = a_c − clamp(a_c + 1 
 and ``s`` is the root of the increasing piecewise-linear
 ``φ'(s) = s − a_y − Σ_{c≠y} clamp(a_c + 1 − s, 0, step)`` in ``[a_y, a_y + (C − 1)·step]``,
 found exactly between consecutive breakpoints ``a_c + 1 − step``, ``a_c + 1``.
+``robust_prox(r, b, t, eps, step_r, step_b)`` is the joint prox of the robust binary hinge
+``h(v, c) = (1 − t·v + ε‖c‖₂)_+`` (MATH.md §2 with an ℓ2 threat: ``v`` the prediction, ``c``
+the slope), ``argmin_{v,c} h(v, c) + (v − r)²/2step_r + ‖c − b‖²/2step_b`` row by row:
+``h = max_{α∈[0,1]} α(1 − t·v + ε‖c‖)``, so the minimiser is ``v = r + α·step_r·t``,
+``c = b·(1 − α·ε·step_b/‖b‖)_+`` for the ``α ∈ [0, 1]`` at which
+``g(α) = 1 − t·r − α·step_r + ε(‖b‖ − α·ε·step_b)_+`` — decreasing and piecewise linear with one
+breakpoint — crosses zero (0 when ``g(0) ≤ 0``, 1 when ``g(1) ≥ 0``), solved exactly.
+``robust_pairwise_prox(r, b, labels, eps, step_r, step_b)`` is the same map for the per-sample
+robust pairwise hinge ``Σ_{c≠y} (1 − (v_y − v_c) + ε‖c_y − c_c‖₂)_+`` (MATH.md §2), which has
+no closed form: writing each term as ``max α_c(1 − v_y + v_c) + ξ_cᵀ(c_y − c_c)`` over
+``K = {0 ≤ α_c ≤ 1, ‖ξ_c‖ ≤ εα_c}``, the minimiser is ``v_y = r_y + step_r Σα``,
+``v_c = r_c − step_r α_c``, ``c_y = b_y − step_b Σξ``, ``c_c = b_c + step_b ξ_c`` at the
+maximiser of the dual ``Σ_c [α_c(1 − r_y + r_c) + ξ_cᵀ(b_y − b_c)] − (step_r/2)(‖Σα‖² + ‖α‖²)
+− (step_b/2)(‖Σξ‖² + ‖ξ‖²)`` over ``K``, a strongly concave quadratic (condition number C once
+``ξ`` is scaled by ``√(step_b/step_r)``) maximised by accelerated projected gradient with the
+constant momentum of the strongly convex case, warm-started from given multipliers; the
+projection onto ``K`` is onto the second-order cone, then onto the cap ``α = 1`` if beyond it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -139,6 +157,40 @@ class Loss:
                                     "use a solver method that does not need one")
         return _pairwise_hinge_prox(r, labels, step)
 
+    @property
+    def has_robust_prox(self) -> bool:
+        return self.name == "hinge"
+
+    def robust_prox(self, r: torch.Tensor, b: torch.Tensor, t: torch.Tensor, eps: float,
+                    step_r: float, step_b: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """The joint prox of the binary loss of the worst-case margin under an ℓ2 threat,
+        ``h(v, c) = φ(t·v − ε‖c‖₂)``, at predictions ``r`` (n, 1), slopes ``b`` (n, d) and
+        targets ``t = ±1`` (n, 1): ``argmin_{v,c} h(v, c) + (v − r)²/2step_r +
+        ‖c − b‖²/2step_b`` row by row (module doc); returns ``(v, c)``."""
+        if not self.has_robust_prox:
+            raise InvalidInputError(f"the {self.name} loss has no closed-form robust prox; "
+                                    "use a solver method that does not need one")
+        return _robust_hinge_prox(r, b, t, eps, step_r, step_b)
+
+    def robust_pairwise_prox(self, r: torch.Tensor, b: torch.Tensor, labels: torch.Tensor,
+                             eps: float, step_r: float, step_b: float,
+                             duals: tuple[torch.Tensor, torch.Tensor] | None = None,
+                             tol: float = 1e-12, max_steps: int = 200
+                             ) -> tuple[torch.Tensor, torch.Tensor,
+                                        tuple[torch.Tensor, torch.Tensor]]:
+        """The prox of the robust pairwise multi-class loss under an ℓ2 threat,
+        ``Σ_{c≠y} φ(v_y − v_c − ε‖c_y − c_c‖₂)``, at predictions ``r`` (n, C) and slopes ``b``
+        (C, n, d): ``argmin_{v,c} h(v, c) + ‖v − r‖²/2step_r + ‖c − b‖²/2step_b`` row by row,
+        by its dual (module doc), from the multipliers ``duals = (α (n, C), ξ (C, n, d))`` of an
+        earlier call when given, until no multiplier moves by more than ``tol`` or after
+        ``max_steps`` steps. Returns ``(v, c, (α, ξ))``: every ``α_{k,c}`` in ``[0, 1]`` with
+        ``‖ξ_{c,k}‖ ≤ εα_{k,c}``, 0 in the true class."""
+        if not self.has_robust_prox:
+            raise InvalidInputError(f"the {self.name} loss has no robust pairwise prox; use a "
+                                    "solver method that does not need one")
+        return _robust_pairwise_hinge_prox(r, b, labels, eps, step_r, step_b, duals, tol,
+                                           max_steps)
+
 
 def _hinge_value_and_slope(m: torch.Tensor, smoothing: float, shifted: bool
                            ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -187,6 +239,83 @@ def _pairwise_hinge_prox(a: torch.Tensor, labels: torch.Tensor, step: float) -> 
     out = a - torch.clamp(a + 1 - s, min=0, max=step)
     out[rows, labels] = s[:, 0]
     return out
+
+
+def _robust_hinge_prox(r: torch.Tensor, b: torch.Tensor, t: torch.Tensor, eps: float,
+                      step_r: float, step_b: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The exact prox of the robust binary hinge ``(1 − t·v + ε‖c‖₂)_+`` (module doc)."""
+    nb = torch.linalg.vector_norm(b, dim=-1, keepdim=True)
+    head = 1 - t * r
+    shrink = eps * step_b
+    first = (head + eps * nb) / (step_r + eps * shrink)  # the root while ‖c‖ > 0
+    second = head / step_r  # the root once c = 0
+    alpha = torch.where(first * shrink <= nb, first, second).clamp(0, 1)
+    v = r + alpha * step_r * t
+    c = b * torch.clamp(1 - alpha * shrink / nb.clamp_min(torch.finfo(b.dtype).tiny), min=0)
+    return v, c
+
+
+def _project_capped_cone(alpha: torch.Tensor, xi: torch.Tensor, eps: float
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Euclidean projection of ``(α, ξ)`` (``α`` (...,), ``ξ`` (..., d)) onto
+    ``{0 ≤ α ≤ 1, ‖ξ‖₂ ≤ εα}``: onto the second-order cone ``‖ξ‖ ≤ εα`` (identity inside, 0
+    in its polar ``ε‖ξ‖ ≤ −α``, else the boundary point ``α' = (α + ε‖ξ‖)/(1 + ε²)``,
+    ``ξ' = εα'ξ/‖ξ‖``), and where that lands beyond ``α = 1``, onto the cap ``{α = 1, ‖ξ‖ ≤ ε}``
+    (the projection onto the intersection then lies on that face)."""
+    norm = torch.linalg.vector_norm(xi, dim=-1)
+    tiny = torch.finfo(xi.dtype).tiny
+    boundary = ((alpha + eps * norm) / (1 + eps * eps)).clamp(min=0)
+    inside = norm <= eps * alpha
+    a = torch.where(inside, alpha, boundary)
+    radius = torch.where(inside, norm, eps * boundary)
+    capped = a > 1
+    a = torch.where(capped, torch.ones_like(a), a)
+    radius = torch.where(capped, torch.clamp(norm, max=eps), radius)
+    return a, xi * (radius / norm.clamp_min(tiny)).unsqueeze(-1)
+
+
+def _robust_pairwise_hinge_prox(r: torch.Tensor, b: torch.Tensor, labels: torch.Tensor,
+                                eps: float, step_r: float, step_b: float,
+                                duals: tuple[torch.Tensor, torch.Tensor] | None, tol: float,
+                                max_steps: int
+                                ) -> tuple[torch.Tensor, torch.Tensor,
+                                           tuple[torch.Tensor, torch.Tensor]]:
+    """The prox of the robust pairwise hinge by its dual (module doc)."""
+    n, C = r.shape
+    rows = torch.arange(n, device=r.device)
+    other = torch.ones_like(r)
+    other[rows, labels] = 0
+    scale = math.sqrt(step_b / step_r)  # η = ξ·scale: both blocks curve like step_r
+    eps_eta = eps * scale
+    b_true = b[labels, rows]  # (n, d)
+    lin_a = (1 - r[rows, labels].unsqueeze(1) + r) * other  # (n, C)
+    lin_e = (b_true.unsqueeze(1) - b.transpose(0, 1)) * (other.unsqueeze(-1) / scale)  # (n,C,d)
+    if duals is None:
+        alpha, eta = torch.zeros_like(r), torch.zeros_like(lin_e)
+    else:
+        alpha, eta = duals[0], duals[1].transpose(0, 1) * scale
+    lipschitz = step_r * C
+    momentum = (math.sqrt(C) - 1) / (math.sqrt(C) + 1)
+    y_a, y_e = alpha, eta
+    for _ in range(max_steps):
+        grad_a = lin_a - step_r * (y_a.sum(dim=1, keepdim=True) + y_a)
+        grad_e = lin_e - step_r * (y_e.sum(dim=1, keepdim=True) + y_e)
+        new_a, new_e = _project_capped_cone(y_a + grad_a / lipschitz,
+                                           y_e + grad_e / lipschitz, eps_eta)
+        new_a, new_e = new_a * other, new_e * other.unsqueeze(-1)
+        move = max(float((new_a - alpha).abs().max()), float((new_e - eta).abs().max()))
+        y_a = new_a + momentum * (new_a - alpha)
+        y_e = new_e + momentum * (new_e - eta)
+        alpha, eta = new_a, new_e
+        if move <= tol:
+            break
+    xi = eta / scale  # (n, C, d)
+    v = r - step_r * alpha
+    v[rows, labels] = r[rows, labels] + step_r * alpha.sum(dim=1)
+    xi_c = xi.transpose(0, 1)  # (C, n, d)
+    c = b + step_b * xi_c
+    c[labels, rows] = b_true - step_b * xi.sum(dim=1)
+    return v, c, (alpha, xi_c)
 
 
 def _squared_prox(r: torch.Tensor, t: torch.Tensor, step: float) -> torch.Tensor:

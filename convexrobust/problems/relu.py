@@ -128,6 +128,24 @@ class ConvexReLU(ConvexProgram):
         nominal program), the two numbers the robust cone constraints and margins read."""
         return (self.threat.eps, self.threat.dual) if self.threat else (0.0, 2.0)
 
+    def slopes_vanish(self) -> bool:
+        """Whether the radius is at least every sample's norm, ``ε ≥ max_k ‖x_k‖_p`` (the
+        non-constant coordinates, ``p`` the threat's norm); then the program's optimum is
+        attained by a network of biases alone, and solvers may iterate on the bias coordinate
+        only (without a bias column: the zero network).
+
+        Zeroing the slopes ``u_{:d}`` of every group keeps it feasible and does not raise the
+        objective. By Hölder ``|x_kᵀw| ≤ ‖x_k‖_p ‖w‖_q``, so (i) ``E_ik(x_kᵀw + b) ≥ ε‖w‖_q``
+        implies ``E_ik b ≥ 0``, the constraint of ``(0, b)``; (ii) every worst-case margin
+        ``y x̃ᵀa − ε‖a_{:d}‖_q`` (binary, and pairwise ``f_y − f_c`` alike) is at most its value
+        with ``a_{:d} = 0``, every worst-case residual ``|t − x̃ᵀa| + ε‖a_{:d}‖_q`` at least its
+        value there, and the losses are monotone in them; (iii) ``‖(0, b)‖₂ ≤ ‖(w, b)‖₂``."""
+        eps, _ = self.radius_and_dual_exponent()
+        if not eps:
+            return False
+        norms = np.linalg.norm(self.X, ord=self.threat.norm, axis=1)
+        return eps >= float(norms.max(initial=0.0))
+
     def sample_arrays(self) -> dict[str, np.ndarray]:
         """The per-sample data, one row per sample: ``Xb`` (features with the bias column),
         ``D`` (pattern masks), ``T`` (encoded targets) and, for classification, ``labels``.
