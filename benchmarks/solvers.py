@@ -10,8 +10,9 @@ with the best objective any solver reached on the same instance. Conic solvers g
     python benchmarks/solvers.py               # the full grid (make bench)
     python benchmarks/solvers.py --device cuda # the torch solves on a GPU
 
-The torch rows use ``method="auto"`` except for the robust SDPs, which run the ADMM
-(successive linearisation; ``method="admm"``); each row records the method.
+The torch rows use ``method="auto"`` except for the robust programs, which run the ADMM
+(``method="admm"``: "auto" takes it for the binary robust ReLU programs only); each row records
+the method.
 
 Writes benchmarks/results/solvers.json, solvers_time.png and solvers_gap.png, and prints a table.
 """
@@ -101,8 +102,9 @@ def main() -> None:
                 options = limit_options(solver, args.time_limit)
                 if solver == "torch":
                     options["device"] = device
-                if solver == "torch" and case["family"] == "polynomial-l2":
-                    options["method"] = "admm"  # not yet "auto"'s choice (solvers/__init__.py)
+                if solver == "torch" and case["family"] in ("polynomial-l2", "relu-l2"):
+                    # "auto" takes it for robust binary ReLU programs only (torch_backend.py)
+                    options["method"] = "admm"
                 solution = cr.solve(program, solver, accept_inaccurate=True, **options)
                 results.append({**case, **solution.summary(),
                                 "method": solution.info.get("method")})
