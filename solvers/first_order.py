@@ -1,7 +1,8 @@
 """What every torch solver of :mod:`convexrobust.solvers` shares (the analogue of torch.optim's
 ``optimizer.py``): option validation, the iteration / time budget with its progress bar, the
-group-lasso proximal pieces, the accelerated-gradient momentum and restart rules, and the
-ending that turns a status into a :class:`~convexrobust.solvers.solution.Solution` or a
+group-lasso proximal pieces, the accelerated proximal gradient iteration (its backtracking step,
+momentum and restart rules), and the ending that turns a status into a
+:class:`~convexrobust.solvers.solution.Solution` or a
 :class:`~convexrobust.errors.SolverFailedError`.
 
 The meaning of ``tol`` differs by method, and each solver's docstring states it:
@@ -45,6 +46,8 @@ __all__ = [
     "COMMON_OPTIONS_DOC",
     "GAP_KINDS",
     "Budget",
+    "Momentum",
+    "backtracking_step",
     "check_first_order_options",
     "finish",
     "fista_momentum",
@@ -221,3 +224,50 @@ def gradient_restart(y: torch.Tensor, x_new: torch.Tensor, x: torch.Tensor) -> b
     """Gradient-based adaptive restart (O'Donoghue & Candès, Found. Comput. Math. 2015): the
     momentum points uphill when ``⟨y − x⁺, x⁺ − x⟩ > 0``."""
     return float(((y - x_new) * (x_new - x)).sum()) > 0
+
+
+# ----------------------------------------------------------------------------------------
+# the accelerated proximal gradient iteration (FISTA), shared by the AL and the APG solvers
+# ----------------------------------------------------------------------------------------
+def backtracking_step(y: torch.Tensor, fy: float, gy: torch.Tensor, step: float,
+                      prox: Callable[[torch.Tensor, float], torch.Tensor],
+                      value: Callable[[torch.Tensor], float], slack: float
+                      ) -> tuple[torch.Tensor, float, float]:
+    """One proximal-gradient step from ``y`` with backtracking (Beck & Teboulle, SIAM J.
+    Imaging Sci. 2009): ``x⁺ = prox(y − step·∇f(y), step)``, halving ``step`` until the
+    quadratic model holds, ``f(x⁺) ≤ f(y) + ⟨∇f(y), x⁺ − y⟩ + ‖x⁺ − y‖²/(2·step) + slack``
+    (``slack`` absorbs the round-off of the values; a non-finite value or a step below 1e-20
+    also stops the search). Returns ``(x⁺, f(x⁺), step)``."""
+    while True:
+        x_new = prox(y - step * gy, step)
+        d = x_new - y
+        f_new = value(x_new)
+        model = fy + float((gy * d).sum()) + float(d.square().sum()) / (2 * step)
+        if f_new <= model + slack or not math.isfinite(f_new) or step < 1e-20:
+            return x_new, f_new, step
+        step *= 0.5
+
+
+class Momentum:
+    """FISTA's extrapolation with adaptive restart: after the step from ``y`` to ``x⁺``, the
+    next point is ``x⁺ + ((t − 1)/t⁺)(x⁺ − x)`` with ``t⁺`` from :func:`fista_momentum`
+    (``ratio = step_prev/step`` when the step varies); on a restart ``t`` is first reset to 1,
+    so that point is ``x⁺`` itself."""
+
+    def __init__(self) -> None:
+        self.t = 1.0
+        self.restarts = 0
+
+    def extrapolate(self, x: torch.Tensor, x_new: torch.Tensor, restart: bool,
+                    ratio: float = 1.0) -> torch.Tensor:
+        if restart:
+            self.t = 1.0
+            self.restarts += 1
+        t_next = fista_momentum(self.t, ratio)
+        y = x_new + ((self.t - 1.0) / t_next) * (x_new - x)
+        self.t = t_next
+        return y
+
+    def reset(self) -> None:
+        """Start again without momentum (e.g. when the objective changes)."""
+        self.t = 1.0

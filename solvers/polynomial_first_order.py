@@ -17,7 +17,8 @@ case over the ℓ2 ball ``‖δ‖ ≤ r`` (program d; ``r = ε√d`` for ℓ∞
 Algorithm: accelerated projected gradient (FISTA, Beck & Teboulle, SIAM J. Imaging Sci. 2009)
 with backtracking that may also decrease the step's Lipschitz estimate (Scheinberg, Goldfarb &
 Bai, Found. Comput. Math. 2014) and gradient-based adaptive restart (O'Donoghue & Candès,
-Found. Comput. Math. 2015).
+Found. Comput. Math. 2015), restarting also when the objective rises; the iteration is the
+shared one of :mod:`~convexrobust.solvers.first_order` (``backtracking_step``, ``Momentum``).
 
 * **Exact projection onto K.** ``Π_K(Y) = Π_PSD(Y − μG)`` where the scalar ``μ`` solves
   ``φ(μ) = ⟨G, Π_PSD(Y − μG)⟩ = 0`` (KKT of ``min ‖Z − Y‖²`` s.t. ``Z ⪰ 0, ⟨G, Z⟩ = 0``).
@@ -101,9 +102,10 @@ from convexrobust.solvers.data_parallel import (
 )
 from convexrobust.solvers.first_order import (
     Budget,
+    Momentum,
+    backtracking_step,
     check_first_order_options,
     finish,
-    fista_momentum,
     gradient_restart,
     with_common_options,
 )
@@ -551,54 +553,47 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
 
     x = torch.zeros(2, C, D, D, dtype=dtype, device=device)
     y = x.clone()
-    t_mom = 1.0
+    momentum = Momentum()
     # Lipschitz estimate of the data term: mean ‖A(x_k)‖² (times 1/μ for the Huber stage)
     # (from the full data on the host: identical on every rank and for any chunking)
     sq_norms = np.square(program.X).sum(axis=1)
     lift_norm2 = float((act.a ** 2 * sq_norms ** 2 + 0.5 * act.b ** 2 * sq_norms
                         + act.c ** 2).mean())
-    L = max(lift_norm2 / max(mu_s, 1.0), 1e-8) * 0.1
+    step = 1.0 / (max(lift_norm2 / max(mu_s, 1.0), 1e-8) * 0.1)  # 1/L
     history: list[float] = []
     stationarities: list[float] = []
     status = "optimal"
     stationarity = math.inf
-    restarts = 0
     show = progress and comm.is_root
     budget = Budget(max_iters, time_limit, progress, desc="torch polynomial", comm=comm,
                     start=start)
     zero_certificate = data.radius > 0 and zero_is_optimal(program)
-    fx, _ = F(x, False)
+    def value(W: Tensor) -> float:
+        return float(F(W, False)[0])
+
+    fx = value(x)
     try:
         while not zero_certificate:
             reason = budget.exhausted()
             if reason is not None:
                 status = reason
                 break
-            fy, gy = F(y, True)
+            fy_t, gy = F(y, True)
             assert gy is not None
-            L_prev = L
-            L = L * 0.9
-            while True:
-                x_new = project(y - gy / L)
-                step = x_new - y
-                f_new, _ = F(x_new, False)
-                bound = fy + (gy * step).sum() + 0.5 * L * step.square().sum()
-                slack = 16 * eps * (fy.abs() + 1.0)
-                if bool(f_new <= bound + slack) or not bool(torch.isfinite(f_new)):
-                    break
-                L *= 2.0
+            fy = float(fy_t)
+            step_prev = step
+            x_new, f_new, step = backtracking_step(y, fy, gy, step / 0.9,
+                                                   lambda v, _: project(v), value,
+                                                   16 * eps * (abs(fy) + 1.0))
             budget.tick()
             iterations = budget.iterations
-            gmap = float(torch.linalg.vector_norm(step)) * L
+            gmap = float(torch.linalg.vector_norm(x_new - y)) / step
             stationarity = gmap / max(1.0, float(torch.linalg.vector_norm(gy)))
             # momentum (Scheinberg–Goldfarb–Bai update with varying L) and adaptive restart
-            if gradient_restart(y, x_new, x) or bool(f_new > fx):
-                t_mom = 1.0
-                restarts += 1
-            t_next = fista_momentum(t_mom, L / L_prev)
-            y = x_new + ((t_mom - 1.0) / t_next) * (x_new - x)
-            x, fx, t_mom = x_new, f_new, t_next
-            history.append(float(fx))
+            restart = gradient_restart(y, x_new, x) or f_new > fx
+            y = momentum.extrapolate(x, x_new, restart, step_prev / step)
+            x, fx = x_new, f_new
+            history.append(fx)
             stationarities.append(stationarity)
             if show and iterations % 50 == 0:
                 flat = x.reshape(2 * C, D, D)
@@ -624,10 +619,10 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
                 log.debug("stage smoothing=%.1e done at iteration %d, objective %.8g",
                           mu_s, iterations, float(fx))
                 mu_s = max(mu_s * 0.1, mu_final)
-                L = L * 10.0
-                t_mom = 1.0
+                step = step / 10.0
+                momentum.reset()
                 y = x.clone()
-                fx, _ = F(x, False)
+                fx = value(x)
                 history.clear()
                 stationarities.clear()
     finally:
@@ -657,8 +652,8 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
         gap_kind="relative_stationarity",
         info={"device": str(device), "dtype": str(dtype).replace("torch.", ""),
               "stationarity": stationarity, "violation_before_repair": violation_before,
-              "smoothing": mu_s, "eigh_calls": counter["eigh"], "restarts": restarts,
-              "lipschitz": L, "batch_size": data.stream.batch_size,
+              "smoothing": mu_s, "eigh_calls": counter["eigh"], "restarts": momentum.restarts,
+              "lipschitz": 1.0 / step, "batch_size": data.stream.batch_size,
               "chunks": len(data.stream), "world_size": comm.world,
               "zero_certificate": zero_certificate},
     )

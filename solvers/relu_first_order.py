@@ -50,8 +50,9 @@ status honest: ``"repair_degraded"`` when the repair raised the objective by mor
 ``10·tol`` relative, and ``"smoothing_inexact"`` when the true objective and the smoothed one
 the solver minimised (``info["smoothing_error"]``) differ by more than ``10·tol`` relative.
 
-FISTA details: every iteration first tries a step :data:`STEP_GROWTH` times the last accepted
-one, so the step follows the local curvature back up after a backtrack (the penalty's curvature
+FISTA details (the shared iteration of :mod:`~convexrobust.solvers.first_order`:
+``backtracking_step`` and ``Momentum`` with gradient restarts): every iteration first tries a
+step :data:`STEP_GROWTH` times the last accepted one, so the step follows the local curvature back up after a backtrack (the penalty's curvature
 depends on which constraints are active; the global bound ``ρ‖X̃‖²`` is far too pessimistic);
 the sufficient-decrease test allows a few ulps of the working dtype (float32 iterates otherwise
 fail it spuriously and the step collapses).
@@ -100,9 +101,10 @@ from convexrobust.solvers.data_parallel import (
 )
 from convexrobust.solvers.first_order import (
     Budget,
+    Momentum,
+    backtracking_step,
     check_first_order_options,
     finish,
-    fista_momentum,
     gradient_restart,
     group_norms,
     group_soft_threshold,
@@ -286,28 +288,26 @@ def _fista(al: _AugmentedLagrangian, U: torch.Tensor, beta: float, step: float, 
     projection)."""
     x = U
     y = U
-    theta = 1.0
+    momentum = Momentum()
     stationarity = math.inf
     since_check = 0
+    # the values carry round-off of a few ulps of the working dtype (float32 steps would
+    # otherwise fail the backtracking test spuriously and collapse)
+    slack = max(1e-12, 10 * float(torch.finfo(U.dtype).eps))
+
+    def prox(v: torch.Tensor, step: float) -> torch.Tensor:
+        return group_soft_threshold(v, step * beta)
+
     while budget.exhausted() is None:
         fy, gy = al.value_and_grad(y)
         if free is not None:
             gy = torch.where(free, gy, torch.zeros_like(gy))
         step *= STEP_GROWTH  # let the step follow the local curvature back up (see docstring)
-        while True:  # backtracking: the quadratic upper model must hold at the new point
-            x_new = group_soft_threshold(y - step * gy, step * beta)
-            d = x_new - y
-            f_new = al.value_only(x_new)
-            model = fy + float((gy * d).sum()) + float(d.square().sum()) / (2 * step)
-            # the values carry round-off of a few ulps of the working dtype (float32 steps
-            # would otherwise fail the test spuriously and collapse)
-            slack = max(1e-12, 10 * float(torch.finfo(y.dtype).eps)) * max(1.0, abs(fy))
-            if f_new <= model + slack or step < 1e-20:
-                break
-            step *= 0.5
+        x_new, _, step = backtracking_step(y, fy, gy, step, prox, al.value_only,
+                                           slack * max(1.0, abs(fy)))
         budget.tick()
         since_check += 1
-        if since_check >= CHECK_EVERY or not torch.any(d != 0):
+        if since_check >= CHECK_EVERY or torch.equal(x_new, y):
             since_check = 0
             _, g_new = al.value_and_grad(x_new)
             if free is not None:
@@ -315,13 +315,8 @@ def _fista(al: _AugmentedLagrangian, U: torch.Tensor, beta: float, step: float, 
             stationarity = float(min_norm_subgradient(x_new, g_new, beta).max())
             if stationarity <= tol_abs:
                 return x_new, step, stationarity
-        if gradient_restart(y, x_new, x):
-            theta = 1.0
-            x, y = x_new, x_new
-            continue
-        theta_next = fista_momentum(theta)
-        y = x_new + ((theta - 1) / theta_next) * (x_new - x)
-        x, theta = x_new, theta_next
+        y = momentum.extrapolate(x, x_new, gradient_restart(y, x_new, x))
+        x = x_new
     return x, step, stationarity
 
 

@@ -10,6 +10,7 @@ import torch
 from conftest import three_class_data, xor_data
 
 import convexrobust as cr
+from convexrobust.solvers.first_order import Momentum, backtracking_step, group_soft_threshold
 from convexrobust.solvers.lifted_cone import zero_is_optimal
 from convexrobust.solvers.polynomial_admm import solve_polynomial_admm
 from convexrobust.solvers.polynomial_first_order import solve_polynomial_torch
@@ -87,7 +88,7 @@ def _constant_hinge_optimum(y: np.ndarray, beta: float) -> float:
 @pytest.mark.parametrize(("loss", "three"), [("hinge", False), ("logistic", False),
                                              ("squared", False), ("hinge", True)])
 def test_relu_radius_beyond_the_data_solves_with_biases_alone(loss, three):
-    """ε ≥ max‖x_k‖: the optimum has no slopes (relu_first_order._slope_free_coordinates).
+    """ε ≥ max‖x_k‖: the optimum has no slopes (ConvexReLU.slopes_vanish).
     The solver used to run out of its 20,000 iterations here."""
     program = _relu(loss, HUGE, three)
     solution = cr.solve(program, "torch")
@@ -148,3 +149,32 @@ def test_relu_linf_radius_beyond_the_data_matches_clarabel():
 def test_relu_radius_below_the_data_keeps_the_slopes():
     program = _relu("squared", cr.L2(0.1))
     assert not solve_relu_torch(program, tol=1e-3).info["slope_free"]
+
+
+def test_backtracking_step_halves_until_the_quadratic_model_holds():
+    # f(x) = ½ xᵀ diag(1, 100) x (curvature 100) + the group lasso: a step of 1 overshoots
+    curv = torch.tensor([1.0, 100.0], dtype=torch.float64)
+
+    def value(x: torch.Tensor) -> float:
+        return float(0.5 * (curv * x.square()).sum())
+
+    y = torch.tensor([[1.0, 1.0]], dtype=torch.float64)
+    grad = curv * y
+    x_new, f_new, step = backtracking_step(
+        y, value(y), grad, 1.0, lambda v, s: group_soft_threshold(v, s * 0.1), value, 0.0)
+    assert step == 2.0 ** -7  # the first halving below 1/100
+    d = x_new - y
+    assert f_new == value(x_new)
+    assert f_new <= value(y) + float((grad * d).sum()) + float(d.square().sum()) / (2 * step)
+    assert torch.allclose(x_new, group_soft_threshold(y - step * grad, step * 0.1))
+
+
+def test_momentum_extrapolates_and_restarts():
+    x, x_new = torch.zeros(3), torch.ones(3)
+    momentum = Momentum()
+    assert torch.equal(momentum.extrapolate(x, x_new, restart=False), x_new)  # t = 1: none yet
+    t = momentum.t
+    y = momentum.extrapolate(x, x_new, restart=False)
+    assert momentum.t > t and torch.allclose(y, x_new * (1 + (t - 1) / momentum.t))
+    assert torch.equal(momentum.extrapolate(x, x_new, restart=True), x_new)
+    assert momentum.restarts == 1
