@@ -52,10 +52,10 @@ the solver minimised (``info["smoothing_error"]``) differ by more than ``10·tol
 
 FISTA details (the shared iteration of :mod:`~convexrobust.solvers.first_order`:
 ``backtracking_step`` and ``Momentum`` with gradient restarts): every iteration first tries a
-step :data:`STEP_GROWTH` times the last accepted one, so the step follows the local curvature back up after a backtrack (the penalty's curvature
-depends on which constraints are active; the global bound ``ρ‖X̃‖²`` is far too pessimistic);
-the sufficient-decrease test allows a few ulps of the working dtype (float32 iterates otherwise
-fail it spuriously and the step collapses).
+step :data:`STEP_GROWTH` times the last accepted one, so the step follows the local curvature
+back up after a backtrack (the penalty's curvature depends on which constraints are active; the
+global bound ``ρ‖X̃‖²`` is far too pessimistic); the sufficient-decrease test allows a few ulps
+of the working dtype (float32 iterates otherwise fail it spuriously and the step collapses).
 
 Repair: the returned point must satisfy the cone constraints exactly (the recovered network
 reproduces the convex model only where they hold, MATH.md §1): it is repaired by

@@ -146,8 +146,9 @@ def test_direct_and_woodbury_agree(make, monkeypatch):
 
 # ---------------------------------------------------------------- robust programs
 @pytest.mark.parametrize(("eps", "bias", "classes"), [
-    (0.05, True, 2), (0.2, True, 2), (0.5, True, 2), (0.2, False, 2), (0.1, True, 3),
-    (0.4, True, 3)])
+    (0.05, True, 2), (0.5, True, 2), (0.2, False, 2), (0.1, True, 3),
+    pytest.param(0.2, True, 2, marks=pytest.mark.slow),
+    pytest.param(0.4, True, 3, marks=pytest.mark.slow)])
 def test_robust_matches_clarabel(eps, bias, classes):
     program = _robust_hinge(eps, bias) if classes == 2 else _robust_three_class(eps)
     reference = cr.solve(program, "clarabel")
