@@ -418,8 +418,12 @@ class _System:
         matrix (module docstring)."""
         ops, db, P = self.ops, self.db, self.ops.P
         f64 = torch.float64
-        B = rho_s * torch.matmul(self.Xs.T.unsqueeze(0) * weights.to(f64).unsqueeze(1), self.Xs)
-        B = B + rho_z * self.eye  # (2P, d̃, d̃)
+        weights = weights.to(f64)
+        XsT = self.Xs.T
+        step = max(1, _CHUNK_ELEMENTS // XsT.numel())  # groups per (g, d̃, n) product
+        B = torch.cat([torch.matmul(XsT.unsqueeze(0) * weights[g:g + step].unsqueeze(1), self.Xs)
+                       for g in range(0, weights.shape[0], step)])
+        B = rho_s * B + rho_z * self.eye  # (2P, d̃, d̃)
         if rho_c:
             B = B + rho_c * self.proj
         Binv = torch.cholesky_inverse(_cholesky(B))
@@ -661,6 +665,7 @@ def _admm_block(program: ConvexReLU, ops: _Operators, system: _System, budget: B
     Yb, BU = torch.zeros_like(Bs), torch.zeros_like(Bs)
     radius = program.radius_and_dual_exponent()[0]
     pair_duals = None  # the robust pairwise prox's multipliers (α, ξ)
+    norms_c = None  # the robust cone projection's ‖c‖ (its warm start)
     q_term = None if with_loss_block else ops.predict_T(T) / n  # −q = Fᵀt/n
     # floors of the residuals' normalisations: the loss gradient at zero, and the step it gives
     if pairwise:  # ∂/∂r of Σ_{c≠y}(1 − r_y + r_c)_+ at r = 0, times n
@@ -692,7 +697,8 @@ def _admm_block(program: ConvexReLU, ops: _Operators, system: _System, budget: B
         if robust:
             Vs.add_(AU - S, alpha=ALPHA)
             Vc.add_(U[..., :d] - Cc, alpha=ALPHA)
-            S, Cc = project_robust_cone(Vs, Vc, ops.eps_rows, row_penalty.abs(), rc)
+            S, Cc, norms_c = project_robust_cone(Vs, Vc, ops.eps_rows, row_penalty.abs(), rc,
+                                                 start=norms_c)
         else:
             Vs.add_(AU - Vs.clamp(min=0), alpha=ALPHA)
         Zh = ALPHA * U + (1 - ALPHA) * Z
@@ -920,8 +926,9 @@ def _robust_dual_bound(program: ConvexReLU, ops: _Operators, kind: str, T: torch
 
 
 def project_robust_cone(Vs: torch.Tensor, Vc: torch.Tensor, radii: torch.Tensor,
-                        weights: torch.Tensor, rho_c: torch.Tensor, max_steps: int = 50
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
+                        weights: torch.Tensor, rho_c: torch.Tensor, max_steps: int = 50,
+                        start: torch.Tensor | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The projection of ``(Vs, Vc)`` onto the robust cone ``K = {(s, c) : s_k ≥ r_k ‖c‖₂}``
     of every group, in the metric ``Σ_k w_k (s_k − ·)² + ρ_c ‖c − ·‖²`` (module docstring,
     "Robust programs"). ``Vs`` (B, G, n) the signed cone rows, ``Vc`` (B, G, d), ``radii`` the
@@ -930,12 +937,14 @@ def project_robust_cone(Vs: torch.Tensor, Vc: torch.Tensor, radii: torch.Tensor,
     For a fixed ``ν = ‖c‖`` the best point is ``s = max(Vs, r ν)``, ``c = Vc·ν/‖Vc‖``; the
     cost ``h(ν) = Σ_k w_k (r_k ν − Vs_k)_+² + ρ_c (‖Vc‖ − ν)²`` is convex on ``[0, ‖Vc‖]`` and
     its derivative convex, increasing and piecewise linear, so Newton's method from ``ν = ‖Vc‖``
-    decreases monotonically to its root (or to 0) and stops at it exactly once the active rows
-    no longer change; ``max_steps`` bounds the steps (any ``ν`` gives a point of K)."""
+    decreases monotonically to its root (or to 0), and from any ``start`` (B, G, 1) — the last
+    call's ``ν``, a warm start — its first step lands at or beyond the root and the rest
+    decrease; it stops exactly at the root once the active rows no longer change; ``max_steps``
+    bounds the steps (any ``ν`` gives a point of K). Returns ``(s, c, ν)``."""
     norm_c = torch.linalg.vector_norm(Vc, dim=-1, keepdim=True)  # (B, G, 1)
     wr = weights * radii
     wr2 = wr * radii
-    nu = norm_c.clone()
+    nu = norm_c.clone() if start is None else torch.minimum(start, norm_c)
     active = None
     for _ in range(max_steps):
         excess = radii * nu - Vs
@@ -948,4 +957,4 @@ def project_robust_cone(Vs: torch.Tensor, Vc: torch.Tensor, radii: torch.Tensor,
         nu = (nu - grad / curv).clamp(min=0)
     S = torch.maximum(Vs, radii * nu)
     Cc = Vc * (nu / norm_c.clamp_min(torch.finfo(Vc.dtype).tiny))
-    return S, Cc
+    return S, Cc, nu

@@ -186,9 +186,14 @@ def test_robust_cone_projection_is_the_weighted_projection(rng):
     radii = torch.as_tensor(rng.uniform(0.05, 0.6, n))
     weights = torch.as_tensor(rng.uniform(0.1, 3.0, (1, groups, n)))
     rho_c = torch.full((1, 1, 1), 0.7, dtype=torch.float64)
-    S, Cc = relu_admm.project_robust_cone(Vs, Vc, radii, weights, rho_c)
+    S, Cc, nu = relu_admm.project_robust_cone(Vs, Vc, radii, weights, rho_c)
     assert bool((S >= radii * torch.linalg.vector_norm(Cc, dim=-1, keepdim=True)
                  - 1e-12).all())
+    # from any warm start, left or right of the root, the same projection
+    for start in (torch.zeros_like(nu), 0.5 * nu, nu + 1.0):
+        again = relu_admm.project_robust_cone(Vs, Vc, radii, weights, rho_c, start=start)
+        assert torch.allclose(again[0], S, atol=1e-12) and torch.allclose(again[1], Cc,
+                                                                           atol=1e-12)
     for g in range(groups):
         s, c = cp.Variable(n), cp.Variable(d)
         objective = (cp.sum(cp.multiply(weights[0, g].numpy(), cp.square(s - Vs[0, g].numpy())))
