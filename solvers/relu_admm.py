@@ -99,8 +99,11 @@ each block b, dual ``‖∇f(u) + Cᵀy‖∞`` over the largest of ``‖∇f(u)
 ``‖C_bᵀy_b‖∞``; the normalisations are floored at :data:`RESIDUAL_FLOOR` times the loss
 gradient at zero (dual) and that divided by the curvature (primal), so a zero solution
 converges too. Both are checked every :data:`CHECK_EVERY` iterations; the solve stops when both
-are at most ``tol``; the objective after the repair then typically lies within about ``tol``
-of the optimum, and the certified gap below says how far at most.
+are at most ``tol`` — unless the certified gap of the iterate is still above
+:data:`GAP_CONTINUE` (relative residuals can be small on badly scaled data far from the
+optimum), when the tolerance is divided by 10, at most :data:`GAP_RETRIES` times; the
+objective after the repair then typically lies within about ``tol`` of the optimum, and the
+certified gap below says how far at most.
 
 Robust programs
 ---------------
@@ -238,6 +241,11 @@ WEIGHT_MAX_UPDATES = 20
 WEIGHT_MIN_CHANGE = 1e-3
 #: Floor of the residuals' normalisations, relative to their natural scales (module docstring).
 RESIDUAL_FLOOR = 1e-4
+#: When the residuals reach the tolerance but the certified gap of the iterate (unrepaired) is
+#: above GAP_CONTINUE, the tolerance is divided by 10 and the iteration goes on, at most
+#: GAP_RETRIES times (programs whose outputs run as one block only).
+GAP_CONTINUE = 0.5
+GAP_RETRIES = 3
 #: Residuals are evaluated (and ρ, Ω updated) every this many iterations.
 CHECK_EVERY = 10
 #: The largest linear system the solver factors, ``min(P·d̃, n)``: the dispatcher in
@@ -682,7 +690,7 @@ def _admm_block(program: ConvexReLU, ops: _Operators, system: _System, budget: B
 
     prim = dual = math.inf
     reweights, next_reweight, last_refactor = [0] * B, [WEIGHT_START] * B, [0] * B
-    adaptations = refactorisations = iterations = last_loss_change = 0
+    adaptations = refactorisations = iterations = last_loss_change = gap_checks = 0
     while status == "optimal":
         if robust:  # ρ_sΩ∘s − y_s = ρ_sΩ∘(2s − Vs), and ρ_c c − y_c = ρ_c(2c − Vc)
             rhs = ops.cone_T((2 * S - Vs).mul_(row_penalty), signed=True)
@@ -767,7 +775,17 @@ def _admm_block(program: ConvexReLU, ops: _Operators, system: _System, budget: B
         log.debug("admm outputs %s, %d: primal %.2e dual %.2e rho_z %s rho_s %s", outputs,
                   iterations, prim, dual, rho_z, rho_s)
         if prim <= eps and dual <= eps:
-            break
+            if len(outputs) < program.n_outputs or gap_checks >= GAP_RETRIES:
+                break
+            # the residuals are relative and can be small on badly scaled data while the point
+            # is far from optimal: with a certified gap above GAP_CONTINUE, tighten and go on
+            bound = _dual_bound(program, ops, kind, outputs, U, Ys, Yr, Yb, Yc, pair_duals)
+            V, W = Z.to(torch.float64).cpu().split(P, dim=1)
+            value = float(program.objective_torch(V, W))
+            if value - bound <= GAP_CONTINUE * abs(value):
+                break
+            gap_checks += 1
+            eps = max(eps / 10, EPS_FLOOR * float(torch.finfo(dtype).eps))
         if exhausted is not None:
             status = exhausted
             break

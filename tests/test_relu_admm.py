@@ -204,6 +204,16 @@ def test_robust_cone_projection_is_the_weighted_projection(rng):
         assert np.abs(Cc[0, g].numpy() - c.value).max() <= 1e-5
 
 
+@pytest.mark.parametrize("threat", [None, cr.L2(1e3)])
+def test_never_optimal_with_a_large_certified_gap(threat):
+    # features ×1e4 beside the constant 1: the relative residuals reach tol far from the
+    # optimum (the certified gap was 1.0 with status "optimal"); the solver goes on instead
+    X, y = xor_data(40, 3)
+    program = cr.ConvexReLU(1e4 * X, y, n_patterns=8, loss="hinge", beta=1e-2, threat=threat)
+    solution = solve_relu_admm(program, max_iters=2000, accept_inaccurate=True)
+    assert solution.status != "optimal" or solution.gap <= relu_admm.GAP_CONTINUE
+
+
 def test_zero_solution():
     # β above the largest group gradient at zero: the optimum is the zero network
     X, y = xor_data(60, 3)
