@@ -275,7 +275,7 @@ def admm_system_size(program: ConvexReLU) -> int:
     """Order of the matrix the ADMM factors: ``min(P·d̃, n)`` (robust programs: ``P·d̃``,
     their slope block has no n × n form)."""
     direct = program.n_patterns * program.Xb.shape[1]
-    return direct if program.threat is not None else min(direct, program.n_samples)
+    return direct if _loss_kind(program).startswith("robust") else min(direct, program.n_samples)
 
 
 def _choose_factorisation(n: int, P: int, db: int, robust: bool) -> str:

@@ -84,9 +84,10 @@ def solve_torch(program: ConvexProgram, method: str = "auto", **options: object)
     admm_solve = relu_admm.solve_relu_admm if relu else polynomial_admm.solve_polynomial_admm
     admm_options = set(inspect.signature(admm_solve).parameters) - {"program"}
     if method == "auto":
-        robust = program.threat is not None
+        # robust programs: ADMM by default for the binary ReLU ones only (module docstring)
+        default = program.threat is None or (relu and not program.pairwise_margins)
         fits = (admm.admm_unsupported(program) is None and set(options) <= admm_options
-                and not (robust and not relu) and not (robust and program.pairwise_margins))
+                and default)
         size = admm.admm_system_size(program) if fits else math.inf  # type: ignore[arg-type]
         method = "admm" if size <= admm.MAX_FACTOR_SIZE else other
     if method == "admm":
