@@ -210,17 +210,7 @@ class DataSource:
         ``‖δ‖₂ ≤ √D‖δ‖_∞`` with ``D = prod(sample_shape)``)."""
         if self.X is not None:
             return tuple(self.X.shape[1:])
-        if self.dataset is not None and hasattr(self.dataset, "__getitem__"):
-            try:
-                item = self.dataset[0]
-            except (IndexError, KeyError, TypeError, NotImplementedError):
-                # not indexable by 0 (torch's base Dataset raises NotImplementedError): fall
-                # back to the first batch below
-                item = None
-            if item is not None:
-                x = item[0] if isinstance(item, (tuple, list)) else item
-                return tuple(as_tensor(x, "a dataset item").shape)
-        for x, _ in self.raw_batches():
+        for x, _ in self.raw_batches():  # a Dataset or DataLoader: its first batch
             return tuple(x.shape[1:])
         raise InvalidInputError("data is empty (0 samples)")
 
