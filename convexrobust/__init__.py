@@ -1,6 +1,7 @@
 """convexrobust: convex adversarial training of two-layer networks, with certificates.
 
-Build a program once (:class:`ConvexReLU`, :class:`ConvexPolynomial`), solve it with any solver
+Build a program once (:class:`ConvexReLU`, :class:`ConvexPolynomial`, or the uncertified
+:class:`ConvexGatedReLU`), solve it with any solver
 (:func:`solve`), and get back a PyTorch network (:meth:`Solution.network`) and per-point
 certified radii (:func:`certified_radius`). Replace the last two layers of a pretrained network
 by such a head with :func:`retrain_last_two_layers` and measure it with :func:`evaluate`.
@@ -33,11 +34,12 @@ from convexrobust.networks import (
     LiResNet,
     PolynomialActivation,
     PreActResNet18,
+    TwoLayerGatedReLU,
     TwoLayerPolynomial,
     TwoLayerReLU,
 )
 from convexrobust.pipeline import retrain_last_two_layers
-from convexrobust.problems import ConvexPolynomial, ConvexProgram, ConvexReLU
+from convexrobust.problems import ConvexGatedReLU, ConvexPolynomial, ConvexProgram, ConvexReLU
 from convexrobust.robust_model import RobustModel
 from convexrobust.solvers import Solution, available_solvers, register_solver, solve
 from convexrobust.threat import L2, Linf, ThreatModel
@@ -59,6 +61,7 @@ __all__ = [
     "retrain_last_two_layers",
     "train_pgd_head",
     "CertifiedRadii",
+    "ConvexGatedReLU",
     "ConvexPolynomial",
     "ConvexPolynomialClassifier",
     "ConvexPolynomialRegressor",
@@ -77,6 +80,7 @@ __all__ = [
     "SolverFailedError",
     "SolverUnavailableError",
     "ThreatModel",
+    "TwoLayerGatedReLU",
     "TwoLayerPolynomial",
     "TwoLayerReLU",
     "available_solvers",

@@ -318,7 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
                                              "convex robust head")
     retrain.add_argument("--checkpoint", required=True,
                          help="a LiResNet / PreActResNet18 model.pt (or a pickled module)")
-    retrain.add_argument("--head", choices=("polynomial", "relu"), default="polynomial")
+    retrain.add_argument("--head", choices=("polynomial", "relu", "gated_relu"),
+                         default="polynomial")
     retrain.add_argument("--eps", type=_radius, required=True, help="input radius, e.g. 36/255")
     retrain.add_argument("--feature-module", help="name of the module whose input is the "
                                                   "feature (default: the model's features())")

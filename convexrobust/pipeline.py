@@ -29,6 +29,13 @@ Solving: each candidate program goes to :func:`~convexrobust.solve` with the giv
 large ones to torch) and :data:`TORCH_OPTIONS` as torch's own options, applied only when the
 torch backend runs.
 
+Head families: ``"polynomial"`` (programs c/d, exact ℓ2 certificates), ``"relu"`` (programs
+a/b, sound certificates) and ``"gated_relu"`` (the gated ReLU program of Mishkin, Sahiner &
+Pilanci, :class:`~convexrobust.ConvexGatedReLU`): a third family that is trained nominally (the
+program has no threat) and never certified — its model is empirical whatever the feature map's
+bound (:attr:`RobustModel.certifiable` is False; a bound still sets the feature radius ``K·ε``
+at which its candidates are attacked on validation) and ``radius_scale`` does not apply.
+
 Model selection: the hyper-parameters (``beta``, the radius scale, ``n_patterns`` for ReLU heads)
 are chosen on a validation split — never on test data — by certified validation accuracy at ε
 when the model is certifiable, else by the head's PGD accuracy at the feature radius; ties go to
@@ -58,6 +65,7 @@ from convexrobust.feature_map import FeatureNormalization
 from convexrobust.features import FeatureExtractor, extract_features
 from convexrobust.inputs import DataSource, class_indices
 from convexrobust.problems.base import ConvexProgram
+from convexrobust.problems.gated_relu import ConvexGatedReLU
 from convexrobust.problems.polynomial import ConvexPolynomial
 from convexrobust.problems.relu import ConvexReLU
 from convexrobust.robust_model import RobustModel, input_radius_factor
@@ -92,7 +100,10 @@ TORCH_OPTIONS: dict[str, object] = {"tol": 1e-3, "accept_inaccurate": True}
 #: What the pipeline itself passes to each program class (not settable by program_options).
 _PIPELINE_ARGUMENTS = frozenset({"self", "X", "y", "loss", "beta", "threat", "n_patterns",
                                  "seed"})
-_PROGRAMS = {"polynomial": ConvexPolynomial, "relu": ConvexReLU}
+_PROGRAMS = {"polynomial": ConvexPolynomial, "relu": ConvexReLU,
+             "gated_relu": ConvexGatedReLU}
+#: The head families whose models carry certificates (with a feature bound).
+_CERTIFIED_HEADS = ("polynomial", "relu")
 
 
 # ---------------------------------------------------------------------- retraining
@@ -131,7 +142,8 @@ def retrain_last_two_layers(
         ``(X, y)`` tensors/arrays, a ``Dataset`` or a ``DataLoader`` of ``(x, y)``; labels are
         class indices ``0..C−1``.
     head:
-        ``"polynomial"`` (program c/d, exact ℓ2 certificates) or ``"relu"`` (program a/b).
+        ``"polynomial"`` (program c/d, exact ℓ2 certificates), ``"relu"`` (program a/b) or
+        ``"gated_relu"`` (nominal gated ReLU, never certified; module docstring).
     threat:
         The input-space threat, ``cr.L2(ε)`` or ``cr.Linf(ε)``.
     solver:
@@ -147,7 +159,8 @@ def retrain_last_two_layers(
         A fraction of ``train_data`` held out (stratified, seeded) or separate ``(X, y)`` data
         for model selection.
     grid:
-        Candidate values for ``beta``, ``radius_scale`` and (ReLU) ``n_patterns``; missing keys
+        Candidate values for ``beta``, ``radius_scale`` (not for gated ReLU heads) and (ReLU,
+        gated ReLU) ``n_patterns``; missing keys
         take :data:`DEFAULT_GRID`'s values.
     components:
         Project the normalised features on their top principal directions (of the training
@@ -179,7 +192,7 @@ def retrain_last_two_layers(
     SolverFailedError
         Every candidate of the grid failed to solve.
     """
-    head = check_choice(head, "head", ("polynomial", "relu"))
+    head = check_choice(head, "head", tuple(_PROGRAMS))
     if not isinstance(threat, ThreatModel):
         raise InvalidInputError(f"threat must be cr.L2(eps) or cr.Linf(eps), got {threat!r}")
     if threat.norm not in (2.0, math.inf):
@@ -204,6 +217,7 @@ def retrain_last_two_layers(
     norm_tr, norm_val = normalization(z_tr), normalization(z_val)
     factor = None if bound is None else input_radius_factor(
         bound * normalization.lipschitz_factor, threat.norm, input_shape)
+    certified = bound is not None and head in _CERTIFIED_HEADS
     if factor is not None:
         base_radius = threat.eps * factor
         head_norm = 2.0
@@ -243,8 +257,9 @@ def retrain_last_two_layers(
         record.update(status=solution.status, solver=solution.solver,
                       solve_time=time.perf_counter() - t0, objective=solution.objective,
                       violation=solution.violation, neurons=net.n_neurons)
-        record.update(_validation_scores(net, norm_val, y_val, threat, factor, radius,
-                                         head_norm, seed))
+        record.update(_validation_scores(net, norm_val, y_val, threat,
+                                         factor if certified else None, radius, head_norm,
+                                         seed))
         candidates.append(record)
         key = (record["val_robust"], record["val_clean"])
         if best is None or key > best[0]:
@@ -268,7 +283,7 @@ def retrain_last_two_layers(
         timings["refit"] = time.perf_counter() - t0
     info = {
         "head": head, "loss": loss, "threat": threat.name,
-        "certified": bound is not None, "feature_lipschitz": bound,
+        "certified": certified, "feature_lipschitz": bound,
         "feature_scale": normalization.scale, "feature_dim": int(z_tr.shape[1]),
         "components": normalization.components,
         "feature_radius": chosen["feature_radius"], "chosen": params,
@@ -279,8 +294,8 @@ def retrain_last_two_layers(
              chosen["val_robust"], chosen["val_clean"])
     return RobustModel(extractor, net, center=normalization.center,
                        scale=normalization.scale, projection=normalization.projection,
-                       threat=threat, feature_lipschitz=bound, input_shape=input_shape,
-                       info=info).eval()
+                       threat=threat, feature_lipschitz=bound if certified else None,
+                       input_shape=input_shape, info=info).eval()
 
 
 def pgd_trained_head(like: RobustModel, train_data: object, *, hidden: int | None = None,
@@ -347,6 +362,11 @@ def _check_grid(grid: Mapping[str, tuple] | None, head: str) -> dict[str, tuple]
             check_positive(v, f"grid[{key!r}] value", allow_zero=key == "beta")
     if head == "polynomial":
         out["n_patterns"] = (None,)
+    if head == "gated_relu":  # trained nominally: the feature radius is for validation only
+        if grid is not None and "radius_scale" in grid:
+            raise InvalidInputError("grid['radius_scale'] does not apply to gated_relu heads: "
+                                    "they are trained without a threat")
+        out["radius_scale"] = (1.0,)
     return out
 
 
@@ -491,6 +511,9 @@ def _program(head: str, z: torch.Tensor, y: torch.Tensor, params: dict, radius: 
     opts.update(options)
     if head == "polynomial":
         return ConvexPolynomial(X, labels, loss=loss, beta=params["beta"], threat=threat, **opts)
+    if head == "gated_relu":
+        return ConvexGatedReLU(X, labels, loss=loss, beta=params["beta"],
+                               n_patterns=int(params["n_patterns"]), seed=seed, **opts)
     return ConvexReLU(X, labels, loss=loss, beta=params["beta"], threat=threat,
                       n_patterns=int(params["n_patterns"]), seed=seed, **opts)
 

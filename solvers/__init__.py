@@ -10,8 +10,8 @@ options)``: can it solve this program at all (None, or the reason it cannot), an
 it is too large). Modules: ``conic.py`` (cvxpy: MOSEK, Clarabel, SCS), ``torch_backend.py``
 (``"torch"``: the first-order PyTorch methods, one file per algorithm and family —
 ``relu_admm.py``, ``relu_first_order.py``, ``polynomial_admm.py``,
-``polynomial_first_order.py`` — over their shared layer), ``data_parallel.py`` (sums over
-samples in chunks or over ``torch.distributed``).
+``polynomial_first_order.py``, ``gated_relu_first_order.py`` — over their shared layer),
+``data_parallel.py`` (sums over samples in chunks or over ``torch.distributed``).
 
 ``"auto"`` tries the backends of :data:`AUTO_PREFERENCE` in turn — MOSEK, Clarabel, SCS, torch —
 skipping those that are unavailable, do not accept the program or are past their size limit,
@@ -116,7 +116,8 @@ def auto_order(program: ConvexProgram, options: Mapping[str, object] | None = No
 def _check_program(program: object) -> ConvexProgram:
     if not isinstance(program, ConvexProgram):
         raise InvalidInputError(
-            f"solve() takes a ConvexReLU or ConvexPolynomial program, got {type(program).__name__}"
+            "solve() takes a ConvexReLU, ConvexPolynomial or ConvexGatedReLU program, got "
+            f"{type(program).__name__}"
         )
     return program
 

@@ -17,6 +17,9 @@ Lagrangian stops in hundreds, if less exactly), the
 matrix it factors has order at most the module's ``MAX_FACTOR_SIZE`` (ReLU ``min(P·d̃, n)``,
 robust ReLU ``P·d̃``, polynomial ``min(n, (d+1)(d+2)/2)``) and every option given is one ADMM
 takes (an option only the other method takes selects it); otherwise ``"al"`` / ``"apg"``.
+
+Gated ReLU programs have one method, ``"fista"`` (``gated_relu_first_order.py``: restarted
+FISTA stopping on a certified duality gap), which ``"auto"`` names.
 """
 
 from __future__ import annotations
@@ -50,13 +53,23 @@ def _option_names() -> set[str]:
     return names
 
 
+def _gated_option_names() -> set[str]:
+    """The options the gated ReLU method takes, and ``method``."""
+    from convexrobust.solvers import gated_relu_first_order
+
+    fn = gated_relu_first_order.solve_gated_relu_torch
+    return {"method"} | (set(inspect.signature(fn).parameters) - {"program"})
+
+
 def accepts(program: ConvexProgram, options: dict[str, object]) -> str | None:
     """Why no torch method can solve ``program`` with ``options``, or None when one can."""
     if "problem" in options:
         return "a user-extended cvxpy problem (problem=...) needs a conic solver"
-    unknown = sorted(set(options) - _option_names())
+    gated = program.family == "gated_relu"
+    unknown = sorted(set(options) - (_gated_option_names() if gated else _option_names()))
     if unknown:
-        return f"no torch method takes {', '.join(unknown)}"
+        what = "the gated ReLU method takes" if gated else "no torch method takes"
+        return f"{what} {', '.join(unknown)}"
     if program.family == "polynomial" and getattr(program, "uses_diagonal_lmi", False):
         return ("the ℓ∞ diagonal S-procedure has no torch method (use linf='containment' or a "
                 "conic solver)")
@@ -67,12 +80,20 @@ def solve_torch(program: ConvexProgram, method: str = "auto", **options: object)
     """Solve ``program`` by the torch ``method`` (module docstring); ``solution.info["method"]``
     says which ran."""
     from convexrobust.solvers import (
+        gated_relu_first_order,
         polynomial_admm,
         polynomial_first_order,
         relu_admm,
         relu_first_order,
     )
 
+    if program.family == "gated_relu":
+        if not isinstance(method, str) or method.lower() not in ("auto", "fista"):
+            raise InvalidInputError(
+                f"method for gated_relu programs must be 'auto' or 'fista', got {method!r}")
+        solution = gated_relu_first_order.solve_gated_relu_torch(program, **options)
+        solution.info.setdefault("method", "fista")
+        return solution
     relu = program.family == "relu"
     other = "al" if relu else "apg"
     if not isinstance(method, str) or method.lower() not in ("auto", "admm", other):

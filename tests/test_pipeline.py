@@ -105,6 +105,30 @@ def test_save_and_load_give_identical_outputs(robust, data, tmp_path):
     assert loaded.info["chosen"] == robust.info["chosen"]
 
 
+def test_gated_relu_head_is_a_third_family_evaluated_empirically(liresnet, data, tmp_path):
+    x, y, x_test, y_test = data
+    model = retrain_last_two_layers(liresnet, (x, y), head="gated_relu", threat=cr.L2(0.05),
+                                    grid={"beta": (1e-3,), "n_patterns": (12,)},
+                                    progress=False)
+    assert isinstance(model.head, cr.TwoLayerGatedReLU)
+    # the LiResNet's bound sets the validation radius, but the gated head certifies nothing
+    assert not model.certifiable and model.info["certified"] is False
+    assert model.info["feature_radius"] == pytest.approx(
+        0.05 * liresnet.lipschitz_bound("guaranteed", "features") / model.scale)
+    assert {c["radius_scale"] for c in model.info["candidates"]} == {1.0}
+    with pytest.raises(CertificateUnavailableError):
+        model.certified_radius(x_test[:5], y_test[:5])
+    report = evaluate(model, (x_test, y_test), (0.0, 0.05), pgd_steps=10, progress=False)
+    assert report.records[0]["certified"] is None and report.records[0]["clean"] > 0.8
+    model.save(tmp_path / "gated.pt")
+    loaded = RobustModel.load(tmp_path / "gated.pt")
+    with torch.no_grad():
+        assert torch.equal(loaded(x_test), model(x_test))
+    with pytest.raises(InvalidInputError, match="radius_scale"):
+        retrain_last_two_layers(liresnet, (x, y), head="gated_relu", threat=cr.L2(0.05),
+                                grid={"radius_scale": (2.0,)}, progress=False)
+
+
 class _Custom(nn.Module):
     """A user's network: a conv body and a two-layer head named fc1, fc2."""
 

@@ -56,7 +56,8 @@ def test_bad_solver_requests():
     program = cr.ConvexReLU(X, Y, n_patterns=4)
     with pytest.raises(cr.InvalidInputError, match="unknown solver 'gurobi'"):
         cr.solve(program, "gurobi")
-    with pytest.raises(cr.InvalidInputError, match="takes a ConvexReLU or ConvexPolynomial"):
+    with pytest.raises(cr.InvalidInputError,
+                       match="takes a ConvexReLU, ConvexPolynomial or ConvexGatedReLU"):
         cr.solve("not a program", "scs")
     with pytest.raises(cr.InvalidInputError, match="cvxpy.Problem"):
         cr.solve(program, "scs", problem="not a problem")

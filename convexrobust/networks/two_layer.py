@@ -3,6 +3,9 @@
 ``TwoLayerReLU``:        ``f(x) = Σ_j α_j (u_jᵀx + b_j)_+``          (Pilanci & Ergen, ICML 2020)
 ``TwoLayerPolynomial``:  ``f(x) = Σ_j α_j σ(u_jᵀx)``, ``σ(t) = a t² + b t + c``, ``‖u_j‖₂ = 1``
                          (Bartan & Pilanci, arXiv 2101.02429)
+``TwoLayerGatedReLU``:   ``f(x) = Σ_j 1[g_jᵀx + h_j ≥ 0] (W_jᵀx + b_j)`` with fixed gates
+                         (Mishkin, Sahiner & Pilanci, ICML 2022, arXiv 2202.01331); not a
+                         ReLU network, and not certified
 
 ``α_j`` is a row of the (m, C) output matrix: one column per output. A single output is a
 binary classifier (class 1 ⇔ f > 0) or a regressor; C ≥ 2 outputs classify by ``argmax``.
@@ -154,20 +157,74 @@ class TwoLayerPolynomial(_TwoLayer):
                 f"sigma(t)={act.a:g}t^2+{act.b:g}t+{act.c:g}")
 
 
-def head_to_dict(head: TwoLayerReLU | TwoLayerPolynomial) -> dict:
+class TwoLayerGatedReLU(_TwoLayer):
+    """A two-layer gated ReLU network, ``f(x) = Σ_j 1[g_jᵀx + h_j ≥ 0] (xᵀW_j + b_j)``, with
+    fixed gates ``g_j`` (rows of ``gate_weight`` (m, d), buffers), gate offsets ``h_j``
+    (``gate_bias`` (m,)), and weights ``W_j`` (``weight`` (m, d, C)) and ``b_j`` (``bias``
+    (m, C)) per gate and output (Mishkin, Sahiner & Pilanci, ICML 2022, arXiv 2202.01331;
+    :class:`~convexrobust.ConvexGatedReLU` trains it).
+
+    It is **not** a ReLU network: a unit's on/off decision is its gate's, not the sign of its
+    own pre-activation ``xᵀW_j + b_j``, so the output jumps where an input crosses a gate's
+    hyperplane. It has no Lipschitz bound and no certificate
+    (:func:`~convexrobust.certified_radius` refuses it); it is a model to be evaluated
+    empirically.
+    """
+
+    def __init__(self, gate_weight: object, gate_bias: object, weight: object, bias: object, *,
+                 dtype: torch.dtype = torch.float64, device: torch.device | str | None = None):
+        super().__init__()
+        self.register_buffer("gate_weight", _as_tensor(gate_weight, dtype, device,
+                                                       "gate_weight"))
+        self.register_buffer("gate_bias", _as_tensor(gate_bias, dtype, device, "gate_bias"))
+        self.weight = nn.Parameter(_as_tensor(weight, dtype, device, "weight"))
+        self.bias = nn.Parameter(_as_tensor(bias, dtype, device, "bias"))
+        _check_matrix(self.gate_weight, "gate_weight")
+        m, d = self.gate_weight.shape
+        if self.weight.ndim != 3 or self.weight.shape[:2] != (m, d):
+            raise InvalidInputError(f"weight must have shape (m, d, C) = ({m}, {d}, C) to match "
+                                    f"gate_weight (m, d), got {tuple(self.weight.shape)}")
+        if self.gate_bias.shape != (m,) or self.bias.shape != (m, self.n_outputs):
+            raise InvalidInputError("gate_bias (m,) and bias (m, C) must agree with weight "
+                                    "(m, d, C)")
+
+    @property
+    def n_outputs(self) -> int:
+        return self.weight.shape[2]
+
+    def gates(self, x: torch.Tensor) -> torch.Tensor:
+        """``1[g_jᵀx + h_j ≥ 0]`` for every sample and gate, shape (n, m), in x's dtype."""
+        return (x @ self.gate_weight.T + self.gate_bias >= 0).to(x.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        units = torch.einsum("nd,mdc->nmc", x, self.weight) + self.bias  # (n, m, C)
+        return torch.einsum("nm,nmc->nc", self.gates(x), units)
+
+    def extra_repr(self) -> str:
+        return f"features={self.n_features}, gates={self.n_neurons}, outputs={self.n_outputs}"
+
+
+def head_to_dict(head: TwoLayerReLU | TwoLayerPolynomial | TwoLayerGatedReLU) -> dict:
     """The tensors and activation of a head, for ``torch.save`` (weights only)."""
     if isinstance(head, TwoLayerReLU):
         return {"kind": "relu", "weight": head.weight.detach().cpu(),
                 "bias": head.bias.detach().cpu(), "output": head.output.detach().cpu()}
+    if isinstance(head, TwoLayerGatedReLU):
+        return {"kind": "gated_relu", "gate_weight": head.gate_weight.detach().cpu(),
+                "gate_bias": head.gate_bias.detach().cpu(), "weight": head.weight.detach().cpu(),
+                "bias": head.bias.detach().cpu()}
     act = head.activation
     return {"kind": "polynomial", "weight": head.weight.detach().cpu(),
             "output": head.output.detach().cpu(), "activation": [act.a, act.b, act.c]}
 
 
-def head_from_dict(spec: dict) -> TwoLayerReLU | TwoLayerPolynomial:
+def head_from_dict(spec: dict) -> TwoLayerReLU | TwoLayerPolynomial | TwoLayerGatedReLU:
     """Inverse of :func:`head_to_dict` (same dtype as stored)."""
     dtype = spec["weight"].dtype
     if spec["kind"] == "relu":
         return TwoLayerReLU(spec["weight"], spec["bias"], spec["output"], dtype=dtype)
+    if spec["kind"] == "gated_relu":
+        return TwoLayerGatedReLU(spec["gate_weight"], spec["gate_bias"], spec["weight"],
+                                 spec["bias"], dtype=dtype)
     return TwoLayerPolynomial(spec["weight"], spec["output"],
                               PolynomialActivation(*spec["activation"]), dtype=dtype)
