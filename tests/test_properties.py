@@ -3,6 +3,7 @@
 Random shapes, dtypes (float16/32/64, int, bool, object, complex, strings), NaN/inf, label sets
 (one class, strings, negative integers, gaps, mixed types), radii (0, tiny, huge, NaN, < 0) and
 options go into :class:`~convexrobust.ConvexReLU`, :class:`~convexrobust.ConvexPolynomial`,
+:class:`~convexrobust.ConvexGatedReLU`,
 :func:`~convexrobust.solve`, :func:`~convexrobust.certified_radius` and the scikit-learn
 estimators. Every outcome must be a result (checked for the basic promises it makes) or a
 :class:`~convexrobust.ConvexRobustError` subclass with a message — never another exception.
@@ -297,11 +298,13 @@ def _check_program(program: cr.ConvexProgram) -> None:
 @fuzz
 @given(st.data())
 def test_programs_build_or_raise_typed_errors(data):
-    family = data.draw(st.sampled_from([cr.ConvexReLU, cr.ConvexPolynomial]))
+    family = data.draw(st.sampled_from([cr.ConvexReLU, cr.ConvexPolynomial,
+                                        cr.ConvexGatedReLU]))
     X, _ = data.draw(features())
     n = X.shape[0] if isinstance(X, np.ndarray) and X.ndim >= 1 else 4
     y, _ = data.draw(labels(max(n, 1)))
-    options = (relu_options if family is cr.ConvexReLU else polynomial_options)(data.draw)
+    # the gated program takes the ReLU options; any threat but None is a typed error
+    options = (polynomial_options if family is cr.ConvexPolynomial else relu_options)(data.draw)
     program = outcome(family, X, y, **options)
     if not failed(program):
         _check_program(program)
@@ -312,7 +315,8 @@ def test_programs_build_or_raise_typed_errors(data):
 def test_programs_on_good_features_and_any_labels(X, data):
     """Only the labels and the options vary: a valid label set must build."""
     y, kind = data.draw(labels(X.shape[0]))
-    family = data.draw(st.sampled_from([cr.ConvexReLU, cr.ConvexPolynomial]))
+    family = data.draw(st.sampled_from([cr.ConvexReLU, cr.ConvexPolynomial,
+                                        cr.ConvexGatedReLU]))
     program = outcome(family, X, y)
     if kind in ("binary", "pm_one", "multiclass", "strings", "negative", "gaps", "bool",
                 "integral_floats", "floats", "tensor", "column"):
@@ -330,12 +334,14 @@ def _valid_program(family: str, n: int, d: int, seed: int, loss: str, eps: float
     threat = {"2": cr.L2, "inf": cr.Linf}[norm](eps)
     if family == "relu":
         return cr.ConvexReLU(X, y, n_patterns=3, loss=loss, threat=threat, seed=seed)
+    if family == "gated_relu":  # no threat: the radius is ignored
+        return cr.ConvexGatedReLU(X, y, n_patterns=3, loss=loss, seed=seed)
     return cr.ConvexPolynomial(X, y, loss=loss, threat=threat)
 
 
 @st.composite
 def tiny_programs(draw) -> cr.ConvexProgram:
-    family = draw(st.sampled_from(["relu", "polynomial"]))
+    family = draw(st.sampled_from(["relu", "polynomial", "gated_relu"]))
     eps = draw(st.sampled_from([0.0, 1e-300, 0.05, 0.5, 5.0]))
     # a robust SDP has one LMI per sample, side and class: cvxpy compiles 72 of them in ~2 s
     small = family == "polynomial" and eps > 0
