@@ -7,7 +7,7 @@ certified radii (:func:`certified_radius`). Replace the last two layers of a pre
 by such a head with :func:`retrain_last_two_layers` and measure it with :func:`evaluate`.
 """
 
-from convexrobust import lipschitz_margin
+from convexrobust import data, lipschitz_margin
 from convexrobust.attacks import pgd_attack
 from convexrobust.baselines import PGDHeadResult, train_pgd_head
 from convexrobust.certify import CertifiedRadii, certified_radius
@@ -85,6 +85,7 @@ __all__ = [
     "TwoLayerReLU",
     "available_solvers",
     "certified_radius",
+    "data",
     "lipschitz_margin",
     "pgd_attack",
     "register_solver",

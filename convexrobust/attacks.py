@@ -22,25 +22,37 @@ PGD approximately solves :math:`\min_{\|\delta\|_p \le \varepsilon} \mu(x + \del
 
 with :math:`d(g) = \operatorname{sign}(g)` for :math:`p = \infty` (steepest descent for the
 :math:`\ell_\infty` norm) and :math:`d(g) = g / \|g\|_2` for :math:`p = 2`.
+
+:func:`auto_attack` runs the standard AutoAttack of F. Croce and M. Hein, "Reliable Evaluation of
+Adversarial Robustness with an Ensemble of Diverse Parameter-free Attacks", ICML 2020 (APGD-CE,
+APGD-T, FAB-T and Square), through its authors' package ``pyautoattack`` (the optional extra
+``pip install 'convexrobust[attack]'``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
+import sys
+from collections.abc import Iterator
+from types import ModuleType
 
 import torch
 from torch import Tensor, nn
 
-from convexrobust.errors import InvalidInputError
+from convexrobust.errors import InvalidInputError, SolverUnavailableError
 from convexrobust.threat import parse_norm
 
-__all__ = ["margin", "pgd_attack"]
+__all__ = ["AUTOATTACK_VERSIONS", "auto_attack", "autoattack_version", "margin", "pgd_attack"]
 
 logger = logging.getLogger(__name__)
 
-
+#: Versions :func:`auto_attack` runs: ``"standard"`` is AutoAttack as published (report these
+#: numbers); ``"fast"`` is its first attack alone (APGD-CE, 100 iterations, one restart), a cheap
+#: smoke test for CI that is *not* AutoAttack and must not be reported as such.
+AUTOATTACK_VERSIONS = ("standard", "fast")
 
 def margin(scores: Tensor, y: Tensor) -> Tensor:
     r"""Classification margin :math:`\mu`; negative iff the sample is misclassified.
@@ -267,3 +279,198 @@ def pgd_attack(
         n,
     )
     return best_x.detach()
+
+
+def _import_autoattack() -> ModuleType:
+    try:
+        import pyautoattack
+    except ImportError:
+        raise SolverUnavailableError(
+            "AutoAttack needs its authors' package pyautoattack: "
+            "pip install 'convexrobust[attack]'") from None
+    return pyautoattack
+
+
+def autoattack_version() -> str:
+    """The installed ``pyautoattack`` version (to record beside AutoAttack numbers).
+
+    Raises:
+        SolverUnavailableError: ``pyautoattack`` is not installed; the message names
+            ``pip install 'convexrobust[attack]'``.
+    """
+    return str(_import_autoattack().__version__)
+
+
+class _UnitBox(nn.Module):
+    r"""``model`` as AutoAttack takes it: images with pixels in :math:`[0, 1]` to logits.
+
+    An input ``x`` of the box ``[low, low + scale]`` (on every coordinate) is encoded as
+    :math:`u = (x - \mathrm{low}) / \mathrm{scale}`; one factor for all coordinates, so the
+    :math:`\ell_p` ball of radius :math:`\varepsilon` is the ball of radius
+    :math:`\varepsilon / \mathrm{scale}` in :math:`u`.  Inputs that are not ``(n, c, h, w)``
+    images with sides of at least 5 pixels (Square's ℓ2 windows need five) are laid out as
+    one-channel ``k × k`` images, padded with coordinates the model never sees.  A single binary
+    score :math:`f` (class 1 iff :math:`f > 0`) becomes the two logits :math:`(-f, f)`, which
+    predict the same class.
+    """
+
+    def __init__(self, model: nn.Module, x: Tensor, low: float, scale: float) -> None:
+        super().__init__()
+        self.model, self.low, self.scale = model, low, scale
+        self.sample_shape, self.dtype, self.dim = x.shape[1:], x.dtype, x[0].numel()
+        image = x.ndim == 4 and min(x.shape[2:]) >= 5
+        self.side = None if image else max(5, math.isqrt(max(self.dim, 1) - 1) + 1)
+
+    def encode(self, x: Tensor) -> Tensor:
+        u = ((x - self.low) / self.scale).float()
+        if self.side is None:
+            return u
+        flat = u.new_full((x.shape[0], self.side**2), 0.5)
+        flat[:, : self.dim] = u.reshape(x.shape[0], -1)
+        return flat.reshape(-1, 1, self.side, self.side)
+
+    def decode(self, u: Tensor) -> Tensor:
+        x = u.reshape(u.shape[0], -1)[:, : self.dim].reshape(-1, *self.sample_shape)
+        return self.low + self.scale * x.to(self.dtype)
+
+    def forward(self, u: Tensor) -> Tensor:
+        scores = self.model(self.decode(u))
+        if scores.ndim == 1 or scores.shape[1] == 1:
+            f = scores.reshape(-1, 1)
+            scores = torch.cat([-f, f], dim=1)
+        return scores.float()
+
+
+@contextlib.contextmanager
+def _contained(model: nn.Module, device: torch.device) -> Iterator[bool]:
+    """Undo what AutoAttack does to global state while it runs: it reseeds torch's global
+    generator, replaces ``sys.settrace`` (its check for dynamic defences), logs to the
+    ``auto-attack`` logger, and FAB backpropagates into the model's parameters.  Its log is
+    shown only when this module logs at DEBUG; yields whether it does."""
+    debug = logger.isEnabledFor(logging.DEBUG)
+    aa_logger = logging.getLogger("auto-attack")
+    level, disabled = aa_logger.level, aa_logger.disabled
+    if debug:
+        aa_logger.setLevel(logging.DEBUG)
+    else:
+        aa_logger.disabled = True
+    tracer = sys.gettrace()
+    trainable = [q for q in model.parameters() if q.requires_grad]
+    try:
+        for q in trainable:
+            q.requires_grad_(False)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            yield debug
+    finally:
+        for q in trainable:
+            q.requires_grad_(True)
+        sys.settrace(tracer)
+        aa_logger.setLevel(level)
+        aa_logger.disabled = disabled
+
+
+def auto_attack(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    norm: float | str,
+    eps: float,
+    clamp: tuple[float, float] | None = (0.0, 1.0),
+    seed: int = 0,
+    version: str = "standard",
+) -> Tensor:
+    r"""AutoAttack (Croce & Hein, ICML 2020) of radius ``eps`` through the whole ``model``.
+
+    ``version="standard"`` runs the published ensemble with its fixed hyperparameters
+    (``pyautoattack``'s ``version="standard"``): APGD-CE, APGD-T on the targeted DLR loss, FAB-T
+    and Square (5000 queries), each on the points the previous ones did not break.  Its
+    targeted attacks aim at the 9 most likely wrong classes; a model with :math:`C < 10`
+    classes has only :math:`C - 1`, and with :math:`C < 4` classes the targeted DLR loss is
+    undefined, so APGD-T is left out (fra31/auto-attack#70) — binary models are attacked by
+    APGD-CE, FAB-T and Square.  ``version="fast"`` runs APGD-CE alone (100 iterations, one
+    restart): a cheap check for tests and CI whose numbers are not AutoAttack's.
+
+    AutoAttack takes images in :math:`[0, 1]`: inputs in the ``clamp`` box are mapped there by
+    one affine change of scale (so the ball keeps its shape); with ``clamp=None`` the box is
+    one that holds every point's whole ball, so it never binds.  Non-image inputs are laid out
+    as padded images, and a single binary score :math:`f` becomes the logits :math:`(-f, f)`.
+    What AutoAttack returns is mapped back, projected onto the ball and clipped to ``clamp`` in
+    ``x``'s dtype, so the result is always admissible; points it did not break come back
+    unchanged.  Its randomness comes from ``seed`` (torch's global generator is left as it
+    was), the model's parameters get no ``.grad``, and its log is shown at DEBUG level only.
+
+    Args:
+        model: maps ``(n, ...)`` inputs to ``(n, C)`` logits (:math:`C \ge 2`), or ``(n,)`` /
+            ``(n, 1)`` single scores of a binary classifier; in eval mode (the caller's job),
+            on ``x``'s device.
+        x: ``(n, ...)`` floating-point inputs, inside ``clamp`` when it is given.
+        y: ``(n,)`` labels (class indices).
+        norm: ``2`` / ``"l2"`` or ``"inf"`` / ``"linf"``.
+        eps: the radius, a finite number ``>= 0``.
+        clamp: ``(low, high)`` box of valid inputs (default the pixel range), or ``None``.
+        seed: AutoAttack's seed.
+        version: one of :data:`AUTOATTACK_VERSIONS`.
+
+    Returns:
+        Detached ``x_adv`` with the shape, dtype and device of ``x``,
+        :math:`\|x_{adv} - x\|_p \le \varepsilon` per sample (up to round-off in the addition).
+
+    Raises:
+        InvalidInputError: an ℓ1 or unknown norm, an unknown version, a bad radius, labels or
+            box, or non-floating ``x``.
+        SolverUnavailableError: ``pyautoattack`` is not installed.
+    """
+    p = parse_norm(norm)
+    if p not in (2.0, math.inf):
+        raise InvalidInputError(f"auto_attack supports the l2 and linf norms, got {norm!r}")
+    if version not in AUTOATTACK_VERSIONS:
+        raise InvalidInputError(f"unknown AutoAttack version {version!r}; choose from "
+                                f"{', '.join(AUTOATTACK_VERSIONS)}")
+    package = _import_autoattack()
+    if not x.is_floating_point():
+        raise InvalidInputError(f"x must be a floating-point tensor, got {x.dtype}")
+    eps = float(eps)
+    if not math.isfinite(eps) or eps < 0:
+        raise InvalidInputError(f"eps must be finite and >= 0, got {eps}")
+    n = x.shape[0]
+    y = y.reshape(-1).to(x.device).long()
+    if y.shape[0] != n:
+        raise InvalidInputError(f"x has {n} samples but y has {y.shape[0]}")
+    if clamp is not None and not clamp[0] <= clamp[1]:
+        raise InvalidInputError(f"empty clamp box {clamp}")
+    x = x.detach()
+    low, high = clamp if clamp is not None else (float(x.min()) - eps, float(x.max()) + eps)
+    if n == 0 or eps == 0 or high == low:
+        return x.clone()
+
+    head = _UnitBox(model, x, low, high - low)
+    u = head.encode(x)
+    with torch.no_grad():
+        n_classes = head(u[:1]).shape[1]
+    aa_norm = "L2" if p == 2.0 else "Linf"
+    with _contained(model, x.device) as verbose:
+        if version == "standard":
+            adversary = package.AutoAttack(head, norm=aa_norm, eps=eps / (high - low),
+                                           seed=seed, device=x.device, version="standard")
+            targets = min(9, n_classes - 1)
+            adversary.apgd_targeted.n_target_classes = targets
+            adversary.fab.n_target_classes = targets
+            if n_classes < 4:
+                adversary.attacks_to_run = [a for a in adversary.attacks_to_run if a != "apgd-t"]
+        else:
+            adversary = package.AutoAttack(head, attacks=["apgd-ce"], norm=aa_norm,
+                                           eps=eps / (high - low), seed=seed, device=x.device,
+                                           version="custom")
+            adversary.apgd.n_restarts = 1
+        adversary.verbose = verbose
+        u_adv, _ = adversary.run_standard_evaluation(u, y, batch_size=n)
+
+    moved = (u_adv != u).reshape(n, -1).any(dim=1).reshape((n,) + (1,) * (x.ndim - 1))
+    eps_b = torch.full(moved.shape, eps, dtype=x.dtype, device=x.device)
+    x_adv = x + _project(head.decode(u_adv.detach()) - x, eps_b, p)
+    if clamp is not None:
+        x_adv = x_adv.clamp(clamp[0], clamp[1])
+    logger.debug("auto_attack (%s): norm=%s, eps=%g, %d classes, %d/%d samples moved",
+                 version, aa_norm, eps, n_classes, int(moved.sum()), n)
+    return torch.where(moved, x_adv, x).detach()

@@ -1,4 +1,10 @@
-"""The ``convexrobust`` command."""
+"""The convexrobust command: train a LiResNet, retrain the last two layers of a network
+with a convex robust head, evaluate and certify models.
+
+The global options (--threads, --device, --quiet, -v) go before or after the subcommand; given
+in both places, the one after the subcommand wins. Exit status: 0 on success, 2 for a usage
+error (bad options), 1 for an error convexrobust reports (one line on stderr; -v adds the
+traceback)."""
 
 from __future__ import annotations
 
@@ -6,18 +12,52 @@ import argparse
 import logging
 import os
 import sys
+import traceback
 from dataclasses import asdict
 from fractions import Fraction
 from pathlib import Path
 
 import torch
 
-from convexrobust._io import read_torch, write_json_atomic
+from convexrobust._io import write_json_atomic
 from convexrobust._validation import check_device
 from convexrobust.errors import ConvexRobustError
+from convexrobust.networks.registry import load_network
 from convexrobust.training import TrainConfig
 
 TRAIN_DEFAULTS = asdict(TrainConfig())
+
+#: An example command line of each subcommand, shown at the end of its --help.
+EXAMPLES = {
+    "demo": """\
+  convexrobust demo                          # digits: a few minutes on 2 CPU cores
+  convexrobust demo --data breast-cancer --out out/tabular
+  convexrobust --threads 8 demo --data cifar10 --epochs 200 --out out/cifar""",
+    "retrain": """\
+  convexrobust retrain --checkpoint out/liresnet/model.pt --eps 0.3 --radii 0.1,0.3 \\
+      --out out/retrain
+  # a state_dict of your own class, features = the input of its layer `fc`:
+  convexrobust retrain --checkpoint resnet.pt --model-class mypackage.nets:ResNet \\
+      --model-kwargs '{"num_classes": 10}' --feature-module fc --lipschitz none \\
+      --feature-radius 1 --data cifar10 --eps 36/255 --out out/resnet
+  # a TorchScript archive whose features(x) is exported with @torch.jit.export:
+  convexrobust retrain --checkpoint scripted.pt --lipschitz none --feature-radius 1 \\
+      --eps 0.3 --out out/scripted""",
+    "evaluate": """\
+  convexrobust evaluate --model out/retrain/model.pt out/liresnet/model.pt --radii 0.1,0.3 \\
+      --out out/eval
+  convexrobust evaluate --model out/cifar/model.pt --data cifar10 --radii 36/255,72/255 \\
+      --device cuda""",
+    "train-liresnet": """\
+  convexrobust train-liresnet --out out/liresnet        # digits, L4W32
+  convexrobust --threads 2 train-liresnet --data cifar10 --arch L4W32 --epochs 7 \\
+      --eps 36/255 --out out/cifar-l4w32
+  torchrun --nproc-per-node 4 -m convexrobust.cli train-liresnet --data cifar10 --out out/c""",
+    "certify": """\
+  convexrobust certify --checkpoint out/liresnet/model.pt --eps 0.1,0.3,0.5
+  convexrobust certify --checkpoint out/cifar-l4w32/model.pt --data cifar10 \\
+      --eps 36/255,72/255 --json out/cifar-l4w32/vra.json""",
+}
 
 
 def _threads(value: str) -> int:
@@ -124,7 +164,7 @@ def _train_liresnet(args: argparse.Namespace) -> int:
                       neck_dim=args.neck_dim)
     x, y = _image_data(args.data, args.data_path, "train")
     x_test, y_test = _image_data(args.data, args.data_path, "test")
-    device = check_device(args.device)
+    device = args.device
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by torchrun: data parallel
         import torch.distributed as dist
 
@@ -148,11 +188,7 @@ def _certify(args: argparse.Namespace) -> int:
     from convexrobust.networks.liresnet import LiResNet
     from convexrobust.training import evaluate_gloro
 
-    path = Path(args.checkpoint)
-    if not path.exists():
-        print(f"convexrobust: error: no checkpoint at {path}", file=sys.stderr)
-        return 2
-    model = LiResNet.load(path)
+    model = LiResNet.load(args.checkpoint, map_location=args.device)
     x, y = _image_data(args.data, args.data_path, "test")
     report = evaluate_gloro(model, x, y, args.eps, kind="guaranteed")
     print(f"clean accuracy: {report['clean_accuracy']:.4f}")
@@ -165,26 +201,6 @@ def _certify(args: argparse.Namespace) -> int:
         write_json_atomic(Path(args.json), report)
         print(f"wrote {args.json}")
     return 0
-
-
-def load_network(path: str | Path, *, trust_pickle: bool = False) -> torch.nn.Module:
-    """A network of a registered architecture saved by its ``save`` (config + weights; read
-    through :mod:`convexrobust.networks.registry`), a
-    :class:`~convexrobust.robust_model.RobustModel`, or (``trust_pickle``) a pickled
-    ``nn.Module``; in eval mode."""
-    from convexrobust.errors import InvalidInputError
-    from convexrobust.networks.registry import ARCHITECTURES, network_from_dict
-    from convexrobust.robust_model import RobustModel, is_robust_model_file
-
-    path = Path(path)
-    stored = read_torch(path, what="checkpoint", weights_only=not trust_pickle)
-    if isinstance(stored, torch.nn.Module):
-        return stored.eval()
-    if is_robust_model_file(stored):
-        return RobustModel.load(path, trust_pickle=trust_pickle)
-    if isinstance(stored, dict) and "config" in stored and "state_dict" in stored:
-        return network_from_dict(stored).eval()
-    raise InvalidInputError(f"{path} is not a {', '.join(ARCHITECTURES)} or RobustModel file")
 
 
 def _evaluate_models(models: dict[str, torch.nn.Module], args: argparse.Namespace,
@@ -230,11 +246,11 @@ def _lipschitz_arg(text: str) -> str | float | None:
 
 
 def _retrain(args: argparse.Namespace) -> int:
+    from convexrobust.data import subset
     from convexrobust.pipeline import retrain_last_two_layers
     from convexrobust.threat import ThreatModel
 
-    model = load_network(args.checkpoint, trust_pickle=args.trust_pickle)
-    from convexrobust.data import subset
+    model = _load_model(args.checkpoint, args)
 
     x, y = subset(*_image_data(args.data, args.data_path, "train"), args.limit)
     out = Path(args.out)
@@ -266,9 +282,15 @@ def _retrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_model(path: str, args: argparse.Namespace) -> torch.nn.Module:
+    """The network at ``path``, read as the loading options say."""
+    return load_network(path, trust_pickle=args.trust_pickle, model_class=args.model_class,
+                        model_kwargs=args.model_kwargs)
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     models = {Path(p).stem if Path(p).stem != "model" else Path(p).parent.name:
-              load_network(p, trust_pickle=args.trust_pickle) for p in args.model}
+              _load_model(p, args) for p in args.model}
     _evaluate_models(models, args, Path(args.out) if args.out else None)
     return 0
 
@@ -280,20 +302,55 @@ def _add_eval_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pgd-steps", type=int, default=50)
     parser.add_argument("--pgd-restarts", type=int, default=3)
     parser.add_argument("--limit", type=int, help="use N samples (seeded) of each split")
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    """How network files are read (:func:`convexrobust.networks.registry.load_network`: a
+    TorchScript archive, then a torch.save file)."""
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow checkpoints that pickle a whole nn.Module (runs code)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--model-class", metavar="PACKAGE.MODULE:CLASS",
+                        help="the nn.Module class of a checkpoint that is a state_dict")
+    parser.add_argument("--model-kwargs", metavar="JSON",
+                        help='its constructor arguments, e.g. \'{"num_classes": 10}\'')
+
+
+def _global_options(*, defaults: bool) -> argparse.ArgumentParser:
+    """The options every subcommand reads, as a parent parser: with their defaults for the
+    main parser, without (``SUPPRESS``) for the subcommands', so a value given before the
+    subcommand is kept unless given again after it."""
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
+    parent = argparse.ArgumentParser(add_help=False)
+    options = parent.add_argument_group("global options (before or after the subcommand)")
+    options.add_argument("--threads", type=_threads, default=default(os.cpu_count() or 1),
+                         help="torch threads (default: the cores available)")
+    options.add_argument("--device", default=default("cuda" if torch.cuda.is_available()
+                                                     else "cpu"),
+                         help="torch device (default: cuda when available, else cpu)")
+    options.add_argument("--quiet", action="store_true", default=default(False),
+                         help="no progress bars")
+    options.add_argument("-v", "--verbose", action="store_true", default=default(False),
+                         help="log progress details; tracebacks of errors")
+    return parent
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="convexrobust", description=__doc__)
-    parser.add_argument("--threads", type=_threads, default=os.cpu_count() or 1,
-                        help="torch threads (default: the cores available)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    """The parser of the ``convexrobust`` command and its subcommands."""
+    parser = argparse.ArgumentParser(prog="convexrobust", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     parents=[_global_options(defaults=True)])
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="train a LiResNet, retrain its last two layers with "
-                                       "convex robust heads, evaluate all three")
+    subcommand_parents = [_global_options(defaults=False)]
+
+    def add(name: str, summary: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=summary, description=summary, parents=subcommand_parents,
+                              epilog=f"examples:\n{EXAMPLES[name]}",
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    demo = add("demo", "train a LiResNet, retrain its last two layers with convex robust "
+                       "heads, evaluate all three")
     demo.add_argument("--data", choices=("digits", "cifar10", "breast-cancer"),
                       default="digits", help="breast-cancer: the four convex heads on "
                       "tabular features (no LiResNet)")
@@ -314,10 +371,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--solver", default="auto", help="auto, torch, clarabel, scs or mosek")
     demo.set_defaults(run=_demo)
 
-    retrain = sub.add_parser("retrain", help="retrain the last two layers of a network with a "
-                                             "convex robust head")
+    retrain = add("retrain", "retrain the last two layers of a network with a convex robust "
+                             "head")
     retrain.add_argument("--checkpoint", required=True,
-                         help="a LiResNet / PreActResNet18 model.pt (or a pickled module)")
+                         help="a LiResNet / PreActResNet18 model.pt, a TorchScript archive, "
+                              "a state_dict (with --model-class) or a pickled module")
     retrain.add_argument("--head", choices=("polynomial", "relu", "gated_relu"),
                          default="polynomial")
     retrain.add_argument("--eps", type=_radius, required=True, help="input radius, e.g. 36/255")
@@ -341,17 +399,20 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--cache", action="store_true", help="cache features in OUT/cache")
     retrain.add_argument("--out", required=True, help="folder for model.pt, results, plot")
     _add_eval_options(retrain)
+    _add_model_options(retrain)
     retrain.set_defaults(run=_retrain)
 
-    evaluate = sub.add_parser("evaluate", help="clean, PGD and certified accuracy of models")
+    evaluate = add("evaluate", "clean, PGD and certified accuracy of models")
     evaluate.add_argument("--model", nargs="+", required=True,
-                          help="RobustModel / LiResNet / PreActResNet18 files")
+                          help="RobustModel, LiResNet, PreActResNet18 or TorchScript files, "
+                               "or state_dicts of --model-class")
     evaluate.add_argument("--radii", type=_radii, required=True, help="e.g. 36/255,72/255")
     evaluate.add_argument("--out", help="folder for results.json and accuracy.png")
     _add_eval_options(evaluate)
+    _add_model_options(evaluate)
     evaluate.set_defaults(run=_evaluate)
 
-    train = sub.add_parser("train-liresnet", help="train a LiResNet with EMMA")
+    train = add("train-liresnet", "train a LiResNet with EMMA")
     train.add_argument("--data", choices=("digits", "cifar10"), default="digits")
     train.add_argument("--data-path", help="CIFAR-10 zip or folder (default: ../shared/data)")
     train.add_argument("--arch", help="e.g. L4W32 (default), L6W64, L12W512")
@@ -364,11 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", required=True, help="folder for checkpoint.pt, model.pt, log")
     train.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
-    train.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                       help="torch device (default: cuda when available)")
     train.set_defaults(run=_train_liresnet)
 
-    certify = sub.add_parser("certify", help="clean accuracy and VRA of a trained LiResNet")
+    certify = add("certify", "clean accuracy and VRA of a trained LiResNet")
     certify.add_argument("--checkpoint", required=True, help="DIR/model.pt")
     certify.add_argument("--data", choices=("digits", "cifar10"), default="digits")
     certify.add_argument("--data-path")
@@ -379,15 +438,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit status: 0
+    on success, 1 when convexrobust raises a :class:`~convexrobust.errors.ConvexRobustError`
+    (printed as one line, with its traceback under -v). A usage error exits with status 2
+    (argparse's ``SystemExit``); any other exception propagates, traceback and all."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
     try:
+        args.device = check_device(args.device)
         return args.run(args)
     except ConvexRobustError as err:
-        print(f"convexrobust: error: {err}", file=sys.stderr)
-        return 2
+        if args.verbose:
+            traceback.print_exc()
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"convexrobust: error: {message}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -6,17 +6,22 @@
   binary score) equals the label;
 * **pgd** accuracy (empirical robustness, an *upper* bound on the true robust accuracy): the
   point is correct on the clean input *and* under every listed attack of radius ``r`` (PGD of
-  :func:`convexrobust.attacks.pgd_attack`, ℓ2 or ℓ∞, through the whole model, iterates clamped
-  to the input box);
+  :func:`convexrobust.attacks.pgd_attack` and, when asked for, AutoAttack of
+  :func:`convexrobust.attacks.auto_attack`; ℓ2 or ℓ∞, through the whole model, inside the input
+  box);
+* **autoattack** accuracy, when ``"autoattack"`` is among the attacks: correct under the
+  standard AutoAttack (Croce & Hein, ICML 2020) alone — the number the literature reports,
+  beside PGD; ``pgd`` then also counts AutoAttack's breaks;
 * **certified** accuracy (a *lower* bound): the point is correct and its certified radius
   ``R`` — returned by the model's ``certified_radius(x, y)`` — satisfies ``R > r``
   **strictly**. ``R`` is the distance up to which the prediction provably does not change
   (constant on the open ball of radius ``R``; :class:`~convexrobust.certify.CertifiedRadii`),
   so a point with ``R = r`` is not counted as certified at ``r``.
 
-For a sound certificate ``certified ≤ pgd ≤ clean`` at every radius; a point certified at
-``r`` but broken by the attack is counted in :attr:`EvaluationReport.violations` (and logged as
-an error), which is always 0 for a sound certificate.
+For a sound certificate ``certified ≤ pgd ≤ autoattack ≤ clean`` at every radius; a point
+certified at ``r`` but broken by any attack (AutoAttack included) is counted in
+:attr:`EvaluationReport.violations` (and logged as an error), which is always 0 for a sound
+certificate.
 
 Composition (MATH.md §5): a head certified at feature radius ``R(h(x))`` certifies ``g∘h`` at
 input radius ``R(h(x)) / K_h``; a model exposing ``certified_radius`` is expected to return the
@@ -42,7 +47,7 @@ from tqdm.auto import tqdm
 
 from convexrobust._io import write_json_atomic
 from convexrobust._validation import check_device
-from convexrobust.attacks import pgd_attack
+from convexrobust.attacks import auto_attack, autoattack_version, pgd_attack
 from convexrobust.certify import certified_radius
 from convexrobust.errors import InvalidInputError
 from convexrobust.inputs import DataSource, apply_model, class_indices
@@ -53,9 +58,16 @@ __all__ = ["EvaluationReport", "accuracy_report", "certified_accuracy", "evaluat
 
 logger = logging.getLogger(__name__)
 
-#: Attack names accepted by :func:`evaluate`: untargeted PGD on the margin loss, and
-#: multi-targeted PGD (one pass per wrong class; exact for linear models, C − 1 times slower).
-ATTACKS = ("pgd", "pgd_multitargeted")
+#: Attack names accepted by :func:`evaluate`: untargeted PGD on the margin loss;
+#: multi-targeted PGD (one pass per wrong class; exact for linear models, C − 1 times slower);
+#: the standard AutoAttack (needs ``pip install 'convexrobust[attack]'``); and
+#: ``autoattack_fast``, its first attack alone (APGD-CE), a cheap check for tests and CI whose
+#: numbers are not AutoAttack's (they are recorded under their own key and must not be reported
+#: as AutoAttack).
+ATTACKS = ("pgd", "pgd_multitargeted", "autoattack", "autoattack_fast")
+
+# The auto_attack version behind each AutoAttack name in ATTACKS.
+_AUTOATTACK_VERSIONS = {"autoattack": "standard", "autoattack_fast": "fast"}
 
 
 @dataclass
@@ -63,10 +75,12 @@ class EvaluationReport:
     """What :func:`evaluate` measured.
 
     ``records``: one dict per radius (in the order given), ``{"model", "radius", "clean",
-    "pgd", "certified"}``; ``pgd`` is ``None`` when no attack ran, ``certified`` is ``None``
-    when ``certify=False`` or the model has no ``certified_radius`` (or has
-    ``certifiable = False``). ``seconds``: wall time of the ``clean``, ``pgd`` and ``certify``
-    phases (they add up to about ``total_seconds``, which also counts data loading).
+    "pgd", "certified"}``, plus ``"autoattack"`` / ``"autoattack_fast"`` (accuracy under that
+    attack alone) when it ran; ``pgd`` (correct under every attack) is ``None`` when no attack
+    ran, ``certified`` is ``None`` when ``certify=False`` or the model has no
+    ``certified_radius`` (or has ``certifiable = False``). ``seconds``: wall time of the
+    ``clean``, ``pgd`` (PGD attacks) and ``certify`` phases, and of each AutoAttack under its
+    name (they add up to about ``total_seconds``, which also counts data loading).
     ``n``: number of points.
     ``violations``: per radius, points certified at that radius that an attack broke (``None``
     where not both were measured) — nonzero means an unsound certificate. ``radii``: the
@@ -105,13 +119,17 @@ class EvaluationReport:
 
 
 def format_table(records: Iterable[dict]) -> str:
-    """Plain-text table of records from one or several reports (``-`` marks ``None``)."""
-    header = ("model", "radius", "clean", "pgd", "certified")
+    """Plain-text table of records from one or several reports (``-`` marks ``None``); an
+    AutoAttack column appears when a record has one."""
+    records = list(records)
+    columns = ("clean", "pgd",
+               *(k for k in _AUTOATTACK_VERSIONS if any(k in rec for rec in records)),
+               "certified")
+    header = ("model", "radius", *columns)
     rows = [header]
     for rec in records:
         rows.append((str(rec["model"]), f"{rec['radius']:g}",
-                     *(("-" if rec.get(k) is None else f"{rec[k]:.4f}")
-                       for k in ("clean", "pgd", "certified"))))
+                     *(("-" if rec.get(k) is None else f"{rec[k]:.4f}") for k in columns)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
                        for i, (cell, w) in enumerate(zip(row, widths, strict=True)))
@@ -161,11 +179,17 @@ def evaluate(model: nn.Module, data: object, radii: float | Sequence[float], *,
             dtype.
         radii: radius or radii ``r ≥ 0`` in the ``norm``; ``r = 0`` skips the attack
             (``pgd`` = clean accuracy there).
-        norm: ``2`` or ``"inf"`` (``1`` only with ``attacks=()``: PGD has no ℓ1 step).
-        attacks: names from :data:`ATTACKS`; a point counts robust only if correct on the
-            clean input and under every attack. ``()`` skips attacks (``pgd`` is ``None``).
-            Radii are attacked in increasing order and a point broken at a smaller radius
-            counts as broken at every larger one (the same perturbation is admissible).
+        norm: ``2`` or ``"inf"`` (``1`` only with ``attacks=()``: the attacks are ℓ2 / ℓ∞).
+        attacks: names from :data:`ATTACKS`; a point counts robust (``pgd``) only if correct
+            on the clean input and under every attack. ``()`` skips attacks (``pgd`` is
+            ``None``). Radii are attacked in increasing order and a point broken at a smaller
+            radius counts as broken at every larger one (the same perturbation is admissible).
+            ``"autoattack"`` runs the standard AutoAttack
+            (:func:`~convexrobust.attacks.auto_attack`: seed ``seed + k`` on batch ``k``, the
+            ``clamp`` box mapped to its ``[0, 1]``, its log shown at DEBUG level only) on every
+            clean-correct point, whatever PGD did, and reports its accuracy under its own key;
+            ``pyautoattack``'s version goes in ``config``. Report AutoAttack numbers from
+            ``"autoattack"``, never from ``"autoattack_fast"``.
         certify: compute certified accuracy when the model has ``certified_radius``; without
             one, or when the model says ``certifiable = False`` (a ``RobustModel`` without a
             guaranteed ``K_h``), ``certified`` is ``None`` in the records (not an error).
@@ -175,7 +199,7 @@ def evaluate(model: nn.Module, data: object, radii: float | Sequence[float], *,
             own).
         device: where batches (and the model) go; default: the model's device.
         progress: show a tqdm bar over batches (quiet anyway when not on a terminal).
-        seed: PGD seed (batch ``k`` uses ``seed + k``): the result is deterministic.
+        seed: attack seed (batch ``k`` uses ``seed + k``): the result is deterministic.
         clamp: ``(low, high)`` box of valid inputs (default the pixel range ``[0, 1]``) that
             attack iterates are clipped to; inputs outside it are an error. ``None`` for
             unbounded inputs such as features.
@@ -184,15 +208,20 @@ def evaluate(model: nn.Module, data: object, radii: float | Sequence[float], *,
     Raises:
         InvalidInputError: mismatched ``X``/``y`` lengths, data without labels, NaN/inf
             inputs, object or string data, labels that are not class indices, inputs the model
-            cannot take, negative or non-finite radii, unknown attacks, bad counts, clamp boxes
-            or devices, inputs outside ``clamp``, or radii from ``certified_radius`` that are
-            NaN, negative or misshapen.
+            cannot take, negative or non-finite radii, unknown attacks (or attacks in the ℓ1
+            norm), bad counts, clamp boxes or devices, inputs outside ``clamp``, or radii from
+            ``certified_radius`` that are NaN, negative or misshapen.
+        SolverUnavailableError: an AutoAttack was asked for and ``pyautoattack`` is not
+            installed (``pip install 'convexrobust[attack]'``).
     """
     if not isinstance(model, nn.Module):
         raise InvalidInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     p = parse_norm(norm)
     radius_list = _check_radii(radii)
     attack_names = _check_attacks(attacks, p)
+    pgd_names = [a for a in attack_names if a not in _AUTOATTACK_VERSIONS]
+    aa_names = [a for a in attack_names if a in _AUTOATTACK_VERSIONS]
+    aa_package = autoattack_version() if aa_names else None  # fails early when missing
     pgd_steps = _check_count(pgd_steps, "pgd_steps", 0)
     pgd_restarts = _check_count(pgd_restarts, "pgd_restarts", 1)
     seed = _check_count(seed, "seed", 0)
@@ -213,9 +242,10 @@ def evaluate(model: nn.Module, data: object, radii: float | Sequence[float], *,
     order = sorted(range(len(radius_list)), key=lambda i: radius_list[i])
     attacked = [i for i in order if radius_list[i] > 0] if attack_names else []
 
-    seconds = dict.fromkeys(("clean", "pgd", "certify"), 0.0)
+    seconds = dict.fromkeys(("clean", "pgd", "certify", *aa_names), 0.0)
     correct_parts: list[np.ndarray] = []
-    robust_parts: list[np.ndarray] = []  # (batch, len(radii))
+    robust_parts: list[np.ndarray] = []  # (batch, len(radii)): correct under every attack
+    aa_parts: dict[str, list[np.ndarray]] = {a: [] for a in aa_names}  # under that one alone
     radius_parts: list[np.ndarray] = []
     was_training = model.training
     model.eval()
@@ -236,11 +266,13 @@ def evaluate(model: nn.Module, data: object, radii: float | Sequence[float], *,
             correct = _predict(scores) == y
             seconds["clean"] += time.perf_counter() - t
 
-            t = time.perf_counter()
             robust = correct[:, None].repeat(1, len(radius_list))
-            alive = correct.clone()
+            survivors = {a: robust.clone() for a in aa_names}
+            alive = correct.clone()  # not broken by PGD
+            aa_alive = {a: correct.clone() for a in aa_names}
             for i in attacked:
-                for a in attack_names:
+                t = time.perf_counter()
+                for a in pgd_names:
                     idx = alive.nonzero().squeeze(1)
                     if idx.numel() == 0:
                         break
@@ -249,8 +281,20 @@ def evaluate(model: nn.Module, data: object, radii: float | Sequence[float], *,
                                      seed=seed + k, multi_targeted=a == "pgd_multitargeted")
                     with torch.no_grad():
                         alive[idx] = _predict(model(adv)) == y[idx]
+                seconds["pgd"] += time.perf_counter() - t
                 robust[:, i] = alive
-            seconds["pgd"] += time.perf_counter() - t
+                for a in aa_names:
+                    t = time.perf_counter()
+                    idx = aa_alive[a].nonzero().squeeze(1)
+                    if idx.numel():
+                        adv = auto_attack(model, x[idx], y[idx], norm=p, eps=radius_list[i],
+                                          clamp=clamp, seed=seed + k,
+                                          version=_AUTOATTACK_VERSIONS[a])
+                        with torch.no_grad():
+                            aa_alive[a][idx] = _predict(model(adv)) == y[idx]
+                    seconds[a] += time.perf_counter() - t
+                    survivors[a][:, i] = aa_alive[a]
+                    robust[:, i] &= aa_alive[a]
 
             if cert_fn is not None:
                 t = time.perf_counter()
@@ -260,6 +304,8 @@ def evaluate(model: nn.Module, data: object, radii: float | Sequence[float], *,
                 seconds["certify"] += time.perf_counter() - t
             correct_parts.append(correct.cpu().numpy())
             robust_parts.append(robust.cpu().numpy())
+            for a in aa_names:
+                aa_parts[a].append(survivors[a].cpu().numpy())
     finally:
         model.train(was_training)
     total_seconds = time.perf_counter() - start
@@ -268,6 +314,7 @@ def evaluate(model: nn.Module, data: object, radii: float | Sequence[float], *,
 
     correct_all = np.concatenate(correct_parts)
     robust_all = np.concatenate(robust_parts)
+    aa_all = {a: np.concatenate(parts) for a, parts in aa_parts.items()}
     R_all = np.concatenate(radius_parts) if cert_fn is not None else None
     n = correct_all.shape[0]
     clean = float(correct_all.mean())
@@ -280,16 +327,19 @@ def evaluate(model: nn.Module, data: object, radii: float | Sequence[float], *,
         if ran and R_all is not None:
             broken = int(np.sum(correct_all & (R_all > r) & ~robust_all[:, i]))
             if broken:
-                logger.error("%s: %d point(s) certified at radius %g were broken by the attack: "
+                logger.error("%s: %d point(s) certified at radius %g were broken by an attack: "
                              "the certificate is unsound", name, broken, r)
         violations.append(broken)
         records.append({"model": name, "radius": r, "clean": clean, "pgd": pgd,
+                        **{a: float(aa_all[a][:, i].mean()) for a in aa_names},
                         "certified": cert})
     if certify and cert_fn is None:
         logger.info("%s has no certified_radius method: certified accuracy not reported", name)
     config = {"attacks": list(attack_names), "pgd_steps": pgd_steps,
               "pgd_restarts": pgd_restarts, "clamp": list(clamp) if clamp else None,
               "seed": seed, "certified": R_all is not None}
+    if aa_package is not None:
+        config["pyautoattack"] = aa_package
     return EvaluationReport(name, n, p, records, seconds, violations, total_seconds, config,
                             R_all, correct_all)
 
@@ -319,9 +369,10 @@ def _check_attacks(attacks: object, p: float) -> tuple[str, ...]:
     for a in names:
         if a not in ATTACKS:
             raise InvalidInputError(f"unknown attack {a!r}; choose from {', '.join(ATTACKS)}")
+    names = tuple(dict.fromkeys(names))  # each attack once
     if names and p not in (2.0, math.inf):
-        raise InvalidInputError("PGD attacks the l2 and linf norms only; pass attacks=() to "
-                                "evaluate certificates in the l1 norm")
+        raise InvalidInputError("the attacks (PGD, AutoAttack) are l2 and linf only; pass "
+                                "attacks=() to evaluate certificates in the l1 norm")
     return names
 
 

@@ -185,6 +185,11 @@ AUTO_CLARABEL_MAX_VARIABLES = 20_000
 #: (an LMI of order d + 1 for robust SDPs, cone rows for ReLU programs), and the conic solvers'
 #: cost grows with them as much as with the unknowns; larger programs go to torch.
 AUTO_CONIC_MAX_CONSTRAINT_BLOCKS = 2_000
+#: "auto" gives a conic solver a robust polynomial program (one LMI of order d + 2 per sample,
+#: output and side) of at most this many constraint nonzeros; beyond it the interior-point and
+#: splitting solvers spend minutes where the torch solver takes seconds (benchmarks/targets.py,
+#: target "robust-sdp-breast-cancer"), so larger ones go to torch.
+AUTO_CONIC_MAX_ROBUST_SDP_NONZEROS = 1_000_000
 #: Options only the torch backend takes: a conic backend given one rejects the call.
 _TORCH_ONLY = ("method", "device", "dtype", "seed", "progress", "batch_size", "distributed")
 
@@ -207,6 +212,10 @@ def auto_limit(program: ConvexProgram, *, max_variables: int | None = None) -> s
         return f"{blocks} samples × outputs > {AUTO_CONIC_MAX_CONSTRAINT_BLOCKS}"
     if max_variables is not None and program.n_variables() > max_variables:
         return f"{program.n_variables()} unknowns > {max_variables}"
+    if program.family == "polynomial" and program.threat is not None \
+            and program.n_constraint_nonzeros() > AUTO_CONIC_MAX_ROBUST_SDP_NONZEROS:
+        return (f"a robust SDP of about {program.n_constraint_nonzeros():,} constraint "
+                f"nonzeros > {AUTO_CONIC_MAX_ROBUST_SDP_NONZEROS:,}")
     return None
 
 

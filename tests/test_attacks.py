@@ -1,16 +1,23 @@
-"""Tests for the PGD attack and the margin helper."""
+"""Tests for the PGD attack, the AutoAttack adapter and the margin helper."""
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import math
+import sys
 
 import pytest
 import torch
 from torch import nn
 
-from convexrobust.attacks import margin, pgd_attack
+from convexrobust.attacks import auto_attack, margin, pgd_attack
+from convexrobust.errors import InvalidInputError, SolverUnavailableError
 
 torch.set_num_threads(1)
+needs_autoattack = pytest.mark.skipif(
+    importlib.util.find_spec("pyautoattack") is None,
+    reason="pyautoattack is not installed: pip install 'convexrobust[attack]'")
 
 NORMS = [(2, 2.0), ("l2", 2.0), ("linf", 1.0), (float("inf"), 1.0)]  # (norm, dual exponent q)
 
@@ -253,5 +260,91 @@ def test_cuda_device() -> None:
     x = torch.randn(8, 6, device="cuda")
     y = torch.randint(0, 3, (8,), device="cuda")
     x_adv = pgd_attack(model, x, y, norm="l2", eps=0.5, steps=10, restarts=3)
+    assert x_adv.device == x.device
+    assert torch.all(_pnorm(x_adv - x, "l2") <= 0.5 * (1 + 1e-5))
+
+
+@needs_autoattack
+def test_auto_attack_standard_is_admissible_and_leaves_no_trace() -> None:
+    """Standard AutoAttack on a 5-class image model (APGD-CE, APGD-T, FAB-T and Square all
+    run): every result lies in the ball and the box, unbroken points come back unchanged, and
+    torch's generator, the tracer, the parameters' gradients and the logs are left alone."""
+    model = _mlp(64, 5, seed=15, dtype=torch.float32)
+    x = torch.rand(24, 1, 8, 8, generator=torch.Generator().manual_seed(16))
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    eps, rng, tracer = 0.02, torch.get_rng_state(), sys.gettrace()
+    x_adv = auto_attack(model, x, y, norm="linf", eps=eps, seed=3)
+    assert torch.equal(torch.get_rng_state(), rng) and sys.gettrace() is tracer
+    assert all(p.grad is None and p.requires_grad for p in model.parameters())
+    assert not logging.getLogger("auto-attack").disabled
+    assert x_adv.shape == x.shape and x_adv.dtype == x.dtype and not x_adv.requires_grad
+    assert torch.all(_pnorm(x_adv - x, "linf") <= eps * (1 + 1e-6))
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    with torch.no_grad():
+        broken = model(x_adv).argmax(1) != y
+    assert 0 < int(broken.sum()) < len(y)
+    assert torch.equal(x_adv[~broken], x[~broken])
+
+
+@needs_autoattack
+@pytest.mark.parametrize("norm,q", [("l2", 2.0), ("linf", 1.0)])
+def test_auto_attack_fast_is_exact_on_a_binary_linear_score(norm: str, q: float) -> None:
+    """A single score f becomes the logits (−f, f); on unbounded inputs (``clamp=None``)
+    APGD-CE breaks exactly the points whose margin is below eps‖w‖_q, deterministically."""
+    lin = _linear(3, 1, seed=17)
+    model = _Squeeze(lin)
+    gen = torch.Generator().manual_seed(18)
+    x = torch.randn(60, 3, generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        y = (model(x) > 0).long()
+        slack = margin(model(x), y) - 0.5 * torch.linalg.vector_norm(lin.weight[0], ord=q)
+    kw = {"norm": norm, "eps": 0.5, "clamp": None, "version": "fast", "seed": 1}
+    x_adv = auto_attack(model, x, y, **kw)
+    assert torch.equal(x_adv, auto_attack(model, x, y, **kw))
+    with torch.no_grad():
+        broken = margin(model(x_adv), y) < 0
+    clear = slack.abs() > 1e-4
+    assert torch.equal(broken[clear], (slack < 0)[clear]) and broken.any() and not broken.all()
+    assert torch.all(_pnorm(x_adv - x, norm) <= 0.5 * (1 + 1e-12))
+
+
+@needs_autoattack
+def test_auto_attack_logs_only_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    model = _mlp(4, 3, seed=19, dtype=torch.float32)
+    x = torch.rand(6, 4)
+    y = torch.zeros(6, dtype=torch.long)
+    kw = {"norm": "l2", "eps": 0.1, "version": "fast"}
+    with caplog.at_level(logging.INFO):
+        auto_attack(model, x, y, **kw)
+    assert not [r for r in caplog.records if r.name == "auto-attack"]
+    with caplog.at_level(logging.DEBUG, logger="convexrobust.attacks"):
+        auto_attack(model, x, y, **kw)
+    assert [r for r in caplog.records if r.name == "auto-attack"]
+
+
+@pytest.mark.parametrize("norm, version", [(1, "standard"), ("l2", "plus")])
+def test_auto_attack_rejects_l1_and_unknown_versions(norm: object, version: str) -> None:
+    model = _mlp(3, 2, seed=0)
+    x = torch.zeros(2, 3, dtype=torch.float64)
+    with pytest.raises(InvalidInputError):
+        auto_attack(model, x, torch.zeros(2), norm=norm, eps=0.1, version=version)
+
+
+def test_auto_attack_without_its_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pyautoattack", None)
+    x = torch.zeros(2, 3, dtype=torch.float64)
+    with pytest.raises(SolverUnavailableError, match=r"convexrobust\[attack\]"):
+        auto_attack(_mlp(3, 2, seed=0), x, torch.zeros(2), norm="l2", eps=0.1)
+
+
+@needs_autoattack
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_auto_attack_cuda_device() -> None:
+    model = _mlp(64, 3, seed=20, dtype=torch.float32).cuda()
+    x = torch.rand(8, 1, 8, 8, device="cuda")
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    x_adv = auto_attack(model, x, y, norm="l2", eps=0.5, version="fast")
     assert x_adv.device == x.device
     assert torch.all(_pnorm(x_adv - x, "l2") <= 0.5 * (1 + 1e-5))

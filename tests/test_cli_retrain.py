@@ -55,10 +55,12 @@ def test_retrain_then_evaluate(checkpoint, tmp_path, capsys):
     assert scores(again, "retrain") == scores(records, "convex-relu")  # same model, same data
 
 
-def test_bad_checkpoint_and_missing_bound_are_errors(tmp_path, checkpoint, capsys):
-    code = cli.main(["--quiet", "retrain", "--checkpoint", str(tmp_path / "none.pt"),
-                     "--eps", "0.1", "--out", str(tmp_path)])
-    assert code == 2 and "no checkpoint" in capsys.readouterr().err
+def test_bad_checkpoint_and_missing_bound_are_typed_errors(tmp_path, checkpoint, capsys):
+    code = cli.main(["--quiet", "--threads", "1", "retrain", "--checkpoint",
+                     str(tmp_path / "none.pt"), "--eps", "0.1", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("convexrobust: error: no network file at")
     code = cli.main(["--quiet", "--threads", "1", "retrain", "--checkpoint", str(checkpoint),
                      "--eps", "0.1", "--lipschitz", "none", "--out", str(tmp_path), *FAST])
-    assert code == 2 and "feature_radius" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 1 and "feature_radius" in err and err.count("\n") == 1

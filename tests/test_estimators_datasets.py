@@ -170,3 +170,16 @@ def test_the_size_estimate_is_close_to_cvxpys(threat):
                     cr.ConvexPolynomial(X, y, threat=threat)):
         data, _, _ = program.to_cvxpy().get_problem_data(cp.CLARABEL)
         assert 0.5 <= program.n_constraint_nonzeros() / data["A"].nnz <= 2.0
+
+
+def test_auto_sends_large_robust_sdps_to_torch(rng):
+    from convexrobust.solvers import conic
+
+    X, y = rng.standard_normal((455, 30)), np.arange(455) % 2  # Kuelbs et al.'s breast cancer size
+    robust = cr.ConvexPolynomial(X, y, loss="hinge", beta=0.01, threat=cr.L2(0.5))
+    assert robust.n_constraint_nonzeros() > conic.AUTO_CONIC_MAX_ROBUST_SDP_NONZEROS
+    assert cr.solvers.auto_order(robust) == ["torch"]
+    # the nominal program of the same size, and a smaller robust one, still go to a conic solver
+    assert cr.solvers.auto_order(cr.ConvexPolynomial(X, y, loss="hinge"))[0] == "clarabel"
+    small = cr.ConvexPolynomial(X[:, :10], y, loss="hinge", threat=cr.L2(0.5))
+    assert cr.solvers.auto_order(small)[0] == "clarabel"

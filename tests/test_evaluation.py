@@ -1,10 +1,12 @@
-"""evaluate(): clean/PGD/certified accuracy and their ordering; the PGD-trained baseline head;
-the accuracy-vs-radius plot."""
+"""evaluate(): clean/PGD/AutoAttack/certified accuracy and their ordering; the PGD-trained
+baseline head; the accuracy-vs-radius plot."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -13,13 +15,16 @@ from torch import nn
 
 from convexrobust.baselines import train_pgd_head
 from convexrobust.certify import certified_radius
-from convexrobust.errors import InvalidInputError
+from convexrobust.errors import InvalidInputError, SolverUnavailableError
 from convexrobust.evaluation import certified_accuracy, evaluate
 from convexrobust.networks.liresnet import LiResNet
 from convexrobust.networks.two_layer import TwoLayerReLU
 
 torch.set_num_threads(1)
 KEYS = {"model", "radius", "clean", "pgd", "certified"}
+needs_autoattack = pytest.mark.skipif(
+    importlib.util.find_spec("pyautoattack") is None,
+    reason="pyautoattack is not installed: pip install 'convexrobust[attack]'")
 
 
 def _data(n: int = 240, d: int = 5, classes: int = 3, seed: int = 0):
@@ -58,7 +63,8 @@ class Certified(nn.Module):
 
 
 class LinearBinary(nn.Module):
-    """``f(x) = wᵀx + b`` with its exact ℓ2 distance to the boundary as certificate."""
+    """``f(x) = wᵀx + b`` with its exact distance to the boundary as certificate: ``|f| / ‖w‖₂``
+    in ℓ2, ``|f| / ‖w‖₁`` in ℓ∞."""
 
     def __init__(self, d: int):
         super().__init__()
@@ -67,11 +73,27 @@ class LinearBinary(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.lin(x)
 
-    def certified_radius(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def certified_radius(self, x: torch.Tensor, y: torch.Tensor,
+                         norm: float | str = 2) -> torch.Tensor:
         s = self.lin(x)[:, 0]
         correct = (s > 0).long() == y
-        R = s.abs() / self.lin.weight.norm()
+        dual = 1 if str(norm) == "inf" else 2
+        R = s.abs() / torch.linalg.vector_norm(self.lin.weight, ord=dual)
         return torch.where(correct, R, torch.zeros_like(R))
+
+
+def _diagonal_classifier(n: int = 40, seed: int = 0):
+    """``f(x) = x₀ − x₁`` on points of the unit square, a few labels flipped: the worst
+    perturbation of every point (towards the diagonal) stays in the square, so an exact attack
+    inside the pixel box breaks exactly the points with certified radius below ``r``."""
+    model = LinearBinary(2)
+    with torch.no_grad():
+        model.lin.weight.copy_(torch.tensor([[1.0, -1.0]]))
+        model.lin.bias.zero_()
+    X = torch.as_tensor(np.random.default_rng(seed).uniform(0, 1, (n, 2)))
+    y = (X[:, 0] > X[:, 1]).long()
+    y[:3] = 1 - y[:3]
+    return model, X, y
 
 
 def test_clean_accuracy_matches_a_direct_computation():
@@ -123,15 +145,20 @@ def test_certified_at_most_pgd_at_most_clean(norm, radii):
     assert report.radii is not None and report.radii.shape == (len(y),)
 
 
-def test_pgd_is_exact_on_a_linear_model():
-    X, y = _data(classes=2, n=200)
-    torch.manual_seed(0)
+def _least_squares_linear(X: torch.Tensor, y: torch.Tensor) -> LinearBinary:
+    """A reasonable linear classifier: least squares on ±1 targets."""
     model = LinearBinary(X.shape[1])
-    with torch.no_grad():  # a reasonable classifier: least squares on ±1 targets
+    with torch.no_grad():
         A = torch.cat([X, torch.ones(len(X), 1, dtype=X.dtype)], 1)
         sol = torch.linalg.lstsq(A, (2 * y - 1).double()[:, None]).solution
         model.lin.weight.copy_(sol[:-1].T)
         model.lin.bias.copy_(sol[-1])
+    return model
+
+
+def test_pgd_is_exact_on_a_linear_model():
+    X, y = _data(classes=2, n=200)
+    model = _least_squares_linear(X, y)
     radii = (0.0, 0.1, 0.25, 0.5, 1.0)
     report = evaluate(model, (X, y), radii, clamp=None, progress=False, pgd_restarts=1)
     for rec in report.records:  # PGD reaches the boundary of the ball: no gap to the certificate
@@ -296,3 +323,81 @@ def test_plot_writes_a_png(tmp_path):
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
     with pytest.raises(InvalidInputError):
         plot_accuracy_vs_radius([], tmp_path / "empty.png")
+
+
+@needs_autoattack
+@pytest.mark.parametrize("norm, radii", [(2, (0.0, 0.15, 1.5)), ("inf", (0.0, 0.1, 0.6))])
+def test_autoattack_never_breaks_an_exact_certificate(norm, radii):
+    """A linear classifier's certified radius is its exact distance to the boundary: the
+    standard AutoAttack breaks no certified point, finds every other one (it is exact here),
+    and beyond every margin breaks all points."""
+    model, X, y = _diagonal_classifier()
+    report = evaluate(model, (X, y), radii, norm=norm, attacks=("pgd", "autoattack"),
+                      pgd_steps=20, progress=False)
+    assert report.violations == [0, 0, 0]
+    first, mid, last = report.records
+    assert set(first) == KEYS | {"autoattack"} and first["autoattack"] == first["clean"] < 1
+    assert 0 < mid["certified"] == mid["autoattack"] < mid["clean"]
+    assert mid["pgd"] <= mid["autoattack"]
+    assert last["autoattack"] == last["pgd"] == last["certified"] == 0.0
+    assert report.config["pyautoattack"] == "0.2.0" and report.seconds["autoattack"] > 0
+
+
+@needs_autoattack
+def test_autoattack_is_reported_beside_pgd():
+    """On a small 3-class image model (ℓ∞): a column of its own, below the clean accuracy;
+    ``pgd`` counts a point robust only if both PGD and AutoAttack failed on it."""
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 3))
+    x = torch.rand(30, 1, 8, 8)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    y[:3] = (y[:3] + 1) % 3
+    kw = {"norm": "inf", "pgd_steps": 20, "progress": False, "name": "mlp"}
+    pgd = evaluate(model, (x, y), (0.0, 0.03), **kw)
+    both = evaluate(model, (x, y), (0.0, 0.03), attacks=("pgd", "autoattack"), **kw)
+    rec = both.records[1]
+    assert rec["autoattack"] < rec["clean"] == 0.9
+    assert rec["pgd"] <= min(rec["autoattack"], pgd.records[1]["pgd"])
+    assert rec["certified"] is None and both.violations == [None, None]
+    assert set(both.seconds) == {"clean", "pgd", "certify", "autoattack"}
+    assert "autoattack" in both.table().splitlines()[0]
+    assert json.loads(both.to_json())["records"][1]["autoattack"] == rec["autoattack"]
+
+
+@needs_autoattack
+def test_autoattack_breaks_count_as_violations():
+    model, X, y = _diagonal_classifier()
+    exact = model.certified_radius
+    model.certified_radius = lambda x, y: 1e6 * exact(x, y)  # claims far more than holds
+    report = evaluate(model, (X, y), (1.5,), attacks=("autoattack",), progress=False)
+    assert report.records[0]["autoattack"] == 0.0
+    assert report.violations == [int((model(X)[:, 0] > 0).long().eq(y).sum())] != [0]
+
+
+@needs_autoattack
+def test_autoattack_fast_is_recorded_apart():
+    """The cheap mode (APGD-CE alone) gets its own key, not AutoAttack's; on unbounded inputs
+    (``clamp=None``) and a linear model it is exact, like the certificate."""
+    X, y = _data(classes=2, n=120)
+    report = evaluate(_least_squares_linear(X, y), (X, y), (0.0, 0.2, 0.5),
+                      attacks=("autoattack_fast",), clamp=None, progress=False)
+    for rec in report.records:
+        assert set(rec) == KEYS | {"autoattack_fast"}
+        assert rec["autoattack_fast"] == rec["pgd"] == rec["certified"] or rec["radius"] == 0
+    assert report.violations == [0, 0, 0] and report.records[2]["pgd"] < report.records[1]["pgd"]
+
+
+def test_autoattack_needs_its_package(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyautoattack", None)  # import fails as if not installed
+    X, y = _data(n=20)
+    with pytest.raises(SolverUnavailableError, match=r"pip install 'convexrobust\[attack\]'"):
+        evaluate(_fitted_relu(X, y), (X, y), (0.1,), attacks=("pgd", "autoattack"),
+                 clamp=None, progress=False)
+
+
+def test_autoattack_rejects_the_l1_norm():
+    X, y = _data(n=20)
+    with pytest.raises(InvalidInputError, match="l1"):
+        evaluate(_fitted_relu(X, y), (X, y), (0.1,), norm=1, attacks=("autoattack",),
+                 clamp=None, progress=False)

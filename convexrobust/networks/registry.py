@@ -1,5 +1,6 @@
 """The registry of architectures convexrobust defines: how a network is written as
-``{"architecture", "config", "state_dict"}`` and rebuilt from it.
+``{"architecture", "config", "state_dict"}`` and rebuilt from it; and :func:`load_network`,
+which reads any network file the library accepts.
 
 A registered class ``cls`` has a ``config`` dict attribute holding its constructor's keyword
 arguments, so ``cls(**model.config)`` rebuilds the same architecture and
@@ -13,13 +14,23 @@ Files written before the ``"architecture"`` key existed hold only ``config`` and
 the config's keys (every key a parameter, every required parameter present; a LiResNet
 config has ``depth``, which PreActResNet18 does not take). A loader that knows what it expects
 (``LiResNet.load``) takes such a file as that architecture.
+
+Networks of other architectures come in as a TorchScript archive
+(:class:`TorchScriptNetwork`), as the ``state_dict`` of a class named
+``package.module:Class`` (:func:`import_model_class`), or — from trusted files only — as a
+whole pickled ``nn.Module``; :func:`load_network` documents the order it tries them in.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import io
+import json
 import os
+import warnings
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -29,8 +40,9 @@ from convexrobust.errors import InvalidInputError
 from convexrobust.networks.liresnet import LiResNet
 from convexrobust.networks.preact_resnet import PreActResNet18
 
-__all__ = ["ARCHITECTURES", "architecture_name", "architecture_of", "build_network",
-           "load_network_file", "network_from_dict", "network_to_dict"]
+__all__ = ["ARCHITECTURES", "TorchScriptNetwork", "architecture_name", "architecture_of",
+           "build_network", "import_model_class", "load_network", "load_network_file",
+           "network_from_dict", "network_from_state_dict", "network_to_dict"]
 
 #: Architecture name → class: the networks that save and load from config + weights alone.
 ARCHITECTURES: dict[str, type[nn.Module]] = {"LiResNet": LiResNet,
@@ -128,3 +140,215 @@ def load_network_file(path: str | os.PathLike, map_location: str | torch.device 
     if not isinstance(stored, Mapping):
         raise InvalidInputError(f"{path} holds a {type(stored).__name__}, not a network file")
     return network_from_dict(stored, expect=expect)
+
+
+class TorchScriptNetwork(nn.Module):
+    """A TorchScript network (``torch.jit.save``) as an ordinary module.
+
+    ``forward`` runs the script's ``forward`` and :meth:`features` its ``features`` method
+    (exported with ``@torch.jit.export`` before scripting). Unlike a ScriptModule it pickles
+    (as its TorchScript archive), so a RobustModel built on it saves and loads like one built on
+    any ``nn.Module``. Its layers run compiled code that forward hooks cannot see, so the
+    feature map is ``features(x)``, never a layer named by ``feature_module``.
+
+    Attributes
+    ----------
+    script:
+        The loaded ``torch.jit.ScriptModule``.
+    """
+
+    def __init__(self, script: torch.jit.ScriptModule):
+        super().__init__()
+        self.script = script
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.script(x)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The script's exported ``features(x)``; :class:`InvalidInputError` when it has none."""
+        if not hasattr(self.script, "features"):
+            raise InvalidInputError(
+                "the TorchScript network has no features(x) method, and its compiled layers "
+                "cannot be hooked by name: define features(x) (the input of the last two "
+                "layers), mark it @torch.jit.export and script the model again, or load the "
+                "Python class with model_class (--model-class)")
+        return self.script.features(x)
+
+    def __getstate__(self) -> dict:
+        archive = io.BytesIO()
+        torch.jit.save(self.script, archive)
+        modules = {k: v for k, v in self._modules.items() if k != "script"}
+        return {**self.__dict__, "_modules": modules, "torchscript": archive.getvalue()}
+
+    def __setstate__(self, state: dict) -> None:
+        archive = state.pop("torchscript")
+        super().__setstate__(state)
+        self.script = torch.jit.load(io.BytesIO(archive), map_location="cpu")
+
+
+def import_model_class(spec: str) -> type[nn.Module]:
+    """The ``nn.Module`` subclass named ``"package.module:Class"`` (imported);
+    :class:`InvalidInputError` when the name is malformed, the module cannot be imported, it
+    has no such attribute, or the attribute is not an ``nn.Module`` subclass."""
+    module_name, colon, attr = str(spec).partition(":")
+    if not colon or not module_name or not attr:
+        raise InvalidInputError(f"model class {spec!r} is not of the form package.module:Class "
+                                f"(e.g. torchvision.models.resnet:ResNet)")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise InvalidInputError(f"cannot import module {module_name!r} of model class {spec!r} "
+                                f"({err}): install it, or put its folder on PYTHONPATH") from None
+    if not hasattr(module, attr):
+        classes = sorted(n for n, v in vars(module).items()
+                         if isinstance(v, type) and issubclass(v, nn.Module))
+        raise InvalidInputError(f"module {module_name!r} has no attribute {attr!r}; its "
+                                f"nn.Module classes: {', '.join(classes) or 'none'}")
+    cls = getattr(module, attr)
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise InvalidInputError(f"{spec} is a {type(cls).__name__}, not a torch.nn.Module "
+                                f"subclass: name the class whose state_dict the file holds")
+    return cls
+
+
+def _model_kwargs(kwargs: Mapping | str | None) -> dict:
+    """Constructor keyword arguments from a mapping or its JSON text (None: none)."""
+    if kwargs is None:
+        return {}
+    if isinstance(kwargs, str):
+        try:
+            kwargs = json.loads(kwargs)
+        except json.JSONDecodeError as err:
+            raise InvalidInputError(f"model kwargs {kwargs!r} are not JSON ({err}): write a "
+                                    f"JSON object such as '{{\"num_classes\": 10}}'") from None
+    if not isinstance(kwargs, Mapping):
+        raise InvalidInputError(f"model kwargs must be a JSON object such as "
+                                f"'{{\"num_classes\": 10}}', got a {type(kwargs).__name__}")
+    return dict(kwargs)
+
+
+def _some(keys: list[str]) -> str:
+    """At most five of ``keys`` (and how many there are when that is more)."""
+    if not keys:
+        return "none"
+    return ", ".join(keys[:5]) + (f", … ({len(keys)} in all)" if len(keys) > 5 else "")
+
+
+def network_from_state_dict(spec: str, state_dict: Mapping,
+                            kwargs: Mapping | str | None = None) -> nn.Module:
+    """``cls(**kwargs)`` for the class ``spec`` (``"package.module:Class"``,
+    :func:`import_model_class`) with ``state_dict`` loaded strictly; ``kwargs`` is a mapping or
+    its JSON text. A constructor that rejects the kwargs, or weights whose keys or shapes do
+    not fit (the message lists the missing and unexpected keys), raise
+    :class:`InvalidInputError`."""
+    cls, kwargs = import_model_class(spec), _model_kwargs(kwargs)
+    try:
+        model = cls(**kwargs)
+    except TypeError as err:
+        raise InvalidInputError(f"{spec}(**{kwargs}) failed ({err}): pass the constructor's "
+                                f"arguments as model kwargs (--model-kwargs)") from None
+    expected, given = set(model.state_dict()), {str(k) for k in state_dict}
+    missing, unexpected = sorted(expected - given), sorted(given - expected)
+    if missing or unexpected:
+        raise InvalidInputError(f"the state_dict does not fit {spec}(**{kwargs}): missing keys: "
+                                f"{_some(missing)}; unexpected keys: {_some(unexpected)}; check "
+                                f"the class and its kwargs (--model-kwargs)")
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as err:
+        raise InvalidInputError(f"the state_dict does not fit {spec}(**{kwargs}): "
+                                f"{' '.join(str(err).split())[:300]}") from None
+    return model
+
+
+def _state_dict_in(stored: object) -> Mapping | None:
+    """The state dict a file holds — a mapping of names to tensors, alone or under a
+    ``"state_dict"`` key (as training checkpoints keep it) — else None. Files of
+    convexrobust's own formats (an ``"architecture"`` or ``"format"`` key) hold none."""
+    if not isinstance(stored, Mapping) or "architecture" in stored or "format" in stored:
+        return None
+    inner = stored.get("state_dict", stored)
+    if isinstance(inner, Mapping) and inner and all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in inner.items()):
+        return inner
+    return None
+
+
+def _reason(err: BaseException) -> str:
+    """``Type: first sentence`` of an exception, short enough for a one-line message."""
+    lines = str(err).strip().splitlines()
+    text = lines[0].split(". ")[0] if lines else ""
+    return f"{type(err).__name__}{': ' + text if text else ''}"[:150]
+
+
+def _describe(stored: object) -> str:
+    """Why a file's content is not a network (a few words)."""
+    if _state_dict_in(stored) is not None:
+        return ("a state_dict with no architecture: name its class with model_class "
+                "(--model-class package.module:Class) and its kwargs (--model-kwargs)")
+    if isinstance(stored, Mapping):
+        keys = sorted(map(str, stored))
+        return f"a dict with keys {keys[:6]}{' …' if len(keys) > 6 else ''}, not a network"
+    return f"a {type(stored).__name__}, not a network"
+
+
+def load_network(path: str | os.PathLike, *, trust_pickle: bool = False,
+                 model_class: str | None = None,
+                 model_kwargs: Mapping | str | None = None) -> nn.Module:
+    """The network in the file ``path``, on the CPU, in eval mode. Formats, tried in order:
+
+    1. a TorchScript archive (``torch.jit.save``), read with ``torch.jit.load`` and returned as
+       a :class:`TorchScriptNetwork`;
+    2. a ``torch.save`` file, read from weights only (nothing is unpickled; with
+       ``trust_pickle`` fully — unpickling runs code, so only for files you trust) holding
+       a :class:`~convexrobust.RobustModel`, a registered architecture's ``save``
+       (:data:`ARCHITECTURES`), a state dict (alone or under ``"state_dict"``) of the class
+       ``model_class`` (``"package.module:Class"``, built with ``model_kwargs``, a mapping or
+       its JSON text: :func:`network_from_state_dict`), or, with ``trust_pickle`` only, a whole
+       pickled ``nn.Module``.
+
+    A file that is none of these raises :class:`InvalidInputError` naming each format tried
+    and why it failed; a file of a known format whose content is damaged or does not fit (bad
+    weights, a state dict that does not fit ``model_class``) raises that format's own error.
+    A malformed ``model_class`` or ``model_kwargs`` is an error before the file is read."""
+    from convexrobust.robust_model import (  # here: robust_model builds on this registry
+        RobustModel,
+        is_robust_model_file,
+    )
+
+    path = Path(path)
+    if model_class is not None:
+        import_model_class(model_class)
+        _model_kwargs(model_kwargs)
+    elif model_kwargs is not None:
+        raise InvalidInputError("model kwargs (--model-kwargs) need a model class: pass "
+                                "model_class (--model-class package.module:Class)")
+    if not path.is_file():
+        raise InvalidInputError(f"no network file at {path}: check the path")
+    try:
+        with warnings.catch_warnings():  # a probe of every file: torch's deprecation is noise
+            warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", DeprecationWarning)
+            script = torch.jit.load(path, map_location="cpu")
+    except Exception as err:  # noqa: BLE001 - torch.jit.load raises several types here
+        tried = [f"(1) TorchScript archive: {_reason(err)}"]
+    else:
+        return TorchScriptNetwork(script).eval()
+    try:
+        stored = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except Exception as err:  # noqa: BLE001 - torch.load raises several types here
+        hint = ("" if trust_pickle else "; if it pickles a whole module and you trust it, "
+                "pass trust_pickle=True (--trust-pickle)")
+        tried.append(f"(2) torch.save file: {_reason(err)}{hint}")
+    else:
+        if isinstance(stored, nn.Module):
+            return stored.eval()
+        if is_robust_model_file(stored):
+            return RobustModel.load(path, trust_pickle=trust_pickle)
+        state_dict = _state_dict_in(stored)
+        if state_dict is not None and model_class is not None:
+            return network_from_state_dict(model_class, state_dict, model_kwargs).eval()
+        if isinstance(stored, Mapping) and "config" in stored and "state_dict" in stored:
+            return network_from_dict(stored).eval()
+        tried.append(f"(2) torch.save file: it holds {_describe(stored)}")
+    raise InvalidInputError(f"cannot read {path} as a network; tried, in order: "
+                            f"{'; '.join(tried)}")
