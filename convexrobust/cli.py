@@ -1,5 +1,11 @@
 """The convexrobust command: train a LiResNet, retrain the last two layers of a network
-with a convex robust head, evaluate and certify models.
+with a convex robust head, fit a convex robust classifier on a table, evaluate and certify
+models.
+
+--data takes a dataset name (digits, cifar10, breast-cancer) or a path: an image folder or zip
+(train/<class>/<image>, test/<class>/<image>), an .npz, a folder of MNIST-style IDX files, or a
+CSV/TSV table (see convexrobust.data.load). Images go to the network commands, tables to fit;
+demo and evaluate take either.
 
 The global options (--threads, --device, --quiet, -v) go before or after the subcommand; given
 in both places, the one after the subcommand wins. Exit status: 0 on success, 2 for a usage
@@ -21,7 +27,9 @@ import torch
 
 from convexrobust._io import write_json_atomic
 from convexrobust._validation import check_device
-from convexrobust.errors import ConvexRobustError
+from convexrobust.data import load
+from convexrobust.errors import ConvexRobustError, InvalidInputError
+from convexrobust.evaluation import ATTACKS
 from convexrobust.networks.registry import load_network
 from convexrobust.training import TrainConfig
 
@@ -32,7 +40,15 @@ EXAMPLES = {
     "demo": """\
   convexrobust demo                          # digits: a few minutes on 2 CPU cores
   convexrobust demo --data breast-cancer --out out/tabular
-  convexrobust --threads 8 demo --data cifar10 --epochs 200 --out out/cifar""",
+  convexrobust demo --data table.csv --label-column diagnosis --out out/table
+  convexrobust demo --data my-images.zip --epochs 50 --radii 0.1,0.3 --out out/mine
+  convexrobust --threads 8 demo --data cifar10 --epochs 200 --attack pgd,autoattack \\
+      --out out/cifar""",
+    "fit": """\
+  convexrobust fit --data table.csv --head polynomial --norm 2 --eps 0.5 --out out/fit
+  convexrobust fit --data survey.tsv --label-column outcome --head relu --components 8 \\
+      --radii 0.25,0.5,1 --attack pgd,autoattack --out out/survey
+  convexrobust fit --data breast-cancer --head gated_relu --norm inf --eps 0.1 --out out/gated""",
     "retrain": """\
   convexrobust retrain --checkpoint out/liresnet/model.pt --eps 0.3 --radii 0.1,0.3 \\
       --out out/retrain
@@ -40,16 +56,19 @@ EXAMPLES = {
   convexrobust retrain --checkpoint resnet.pt --model-class mypackage.nets:ResNet \\
       --model-kwargs '{"num_classes": 10}' --feature-module fc --lipschitz none \\
       --feature-radius 1 --data cifar10 --eps 36/255 --out out/resnet
-  # a TorchScript archive whose features(x) is exported with @torch.jit.export:
+  # a TorchScript archive whose features(x) is exported with @torch.jit.export, on images of
+  # your own (an ImageFolder zip), attacked by PGD and AutoAttack:
   convexrobust retrain --checkpoint scripted.pt --lipschitz none --feature-radius 1 \\
-      --eps 0.3 --out out/scripted""",
+      --data my-images.zip --eps 0.3 --attack pgd,autoattack --out out/scripted""",
     "evaluate": """\
   convexrobust evaluate --model out/retrain/model.pt out/liresnet/model.pt --radii 0.1,0.3 \\
       --out out/eval
   convexrobust evaluate --model out/cifar/model.pt --data cifar10 --radii 36/255,72/255 \\
-      --device cuda""",
+      --attack pgd,autoattack --device cuda
+  convexrobust evaluate --model out/fit/model.pt --data table.csv --radii 0.25,0.5""",
     "train-liresnet": """\
   convexrobust train-liresnet --out out/liresnet        # digits, L4W32
+  convexrobust train-liresnet --data data/fashion-mnist --eps 0.3 --out out/fmnist  # IDX files
   convexrobust --threads 2 train-liresnet --data cifar10 --arch L4W32 --epochs 7 \\
       --eps 36/255 --out out/cifar-l4w32
   torchrun --nproc-per-node 4 -m convexrobust.cli train-liresnet --data cifar10 --out out/c""",
@@ -60,6 +79,12 @@ EXAMPLES = {
 }
 
 
+def _pgd_legend(attacks: tuple[str, ...], steps: int, restarts: int) -> str:
+    """What the pgd column means: correct under every attack asked for."""
+    return (f"correct under every attack of {', '.join(attacks)} at the radius (PGD: {steps} "
+            f"steps, {restarts} restarts), through the whole model")
+
+
 def _threads(value: str) -> int:
     n = int(value)
     if n < 1:
@@ -67,11 +92,45 @@ def _threads(value: str) -> int:
     return n
 
 
+def _attacks(text: str) -> tuple[str, ...]:
+    """Comma-separated attack names of :data:`convexrobust.evaluation.ATTACKS`, each once."""
+    names = tuple(dict.fromkeys(t.strip() for t in text.split(",")))
+    for name in names:
+        if name not in ATTACKS:
+            raise argparse.ArgumentTypeError(f"unknown attack {name!r}: choose from "
+                                             f"{', '.join(ATTACKS)} (comma-separated)")
+    return names
+
+
+def _check_attack_packages(attacks: tuple[str, ...]) -> None:
+    """Fail now, before any training, when an AutoAttack is asked for and ``pyautoattack`` is
+    missing (:class:`~convexrobust.errors.SolverUnavailableError` names the install)."""
+    if any(name.startswith("autoattack") for name in attacks):
+        from convexrobust.attacks import autoattack_version
+
+        autoattack_version()
+
+
+def _source(args: argparse.Namespace) -> str:
+    """The dataset to read: ``--data`` (default digits), or ``--data-path``, the older
+    spelling of ``--data PATH`` (with ``--data cifar10``: where CIFAR-10 is)."""
+    if args.data_path is None:
+        return args.data or "digits"
+    if args.data not in (None, "cifar10"):
+        raise InvalidInputError(
+            f"--data {args.data} and --data-path {args.data_path} name two datasets: "
+            "--data-path is the older spelling of --data PATH; give one of them")
+    return args.data_path
+
+
 def _print_head_table(records: list[dict], radii: tuple[float, ...]) -> None:
     models = list(dict.fromkeys(r["model"] for r in records))
+    columns = ["pgd", *(a for a in ATTACKS if a != "pgd" and a in records[0]), "certified"]
+    labels = {"certified": "cert"}
     head = f"{'model':<22}{'solver':<10}{'solve s':>8}{'neurons':>8}{'clean':>7}"
-    head += "".join(f"{f'pgd@{r:g}':>10}" for r in radii)
-    head += "".join(f"{f'cert@{r:g}':>10}" for r in radii)
+    widths = {c: max(10, len(f"{labels.get(c, c)}@{max(radii):g}") + 2) for c in columns}
+    head += "".join(f"{f'{labels.get(c, c)}@{r:g}':>{widths[c]}}" for c in columns
+                    for r in radii)
     print(head)
     print("-" * len(head))
     for m in models:
@@ -79,53 +138,100 @@ def _print_head_table(records: list[dict], radii: tuple[float, ...]) -> None:
         first = rows[radii[0]]
         line = (f"{m:<22}{first['solver']:<10}{first['solve_time']:>8.1f}"
                 f"{first['neurons']:>8d}{first['clean']:>7.3f}")
-        line += "".join(f"{rows[r]['pgd']:>10.3f}" for r in radii)
-        line += "".join(f"{rows[r]['certified']:>10.3f}" for r in radii)
+        line += "".join(f"{_cell(rows[r][c]):>{widths[c]}}" for c in columns for r in radii)
         print(line)
 
 
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def _demo(args: argparse.Namespace) -> int:
-    if args.data == "breast-cancer":
-        return _tabular_demo(args)
+    source = _source(args)
+    if load(source, split="test", label_column=args.label_column).kind == "tabular":
+        return _tabular_demo(args, source)
     from convexrobust.demo import DemoConfig, run_demo
     from convexrobust.evaluation import format_table
 
     defaults = DemoConfig()
-    cfg = DemoConfig(data=args.data, epochs=args.epochs or defaults.epochs,
+    name = args.data or source  # a name keeps its test radii when --data-path says where it is
+    cfg = DemoConfig(data=name, epochs=args.epochs or defaults.epochs,
                      eps=args.eps if args.eps is not None else defaults.eps,
-                     solver=args.solver, data_path=args.data_path, checkpoint=args.checkpoint,
-                     head_train_limit=args.head_train_limit, test_limit=args.test_limit)
+                     solver=args.solver, data_path=args.data_path if args.data else None,
+                     checkpoint=args.checkpoint, head_train_limit=args.head_train_limit,
+                     test_limit=args.test_limit, radii=args.radii, attacks=args.attack)
     out = Path(args.out or "out/demo")
-    source = (f"LiResNet from {cfg.checkpoint}" if cfg.checkpoint else
-              f"LiResNet {cfg.arch} trained with EMMA for {cfg.epochs} epochs")
-    print(f"convexrobust demo: {cfg.data}; {source}, then its last two layers retrained by "
+    trained = (f"LiResNet from {cfg.checkpoint}" if cfg.checkpoint else
+               f"LiResNet {cfg.arch} trained with EMMA for {cfg.epochs} epochs")
+    print(f"convexrobust demo: {source}; {trained}, then its last two layers retrained by "
           f"convex polynomial and ReLU heads at l2 eps = {cfg.eps:g} (feature radius K_h*eps)")
     records = run_demo(cfg, out, progress=not args.quiet)
     print(format_table(records))
-    print("clean: test accuracy; pgd: accuracy under PGD-l2 (50 steps, 3 restarts, inputs in "
-          "[0, 1]) through the whole model; certified: fraction certified at the radius "
-          "(liresnet: GloRo; polynomial: exact head certificate / K_h; relu: sound bound / K_h)")
+    print(f"clean: test accuracy; pgd: "
+          f"{_pgd_legend(cfg.attacks, cfg.pgd_steps, cfg.pgd_restarts)} (l2, inputs in [0, 1]); "
+          "certified: "
+          "fraction certified at the radius (liresnet: GloRo; polynomial: exact head "
+          "certificate / K_h; relu: sound bound / K_h)")
     print(f"wrote {out / 'results.json'}, {out / 'accuracy.png'} and the models in {out}")
     return 0
 
 
-def _tabular_demo(args: argparse.Namespace) -> int:
-    from convexrobust.demo_tabular import TabularDemoConfig, run_tabular_demo
+def _tabular_demo(args: argparse.Namespace, source: str) -> int:
+    from convexrobust.demo_tabular import DEMO_CONFIG, run_tabular_demo
+    from convexrobust.tabular import TabularConfig
 
-    eps = args.eps if args.eps is not None else TabularDemoConfig().eps
-    cfg = TabularDemoConfig(components=args.components, eps=eps, solver=args.solver)
-    print(f"convexrobust demo: breast cancer (80/20 split, standardised), "
-          f"features = top {cfg.components or 30} principal components (K_h = 1), "
-          f"robust heads trained at l2 eps = {cfg.eps:g}")
-    records = run_tabular_demo(cfg, progress=not args.quiet)
+    cfg = TabularConfig(components=args.components, solver=args.solver, radii=args.radii,
+                        eps=DEMO_CONFIG.eps if args.eps is None else args.eps,
+                        attacks=args.attack)
+    out = Path(args.out or "out/demo")
+    print(f"convexrobust demo: {source} (standardised with its training split), features = "
+          f"{f'top {cfg.components} principal components' if cfg.components else 'all columns'}"
+          f" (K_h = 1), polynomial and ReLU heads trained nominally and at l2 eps = "
+          f"{cfg.eps:g}")
+    records = run_tabular_demo(cfg, out, data=source, label_column=args.label_column,
+                               progress=not args.quiet)
     _print_head_table(records, cfg.radii)
-    print("clean: test accuracy; pgd@r: accuracy under a PGD-l2 attack of radius r on the whole "
-          "model (50 steps, 3 restarts); cert@r: fraction certified at radius r "
-          "(polynomial: exact l2 certificate; relu: sound lower bound)")
-    if args.out:
-        path = Path(args.out) / "results.json"
-        write_json_atomic(path, records)
-        print(f"wrote {path}")
+    print(f"clean: test accuracy; pgd@r: "
+          f"{_pgd_legend(cfg.attacks, cfg.pgd_steps, cfg.pgd_restarts)}; cert@r: fraction "
+          "certified at radius r (polynomial: exact l2 certificate; relu: sound lower bound)")
+    print(f"wrote {out / 'results.json'}, {out / 'accuracy.png'} and the models in {out}")
+    return 0
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from convexrobust.tabular import (
+        TabularConfig,
+        evaluate_table,
+        fit_table,
+        load_table,
+        write_results,
+    )
+
+    cfg = TabularConfig(head=args.head, norm=args.norm, eps=args.eps, radii=args.radii,
+                        beta=args.beta, components=args.components, n_patterns=args.n_patterns,
+                        solver=args.solver, attacks=args.attack, seed=args.seed,
+                        pgd_steps=args.pgd_steps, pgd_restarts=args.pgd_restarts)
+    table = load_table(args.data, label_column=args.label_column, test_size=args.test_size,
+                       seed=args.seed)
+    features = (f"top {cfg.components} principal components" if cfg.components
+                else "all columns")
+    print(f"convexrobust fit: {table.source}: {len(table.y_train)} training and "
+          f"{len(table.y_test)} test rows, {table.n_features} columns (standardised), "
+          f"{len(table.classes)} classes; a {cfg.head} head on {features} (K_h = 1), "
+          f"trained {'at ' + cfg.threat.name if cfg.name != cfg.head else 'nominally'}")
+    model = fit_table(table, cfg)
+    out = Path(args.out)
+    model.save(out / "model.pt")
+    records = evaluate_table(model, table, cfg, progress=not args.quiet, device=args.device)
+    write_results(records, out, f"{table.source}: {cfg.name}")
+    _print_head_table(records, cfg.radii)
+    certificate = {"polynomial": "exact" if cfg.threat.norm == 2 else "sound (via l2)",
+                   "relu": "sound lower bound", "gated_relu": "none: never certified"}
+    print(f"clean: test accuracy; pgd@r: "
+          f"{_pgd_legend(cfg.attacks, cfg.pgd_steps, cfg.pgd_restarts)}; cert@r: fraction "
+          f"certified at radius r in l{args.norm} ({certificate[cfg.head]}); radii in "
+          "standardised units")
+    print(f"wrote {out / 'model.pt'}, {out / 'results.json'} and {out / 'accuracy.png'}")
     return 0
 
 
@@ -144,26 +250,19 @@ def _radii(text: str) -> tuple[float, ...]:
     return tuple(_radius(t) for t in text.split(","))
 
 
-def _image_data(name: str, path: str | None, split: str):
-    from convexrobust.data import cifar10, digits
-    from convexrobust.training import as_tensors
-
-    if name == "digits":
-        d = digits()
-        return as_tensors(*((d.X_train, d.y_train) if split == "train" else (d.X_test, d.y_test)))
-    return as_tensors(*cifar10(path, split=split))
-
-
 def _train_liresnet(args: argparse.Namespace) -> int:
+    from convexrobust.images import check_square, load_images
     from convexrobust.training import TrainConfig, evaluate_gloro, train_liresnet
 
     defaults = TrainConfig()
-    cfg = TrainConfig(data=args.data, arch=args.arch or defaults.arch,
+    source = _source(args)
+    cfg = TrainConfig(data=args.data or source, arch=args.arch or defaults.arch,
                       epochs=args.epochs or defaults.epochs, eps=args.eps, lr=args.lr,
                       batch_size=args.batch_size, loss=args.loss, seed=args.seed,
                       neck_dim=args.neck_dim)
-    x, y = _image_data(args.data, args.data_path, "train")
-    x_test, y_test = _image_data(args.data, args.data_path, "test")
+    x, y = load_images(source, "train", seed=args.seed)
+    check_square(x, source)
+    x_test, y_test = load_images(source, "test", seed=args.seed)
     device = args.device
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by torchrun: data parallel
         import torch.distributed as dist
@@ -185,11 +284,19 @@ def _train_liresnet(args: argparse.Namespace) -> int:
 
 
 def _certify(args: argparse.Namespace) -> int:
+    from convexrobust.images import load_images
     from convexrobust.networks.liresnet import LiResNet
     from convexrobust.training import evaluate_gloro
 
     model = LiResNet.load(args.checkpoint, map_location=args.device)
-    x, y = _image_data(args.data, args.data_path, "test")
+    source = _source(args)
+    x, y = load_images(source, "test")
+    size = model.config["input_size"]
+    takes = (model.config["in_channels"], size, size)
+    if tuple(x.shape[1:]) != takes:
+        raise InvalidInputError(
+            f"{args.checkpoint} takes images of shape {takes} (C, H, W) but {source} holds "
+            f"{tuple(x.shape[1:])}: certify it on data like the data it was trained on")
     report = evaluate_gloro(model, x, y, args.eps, kind="guaranteed")
     print(f"clean accuracy: {report['clean_accuracy']:.4f}")
     for eps, vra in report["vra"].items():
@@ -203,24 +310,31 @@ def _certify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate_models(models: dict[str, torch.nn.Module], args: argparse.Namespace,
-                     out: Path | None) -> list[dict]:
+def _evaluate_models(models: dict[str, torch.nn.Module], data: tuple, args: argparse.Namespace,
+                     out: Path | None, *, clamp: tuple[float, float] | None = (0.0, 1.0)
+                     ) -> list[dict]:
+    """Evaluate ``models`` on the test ``data`` at ``args.radii`` under ``args.attack``; print
+    the table and, with ``out``, write results.json and accuracy.png there. ``clamp``: the box
+    of valid inputs (None for a table's standardised columns)."""
     from convexrobust.data import subset
     from convexrobust.evaluation import evaluate, format_table
     from convexrobust.plots import plot_accuracy_vs_radius
 
-    x, y = subset(*_image_data(args.data, args.data_path, "test"), args.limit)
+    x, y = subset(*(torch.as_tensor(a) for a in data), args.limit)
     records: list[dict] = []
     for name, model in models.items():
         report = evaluate(model, (x, y), args.radii, norm=args.norm, name=name,
-                          pgd_steps=args.pgd_steps, pgd_restarts=args.pgd_restarts,
+                          attacks=args.attack, pgd_steps=args.pgd_steps,
+                          pgd_restarts=args.pgd_restarts, clamp=clamp,
                           progress=not args.quiet, device=args.device)
         records += [{**r, "seconds": report.seconds} for r in report.records]
     print(format_table(records))
+    print(f"pgd: {_pgd_legend(args.attack, args.pgd_steps, args.pgd_restarts)}; certified: "
+          "fraction certified at the radius")
     if out is not None:
         write_json_atomic(out / "results.json", records)
         plot_accuracy_vs_radius(records, out / "accuracy.png",
-                                title=f"{args.data}, l{args.norm} threat")
+                                title=f"{_source(args)}, l{args.norm} threat")
         print(f"wrote {out / 'results.json'} and {out / 'accuracy.png'}")
     return records
 
@@ -247,12 +361,14 @@ def _lipschitz_arg(text: str) -> str | float | None:
 
 def _retrain(args: argparse.Namespace) -> int:
     from convexrobust.data import subset
+    from convexrobust.images import load_images
     from convexrobust.pipeline import retrain_last_two_layers
     from convexrobust.threat import ThreatModel
 
     model = _load_model(args.checkpoint, args)
-
-    x, y = subset(*_image_data(args.data, args.data_path, "train"), args.limit)
+    source = _source(args)
+    x, y = subset(*load_images(source, "train"), args.limit)
+    test = load_images(source, "test")
     out = Path(args.out)
     grid = {key: value for key, value in (("beta", args.beta),
                                           ("radius_scale", args.radius_scale),
@@ -278,7 +394,7 @@ def _retrain(args: argparse.Namespace) -> int:
         print(f"wrote {out / 'pgd-head.pt'}: the same head width trained by PGD adversarial "
               f"training (lr {baseline.info['chosen']['lr']:g}, chosen on validation)")
     args.radii = tuple(sorted(set(args.radii or (args.eps,))))
-    _evaluate_models(models, args, out)
+    _evaluate_models(models, test, args, out)
     return 0
 
 
@@ -289,19 +405,59 @@ def _load_model(path: str, args: argparse.Namespace) -> torch.nn.Module:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from convexrobust.tabular import standardized
+
     models = {Path(p).stem if Path(p).stem != "model" else Path(p).parent.name:
               _load_model(p, args) for p in args.model}
-    _evaluate_models(models, args, Path(args.out) if args.out else None)
+    split = load(_source(args), split="test", label_column=args.label_column)
+    out = Path(args.out) if args.out else None
+    if split.kind == "tabular":  # standardised as fit trained on it; unbounded inputs
+        _evaluate_models(models, (standardized(split), split.y), args, out, clamp=None)
+    else:
+        _evaluate_models(models, (split.x, split.y), args, out)
     return 0
 
 
-def _add_eval_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", choices=("digits", "cifar10"), default="digits")
-    parser.add_argument("--data-path", help="CIFAR-10 zip or folder (default: ../shared/data)")
+def _add_data_options(parser: argparse.ArgumentParser, *, tables: bool) -> None:
+    """--data and --data-path (and, where a table can come in, --label-column)."""
+    kinds = ("a name (digits, cifar10, breast-cancer) or a path: an image folder or zip, .npz, "
+             "IDX folder or CSV/TSV table" if tables else
+             "a name (digits, cifar10) or a path: an image folder or zip "
+             "(train/<class>/<image>, test/<class>/<image>), .npz or IDX folder")
+    parser.add_argument("--data", metavar="NAME|PATH", help=f"{kinds} (default digits)")
+    parser.add_argument("--data-path", metavar="PATH",
+                        help="the older spelling of --data PATH, kept: with --data cifar10 it "
+                             "says where the CIFAR-10 zip or folder is (default "
+                             "../shared/data/cifar10-jpeg.zip)")
+    if tables:
+        parser.add_argument("--label-column", type=_column,
+                            help="a table's label column: header name or 0-based index "
+                                 "(default: the last column)")
+
+
+def _column(text: str) -> str | int:
+    """A label column: an index when the text is an integer, else a header name."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def _add_eval_options(parser: argparse.ArgumentParser, *, tables: bool = False) -> None:
+    _add_data_options(parser, tables=tables)
     parser.add_argument("--norm", choices=("2", "inf"), default="2")
+    _add_attack_options(parser)
+    parser.add_argument("--limit", type=int, help="use N samples (seeded) of each split")
+
+
+def _add_attack_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--attack", type=_attacks, default=("pgd",),
+                        help=f"attacks, comma-separated, from {', '.join(ATTACKS)} (default "
+                             "pgd; autoattack needs pip install 'convexrobust[attack]'); the "
+                             "pgd column counts a point robust when it is correct under every "
+                             "one")
     parser.add_argument("--pgd-steps", type=int, default=50)
     parser.add_argument("--pgd-restarts", type=int, default=3)
-    parser.add_argument("--limit", type=int, help="use N samples (seeded) of each split")
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -349,12 +505,10 @@ def build_parser() -> argparse.ArgumentParser:
                               epilog=f"examples:\n{EXAMPLES[name]}",
                               formatter_class=argparse.RawDescriptionHelpFormatter)
 
-    demo = add("demo", "train a LiResNet, retrain its last two layers with convex robust "
-                       "heads, evaluate all three")
-    demo.add_argument("--data", choices=("digits", "cifar10", "breast-cancer"),
-                      default="digits", help="breast-cancer: the four convex heads on "
-                      "tabular features (no LiResNet)")
-    demo.add_argument("--data-path", help="CIFAR-10 zip or folder (default: ../shared/data)")
+    demo = add("demo", "images: train a LiResNet, retrain its last two layers with convex "
+                       "robust heads, evaluate all three; a table: polynomial and ReLU convex "
+                       "heads, nominal and robust")
+    _add_data_options(demo, tables=True)
     demo.add_argument("--out", help="folder for results.json, the plot and the models "
                                     "(default out/demo)")
     demo.add_argument("--epochs", type=int, help="LiResNet epochs (default 100; CIFAR-10 on a "
@@ -365,11 +519,47 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--test-limit", type=int,
                       help="evaluate on N test images (seeded sample)")
     demo.add_argument("--components", type=int, default=10,
-                      help="breast-cancer: principal components fed to the heads (0: all 30)")
+                      help="a table: principal components fed to the heads (0: all columns)")
     demo.add_argument("--eps", type=_radius, help="l2 radius of robust training "
-                                                  "(digits 0.3, breast-cancer 0.5)")
+                                                  "(images 0.3, tables 0.5)")
+    demo.add_argument("--radii", type=_radii,
+                      help="test radii (default: digits 0.1,0.3,0.5; cifar10 "
+                           "36/255,72/255,108/255; other data eps/2,eps,2*eps)")
     demo.add_argument("--solver", default="auto", help="auto, torch, clarabel, scs or mosek")
+    demo.add_argument("--attack", type=_attacks, default=("pgd",),
+                      help=f"attacks, comma-separated, from {', '.join(ATTACKS)} (default pgd)")
     demo.set_defaults(run=_demo)
+
+    fit = add("fit", "a table: a convex robust classifier on its standardised columns (the "
+                     "identity feature map, K_h = 1), saved, evaluated and plotted")
+    fit.add_argument("--data", required=True, metavar="NAME|PATH",
+                     help="a CSV/TSV table (a single file is split into train and test), a "
+                          "folder with train.csv and test.csv, an .npz of 2-D x_train/x_test, "
+                          "or breast-cancer")
+    fit.add_argument("--label-column", type=_column,
+                     help="the label column: header name or 0-based index (default: the last)")
+    fit.add_argument("--head", choices=("polynomial", "relu", "gated_relu"),
+                     default="polynomial", help="polynomial: exact l2 certificates; relu: "
+                     "sound certificates; gated_relu: trained nominally, no certificate")
+    fit.add_argument("--norm", choices=("2", "inf"), default="2",
+                     help="threat norm (inf: trained and certified through l2, sqrt(d)*eps)")
+    fit.add_argument("--eps", type=_radius, default=0.5,
+                     help="training radius in standardised units (0: nominal; default 0.5)")
+    fit.add_argument("--radii", type=_radii, help="test radii (default eps/2,eps,2*eps)")
+    fit.add_argument("--beta", type=float, default=1e-3, help="regularisation (default 1e-3)")
+    fit.add_argument("--components", type=int, default=0,
+                     help="project on the top K principal directions first (0: all columns; "
+                          "keeps polynomial SDPs small on wide tables)")
+    fit.add_argument("--n-patterns", type=int, default=50,
+                     help="relu, gated_relu: activation patterns (default 50)")
+    fit.add_argument("--solver", default="auto", help="auto, torch, clarabel, scs or mosek")
+    fit.add_argument("--test-size", type=float, default=0.2,
+                     help="held-out test fraction of a single table (stratified)")
+    fit.add_argument("--seed", type=int, default=0, help="test split, patterns and attacks")
+    fit.add_argument("--out", required=True, help="folder for model.pt, results.json and "
+                                                  "accuracy.png")
+    _add_attack_options(fit)
+    fit.set_defaults(run=_fit)
 
     retrain = add("retrain", "retrain the last two layers of a network with a convex robust "
                              "head")
@@ -402,19 +592,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(retrain)
     retrain.set_defaults(run=_retrain)
 
-    evaluate = add("evaluate", "clean, PGD and certified accuracy of models")
+    evaluate = add("evaluate", "clean, attacked and certified accuracy of models")
     evaluate.add_argument("--model", nargs="+", required=True,
                           help="RobustModel, LiResNet, PreActResNet18 or TorchScript files, "
                                "or state_dicts of --model-class")
     evaluate.add_argument("--radii", type=_radii, required=True, help="e.g. 36/255,72/255")
     evaluate.add_argument("--out", help="folder for results.json and accuracy.png")
-    _add_eval_options(evaluate)
+    _add_eval_options(evaluate, tables=True)
     _add_model_options(evaluate)
     evaluate.set_defaults(run=_evaluate)
 
-    train = add("train-liresnet", "train a LiResNet with EMMA")
-    train.add_argument("--data", choices=("digits", "cifar10"), default="digits")
-    train.add_argument("--data-path", help="CIFAR-10 zip or folder (default: ../shared/data)")
+    train = add("train-liresnet", "train a LiResNet with EMMA (its shape and classes from the "
+                                  "data: square images of any size and channels)")
+    _add_data_options(train, tables=False)
     train.add_argument("--arch", help="e.g. L4W32 (default), L6W64, L12W512")
     train.add_argument("--epochs", type=int)
     train.add_argument("--eps", type=_radius, default=0.3, help="l2 radius, e.g. 36/255")
@@ -429,8 +619,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     certify = add("certify", "clean accuracy and VRA of a trained LiResNet")
     certify.add_argument("--checkpoint", required=True, help="DIR/model.pt")
-    certify.add_argument("--data", choices=("digits", "cifar10"), default="digits")
-    certify.add_argument("--data-path")
+    _add_data_options(certify, tables=False)
     certify.add_argument("--eps", type=_radii, default=(0.3,), help="radii, e.g. 0.3,0.5")
     certify.add_argument("--json", help="write the report as JSON here")
     certify.set_defaults(run=_certify)
@@ -448,6 +637,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     try:
         args.device = check_device(args.device)
+        _check_attack_packages(getattr(args, "attack", ()))
         return args.run(args)
     except ConvexRobustError as err:
         if args.verbose:

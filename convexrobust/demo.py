@@ -1,14 +1,16 @@
 """The demo behind ``convexrobust demo``: the main job, end to end, on embedded data.
 
-1. Train a small LiResNet with EMMA (MATH.md §6–7) on scikit-learn's digits (or CIFAR-10 when
-   ``data="cifar10"`` and the JPEG archive is present).
+1. Train a small LiResNet with EMMA (MATH.md §6–7) on scikit-learn's digits, on CIFAR-10 when
+   ``data="cifar10"`` and the JPEG archive is present, or on any image dataset
+   :func:`convexrobust.data.load` reads (an image folder or zip, an npz, IDX files), of any
+   channels and square size, built from its shape and class count.
 2. Retrain its last two layers with a convex polynomial head and a convex ReLU head at the ℓ2
    radius ``eps`` (:func:`~convexrobust.pipeline.retrain_last_two_layers`; the feature radius is
    ``K_h·ε`` with the guaranteed bound ``K_h`` of the LiResNet's feature map, hyper-parameters
    chosen on a validation split of the training data).
 3. Evaluate the original LiResNet (its own GloRo certificate) and both robust models on the test
-   set: clean accuracy, accuracy under PGD (ℓ2, inputs clamped to [0, 1]) and certified accuracy
-   at each radius (:func:`~convexrobust.evaluation.evaluate`).
+   set: clean accuracy, accuracy under the attacks asked for (PGD by default; ℓ2, inputs clamped
+   to [0, 1]) and certified accuracy at each radius (:func:`~convexrobust.evaluation.evaluate`).
 
 Writes ``results.json`` (records ``{"model", "radius", "clean", "pgd", "certified"}``), a PNG plot
 and every robust model as ``<model>.pt`` in the output folder.
@@ -26,6 +28,7 @@ import torch
 from convexrobust._io import write_json_atomic
 from convexrobust.data import subset
 from convexrobust.evaluation import evaluate
+from convexrobust.images import check_square, load_images
 from convexrobust.networks.liresnet import LiResNet
 from convexrobust.pipeline import retrain_last_two_layers
 from convexrobust.plots import plot_accuracy_vs_radius
@@ -34,7 +37,8 @@ from convexrobust.training import TrainConfig, train_liresnet
 
 log = logging.getLogger(__name__)
 
-#: Test radii per dataset (CIFAR-10: the standard 36/255, 72/255, 108/255).
+#: Test radii per named dataset (CIFAR-10: the standard 36/255, 72/255, 108/255); other data
+#: are tested at eps/2, eps and 2·eps.
 RADII = {"digits": (0.1, 0.3, 0.5), "cifar10": (36 / 255, 72 / 255, 108 / 255)}
 
 
@@ -42,6 +46,7 @@ RADII = {"digits": (0.1, 0.3, 0.5), "cifar10": (36 / 255, 72 / 255, 108 / 255)}
 class DemoConfig:
     """What the demo trains. The defaults finish in a few minutes on 2 CPU cores (digits)."""
 
+    #: a dataset name (digits, cifar10) or the path of image data (:func:`convexrobust.data.load`)
     data: str = "digits"
     arch: str = "L4W32"
     epochs: int = 100
@@ -57,9 +62,14 @@ class DemoConfig:
     solver: str = "auto"
     #: passed to the head solves (e.g. ``{"max_iters": 200}`` for a quick run)
     solver_options: dict = field(default_factory=dict)
+    #: attacks of :data:`convexrobust.evaluation.ATTACKS`; ``pgd`` counts a point robust only
+    #: when it survives every one
+    attacks: tuple[str, ...] = ("pgd",)
     pgd_steps: int = 50
     pgd_restarts: int = 3
     seed: int = 0
+    #: where the named dataset is stored (the CIFAR-10 zip or folder); data is read from here
+    #: when given (the older spelling of ``data=PATH``, which keeps the name's test radii)
     data_path: str | None = None
     #: a trained LiResNet (``LiResNet.save`` / ``train-liresnet``) to use instead of training one
     checkpoint: str | None = None
@@ -67,22 +77,22 @@ class DemoConfig:
     head_train_limit: int | None = None
     #: evaluate on N test images drawn at random (seeded; None: all)
     test_limit: int | None = None
+    #: test radii (default: :data:`RADII` of a named dataset, else eps/2, eps, 2·eps)
+    radii: tuple[float, ...] | None = None
 
-    @property
-    def radii(self) -> tuple[float, ...]:
-        return RADII[self.data]
+    def __post_init__(self) -> None:
+        if self.radii is None:
+            default = tuple(sorted({self.eps / 2, self.eps, 2 * self.eps}))
+            object.__setattr__(self, "radii", RADII.get(self.data, default))
 
 
 def _load(cfg: DemoConfig) -> tuple[torch.Tensor, ...]:
-    from convexrobust.data import cifar10, digits
-    from convexrobust.training import as_tensors
-
-    if cfg.data == "digits":
-        split = digits(seed=cfg.seed)
-        return (*as_tensors(split.X_train, split.y_train), *as_tensors(split.X_test,
-                                                                        split.y_test))
-    return (*as_tensors(*cifar10(cfg.data_path, split="train")),
-            *as_tensors(*cifar10(cfg.data_path, split="test")))
+    """Train and test images and labels of ``cfg.data`` (read from ``cfg.data_path`` when
+    given); the training images are checked to be square."""
+    source = cfg.data if cfg.data_path is None else cfg.data_path
+    x, y = load_images(source, "train", seed=cfg.seed)
+    check_square(x, source)
+    return x, y, *load_images(source, "test", seed=cfg.seed)
 
 
 def run_demo(cfg: DemoConfig, out: str | Path, *, progress: bool = True) -> list[dict]:
@@ -113,13 +123,13 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, progress: bool = True) -> list
     records: list[dict] = []
     for name, (model, train_time) in models.items():
         report = evaluate(model, (x_test, y_test), cfg.radii, norm=2, name=name,
-                          pgd_steps=cfg.pgd_steps, pgd_restarts=cfg.pgd_restarts,
-                          seed=cfg.seed, progress=progress)
+                          attacks=cfg.attacks, pgd_steps=cfg.pgd_steps,
+                          pgd_restarts=cfg.pgd_restarts, seed=cfg.seed, progress=progress)
         eval_time = sum(report.seconds.values())
         records += [{**r, "train_time": train_time, "eval_time": eval_time}
                     for r in report.records]
     plot_accuracy_vs_radius(records, out / "accuracy.png",
                             title=f"{cfg.data}: LiResNet vs convex robust heads (l2)")
     write_json_atomic(out / "results.json", records)
-    write_json_atomic(out / "config.json", {**asdict(cfg), "radii": list(cfg.radii)})
+    write_json_atomic(out / "config.json", asdict(cfg))
     return records

@@ -1,102 +1,84 @@
-"""``convexrobust demo --data breast-cancer``: nominal and ℓ2-robust convex heads on tabular data.
+"""``convexrobust demo --data breast-cancer`` (or any table): nominal and robust convex heads on
+tabular data.
 
-Pipeline: standardise (training statistics) → project on the top ``components`` principal
-directions ``h(x) = V(x − c)`` (orthonormal rows, so ``K_h = ‖V‖₂ = 1`` exactly) → a two-layer
-head trained by a convex program on ``h(x)``. Every certificate of the head in feature space is
-a certificate of the whole model in the standardised input space (MATH.md §5), and the PGD
-attack runs on the whole model in input space. The projection keeps the SDPs small enough for
-an interior-point solver in seconds; ``components=0`` uses all 30 features (minutes).
+Four models on the standardised table (:mod:`convexrobust.tabular`): a polynomial and a ReLU
+head, each trained nominally and against the threat ``cfg.norm``, ``cfg.eps``, on the identity
+feature map followed by the projection on the top ``cfg.components`` principal directions
+(``K_h = ‖V‖₂ = 1`` exactly). Every certificate of a head in feature space is a certificate of
+the whole model in the standardised input space (MATH.md §5), and the attacks run on the whole
+model in input space. The projection keeps the SDPs small enough for an interior-point solver in
+seconds; ``components=0`` uses all 30 breast-cancer features (minutes).
 """
 
 from __future__ import annotations
 
-import logging
-import time
-from dataclasses import dataclass
+import os
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from convexrobust.data import Split, breast_cancer
-from convexrobust.evaluation import accuracy_report
-from convexrobust.problems.base import ConvexProgram
-from convexrobust.problems.polynomial import ConvexPolynomial
-from convexrobust.problems.relu import ConvexReLU
-from convexrobust.solvers import solve
-from convexrobust.threat import L2
+from convexrobust.data import Split
+from convexrobust.feature_map import principal_directions
+from convexrobust.tabular import (
+    TabularConfig,
+    evaluate_table,
+    fit_table,
+    load_table,
+    write_results,
+)
 
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TabularDemoConfig:
-    components: int = 10
-    eps: float = 0.5
-    radii: tuple[float, ...] = (0.25, 0.5, 1.0)
-    beta: float = 1e-3
-    n_patterns: int = 50
-    solver: str = "auto"
-    seed: int = 0
-    pgd_steps: int = 50
-    pgd_restarts: int = 3
+#: The demo's settings: the defaults of :class:`~convexrobust.tabular.TabularConfig` on the
+#: top 10 principal components.
+DEMO_CONFIG = TabularConfig(components=10)
 
 
 def principal_projection(split: Split, components: int) -> tuple[nn.Linear, float]:
-    """``h(x) = V(x − c)`` on the top principal directions, and its exact ℓ2 bound ``‖V‖₂``."""
-    center = split.X_train.mean(axis=0)
-    d = split.X_train.shape[1]
-    if components <= 0 or components >= d:
-        V = np.eye(d)
-    else:
-        V = np.linalg.svd(split.X_train - center, full_matrices=False)[2][:components]
-    layer = nn.Linear(d, V.shape[0]).double()
+    """``h(x) = V(x − c)`` on the top principal directions of ``split``'s training rows (all
+    of them when ``components`` is 0), and its exact ℓ2 bound ``‖V‖₂``."""
+    x = torch.as_tensor(split.X_train, dtype=torch.float64)
+    center = x.mean(dim=0)
+    V = principal_directions(x - center, components or None)
+    layer = nn.Linear(V.shape[1], V.shape[0]).double()
     with torch.no_grad():
-        layer.weight.copy_(torch.as_tensor(V))
-        layer.bias.copy_(torch.as_tensor(-V @ center))
+        layer.weight.copy_(V)
+        layer.bias.copy_(-V @ center)
     layer.requires_grad_(False)
-    return layer, float(np.linalg.norm(V, 2))
+    return layer, float(np.linalg.norm(V.numpy(), 2))
 
 
-def _programs(z: np.ndarray, y: np.ndarray, cfg: TabularDemoConfig
-              ) -> dict[str, ConvexProgram]:
-    threat = L2(cfg.eps)
-    relu = {"n_patterns": cfg.n_patterns, "loss": "hinge", "beta": cfg.beta, "seed": cfg.seed}
-    return {
-        "polynomial": ConvexPolynomial(z, y, beta=cfg.beta),
-        f"polynomial-l2({cfg.eps:g})": ConvexPolynomial(z, y, beta=cfg.beta, threat=threat),
-        "relu": ConvexReLU(z, y, **relu),
-        f"relu-l2({cfg.eps:g})": ConvexReLU(z, y, threat=threat, **relu),
-    }
+def demo_configs(cfg: TabularConfig) -> dict[str, TabularConfig]:
+    """The demo's four models by name: polynomial and ReLU heads, nominal and robust."""
+    configs = [replace(cfg, head=head, eps=eps) for head in ("polynomial", "relu")
+               for eps in (0.0, cfg.eps)]
+    return {c.name: c for c in configs}
 
 
-def run_tabular_demo(cfg: TabularDemoConfig = TabularDemoConfig(), *, progress: bool = True
+def run_tabular_demo(cfg: TabularConfig = DEMO_CONFIG, out: str | os.PathLike | None = None, *,
+                     data: str | os.PathLike = "breast-cancer",
+                     label_column: str | int | None = None, progress: bool = True
                      ) -> list[dict]:
-    """Train the four heads and evaluate them; returns one record per (model, radius) with
-    ``model, radius, clean, pgd, certified`` and the solve's ``solver, solve_time, neurons,
-    objective, violation``."""
-    split = breast_cancer(seed=cfg.seed)
-    features, k_h = principal_projection(split, cfg.components)
-    with torch.no_grad():
-        z_train = features(torch.as_tensor(split.X_train)).numpy()
-    programs = _programs(z_train, split.y_train, cfg)
+    """Train the four models (:func:`demo_configs`) on the table ``data``
+    (:func:`~convexrobust.tabular.load_table`, split and seeded by ``cfg.seed``) and evaluate
+    them on its test split; returns one record per (model, radius) with ``model, radius,
+    clean, pgd, certified`` and the solve's ``solver, solve_time, neurons, objective,
+    violation``. With ``out``, writes each model as ``out/<name>.pt``
+    (:meth:`~convexrobust.RobustModel.save`), ``out/results.json`` and ``out/accuracy.png``."""
+    table = load_table(data, label_column=label_column, seed=cfg.seed)
     records: list[dict] = []
+    configs = demo_configs(cfg)
     # disable=None: tqdm stays quiet when stderr is not a terminal
-    bar = tqdm(programs.items(), desc="demo", disable=None if progress else True, unit="model")
-    for name, program in bar:
+    bar = tqdm(configs.items(), desc="demo", disable=None if progress else True, unit="model")
+    for name, model_cfg in bar:
         bar.set_postfix_str(name)
-        start = time.perf_counter()
-        solution = solve(program, cfg.solver)
-        solve_time = time.perf_counter() - start
-        head = solution.network()
-        model = nn.Sequential(features, head).eval()
-        report = accuracy_report(model, head, features, split.X_test, split.y_test, cfg.radii,
-                                 lipschitz=k_h, steps=cfg.pgd_steps, restarts=cfg.pgd_restarts,
-                                 seed=cfg.seed)
-        log.info("%s: %s", name, solution)
-        for row in report:
-            records.append({"model": name, **row, "solver": solution.solver,
-                            "solve_time": solve_time, "neurons": head.n_neurons,
-                            "objective": solution.objective, "violation": solution.violation})
+        model = fit_table(table, model_cfg)
+        records += evaluate_table(model, table, model_cfg, progress=False)
+        if out is not None:
+            model.save(Path(out) / f"{name}.pt")
+    if out is not None:
+        write_results(records, out, f"{table.source}: convex heads ({cfg.threat.name} "
+                                    "training)")
     return records

@@ -3,7 +3,10 @@
 :class:`FeatureExtractor` turns a trained network into ``x ↦ h(x)``, either through the
 network's own ``features`` method (:class:`~convexrobust.networks.LiResNet`,
 :class:`~convexrobust.networks.PreActResNet18`) or by capturing the input of a named
-submodule with a forward pre-hook (the rest of the forward pass is skipped).
+submodule with a forward pre-hook (the rest of the forward pass is skipped). A TorchScript
+network runs compiled code that hooks cannot see: its feature map is its exported ``features``
+method. :class:`IdentityFeatures` is the identity feature map (``h(x) = x``, exactly
+1-Lipschitz) of a head trained directly on its inputs, such as a table's standardised columns.
 
 :func:`extract_features` runs an extractor over a data set in eval mode and batches, with a
 progress bar and an optional on-disk cache keyed by a fingerprint of the model and the data.
@@ -31,7 +34,7 @@ from convexrobust._validation import check_device
 from convexrobust.errors import InvalidInputError
 from convexrobust.inputs import DataSource, apply_model, hash_tensor
 
-__all__ = ["FeatureExtractor", "extract_features"]
+__all__ = ["FeatureExtractor", "IdentityFeatures", "extract_features"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +44,19 @@ _CACHE_FORMAT = 1
 class _StopForward(Exception):
     """Raised by the capture hook once the wanted input is seen: the rest of the forward pass
     is skipped. Private: never escapes :meth:`FeatureExtractor.forward`."""
+
+
+class IdentityFeatures(nn.Module):
+    """The identity feature map ``h(x) = x`` (flattened to (N, D)): the extractor of a model
+    whose head sees the inputs themselves. Its ℓ2 Lipschitz constant is exactly 1; it has no
+    weights."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` flattened to (N, D)."""
+        return x.flatten(1)
 
 
 class FeatureExtractor(nn.Module):
@@ -54,7 +70,9 @@ class FeatureExtractor(nn.Module):
         ``None`` to use ``model.features(x)`` (the network must have a callable ``features``
         method), or the dotted name of a submodule as listed by ``model.named_modules()``
         (``"fc1"``, ``"head.0"``): the features are then the *input* of that submodule during
-        ``model(x)``, captured by a forward pre-hook; the forward pass stops there.
+        ``model(x)``, captured by a forward pre-hook; the forward pass stops there. Not for
+        TorchScript modules (hooks cannot see inside compiled code): export a ``features(x)``
+        method with ``@torch.jit.export`` instead.
 
     Attributes
     ----------
@@ -81,7 +99,8 @@ class FeatureExtractor(nn.Module):
                 raise InvalidInputError(
                     f"feature_module must be a module name (str) or None, "
                     f"got {type(feature_module).__name__}")
-            names = [name for name, _ in model.named_modules() if name]
+            modules = {name: module for name, module in model.named_modules() if name}
+            names = list(modules)
             if feature_module not in names:
                 close = difflib.get_close_matches(feature_module, names, n=5, cutoff=0.3)
                 shown = close or names[:8]
@@ -90,6 +109,14 @@ class FeatureExtractor(nn.Module):
                     f"{'closest' if close else 'some'} valid names: "
                     f"{', '.join(repr(n) for n in shown)} "
                     f"(all {len(names)} are in model.named_modules())")
+            if isinstance(model, torch.jit.ScriptModule) or isinstance(
+                    modules[feature_module], torch.jit.ScriptModule):
+                raise InvalidInputError(
+                    f"{feature_module!r} is a layer of a TorchScript module, whose compiled "
+                    "code forward hooks cannot see, so its input cannot be captured by name: "
+                    "define features(x) (the input of the last two layers) on the model, mark "
+                    "it @torch.jit.export, script it again and pass no feature_module; or load "
+                    "the Python class (model_class, --model-class)")
         self.model = model
         self.feature_module = feature_module
 
@@ -128,11 +155,14 @@ class FeatureExtractor(nn.Module):
 
         Known for a :class:`~convexrobust.networks.LiResNet` with ``feature_module=None`` (or
         ``"neck_dense"``, whose input is the same ``features(x)``): the product of float64
-        per-layer operator-norm bounds. ``None`` means no certificate is possible for the
-        composed model unless the user supplies a sound bound of their own.
+        per-layer operator-norm bounds; and for :class:`IdentityFeatures`: exactly 1. ``None``
+        means no certificate is possible for the composed model unless the user supplies a
+        sound bound of their own.
         """
         from convexrobust.networks.liresnet import LiResNet
 
+        if isinstance(self.model, IdentityFeatures):
+            return 1.0
         if isinstance(self.model, LiResNet) and self.feature_module in (None, "neck_dense"):
             return float(self.model.lipschitz_bound("guaranteed", part="features"))
         return None

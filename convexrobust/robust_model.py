@@ -17,8 +17,10 @@ File format ``convexrobust.RobustModel/1`` (one ``torch.save`` of a dict, writte
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -31,9 +33,14 @@ from convexrobust._validation import check_device
 from convexrobust.certify import certified_radius
 from convexrobust.errors import CertificateUnavailableError, InvalidInputError
 from convexrobust.feature_map import FeatureNormalization
-from convexrobust.features import FeatureExtractor
+from convexrobust.features import FeatureExtractor, IdentityFeatures
 from convexrobust.inputs import as_tensor, class_indices
-from convexrobust.networks.registry import architecture_name, build_network, network_to_dict
+from convexrobust.networks.registry import (
+    TorchScriptNetwork,
+    architecture_name,
+    build_network,
+    network_to_dict,
+)
 from convexrobust.networks.two_layer import (
     TwoLayerPolynomial,
     TwoLayerReLU,
@@ -66,30 +73,63 @@ def input_radius_factor(lipschitz: float | None, norm: float | str,
 
 
 def extractor_to_dict(extractor: FeatureExtractor) -> dict:
-    """A serialisable description of ``extractor``: ``{"kind", "config", "state_dict",
-    "feature_module"}`` for a registered architecture
-    (:data:`~convexrobust.networks.registry.ARCHITECTURES`), the pickled module
-    (``{"kind": "module", "module", "feature_module"}``) for anything else."""
+    """A serialisable description of ``extractor``, by kind (each with ``"feature_module"``):
+
+    * a registered architecture (:data:`~convexrobust.networks.registry.ARCHITECTURES`):
+      ``{"kind": <its name>, "config", "state_dict"}``;
+    * ``"identity"`` (:class:`~convexrobust.features.IdentityFeatures`): nothing more;
+    * ``"torchscript"`` (a :class:`~convexrobust.networks.registry.TorchScriptNetwork` or a bare
+      ``torch.jit.ScriptModule``): ``"archive"``, the bytes ``torch.jit.save`` writes;
+    * ``"module"``, anything else: the pickled ``"module"`` (loading it needs
+      ``trust_pickle``)."""
     model = extractor.model
     kind = architecture_name(model)
+    spec: dict = {"feature_module": extractor.feature_module}
     if kind is not None:
-        spec = network_to_dict(model)
-        return {"kind": kind, "config": spec["config"], "feature_module":
-                extractor.feature_module, "state_dict": spec["state_dict"]}
-    return {"kind": "module", "module": model, "feature_module": extractor.feature_module}
+        stored = network_to_dict(model)
+        return {"kind": kind, "config": stored["config"], "state_dict": stored["state_dict"],
+                **spec}
+    if type(model) is IdentityFeatures:
+        return {"kind": "identity", **spec}
+    script = model.script if isinstance(model, TorchScriptNetwork) else model
+    if isinstance(script, torch.jit.ScriptModule):
+        archive = io.BytesIO()
+        torch.jit.save(script, archive)
+        return {"kind": "torchscript", "archive": archive.getvalue(), **spec}
+    return {"kind": "module", "module": model, **spec}
 
 
 def extractor_from_dict(spec: Mapping) -> FeatureExtractor:
-    """Inverse of :func:`extractor_to_dict` (in eval mode)."""
+    """Inverse of :func:`extractor_to_dict` (in eval mode, on the CPU); a TorchScript extractor
+    comes back as a :class:`~convexrobust.networks.registry.TorchScriptNetwork`."""
     if not isinstance(spec, Mapping) or "kind" not in spec:
         raise InvalidInputError("the file's extractor entry is not an extractor description")
     if spec["kind"] == "module":
         model = spec.get("module")
         if not isinstance(model, nn.Module):
             raise InvalidInputError("the file's pickled extractor is not an nn.Module")
+    elif spec["kind"] == "identity":
+        model = IdentityFeatures()
+    elif spec["kind"] == "torchscript":
+        model = TorchScriptNetwork(_load_script(spec.get("archive")))
     else:
         model = build_network(spec["kind"], spec.get("config", {}), spec.get("state_dict"))
     return FeatureExtractor(model.eval(), spec.get("feature_module"))
+
+
+def _load_script(archive: object) -> torch.jit.ScriptModule:
+    """The ScriptModule of ``torch.jit.save`` bytes, on the CPU."""
+    if not isinstance(archive, bytes):
+        raise InvalidInputError("the file's TorchScript extractor holds no archive bytes: the "
+                                "file is damaged; save the model again")
+    try:
+        with warnings.catch_warnings():  # torch's deprecation of torch.jit is noise here
+            warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", DeprecationWarning)
+            return torch.jit.load(io.BytesIO(archive), map_location="cpu")
+    except RuntimeError as err:
+        raise InvalidInputError(f"the file's TorchScript extractor does not load "
+                                f"({str(err).splitlines()[0][:200]}): the file is damaged; "
+                                "save the model again") from None
 
 
 class RobustModel(nn.Module):
@@ -211,11 +251,12 @@ class RobustModel(nn.Module):
         return torch.cat(radii) / factor if radii else torch.zeros(0, dtype=torch.float64)
 
     def _input_dtype(self) -> torch.dtype:
-        """The floating dtype of the extractor's weights (inputs are cast to it)."""
+        """The floating dtype of the extractor's weights (inputs are cast to it); float64, the
+        normalisation's, for an extractor without weights (such as the identity)."""
         for t in (*self.extractor.parameters(), *self.extractor.buffers()):
             if t.is_floating_point():
                 return t.dtype
-        return torch.get_default_dtype()
+        return self.center.dtype
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> None:
@@ -239,9 +280,9 @@ class RobustModel(nn.Module):
     def load(cls, path: str | Path, map_location: str | torch.device | None = "cpu",
              *, trust_pickle: bool = False) -> RobustModel:
         """A model written by :meth:`save`. Extractors of registered architectures
-        (:data:`~convexrobust.networks.registry.ARCHITECTURES`) load from weights only; an
-        arbitrary ``nn.Module`` was pickled and needs ``trust_pickle=True`` (unpickling runs
-        code: only load files you trust)."""
+        (:data:`~convexrobust.networks.registry.ARCHITECTURES`), the identity and TorchScript
+        networks load without unpickling anything; an arbitrary ``nn.Module`` was pickled and
+        needs ``trust_pickle=True`` (unpickling runs code: only load files you trust)."""
         target = None
         if isinstance(map_location, (str, torch.device)):
             map_location = target = check_device(map_location)

@@ -251,8 +251,9 @@ def _secular_root(base: Tensor, g: Tensor, r: float, max_iter: int,
 def batched_trs(lam: Tensor, gt: Tensor, h: Tensor, radius: float, *, max_iter: int = 60,
                 work: tuple[Tensor, Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
     """``min_{‖δ‖≤r} δᵀΛδ + 2 g̃ᵀδ + h`` in the eigenbasis, batched over leading dimensions with a
-    matrix of eigenvalues per row (Moré & Sorensen 1983, as :func:`~convexrobust.trust_region.
-    solve_trs`, which takes one eigendecomposition per call). Returns ``(value, δ̃)``.
+    matrix of eigenvalues per row (Moré & Sorensen 1983, as
+    :func:`~convexrobust.trust_region.solve_trs`, which takes one eigendecomposition per call).
+    Returns ``(value, δ̃)``.
 
     The multiplier ``μ = μ_lo + t``, ``μ_lo = max(0, −λ_min)``, solves the secular equation
     ``‖g̃/(λ + μ)‖ = r``; ``1/‖g̃/(λ + μ_lo + t)‖`` is concave and increasing in ``t``, so Newton
@@ -474,9 +475,13 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
     docstring, "Stopping"); float32 runs are floored at ``sqrt(eps)``. ``Solution.gap`` is
     that stationarity (``gap_kind = "relative_stationarity"``). A robust program whose
     objective stops improving above it ends ``"stalled"`` (module docstring, "Plateaus"), a
-    failure unless ``accept_inaccurate``. When :func:`~convexrobust.solvers.lifted_cone.
-    zero_is_optimal` proves the zero network optimal the solve returns it at once
-    (``info["zero_certificate"]``, ``gap = 0``).
+    failure unless ``accept_inaccurate``. When
+    :func:`~convexrobust.solvers.lifted_cone.zero_is_optimal` proves the zero network optimal
+    the solve returns it at once (``info["zero_certificate"]``, ``gap = 0``).
+
+    ``info`` holds ``device``, ``dtype``, ``stationarity``, ``violation_before_repair``,
+    ``smoothing``, ``eigh_calls``, ``restarts``, ``batch_size`` (None: full batch), ``chunks``
+    (per rank), ``world_size`` and ``zero_certificate``.
 
     Parameters
     ----------
@@ -496,10 +501,6 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
         contiguous shard of the samples, and the sums are all-reduced, so all ranks iterate in
         lockstep and return the same values (rank 0's). ``"auto"``: ``True`` when a process
         group is initialised. ``False`` (default): one process.
-
-    ``info`` holds ``device``, ``dtype``, ``stationarity``, ``violation_before_repair``,
-    ``smoothing``, ``eigh_calls``, ``restarts``, ``batch_size`` (None: full batch), ``chunks``
-    (per rank), ``world_size`` and ``zero_certificate``.
     """
     start = time.perf_counter()
     if not isinstance(program, ConvexPolynomial):

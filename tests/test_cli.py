@@ -1,5 +1,7 @@
 """The `convexrobust` command: global options in either position, examples in every --help,
-exit codes, and reading networks as TorchScript archives or state_dicts of a named class."""
+exit codes, reading networks as TorchScript archives or state_dicts of a named class, --data
+as a name or a path (images of one's own through every network command, tables through fit
+and evaluate, the wrong kind a typed error), and --attack."""
 
 from __future__ import annotations
 
@@ -8,11 +10,15 @@ import os
 import re
 import shlex
 import sys
+import zipfile
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from convexrobust import cli
+from convexrobust.data import CIFAR10_CLASSES
 from convexrobust.errors import InvalidInputError
 from convexrobust.networks import LiResNet
 from convexrobust.networks.registry import TorchScriptNetwork, load_network
@@ -21,7 +27,8 @@ from convexrobust.robust_model import RobustModel
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.* is deprecated:DeprecationWarning")
 
 #: Each subcommand with the fewest arguments it parses.
-REQUIRED = {"demo": [], "retrain": ["--checkpoint", "c.pt", "--eps", "0.1", "--out", "o"],
+REQUIRED = {"demo": [], "fit": ["--data", "t.csv", "--out", "o"],
+            "retrain": ["--checkpoint", "c.pt", "--eps", "0.1", "--out", "o"],
             "evaluate": ["--model", "m.pt", "--radii", "0.1"], "train-liresnet": ["--out", "o"],
             "certify": ["--checkpoint", "c.pt"]}
 FAST = ["--limit", "120", "--pgd-steps", "2", "--pgd-restarts", "1", "--radii", "0,0.05"]
@@ -278,11 +285,163 @@ def test_retrain_takes_a_torchscript_or_a_model_class(files, tmp_path, source, c
     assert "empirical only" in capsys.readouterr().out
     for row in json.loads((out / "results.json").read_text()):
         assert row["pgd"] <= row["clean"]
-    with pytest.raises(InvalidInputError, match="--trust-pickle"):
-        load_network(out / "model.pt")
-    robust = load_network(out / "model.pt", trust_pickle=True)
+    if source == "state":  # a class of one's own is pickled ...
+        with pytest.raises(InvalidInputError, match="--trust-pickle"):
+            load_network(out / "model.pt")
+        robust = load_network(out / "model.pt", trust_pickle=True)
+    else:  # ... a TorchScript backbone is stored as its archive: nothing to unpickle
+        robust = load_network(out / "model.pt")
+        assert isinstance(robust.extractor.model, TorchScriptNetwork)
     assert isinstance(robust, RobustModel)
     x = torch.rand(5, 1, 8, 8)
     torch.testing.assert_close(robust.extractor(x), files["net"].features(x), rtol=0, atol=0)
 
 
+
+
+# ------------------------------------------------------------------ --data: a name or a path
+def _images(path, n_train: int = 60, n_test: int = 30, shape=(3, 12, 12), classes: int = 3):
+    """An npz of uint8 images (n, C, H, W) whose class sets the brightness of channel 0."""
+    rng = torch.Generator().manual_seed(0)
+    arrays = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        y = torch.arange(n) % classes
+        x = torch.randint(0, 120, (n, *shape), generator=rng)
+        x[:, 0] += (60 * y).reshape(-1, *([1] * (len(shape) - 1)))
+        arrays[f"x_{split}"], arrays[f"y_{split}"] = x.to(torch.uint8).numpy(), y.numpy()
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.fixture
+def table(tmp_path):
+    """A CSV of 40 rows, 3 numeric columns and a text label in the last column."""
+    rows = ["a,b,c,label"] + [f"{i % 7},{(i * 3) % 5},{i / 10},{'yes' if i % 2 else 'no'}"
+                              for i in range(40)]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    return tmp_path / "t.csv"
+
+
+def test_images_of_ones_own_flow_through_every_network_command(tmp_path, capsys):
+    """An npz of 3-channel 12x12 images in 3 classes: train-liresnet builds the LiResNet from
+    its shape and class count; certify, retrain and evaluate read it; --data-path is --data."""
+    data = _images(tmp_path / "imgs.npz")
+    lir = tmp_path / "lir"
+    common = ["--quiet", "--threads", "1", "--device", "cpu"]
+    assert cli.main([*common, "train-liresnet", "--data", str(data), "--arch", "L1W4",
+                     "--epochs", "1", "--neck-dim", "4", "--batch-size", "32", "--eps", "0.1",
+                     "--out", str(lir)]) == 0, capsys.readouterr().err
+    model = LiResNet.load(lir / "model.pt")
+    assert (model.config["in_channels"], model.config["input_size"],
+            model.config["num_classes"]) == (3, 12, 3)
+    reports = []
+    for option in ("--data", "--data-path"):
+        path = tmp_path / f"vra{option}.json"
+        assert cli.main([*common, "certify", "--checkpoint", str(lir / "model.pt"), option,
+                         str(data), "--eps", "0.1", "--json", str(path)]) == 0
+        reports.append(json.loads(path.read_text()))
+    assert reports[0] == reports[1] and 0 <= reports[0]["vra"]["0.1"] <= 1
+    out = tmp_path / "retrain"
+    assert cli.main([*common, "retrain", "--checkpoint", str(lir / "model.pt"), "--data",
+                     str(data), "--head", "relu", "--eps", "0.05", "--beta", "1e-2",
+                     "--radius-scale", "1", "--n-patterns", "4", "--components", "4",
+                     "--out", str(out), *FAST]) == 0, capsys.readouterr().err
+    assert cli.main([*common, "evaluate", "--model", str(out / "model.pt"), "--data",
+                     str(data), "--out", str(tmp_path / "eval"), *FAST]) == 0
+    rows = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert [r["radius"] for r in rows] == [0.0, 0.05]
+    for r in rows:
+        assert r["certified"] <= r["pgd"] <= r["clean"]
+
+
+def test_the_wrong_kind_of_data_is_a_typed_error_naming_the_command_that_takes_it(
+        tmp_path, table, capsys):
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "model.pt"
+    LiResNet(depth=1, width=2, num_classes=10, in_channels=1, input_size=8, neck_stride=4,
+             neck_channels=2, neck_dim=4).save(checkpoint)
+    common = ["--quiet", "--threads", "1"]
+    for argv in (["train-liresnet", "--data", str(table), "--out", str(tmp_path / "o")],
+                 ["retrain", "--checkpoint", str(checkpoint), "--data", str(table), "--eps",
+                  "0.1", "--out", str(tmp_path / "o")],
+                 ["certify", "--checkpoint", str(checkpoint), "--data", str(table)]):
+        assert cli.main([*common, *argv]) == 1
+        err = capsys.readouterr().err
+        assert "is a table, not images" in err and f"convexrobust fit --data {table}" in err
+    images = _images(tmp_path / "imgs.npz")
+    assert cli.main([*common, "fit", "--data", str(images), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert "holds images, not a table" in err and f"convexrobust demo --data {images}" in err
+    # images of another shape than the checkpoint takes
+    assert cli.main([*common, "certify", "--checkpoint", str(checkpoint), "--data",
+                     str(images)]) == 1
+    assert "takes images of shape (1, 8, 8)" in capsys.readouterr().err
+    # a LiResNet takes square images
+    wide = _images(tmp_path / "wide.npz", shape=(1, 8, 12))
+    assert cli.main([*common, "train-liresnet", "--data", str(wide), "--out",
+                     str(tmp_path / "o")]) == 1
+    assert "takes square images" in capsys.readouterr().err
+    # --data-path is --data PATH: naming two datasets is an error
+    assert cli.main([*common, "certify", "--checkpoint", str(checkpoint), "--data", "digits",
+                     "--data-path", str(images)]) == 1
+    assert "--data-path is the older spelling of --data PATH" in capsys.readouterr().err
+    # a label column is for tables
+    assert cli.main([*common, "evaluate", "--model", str(checkpoint), "--data", "digits",
+                     "--label-column", "y", "--radii", "0"]) == 1
+    assert "label_column applies to CSV/TSV tables" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ --attack
+@pytest.mark.parametrize("command", ["demo", "fit", "retrain", "evaluate"])
+def test_unknown_attacks_are_a_usage_error_listing_the_choices(command, capsys):
+    from convexrobust.evaluation import ATTACKS
+
+    args = cli.build_parser().parse_args([command, *REQUIRED[command], "--attack",
+                                          "pgd,autoattack,pgd"])
+    assert args.attack == ("pgd", "autoattack")
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([command, *REQUIRED[command], "--attack", "pgd,fgsm"])
+    assert exit_.value.code == 2
+    assert f"unknown attack 'fgsm': choose from {', '.join(ATTACKS)}" in capsys.readouterr().err
+
+
+def test_autoattack_without_its_package_fails_before_any_work(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "pyautoattack", None)  # as if not installed
+    code = cli.main(["--threads", "1", "fit", "--data", str(tmp_path / "missing.csv"),
+                     "--attack", "pgd,autoattack", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 1 and "pip install 'convexrobust[attack]'" in err  # not the missing file
+    assert cli.main(["--threads", "1", "fit", "--data", str(tmp_path / "missing.csv"),
+                     "--out", str(tmp_path / "o")]) == 1
+    assert "no file or folder" in capsys.readouterr().err
+
+
+SHARED_ZIP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg.zip"
+
+
+@pytest.mark.skipif(not SHARED_ZIP.exists(), reason=f"CIFAR-10 zip not at {SHARED_ZIP}")
+def test_cifar10_by_name_by_data_path_and_by_path_alike(tmp_path, monkeypatch):
+    """--data cifar10 (found through CONVEXROBUST_CIFAR10), --data cifar10 --data-path ZIP and
+    --data ZIP read the same images: a tiny LiResNet certifies alike on all three."""
+    small = tmp_path / "cifar-small.zip"
+    with zipfile.ZipFile(SHARED_ZIP) as source, zipfile.ZipFile(small, "w") as target:
+        for split in ("train", "test"):
+            for cls in CIFAR10_CLASSES:
+                names = sorted(n for n in source.namelist()
+                               if n.startswith(f"{split}/{cls}/") and n.endswith(".jpg"))
+                for name in names[:2]:
+                    target.writestr(name, source.read(name))
+    monkeypatch.setenv("HOME", str(tmp_path))  # the decoded-image cache goes there
+    monkeypatch.setenv("CONVEXROBUST_CIFAR10", str(small))
+    torch.manual_seed(0)
+    LiResNet(depth=1, width=2, num_classes=10, in_channels=3, input_size=32, neck_stride=4,
+             neck_channels=2, neck_dim=4).save(tmp_path / "model.pt")
+    reports = []
+    for data in (["--data", "cifar10"], ["--data", "cifar10", "--data-path", str(small)],
+                 ["--data", str(small)], ["--data-path", str(small)]):
+        path = tmp_path / "vra.json"
+        assert cli.main(["--quiet", "--threads", "1", "certify", "--checkpoint",
+                         str(tmp_path / "model.pt"), *data, "--eps", "36/255", "--json",
+                         str(path)]) == 0
+        reports.append(json.loads(path.read_text()))
+    assert all(report == reports[0] for report in reports)

@@ -1,14 +1,17 @@
-"""The demo command: its records are consistent, and a failure never leaves a broken file."""
+"""The demo command: its records are consistent, it takes a table of one's own, and a failure
+never leaves a broken file."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from convexrobust import cli
 from convexrobust._io import write_json_atomic
-from convexrobust.demo_tabular import TabularDemoConfig
+from convexrobust.demo_tabular import DEMO_CONFIG
+from convexrobust.robust_model import RobustModel
 
 
 def test_demo_command_writes_consistent_results(tmp_path, capsys):
@@ -16,9 +19,13 @@ def test_demo_command_writes_consistent_results(tmp_path, capsys):
                      "--components", "3", "--out", str(tmp_path)])
     assert code == 0
     records = json.loads((tmp_path / "results.json").read_text())
-    radii = TabularDemoConfig().radii
+    radii = DEMO_CONFIG.radii
     models = {r["model"] for r in records}
     assert models == {"polynomial", "polynomial-l2(0.5)", "relu", "relu-l2(0.5)"}
+    assert (tmp_path / "accuracy.png").stat().st_size > 1000
+    for name in models:  # each model reloads from weights alone: the identity extractor
+        model = RobustModel.load(tmp_path / f"{name}.pt")
+        assert model.certifiable and model.info["components"] == 3
     assert len(records) == len(models) * len(radii)
     for r in records:
         # a certificate that PGD breaks would make certified exceed pgd accuracy
@@ -29,6 +36,29 @@ def test_demo_command_writes_consistent_results(tmp_path, capsys):
     assert by[("polynomial-l2(0.5)", 0.5)]["certified"] >= by[("polynomial", 0.5)]["certified"]
     table = capsys.readouterr().out
     assert "cert@0.5" in table and "polynomial-l2(0.5)" in table
+
+
+def test_demo_on_a_table_of_ones_own(tmp_path, capsys):
+    """A CSV path routes the demo to the tabular heads; --label-column names its labels."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((100, 3))
+    labels = np.where(x[:, 0] + 0.5 * x[:, 1] > 0, "benign", "malignant")
+    rows = [f"{c},{a:.5f},{b:.5f},{d:.5f}" for c, (a, b, d) in zip(labels, x, strict=True)]
+    (tmp_path / "t.csv").write_text("kind,a,b,c\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    code = cli.main(["--quiet", "--threads", "1", "demo", "--data", str(tmp_path / "t.csv"),
+                     "--label-column", "kind", "--components", "0", "--eps", "0.2",
+                     "--radii", "0,0.2", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    records = json.loads((out / "results.json").read_text())
+    assert {r["model"] for r in records} == {"polynomial", "polynomial-l2(0.2)", "relu",
+                                             "relu-l2(0.2)"}
+    for r in records:
+        assert r["certified"] <= r["pgd"] + 1e-12 <= r["clean"] + 1e-12
+        assert r["clean"] > 0.8  # a linear rule: every head learns it
+    model = RobustModel.load(out / "polynomial-l2(0.2).pt")
+    assert model.info["classes"] == ["benign", "malignant"] and model.input_shape == (3,)
+    assert "t.csv" in capsys.readouterr().out
 
 
 def test_failed_run_keeps_the_previous_results(tmp_path, monkeypatch):
@@ -56,6 +86,8 @@ def test_main_demo_writes_records_models_and_plot(tmp_path):
     cfg = DemoConfig(epochs=3, components=4, grid={"beta": (1e-2,), "radius_scale": (1.0,),
                                                    "n_patterns": (10,)},
                      solver_options={"max_iters": 150}, pgd_steps=10, pgd_restarts=1)
+    assert cfg.radii == (0.1, 0.3, 0.5)  # digits' own radii; other data: eps/2, eps, 2·eps
+    assert DemoConfig(data="mine.npz", eps=0.2).radii == (0.1, 0.2, 0.4)
     records = run_demo(cfg, tmp_path, progress=False)
     models = ["liresnet", "liresnet+polynomial", "liresnet+relu"]
     assert [r["model"] for r in records] == [m for m in models for _ in cfg.radii]

@@ -1,4 +1,6 @@
-"""Feature extraction: PreActResNet18, the module-name hook, guaranteed K_h, batching, cache."""
+"""Feature extraction: PreActResNet18, the module-name hook, TorchScript backbones (and a
+RobustModel on one, saved and reloaded without pickle), the identity map, guaranteed K_h,
+batching, cache."""
 
 from __future__ import annotations
 
@@ -12,8 +14,13 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import convexrobust as cr
 from convexrobust.errors import InvalidInputError
-from convexrobust.features import FeatureExtractor, extract_features
+from convexrobust.features import FeatureExtractor, IdentityFeatures, extract_features
 from convexrobust.networks import LiResNet, PreActResNet18
+from convexrobust.networks.registry import TorchScriptNetwork, load_network
+from convexrobust.networks.two_layer import TwoLayerReLU
+from convexrobust.robust_model import RobustModel
+
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.* is deprecated:DeprecationWarning")
 
 torch.set_num_threads(1)
 
@@ -168,6 +175,75 @@ def test_wrong_names_and_missing_features_are_explained():
 
     with pytest.raises(InvalidInputError, match="not called"):
         FeatureExtractor(_Skips(), "unused")(torch.randn(1, 2))
+
+
+# ---------------------------------------------------------------------------- TorchScript
+
+
+class _Scriptable(nn.Module):
+    """Six inputs -> five tanh features (exported) -> three scores."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(6, 5), nn.Tanh())
+        self.fc = nn.Linear(5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+    @torch.jit.export
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def _script() -> torch.jit.ScriptModule:
+    torch.manual_seed(0)
+    return torch.jit.script(_Scriptable().eval())
+
+
+def test_torchscript_layers_are_refused_by_name_and_the_error_says_export_features():
+    script = _script()
+    for model, name in ((script, "fc"), (script, "body.0"),
+                        (TorchScriptNetwork(script), "script.fc")):
+        with pytest.raises(InvalidInputError, match=r"mark it @torch\.jit\.export"):
+            FeatureExtractor(model, name)
+    x = torch.randn(4, 6)
+    for model in (script, TorchScriptNetwork(script)):  # the exported method is the route
+        torch.testing.assert_close(FeatureExtractor(model)(x), script.features(x), rtol=0,
+                                   atol=0)
+
+
+@pytest.mark.parametrize("wrapped", [True, False], ids=["TorchScriptNetwork", "ScriptModule"])
+def test_robust_model_on_torchscript_reloads_without_pickle(tmp_path, wrapped):
+    script = _script()
+    backbone = TorchScriptNetwork(script) if wrapped else script
+    head = TwoLayerReLU(torch.randn(4, 5), torch.randn(4), torch.randn(4, 3))
+    model = RobustModel(FeatureExtractor(backbone), head, center=torch.randn(5), scale=2.0,
+                        threat=cr.L2(0.1), feature_lipschitz=None, input_shape=(6,)).eval()
+    model.save(tmp_path / "m.pt")
+    stored = torch.load(tmp_path / "m.pt", weights_only=True)  # nothing pickled
+    assert stored["extractor"]["kind"] == "torchscript"
+    x = torch.randn(7, 6)
+    for loaded in (RobustModel.load(tmp_path / "m.pt"), load_network(tmp_path / "m.pt")):
+        assert isinstance(loaded.extractor.model, TorchScriptNetwork)
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+            torch.testing.assert_close(loaded.extractor(x), script.features(x), rtol=0, atol=0)
+
+
+def test_identity_features_are_the_inputs_and_exactly_1_lipschitz(tmp_path):
+    extractor = FeatureExtractor(IdentityFeatures())
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    assert torch.equal(extractor(x), x.flatten(1)) and extractor.lipschitz_bound() == 1.0
+    head = TwoLayerReLU(torch.randn(4, 6), torch.randn(4), torch.randn(4, 1))
+    model = RobustModel(extractor, head, center=torch.zeros(6), scale=1.0, threat=cr.L2(0.1),
+                        feature_lipschitz=1.0, input_shape=(2, 3))
+    model.save(tmp_path / "m.pt")
+    loaded = RobustModel.load(tmp_path / "m.pt")
+    assert isinstance(loaded.extractor.model, IdentityFeatures)
+    y = loaded.predict(x)
+    torch.testing.assert_close(loaded.certified_radius(x, y), model.certified_radius(x, y),
+                               rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------------------- Lipschitz bound

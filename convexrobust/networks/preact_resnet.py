@@ -56,6 +56,8 @@ class PreActBlock(nn.Module):
 class PreActResNet18(nn.Module):
     """Pre-activation ResNet-18 (CIFAR variant) with a ``fc1 → ReLU → fc2`` head.
 
+    Any input size at least 8×8 works (the global average pool removes the spatial dims).
+
     Parameters
     ----------
     num_classes:
@@ -67,8 +69,6 @@ class PreActResNet18(nn.Module):
         and ``features(x)`` has dimension ``8·width`` (512 for the standard ``width=64``).
     head_hidden:
         Width of ``fc1``, the hidden layer of the two-layer head.
-
-    Any input size at least 8×8 works (the global average pool removes the spatial dims).
     """
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 64,

@@ -146,9 +146,8 @@ class TorchScriptNetwork(nn.Module):
     """A TorchScript network (``torch.jit.save``) as an ordinary module.
 
     ``forward`` runs the script's ``forward`` and :meth:`features` its ``features`` method
-    (exported with ``@torch.jit.export`` before scripting). Unlike a ScriptModule it pickles
-    (as its TorchScript archive), so a RobustModel built on it saves and loads like one built on
-    any ``nn.Module``. Its layers run compiled code that forward hooks cannot see, so the
+    (exported with ``@torch.jit.export`` before scripting). A RobustModel built on it stores
+    the TorchScript archive (``torch.jit.save`` bytes) and reloads without unpickling. Its layers run compiled code that forward hooks cannot see, so the
     feature map is ``features(x)``, never a layer named by ``feature_module``.
 
     Attributes
