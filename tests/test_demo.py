@@ -14,6 +14,8 @@ from convexrobust.demo_tabular import DEMO_CONFIG
 from convexrobust.robust_model import RobustModel
 
 
+@pytest.mark.slow  # the whole breast-cancer demo (~30 s); test_demo_on_a_table_of_ones_own
+# and tests/test_cli_fit.py run the same tabular route on small tables by default
 def test_demo_command_writes_consistent_results(tmp_path, capsys):
     code = cli.main(["--quiet", "--threads", "1", "demo", "--data", "breast-cancer",
                      "--components", "3", "--out", str(tmp_path)])

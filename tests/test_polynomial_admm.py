@@ -166,7 +166,9 @@ def test_auto_takes_admm_only_where_it_applies():
 
 def test_auto_respects_the_size_rule(monkeypatch):
     monkeypatch.setattr(polynomial_admm, "MAX_FACTOR_SIZE", 5)
-    assert cr.solve(_binary("hinge"), "torch").info["method"] == "apg"
+    # the dispatch alone: a few iterations of the method it picks
+    solution = cr.solve(_binary("hinge"), "torch", max_iters=3, accept_inaccurate=True)
+    assert solution.info["method"] == "apg"
 
 
 @pytest.mark.parametrize(("loss", "threat", "linf"), [

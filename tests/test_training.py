@@ -78,6 +78,7 @@ def _distributed_worker(rank: int, world: int, port: int, out: str) -> None:
     try:
         x, y = _data()
         train_liresnet(_config(2), x, y, Path(out), progress=False)
+        dist.barrier()  # no rank tears the group down while the other is still in a collective
     finally:
         dist.destroy_process_group()
 

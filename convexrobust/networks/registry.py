@@ -147,8 +147,9 @@ class TorchScriptNetwork(nn.Module):
 
     ``forward`` runs the script's ``forward`` and :meth:`features` its ``features`` method
     (exported with ``@torch.jit.export`` before scripting). A RobustModel built on it stores
-    the TorchScript archive (``torch.jit.save`` bytes) and reloads without unpickling. Its layers run compiled code that forward hooks cannot see, so the
-    feature map is ``features(x)``, never a layer named by ``feature_module``.
+    the TorchScript archive (``torch.jit.save`` bytes) and reloads without unpickling. Its
+    layers run compiled code that forward hooks cannot see, so the feature map is
+    ``features(x)``, never a layer named by ``feature_module``.
 
     Attributes
     ----------
