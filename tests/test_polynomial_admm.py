@@ -139,13 +139,15 @@ def test_zero_regularisation_stops_on_the_residuals():
 
 def test_deterministic_and_float32():
     program = _three_class()
-    first = solve_polynomial_admm(program, seed=1)
-    second = solve_polynomial_admm(program, seed=1)
+    # determinism holds for every iterate: a short budget shows it at a fraction of the cost
+    first, second = (solve_polynomial_admm(program, seed=1, max_iters=150,
+                                           accept_inaccurate=True) for _ in range(2))
     assert first.iterations == second.iterations
     np.testing.assert_array_equal(first.values["Z"], second.values["Z"])
+    reference = solve_polynomial_admm(program)
     single = solve_polynomial_admm(program, dtype=torch.float32, tol=1e-3)
     assert single.info["dtype"] == "float32" and single.status == "optimal"
-    assert _rel(single.objective, first.objective) <= 5e-3
+    assert _rel(single.objective, reference.objective) <= 5e-3
     assert single.violation <= 1e-8  # repaired in float64
 
 

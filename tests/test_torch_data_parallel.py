@@ -164,6 +164,8 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two spawned processes solving five programs (~27 s); the chunked
+# streaming path, which shares the reductions, is tested by default above
 def test_two_process_solve_matches_single_process(tmp_path, full_batch):
     import torch.multiprocessing as mp
 
