@@ -162,6 +162,8 @@ def test_three_features_logistic_l2_matches_clarabel():
                                                  threat=cr.L2(0.2)))
 
 
+@pytest.mark.slow  # ~10 s of accelerated gradient; the binary and multi-class robust cases
+# above check the same solver against Clarabel by default
 def test_regression_matches_clarabel():
     X, _ = xor_data(20, 2)
     y = X[:, 0] ** 2 - X[:, 1]
