@@ -260,9 +260,10 @@ def _train_liresnet(args: argparse.Namespace) -> int:
                       epochs=args.epochs or defaults.epochs, eps=args.eps, lr=args.lr,
                       batch_size=args.batch_size, loss=args.loss, seed=args.seed,
                       neck_dim=args.neck_dim)
-    x, y = load_images(source, "train", seed=args.seed)
+    # the split every command uses (seed 0); --seed seeds the training only
+    x, y = load_images(source, "train")
     check_square(x, source)
-    x_test, y_test = load_images(source, "test", seed=args.seed)
+    x_test, y_test = load_images(source, "test")
     device = args.device
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by torchrun: data parallel
         import torch.distributed as dist

@@ -390,9 +390,9 @@ def _load_npz(path: Path, split: str) -> DataSplit:
         x, y = arrays[f"x_{s}"], arrays[f"y_{s}"]
         if y.ndim == 2 and y.shape[1] == 1:
             arrays[f"y_{s}"] = y = y[:, 0]
-        if x.ndim == 0 or len(x) != len(y):
-            raise InvalidInputError(f"x_{s} in {path} has shape {x.shape} but y_{s} has "
-                                    f"{len(y)} labels; give one label per sample")
+        if x.ndim == 0 or y.ndim != 1 or len(x) != len(y):
+            raise InvalidInputError(f"x_{s} in {path} has shape {x.shape} but y_{s} has shape "
+                                    f"{y.shape}; give one label per sample")
     if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
         raise InvalidInputError(f"samples of x_train are {arrays['x_train'].shape[1:]} but of "
                                 f"x_test {arrays['x_test'].shape[1:]} in {path}")

@@ -42,6 +42,7 @@ from convexrobust.networks.registry import (
     network_to_dict,
 )
 from convexrobust.networks.two_layer import (
+    TwoLayerGatedReLU,
     TwoLayerPolynomial,
     TwoLayerReLU,
     head_from_dict,
@@ -197,8 +198,10 @@ class RobustModel(nn.Module):
     # ------------------------------------------------------------------ model
     @property
     def certifiable(self) -> bool:
-        """Whether :meth:`certified_radius` can give certificates (a guaranteed ``K_h``)."""
-        return self.feature_lipschitz is not None
+        """Whether :meth:`certified_radius` can give certificates: a guaranteed ``K_h`` and a
+        head that has them (a gated ReLU head never does)."""
+        return self.feature_lipschitz is not None and not isinstance(self.head,
+                                                                     TwoLayerGatedReLU)
 
     @property
     def lipschitz(self) -> float | None:

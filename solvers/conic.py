@@ -186,9 +186,8 @@ AUTO_CLARABEL_MAX_VARIABLES = 20_000
 #: cost grows with them as much as with the unknowns; larger programs go to torch.
 AUTO_CONIC_MAX_CONSTRAINT_BLOCKS = 2_000
 #: "auto" gives a conic solver a robust polynomial program (one LMI of order d + 2 per sample,
-#: output and side) of at most this many constraint nonzeros; beyond it the interior-point and
-#: splitting solvers spend minutes where the torch solver takes seconds (benchmarks/targets.py,
-#: target "robust-sdp-breast-cancer"), so larger ones go to torch.
+#: output and side) of at most this many constraint nonzeros; larger ones go to torch (the
+#: measured crossover: benchmarks/targets.py, target "robust-sdp-breast-cancer", and the README).
 AUTO_CONIC_MAX_ROBUST_SDP_NONZEROS = 1_000_000
 #: Options only the torch backend takes: a conic backend given one rejects the call.
 _TORCH_ONLY = ("method", "device", "dtype", "seed", "progress", "batch_size", "distributed")

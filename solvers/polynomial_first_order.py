@@ -277,7 +277,8 @@ def batched_trs(lam: Tensor, gt: Tensor, h: Tensor, radius: float, *, max_iter: 
     lam_min = lam.amin(-1, keepdim=True)
     lam_scale = torch.maximum(lam.amax(-1, keepdim=True), -lam_min)  # max |λ|
     mu_lo = (-lam_min).clamp_min(0.0)
-    # the broadcast shape, computed directly (torch.broadcast_shapes costs ~1 ms in Python)
+    # the broadcast shape, computed directly (torch.broadcast_shapes is pure-Python overhead on
+    # this hot path)
     ndim = max(lam.dim(), gt.dim())
     shape = torch.Size(max(a, b) for a, b in zip((1,) * (ndim - lam.dim()) + tuple(lam.shape),
                                                  (1,) * (ndim - gt.dim()) + tuple(gt.shape),

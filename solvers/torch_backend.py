@@ -68,7 +68,7 @@ def accepts(program: ConvexProgram, options: dict[str, object]) -> str | None:
     gated = program.family == "gated_relu"
     unknown = sorted(set(options) - (_gated_option_names() if gated else _option_names()))
     if unknown:
-        what = "the gated ReLU method takes" if gated else "no torch method takes"
+        what = "the gated ReLU method does not take" if gated else "no torch method takes"
         return f"{what} {', '.join(unknown)}"
     if program.family == "polynomial" and getattr(program, "uses_diagonal_lmi", False):
         return ("the ℓ∞ diagonal S-procedure has no torch method (use linf='containment' or a "

@@ -178,8 +178,10 @@ def test_load_npz_bad_files(tmp_path):
                                                 r"y_test \(it holds X, y\)"):
         load(tmp_path / "keys.npz")
     with pytest.raises(InvalidInputError, match=r"x_train .* has shape \(4, 1, 2, 2\) but "
-                                                r"y_train has 3 labels"):
+                                                r"y_train has shape \(3,\)"):
         load(_save_npz(tmp_path / "count.npz", x, y[:3], x, y))
+    with pytest.raises(InvalidInputError, match=r"y_train has shape \(\)"):  # not a vector
+        load(_save_npz(tmp_path / "scalar.npz", x, np.int64(1), x, y))
     with pytest.raises(InvalidInputError, match=r"are 1, 2, not class indices 0\.\.C-1.*"
                                                 r"np\.unique\(y, return_inverse=True\)"):
         load(_save_npz(tmp_path / "labels.npz", x, y + 1, x, y + 1))

@@ -244,7 +244,7 @@ def network_from_state_dict(spec: str, state_dict: Mapping,
     cls, kwargs = import_model_class(spec), _model_kwargs(kwargs)
     try:
         model = cls(**kwargs)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         raise InvalidInputError(f"{spec}(**{kwargs}) failed ({err}): pass the constructor's "
                                 f"arguments as model kwargs (--model-kwargs)") from None
     expected, given = set(model.state_dict()), {str(k) for k in state_dict}
