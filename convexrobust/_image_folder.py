@@ -131,6 +131,10 @@ def _decode(source: Path, archive: zipfile.ZipFile | None, tree: dict[str, dict[
                                    "ImageFolder layout: train/<class>/*, test/<class>/*)")
     names = tuple(classes if classes is not None else sorted(set().union(*tree.values())))
     folders = tree[split]
+    missing = [cls for cls in names if cls not in folders]
+    if classes is not None and missing:
+        raise DatasetNotFoundError(f"{source} has no {split}/ folder for the class(es) "
+                                   f"{', '.join(missing)}; the dataset needs one per class")
     for cls in names:
         if folders.get(cls) == []:
             raise InvalidInputError(f"the class folder {split}/{cls} of {source} holds no "
@@ -155,6 +159,9 @@ def _decode(source: Path, archive: zipfile.ZipFile | None, tree: dict[str, dict[
 
     members = [(label, m) for label, cls in enumerate(names)
                for m in folders.get(cls, [])[:limit_per_class]]
+    if not members:
+        raise DatasetNotFoundError(f"no {split} images selected from {source} (limit per class "
+                                   f"{limit_per_class}); ask for at least one image per class")
     logger.info("decoding %d images of %s (%s split); they are cached", len(members), source,
                 split)
     pixels = []

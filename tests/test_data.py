@@ -42,6 +42,23 @@ def test_missing_cifar_names_the_paths(tmp_path):
         cifar10(tmp_path / "junk.zip", cache_dir=tmp_path)
 
 
+def test_cifar_folder_missing_a_class_or_selecting_nothing_is_not_found(tmp_path):
+    from PIL import Image
+
+    for cls in CIFAR10_CLASSES[:2]:  # two of the ten class folders
+        (tmp_path / "c" / "test" / cls).mkdir(parents=True)
+        Image.new("RGB", (32, 32)).save(tmp_path / "c" / "test" / cls / "0.png")
+    with pytest.raises(DatasetNotFoundError, match="bird, cat, deer"):
+        cifar10(tmp_path / "c", split="test", cache_dir=tmp_path / "cache")
+    for cls in CIFAR10_CLASSES[2:]:
+        (tmp_path / "c" / "test" / cls).mkdir(parents=True)
+        Image.new("RGB", (32, 32)).save(tmp_path / "c" / "test" / cls / "0.png")
+    images, labels = cifar10(tmp_path / "c", split="test", cache_dir=tmp_path / "cache")
+    assert images.shape == (10, 3, 32, 32) and np.array_equal(labels, np.arange(10))
+    with pytest.raises(DatasetNotFoundError, match="no test images selected"):
+        cifar10(tmp_path / "c", split="test", limit_per_class=0, cache_dir=tmp_path / "cache")
+
+
 @pytest.mark.skipif(not SHARED_ZIP.exists(), reason=f"CIFAR-10 zip not at {SHARED_ZIP}")
 def test_cifar_zip_and_folder_agree(tmp_path):
     images, labels = cifar10(SHARED_ZIP, split="test", limit_per_class=3, cache_dir=tmp_path)
