@@ -27,7 +27,7 @@ import torch
 
 from convexrobust._io import write_json_atomic
 from convexrobust.data import subset
-from convexrobust.evaluation import evaluate
+from convexrobust.evaluation import default_radii, evaluate
 from convexrobust.images import check_square, load_images
 from convexrobust.networks.liresnet import LiResNet
 from convexrobust.pipeline import retrain_last_two_layers
@@ -82,8 +82,7 @@ class DemoConfig:
 
     def __post_init__(self) -> None:
         if self.radii is None:
-            default = tuple(sorted({self.eps / 2, self.eps, 2 * self.eps}))
-            object.__setattr__(self, "radii", RADII.get(self.data, default))
+            object.__setattr__(self, "radii", RADII.get(self.data, default_radii(self.eps)))
 
 
 def _load(cfg: DemoConfig) -> tuple[torch.Tensor, ...]:

@@ -53,7 +53,7 @@ from convexrobust.errors import InvalidInputError
 from convexrobust.inputs import DataSource, apply_model, class_indices
 from convexrobust.threat import parse_norm
 
-__all__ = ["EvaluationReport", "accuracy_report", "certified_accuracy", "evaluate",
+__all__ = ["EvaluationReport", "accuracy_report", "certified_accuracy", "default_radii", "evaluate",
            "format_table"]
 
 logger = logging.getLogger(__name__)
@@ -154,6 +154,12 @@ def certified_accuracy(radii: object, correct: object, r: float) -> float:
     if np.isnan(R).any() or (R < 0).any():
         raise InvalidInputError("certified radii must be >= 0 and not NaN")
     return float(np.mean(ok & (R > float(r))))
+
+
+def default_radii(eps: float) -> tuple[float, ...]:
+    """The radii a run trained at ``eps`` is evaluated at unless told otherwise:
+    ``eps/2, eps, 2·eps``."""
+    return tuple(sorted({eps / 2, eps, 2 * eps}))
 
 
 def evaluate(model: nn.Module, data: object, radii: float | Sequence[float], *,

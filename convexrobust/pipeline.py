@@ -64,6 +64,7 @@ from convexrobust.errors import InvalidInputError, SolverFailedError
 from convexrobust.feature_map import FeatureNormalization
 from convexrobust.features import FeatureExtractor, extract_features
 from convexrobust.inputs import DataSource, class_indices
+from convexrobust.problems import CERTIFIED_HEADS, HEAD_PROGRAMS
 from convexrobust.problems.base import ConvexProgram
 from convexrobust.problems.gated_relu import ConvexGatedReLU
 from convexrobust.problems.polynomial import ConvexPolynomial
@@ -100,10 +101,6 @@ TORCH_OPTIONS: dict[str, object] = {"tol": 1e-3, "accept_inaccurate": True}
 #: What the pipeline itself passes to each program class (not settable by program_options).
 _PIPELINE_ARGUMENTS = frozenset({"self", "X", "y", "loss", "beta", "threat", "n_patterns",
                                  "seed"})
-_PROGRAMS = {"polynomial": ConvexPolynomial, "relu": ConvexReLU,
-             "gated_relu": ConvexGatedReLU}
-#: The head families whose models carry certificates (with a feature bound).
-_CERTIFIED_HEADS = ("polynomial", "relu")
 
 
 # ---------------------------------------------------------------------- retraining
@@ -192,7 +189,7 @@ def retrain_last_two_layers(
     SolverFailedError
         Every candidate of the grid failed to solve.
     """
-    head = check_choice(head, "head", tuple(_PROGRAMS))
+    head = check_choice(head, "head", tuple(HEAD_PROGRAMS))
     if not isinstance(threat, ThreatModel):
         raise InvalidInputError(f"threat must be cr.L2(eps) or cr.Linf(eps), got {threat!r}")
     if threat.norm not in (2.0, math.inf):
@@ -217,7 +214,7 @@ def retrain_last_two_layers(
     norm_tr, norm_val = normalization(z_tr), normalization(z_val)
     factor = None if bound is None else input_radius_factor(
         bound * normalization.lipschitz_factor, threat.norm, input_shape)
-    certified = bound is not None and head in _CERTIFIED_HEADS
+    certified = bound is not None and head in CERTIFIED_HEADS
     if factor is not None:
         base_radius = threat.eps * factor
         head_norm = 2.0
@@ -440,7 +437,7 @@ def _check_seed(seed: object) -> int:
 def _check_program_options(head: str, options: Mapping[str, object]) -> dict[str, object]:
     """``options`` checked against the program class's keyword arguments (those the pipeline
     does not set itself)."""
-    allowed = set(inspect.signature(_PROGRAMS[head].__init__).parameters) - _PIPELINE_ARGUMENTS
+    allowed = set(inspect.signature(HEAD_PROGRAMS[head].__init__).parameters) - _PIPELINE_ARGUMENTS
     unknown = set(options) - allowed
     if unknown:
         raise InvalidInputError(

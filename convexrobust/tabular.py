@@ -29,13 +29,12 @@ import torch
 from convexrobust._io import write_json_atomic
 from convexrobust.data import DataSplit, load
 from convexrobust.errors import InvalidInputError
-from convexrobust.evaluation import evaluate
+from convexrobust.evaluation import default_radii, evaluate
 from convexrobust.feature_map import FeatureNormalization, principal_directions
 from convexrobust.features import FeatureExtractor, IdentityFeatures
 from convexrobust.plots import plot_accuracy_vs_radius
-from convexrobust.problems.gated_relu import ConvexGatedReLU
-from convexrobust.problems.polynomial import ConvexPolynomial
-from convexrobust.problems.relu import ConvexReLU
+from convexrobust.problems import CERTIFIED_HEADS
+from convexrobust.problems import HEAD_PROGRAMS as HEADS
 from convexrobust.robust_model import RobustModel, input_radius_factor
 from convexrobust.solvers import solve
 from convexrobust.threat import L2, ThreatModel
@@ -44,12 +43,6 @@ __all__ = ["CERTIFIED_HEADS", "HEADS", "Table", "TabularConfig", "evaluate_table
            "load_table", "standardized", "write_results"]
 
 log = logging.getLogger(__name__)
-
-#: The head families, and the program that trains each.
-HEADS = {"polynomial": ConvexPolynomial, "relu": ConvexReLU, "gated_relu": ConvexGatedReLU}
-#: The families whose models carry certificates.
-CERTIFIED_HEADS = ("polynomial", "relu")
-
 
 @dataclass(frozen=True)
 class TabularConfig:
@@ -83,8 +76,7 @@ class TabularConfig:
         threat = ThreatModel(self.norm, self.eps)  # checked now, not at the first solve
         object.__setattr__(self, "norm", threat.norm)
         if self.radii is None:
-            radii = tuple(sorted({self.eps / 2, self.eps, 2 * self.eps}))
-            object.__setattr__(self, "radii", radii)
+            object.__setattr__(self, "radii", default_radii(self.eps))
 
     @property
     def threat(self) -> ThreatModel:
