@@ -50,50 +50,56 @@ def project_lifted_cone(Y: Tensor, mu0: Tensor | None = None, *, max_iter: int =
     eps = torch.finfo(dtype).eps
     scale = torch.linalg.matrix_norm(Y).clamp_min(torch.finfo(dtype).tiny)
     ftol = max(8.0 * eps * D, rtol) * scale
+    tiny = torch.finfo(dtype).tiny
 
     def phi_and_slope(mu: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        M = Y - mu[:, None, None] * torch.diag(g)
+        M = Y.clone()
+        M.diagonal(dim1=-2, dim2=-1).sub_(mu[:, None] * g)
         lam, Q = torch.linalg.eigh(M)
         pos = lam.clamp_min(0.0)
-        # φ = Σ_i λ_i⁺ (QᵀGQ)_ii ; φ' = −Σ_ij Γ_ij (QᵀGQ)_ij², where G = I − 2e_De_Dᵀ gives
-        # QᵀGQ = I − 2qqᵀ with q the last row of Q (O(D²), no matrix product)
-        q = Q[:, -1, :]
-        QGQ = -2.0 * q[:, :, None] * q[:, None, :]
-        QGQ.diagonal(dim1=-2, dim2=-1).add_(1.0)
-        phi = (pos * torch.diagonal(QGQ, dim1=-2, dim2=-1)).sum(-1)
-        dl = lam[:, :, None] - lam[:, None, :]
-        dp = pos[:, :, None] - pos[:, None, :]
-        same = dl.abs() <= 64.0 * eps * scale[:, None, None]
+        # with q the last row of Q, QᵀGQ = I − 2qqᵀ (G = I − 2e_De_Dᵀ), so with s = q²:
+        # φ = Σ λᵢ⁺(1 − 2sᵢ) and −φ' = Σᵢ Γᵢᵢ(1 − 4sᵢ) + 4 sᵀΓs, where Γ (the divided
+        # differences of max(λ, 0)) is 1 on pairs of positive eigenvalues, 0 on pairs of
+        # non-positive ones and λᵢ/(λᵢ − λⱼ) for λᵢ > 0 ≥ λⱼ: O(D²), no matrix product
+        s = Q[:, -1, :].square()
+        phi = pos.sum(-1) - 2.0 * (pos * s).sum(-1)
         ind = (lam > 0).to(dtype)
-        mid = 0.5 * (ind[:, :, None] + ind[:, None, :])
-        gamma = torch.where(same, mid, dp / torch.where(same, torch.ones_like(dl), dl))
-        slope = -(gamma * QGQ.square()).sum((-1, -2))
+        s_pos = s * ind
+        s_neg = s - s_pos
+        neg = (-lam).clamp_min(0.0)
+        mixed = pos[:, :, None] / (pos[:, :, None] + neg[:, None, :]).clamp_min(tiny)
+        cross = torch.linalg.vecdot(torch.bmm(s_pos[:, None, :], mixed).squeeze(1), s_neg)
+        slope = -((ind - 4.0 * s_pos).sum(-1) + 4.0 * (s_pos.sum(-1).square() + 2.0 * cross))
         return phi, slope, lam, Q
 
     mu = torch.zeros(B, dtype=dtype, device=device) if mu0 is None else mu0.clone()
     phi, slope, lam, Q = phi_and_slope(mu)
     lo = torch.full_like(mu, -math.inf)  # φ(lo) > 0
     hi = torch.full_like(mu, math.inf)  # φ(hi) < 0
-    for _ in range(max_iter):
+    for step_number in range(max_iter):
         done = phi.abs() <= ftol
         if bool(done.all()):
             break
         lo = torch.where(phi > 0, torch.maximum(lo, mu), lo)
         hi = torch.where(phi < 0, torch.minimum(hi, mu), hi)
-        newton = mu - phi / torch.where(slope < 0, slope, torch.full_like(slope, -math.inf))
-        finite = torch.isfinite(lo) & torch.isfinite(hi)
-        width = torch.where(finite, hi - lo, torch.zeros_like(mu))
-        ok = (slope < 0) & (newton > lo) & (newton < hi) & torch.isfinite(newton)
-        # no Newton step: bisect a finite bracket, else expand outwards
-        step = torch.maximum(2.0 * (mu.abs() + scale), torch.ones_like(mu))
-        fallback = torch.where(finite, 0.5 * (lo + hi),
-                               torch.where(phi > 0, mu + step, mu - step))
-        new = torch.where(ok, newton, fallback)
-        stalled = finite & (width <= 4.0 * eps * (mu.abs() + scale))
-        mu = torch.where(done | stalled, mu, new)
+        new = mu - phi / slope  # Newton (slope ≤ 0; a zero slope gives ±inf or NaN)
+        ok = (new > lo) & (new < hi)
+        # (Newton from a warm start takes two or three steps; beyond four, check for a bracket
+        # at round-off width too)
+        if step_number >= 4 or not bool(ok.all()):
+            # no Newton step inside the bracket: bisect a finite bracket, else expand outwards;
+            # a bracket at round-off width stays where it is
+            finite = torch.isfinite(lo) & torch.isfinite(hi)
+            step = torch.maximum(2.0 * (mu.abs() + scale), torch.ones_like(mu))
+            fallback = torch.where(finite, 0.5 * (lo + hi),
+                                   torch.where(phi > 0, mu + step, mu - step))
+            stalled = finite & (hi - lo <= 4.0 * eps * (mu.abs() + scale))
+            new = torch.where(ok, new, torch.where(stalled, mu, fallback))
+            done = done | stalled
+            if bool(done.all()):
+                break
+        mu = torch.where(done, mu, new)
         phi, slope, lam, Q = phi_and_slope(mu)
-        if bool((done | stalled).all()):
-            break
     return _psd_part(lam, Q), mu
 
 

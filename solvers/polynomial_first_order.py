@@ -147,7 +147,9 @@ class _Data:
 
     ``scratch`` keeps the (n, C, d) work buffers of the worst-case computation between
     evaluations (see :meth:`buffer`): on the CPU a fresh buffer of that size costs more in page
-    faults than the elementwise pass that fills it."""
+    faults than the elementwise pass that fills it. ``multipliers`` keeps each chunk's
+    trust-region multipliers (n, C, 1) per sign, which warm-start the next evaluation's secular
+    equations (consecutive iterates are close, and so are their multipliers)."""
 
     stream: SampleStream
     comm: Collective
@@ -158,6 +160,17 @@ class _Data:
     b: float
     c: float
     scratch: dict[str, Tensor] = field(default_factory=dict, repr=False)
+    multipliers: dict[str, Tensor] = field(default_factory=dict, repr=False)
+
+    def multiplier(self, key: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
+        """The trust-region multipliers kept under ``key`` from the last evaluation (warm starts
+        of :func:`batched_trs`), NaN (none yet) when new or when the shape changed."""
+        buf = self.multipliers.get(key)
+        if buf is None or buf.shape != shape or buf.dtype != like.dtype \
+                or buf.device != like.device:
+            buf = self.multipliers[key] = torch.full(shape, math.nan, dtype=like.dtype,
+                                                     device=like.device)
+        return buf
 
     def buffer(self, key: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
         """An uninitialised tensor of ``shape`` (dtype and device of ``like``), reused across
@@ -188,7 +201,7 @@ def _lifted_sum(data: _Data, P: Tensor, w: Tensor, basis: Tensor | None = None) 
     lin = torch.einsum("nc,ncd->cd", w, P)
     if basis is not None:
         quad = basis @ quad @ basis.transpose(-1, -2)
-        lin = torch.einsum("cde,ce->cd", basis, lin)
+        lin = torch.bmm(basis, lin[:, :, None]).squeeze(-1)
     out[:, :d, :d] = data.a * quad
     lin = 0.5 * data.b * lin
     out[:, :d, d] = lin
@@ -198,9 +211,16 @@ def _lifted_sum(data: _Data, P: Tensor, w: Tensor, basis: Tensor | None = None) 
 
 
 def _secular_root(base: Tensor, g: Tensor, r: float, max_iter: int,
-                  work: tuple[Tensor, Tensor] | None = None) -> Tensor:
+                  work: tuple[Tensor, Tensor] | None = None,
+                  guess: Tensor | None = None) -> Tensor:
     """``t ≥ 0`` with ``φ(t) = ‖g/(base + t)‖ = r`` (or 0 when ``φ(0) ≤ r``), per row, by Newton
     on ``1/φ`` from the lower bound ``t₀ = max(0, maxᵢ |gᵢ|/r − baseᵢ)`` (monotone, quadratic).
+
+    Warm start: with a ``guess`` per row (e.g. the root of a nearby problem), one Newton step
+    from it comes first. ``1/φ`` is concave, so its tangent lies above it and the step lands at
+    or left of the root from either side; clamped below by ``t₀`` (and replaced by ``t₀`` where
+    it is not finite) it is a valid start of the monotone iteration, and a guess close to the
+    root leaves one or two steps to take.
 
     Only rows that have not converged are iterated (most converge in a few steps, so the work
     shrinks quickly); the rows are gathered into the two scratch buffers ``work`` (shaped like
@@ -217,6 +237,14 @@ def _secular_root(base: Tensor, g: Tensor, r: float, max_iter: int,
         work = (torch.empty_like(base2), torch.empty_like(base2))
     den_buf, w_buf = (b.view(base2.shape) for b in work)
     t = torch.abs(g2, out=den_buf).div_(r).sub_(base2).amax(-1).clamp_min_(0.0)
+    if guess is not None:
+        start = guess.reshape(-1).clamp_min(0.0)
+        den = torch.add(base2, start[:, None], out=den_buf).clamp_min_(tiny)
+        w = torch.div(g2, den, out=w_buf)
+        phi = torch.linalg.vector_norm(w, dim=-1)
+        slope = w.square_().div_(den).sum(-1)
+        tn = start + (phi / r - 1.0) * phi * phi / slope
+        t = torch.where(torch.isfinite(tn), tn, t).maximum(t)
     active: Tensor | None = None  # None: all rows
     for _ in range(max_iter):
         if active is None:
@@ -249,7 +277,8 @@ def _secular_root(base: Tensor, g: Tensor, r: float, max_iter: int,
 
 
 def batched_trs(lam: Tensor, gt: Tensor, h: Tensor, radius: float, *, max_iter: int = 60,
-                work: tuple[Tensor, Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+                work: tuple[Tensor, Tensor, Tensor] | None = None,
+                multiplier: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """``min_{‖δ‖≤r} δᵀΛδ + 2 g̃ᵀδ + h`` in the eigenbasis, batched over leading dimensions with a
     matrix of eigenvalues per row (Moré & Sorensen 1983, as
     :func:`~convexrobust.trust_region.solve_trs`, which takes one eigendecomposition per call).
@@ -269,6 +298,11 @@ def batched_trs(lam: Tensor, gt: Tensor, h: Tensor, radius: float, *, max_iter: 
     objective is scattered back (generic rows never need it). Three full-size buffers in all:
     ``work`` (contiguous, of the broadcast shape of ``lam`` and ``gt``; allocated when not
     given), the returned ``δ̃`` lives in ``work[0]``.
+
+    ``multiplier`` (optional, one entry per row: the broadcast shape with a last dimension of
+    1) carries multipliers between calls: where finite, its ``μ`` warm-starts the secular
+    equation (:func:`_secular_root`; the root found is the same, only fewer Newton steps are
+    taken when the data moved little), and it is overwritten with this call's ``μ``.
     """
     eps = torch.finfo(lam.dtype).eps
     tiny = torch.finfo(lam.dtype).tiny
@@ -286,13 +320,18 @@ def batched_trs(lam: Tensor, gt: Tensor, h: Tensor, radius: float, *, max_iter: 
     if work is None:
         work = tuple(torch.empty(shape, dtype=lam.dtype, device=lam.device) for _ in range(3))
     base = torch.add(lam, mu_lo, out=work[2])
-    t = _secular_root(base, gt.expand(shape), r, max_iter, (work[0], work[1]))
+    guess = None
+    if multiplier is not None:
+        guess = torch.where(torch.isfinite(multiplier), multiplier - mu_lo, 0.0)
+    t = _secular_root(base, gt.expand(shape), r, max_iter, (work[0], work[1]), guess)
+    if multiplier is not None:
+        torch.add(mu_lo, t, out=multiplier)
     den = base.add_(t).clamp_min_(tiny)
     dt = torch.div(gt, den, out=work[0]).neg_()
     nrm = torch.linalg.vector_norm(dt, dim=-1, keepdim=True)
     dt.mul_(torch.where(nrm > r, r / nrm.clamp_min(tiny), torch.ones_like(nrm)))
     qt = torch.mul(lam, dt, out=base).add_(gt, alpha=2.0)
-    q_root = torch.einsum("...i,...i->...", qt, dt) + h
+    q_root = torch.linalg.vecdot(qt, dt) + h
     q_root = torch.where(torch.isfinite(q_root), q_root, torch.full_like(q_root, math.inf))
     # rows that may be (near) the hard case
     need = (lam_min <= 0) & ((t <= math.sqrt(eps) * lam_scale)
@@ -324,7 +363,8 @@ def batched_trs(lam: Tensor, gt: Tensor, h: Tensor, radius: float, *, max_iter: 
 
 
 def _worst_case(data: _Data, X: Tensor, Zt: Tensor, signs: Tensor, evals: Tensor,
-                evecs: Tensor, Y: Tensor | None = None, tag: str = "") -> tuple[Tensor, Tensor]:
+                evecs: Tensor, Y: Tensor | None = None, tag: str = "", chunk: int = 0
+                ) -> tuple[Tensor, Tensor]:
     """``v_kc = min_{‖δ‖≤r} s_kc f_c(x_k + δ)`` and the minimising points ``x_k + δ*`` (n, C, d)
     in the eigenbasis of their class (``Vᵀ(x + δ*)``), for the samples ``X``, from the
     eigendecomposition ``(evals, evecs) = (Λ, V)`` of ``a Z̃1_c`` (one per class), all classes and
@@ -334,20 +374,22 @@ def _worst_case(data: _Data, X: Tensor, Zt: Tensor, signs: Tensor, evals: Tensor
     squared loss) gives everything: ``a xᵀZ̃1x = Σᵢ λᵢ yᵢ²`` and the linear term in the
     eigenbasis ``Vᵀ(a Z̃1 x + (b/2) z̃2) = Λy + (b/2) Vᵀz̃2``, O(n C d²) in all. The work buffers
     are ``data``'s scratch; the returned points live in the buffer ``"points" + tag`` (distinct
-    tags for results that must coexist)."""
+    tags for results that must coexist); the multipliers of chunk ``chunk`` and sign ``tag``
+    are kept for the next evaluation's warm start."""
     d = X.shape[1]
     z2 = Zt[:, :d, d]
     if Y is None:
         Y = _eigen_coordinates(data, X, evecs)
     shape = Y.shape
-    z2t = 0.5 * data.b * torch.einsum("cd,cdf->cf", z2, evecs)
+    z2t = (0.5 * data.b) * torch.bmm(z2[:, None, :], evecs).squeeze(1)
     gt = torch.mul(Y, evals, out=data.buffer("gt", shape, Y))  # Λy
-    f = torch.einsum("ncf,ncf->nc", gt, Y) + data.b * X @ z2.T + data.c * Zt[:, d, d]
+    f = torch.linalg.vecdot(gt, Y) + data.b * X @ z2.T + data.c * Zt[:, d, d]
     gt.add_(z2t).mul_(signs[..., None])
     lam = torch.mul(signs[..., None], evals, out=data.buffer("lam", shape, Y))
     work = (data.buffer(f"points{tag}", shape, Y), data.buffer("work1", shape, Y),
             data.buffer("work2", shape, Y))
-    values, dt = batched_trs(lam, gt, signs * f, data.radius, work=work)
+    multiplier = data.multiplier(f"{tag}{chunk}", (*shape[:-1], 1), Y)
+    values, dt = batched_trs(lam, gt, signs * f, data.radius, work=work, multiplier=multiplier)
     return values, dt.add_(Y)
 
 
@@ -362,8 +404,8 @@ def _eigen_coordinates(data: _Data, X: Tensor, evecs: Tensor) -> Tensor:
 
 
 def _chunk_terms(data: _Data, X: Tensor, T: Tensor, Zt: Tensor, eig: tuple[Tensor, Tensor] | None,
-                 mu: float, need_grad: bool) -> tuple[Tensor, Tensor | None]:
-    """For the samples ``X``, ``T`` of one chunk: the summed smoothed loss and (``need_grad``)
+                 mu: float, need_grad: bool, chunk: int = 0) -> tuple[Tensor, Tensor | None]:
+    """For the samples ``X``, ``T`` of chunk number ``chunk``: the summed smoothed loss and (``need_grad``)
     its gradient with respect to ``Z̃`` divided by the global n, ``Σ_k w_k A(x_k + δ*_k)``."""
     n = data.stream.n_global
     d = X.shape[1]
@@ -371,8 +413,8 @@ def _chunk_terms(data: _Data, X: Tensor, T: Tensor, Zt: Tensor, eig: tuple[Tenso
         if eig is not None:
             ones = torch.ones_like(T)
             Y = _eigen_coordinates(data, X, eig[1])
-            lo, p_lo = _worst_case(data, X, Zt, ones, *eig, Y=Y, tag="+")  # min f
-            nhi, p_hi = _worst_case(data, X, Zt, -ones, *eig, Y=Y, tag="-")  # min −f = −max f
+            lo, p_lo = _worst_case(data, X, Zt, ones, *eig, Y=Y, tag="+", chunk=chunk)  # min f
+            nhi, p_hi = _worst_case(data, X, Zt, -ones, *eig, Y=Y, tag="-", chunk=chunk)  # min −f = −max f
             u1, u2 = T - lo, -nhi - T
             h, dh = _huber_abs(0.5 * (u1 - u2), mu)
             rho = 0.5 * (u1 + u2) + h
@@ -386,7 +428,7 @@ def _chunk_terms(data: _Data, X: Tensor, T: Tensor, Zt: Tensor, eig: tuple[Tenso
             w = (f - T) / n
     else:
         if eig is not None:
-            v, pts = _worst_case(data, X, Zt, T, *eig)
+            v, pts = _worst_case(data, X, Zt, T, *eig, chunk=chunk)
         else:
             f = data.a * torch.einsum("nd,cde,ne->nc", X, Zt[:, :d, :d], X) \
                 + data.b * X @ Zt[:, :d, d].T + data.c * Zt[:, d, d]
@@ -421,8 +463,8 @@ def _objective(data: _Data, W: Tensor, mu: float, need_grad: bool
         eig = torch.linalg.eigh(data.a * Zt[:, :d, :d])
     total = torch.zeros((), dtype=W.dtype, device=W.device)
     Gt = torch.zeros((C, D, D), dtype=W.dtype, device=W.device) if need_grad else None
-    for chunk in data.stream:
-        value, G = _chunk_terms(data, chunk["X"], chunk["T"], Zt, eig, mu, need_grad)
+    for index, chunk in enumerate(data.stream):
+        value, G = _chunk_terms(data, chunk["X"], chunk["T"], Zt, eig, mu, need_grad, index)
         total = total + value
         if Gt is not None:
             Gt = Gt + G

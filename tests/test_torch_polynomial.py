@@ -4,6 +4,8 @@ family, budgets, dtypes and devices, and an O(classes) eigendecomposition count 
 
 from __future__ import annotations
 
+import math
+
 import time
 
 import cvxpy as cp
@@ -91,6 +93,17 @@ def test_batched_trs_matches_reference_solver():
         np.testing.assert_allclose(value.numpy(), ref.value_upper.numpy(), rtol=1e-10,
                                    atol=1e-10)
         assert bool((dt.norm(dim=1) <= 0.7 * (1 + 1e-12)).all())
+        # warm starts (the multiplier buffer) never change the answer: guesses far below,
+        # far above, at and near the root, and none (NaN), give the same values
+        mult = torch.full((12, 1), math.nan, dtype=torch.float64)
+        cold, _ = batched_trs(ev.expand(12, d), g @ V, h, 0.7, multiplier=mult)
+        root = mult.clone()
+        for guess in (root, root * (1 + 1e-3), root * 1e3 + 5.0, torch.zeros_like(root),
+                      torch.where(torch.arange(12)[:, None] % 2 == 0, math.nan, root + 1.0)):
+            mult.copy_(guess)
+            warm, _ = batched_trs(ev.expand(12, d), g @ V, h, 0.7, multiplier=mult)
+            np.testing.assert_allclose(warm.numpy(), cold.numpy(), rtol=1e-10, atol=1e-10)
+            assert bool(torch.isfinite(mult).all())
 
 
 def _robust_data(program: cr.ConvexPolynomial, batch_size: int | None):
