@@ -405,16 +405,18 @@ def _eigen_coordinates(data: _Data, X: Tensor, evecs: Tensor) -> Tensor:
 
 def _chunk_terms(data: _Data, X: Tensor, T: Tensor, Zt: Tensor, eig: tuple[Tensor, Tensor] | None,
                  mu: float, need_grad: bool, chunk: int = 0) -> tuple[Tensor, Tensor | None]:
-    """For the samples ``X``, ``T`` of chunk number ``chunk``: the summed smoothed loss and (``need_grad``)
-    its gradient with respect to ``Z̃`` divided by the global n, ``Σ_k w_k A(x_k + δ*_k)``."""
+    """For the samples ``X``, ``T`` of chunk number ``chunk``: the summed smoothed loss and
+    (``need_grad``) its gradient with respect to ``Z̃`` divided by the global n,
+    ``Σ_k w_k A(x_k + δ*_k)``."""
     n = data.stream.n_global
     d = X.shape[1]
     if not data.loss.margin:  # the squared loss of the worst absolute residual
         if eig is not None:
             ones = torch.ones_like(T)
             Y = _eigen_coordinates(data, X, eig[1])
-            lo, p_lo = _worst_case(data, X, Zt, ones, *eig, Y=Y, tag="+", chunk=chunk)  # min f
-            nhi, p_hi = _worst_case(data, X, Zt, -ones, *eig, Y=Y, tag="-", chunk=chunk)  # min −f = −max f
+            # min f, and min −f = −max f
+            lo, p_lo = _worst_case(data, X, Zt, ones, *eig, Y=Y, tag="+", chunk=chunk)
+            nhi, p_hi = _worst_case(data, X, Zt, -ones, *eig, Y=Y, tag="-", chunk=chunk)
             u1, u2 = T - lo, -nhi - T
             h, dh = _huber_abs(0.5 * (u1 - u2), mu)
             rho = 0.5 * (u1 + u2) + h

@@ -5,7 +5,6 @@ family, budgets, dtypes and devices, and an O(classes) eigendecomposition count 
 from __future__ import annotations
 
 import math
-
 import time
 
 import cvxpy as cp
