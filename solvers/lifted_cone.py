@@ -52,28 +52,29 @@ def project_lifted_cone(Y: Tensor, mu0: Tensor | None = None, *, max_iter: int =
     ftol = max(8.0 * eps * D, rtol) * scale
     tiny = torch.finfo(dtype).tiny
 
-    def phi_and_slope(mu: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def phi_at(mu: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``φ(μ)`` and the eigendecomposition of ``Y − μG``."""
         M = Y.clone()
         M.diagonal(dim1=-2, dim2=-1).sub_(mu[:, None] * g)
         lam, Q = torch.linalg.eigh(M)
+        # with q the last row of Q, QᵀGQ = I − 2qqᵀ (G = I − 2e_De_Dᵀ): φ = Σ λᵢ⁺(1 − 2qᵢ²)
         pos = lam.clamp_min(0.0)
-        # with q the last row of Q, QᵀGQ = I − 2qqᵀ (G = I − 2e_De_Dᵀ), so with s = q²:
-        # φ = Σ λᵢ⁺(1 − 2sᵢ) and −φ' = Σᵢ Γᵢᵢ(1 − 4sᵢ) + 4 sᵀΓs, where Γ (the divided
-        # differences of max(λ, 0)) is 1 on pairs of positive eigenvalues, 0 on pairs of
-        # non-positive ones and λᵢ/(λᵢ − λⱼ) for λᵢ > 0 ≥ λⱼ: O(D²), no matrix product
+        return pos.sum(-1) - 2.0 * torch.linalg.vecdot(pos, Q[:, -1, :].square()), lam, Q
+
+    def slope_at(lam: Tensor, Q: Tensor) -> Tensor:
+        """``φ'(μ) = −Σᵢ Γᵢᵢ(1 − 4sᵢ) − 4 sᵀΓs`` with ``s = q²``, where Γ (the divided
+        differences of max(λ, 0)) is 1 on pairs of positive eigenvalues, 0 on pairs of
+        non-positive ones and λᵢ/(λᵢ − λⱼ) for λᵢ > 0 ≥ λⱼ: O(D²), no matrix product."""
         s = Q[:, -1, :].square()
-        phi = pos.sum(-1) - 2.0 * (pos * s).sum(-1)
         ind = (lam > 0).to(dtype)
         s_pos = s * ind
-        s_neg = s - s_pos
-        neg = (-lam).clamp_min(0.0)
+        pos, neg = lam.clamp_min(0.0), (-lam).clamp_min(0.0)
         mixed = pos[:, :, None] / (pos[:, :, None] + neg[:, None, :]).clamp_min(tiny)
-        cross = torch.linalg.vecdot(torch.bmm(s_pos[:, None, :], mixed).squeeze(1), s_neg)
-        slope = -((ind - 4.0 * s_pos).sum(-1) + 4.0 * (s_pos.sum(-1).square() + 2.0 * cross))
-        return phi, slope, lam, Q
+        cross = torch.linalg.vecdot(torch.bmm(s_pos[:, None, :], mixed).squeeze(1), s - s_pos)
+        return -((ind - 4.0 * s_pos).sum(-1) + 4.0 * (s_pos.sum(-1).square() + 2.0 * cross))
 
     mu = torch.zeros(B, dtype=dtype, device=device) if mu0 is None else mu0.clone()
-    phi, slope, lam, Q = phi_and_slope(mu)
+    phi, lam, Q = phi_at(mu)
     lo = torch.full_like(mu, -math.inf)  # φ(lo) > 0
     hi = torch.full_like(mu, math.inf)  # φ(hi) < 0
     for step_number in range(max_iter):
@@ -82,7 +83,8 @@ def project_lifted_cone(Y: Tensor, mu0: Tensor | None = None, *, max_iter: int =
             break
         lo = torch.where(phi > 0, torch.maximum(lo, mu), lo)
         hi = torch.where(phi < 0, torch.minimum(hi, mu), hi)
-        new = mu - phi / slope  # Newton (slope ≤ 0; a zero slope gives ±inf or NaN)
+        # Newton (φ' ≤ 0; a zero slope gives ±inf or NaN, outside the bracket)
+        new = mu - phi / slope_at(lam, Q)
         ok = (new > lo) & (new < hi)
         # (Newton from a warm start takes two or three steps; beyond four, check for a bracket
         # at round-off width too)
@@ -99,7 +101,7 @@ def project_lifted_cone(Y: Tensor, mu0: Tensor | None = None, *, max_iter: int =
             if bool(done.all()):
                 break
         mu = torch.where(done, mu, new)
-        phi, slope, lam, Q = phi_and_slope(mu)
+        phi, lam, Q = phi_at(mu)
     return _psd_part(lam, Q), mu
 
 

@@ -222,9 +222,10 @@ def _secular_root(base: Tensor, g: Tensor, r: float, max_iter: int,
     it is not finite) it is a valid start of the monotone iteration, and a guess close to the
     root leaves one or two steps to take.
 
-    Only rows that have not converged are iterated (most converge in a few steps, so the work
-    shrinks quickly); the rows are gathered into the two scratch buffers ``work`` (shaped like
-    ``base``; allocated when not given), so no full-size temporaries are created.
+    While more than half of the rows move, every row is iterated (a converged row's step is
+    0 up to round-off); then only the rows that have not converged, gathered into the two
+    scratch buffers ``work`` (shaped like ``base``; allocated when not given), so no full-size
+    temporaries are created.
     ``base ≥ 0``, and inside the loop a zero denominator only meets a zero numerator (``t > 0``
     after the start, or ``|gᵢ| ≤ r·baseᵢ`` for all ``i``), so ``g/den`` is evaluated with the
     denominator floored at the smallest normal number, which gives the required 0.
@@ -233,41 +234,48 @@ def _secular_root(base: Tensor, g: Tensor, r: float, max_iter: int,
     tiny = torch.finfo(base.dtype).tiny
     shape = base.shape
     base2, g2 = base.reshape(-1, shape[-1]), g.reshape(-1, shape[-1])
+    rows = base2.shape[0]
     if work is None:
         work = (torch.empty_like(base2), torch.empty_like(base2))
     den_buf, w_buf = (b.view(base2.shape) for b in work)
+
+    def newton_step(t: Tensor, den: Tensor, w: Tensor) -> Tensor:
+        """The Newton step on ``1/φ(t) − 1/r`` from ``den = base + t`` and ``w = g/den``
+        (``w`` is overwritten); NaN where ``g = 0`` (``φ = φ' = 0``)."""
+        phi = torch.linalg.vector_norm(w, dim=-1)
+        slope = w.square_().div_(den).sum(-1)
+        return phi.div(r).sub_(1.0).mul_(phi).mul_(phi).div_(slope)
+
     t = torch.abs(g2, out=den_buf).div_(r).sub_(base2).amax(-1).clamp_min_(0.0)
     if guess is not None:
         start = guess.reshape(-1).clamp_min(0.0)
         den = torch.add(base2, start[:, None], out=den_buf).clamp_min_(tiny)
-        w = torch.div(g2, den, out=w_buf)
-        phi = torch.linalg.vector_norm(w, dim=-1)
-        slope = w.square_().div_(den).sum(-1)
-        tn = start + (phi / r - 1.0) * phi * phi / slope
+        tn = newton_step(start, den, torch.div(g2, den, out=w_buf)).add_(start)
         t = torch.where(torch.isfinite(tn), tn, t).maximum(t)
     active: Tensor | None = None  # None: all rows
     for _ in range(max_iter):
         if active is None:
             ta = t
-            den = torch.add(base2, ta[:, None], out=den_buf)
-            w = torch.div(g2, den.clamp_min_(tiny), out=w_buf)
+            den = torch.add(base2, ta[:, None], out=den_buf).clamp_min_(tiny)
+            w = torch.div(g2, den, out=w_buf)
         else:
             k = active.shape[0]
             ta = t[active]
             den = torch.index_select(base2, 0, active, out=den_buf[:k])
             den.add_(ta[:, None]).clamp_min_(tiny)
             w = torch.index_select(g2, 0, active, out=w_buf[:k]).div_(den)
-        phi = torch.linalg.vector_norm(w, dim=-1)
-        slope = w.square_().div_(den).sum(-1)
-        step = (phi / r - 1.0) * phi * phi / slope  # Newton on 1/φ(t) − 1/r
-        step = torch.where(torch.isfinite(step) & (step > 0), step, torch.zeros_like(step))
+        # monotone from the left: a step that is negative or not finite is round-off (or a row
+        # with g = 0, whose root is the start t = 0)
+        step = newton_step(ta, den, w).nan_to_num_(0.0, 0.0, 0.0).clamp_min_(0.0)
         tn = ta + step
-        moving = step > 4 * eps * tn
+        moving = step > (4 * eps) * tn
         if active is None:
             t = tn
-            if not bool(moving.any()):
+            count = int(moving.sum())
+            if count == 0:
                 break
-            active = moving.nonzero().squeeze(-1)
+            if 2 * count <= rows:
+                active = moving.nonzero().squeeze(-1)
         else:
             t[active] = tn
             if not bool(moving.any()):
