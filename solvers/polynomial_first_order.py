@@ -36,6 +36,17 @@ shared one of :mod:`~convexrobust.solvers.first_order` (``backtracking_step``, `
   Everything runs in the eigenbasis: ``y = V_cᵀx`` gives ``f``, the TRS data and the points
   ``V_cᵀ(x + δ*) = y + δ̃*``, whose weighted outer-product sums are rotated back once per class.
   The squared loss uses ``ρ = max(t − min f, max f − t)`` (two TRS per sample).
+* **Screening.** A loss that is exactly 0 (value and slope) above a margin (the hinge above 1,
+  ``Loss.zero_from``) needs no worst case where the margin is known to be above it: the
+  Lagrangian dual of the TRS gives, for any multiplier ``μ > max(0, −λ_min)``, the lower bound
+  ``v ≥ h − Σᵢ g̃ᵢ²/(λᵢ + μ) − μr²`` (S-lemma; :mod:`convexrobust.trust_region`), and at the
+  previous evaluation's multiplier (consecutive iterates are close) it is tight to second
+  order. Rows whose bound reaches the margin are skipped: their value is the bound (loss and
+  gradient weight exactly 0, so the objective and gradient are unchanged), and only the other
+  rows are gathered for the secular equation. Once a solve is under way most one-vs-all rows
+  are far from the margin, so a robust evaluation of a large program costs little more than a
+  nominal one; below :data:`SCREEN_MIN_ELEMENTS` rows × features it is off (the evaluation is
+  dispatch-bound there).
 * **Smoothing with continuation.** The hinge ``(1 − v)_+`` is replaced by its Huber (Moreau)
   smoothing of width ``μ_s`` and the max in ``ρ`` by ``(u₁+u₂)/2 + H_μs((u₁−u₂)/2)`` (convex,
   non-decreasing, within ``μ_s/2`` of the max); ``μ_s`` shrinks by 10× per stage down to
@@ -124,6 +135,12 @@ PLATEAU_WINDOW = 500
 PLATEAU_FACTOR = 0.01
 PLATEAU_CHECK = 50
 
+#: Screening (module docstring) is on for robust programs whose loss vanishes above a margin
+#: (the hinge) once the worst-case rows hold at least this many numbers (samples × outputs ×
+#: features): below it an evaluation costs its dispatches, not its arithmetic, and skipping rows
+#: saves nothing.
+SCREEN_MIN_ELEMENTS = 1 << 18
+
 
 # ----------------------------------------------------------------------------------------
 # smoothed losses and their derivatives
@@ -159,8 +176,22 @@ class _Data:
     a: float
     b: float
     c: float
+    screen: float | None = None
     scratch: dict[str, Tensor] = field(default_factory=dict, repr=False)
     multipliers: dict[str, Tensor] = field(default_factory=dict, repr=False)
+    rows_solved: int = 0
+    rows_total: int = 0
+
+    def rows_buffer(self, key: str, m: int, d: int, like: Tensor) -> Tensor:
+        """An uninitialised (m, d) view of a buffer kept under ``key`` that grows (by a quarter
+        more than asked) only when ``m`` rows do not fit, so the changing number of rows left
+        after screening does not allocate at every evaluation."""
+        buf = self.scratch.get(key)
+        if buf is None or buf.numel() < m * d or buf.dtype != like.dtype \
+                or buf.device != like.device:
+            buf = self.scratch[key] = torch.empty(max(m + m // 4, 1) * d, dtype=like.dtype,
+                                                  device=like.device)
+        return buf[:m * d].view(m, d)
 
     def multiplier(self, key: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
         """The trust-region multipliers kept under ``key`` from the last evaluation (warm starts
@@ -394,11 +425,70 @@ def _worst_case(data: _Data, X: Tensor, Zt: Tensor, signs: Tensor, evals: Tensor
     f = torch.linalg.vecdot(gt, Y) + data.b * X @ z2.T + data.c * Zt[:, d, d]
     gt.add_(z2t).mul_(signs[..., None])
     lam = torch.mul(signs[..., None], evals, out=data.buffer("lam", shape, Y))
-    work = (data.buffer(f"points{tag}", shape, Y), data.buffer("work1", shape, Y),
-            data.buffer("work2", shape, Y))
+    h = signs * f
+    points = data.buffer(f"points{tag}", shape, Y)
+    work = (points, data.buffer("work1", shape, Y), data.buffer("work2", shape, Y))
     multiplier = data.multiplier(f"{tag}{chunk}", (*shape[:-1], 1), Y)
-    values, dt = batched_trs(lam, gt, signs * f, data.radius, work=work, multiplier=multiplier)
+    data.rows_total += h.numel()
+    if data.screen is not None:
+        screened = _screen(data, lam, gt, h, multiplier, work[1:])
+        if screened is not None:
+            active, bound = screened
+            data.rows_solved += active.numel()
+            return _solve_rows(data, lam, gt, h, multiplier, active, bound, Y, points)
+    data.rows_solved += h.numel()
+    values, dt = batched_trs(lam, gt, h, data.radius, work=work, multiplier=multiplier)
     return values, dt.add_(Y)
+
+
+def _screen(data: _Data, lam: Tensor, gt: Tensor, h: Tensor, multiplier: Tensor,
+            work: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor] | None:
+    """Screening (module docstring): the flat indices of the rows whose margin
+    ``v = min_{‖δ‖≤r} q(δ)`` is not certified ``≥ data.screen`` by the Lagrangian dual bound at
+    the last evaluation's multiplier ``μ``, ``v ≥ D(μ) = h − Σᵢ g̃ᵢ²/(λᵢ + μ) − μr²`` (valid for
+    ``μ > max(0, −λ_min)``, :mod:`convexrobust.trust_region`), and the bounds ``D`` (n, C); None
+    when no row is screened out."""
+    r = data.radius
+    lam_min = lam.amin(-1)
+    mu = multiplier.squeeze(-1)
+    valid = mu > lam_min.neg_().clamp_min_(0.0)  # False where μ is NaN (no warm start yet)
+    if not bool(valid.any()):
+        return None
+    den = torch.add(lam, multiplier, out=work[0])
+    quad = torch.square(gt, out=work[1]).div_(den).sum(-1)
+    shift = mu * (r * r)
+    bound = h - quad - shift
+    # the bound's rounding (a sum of d + 2 terms), so a skipped row is certified in floating
+    # point too
+    rounding = (h.abs() + quad + shift).mul_(4 * (lam.shape[-1] + 2) * torch.finfo(h.dtype).eps)
+    screened = valid & (bound - rounding >= data.screen)
+    keep = (~screened).reshape(-1)
+    if bool(keep.all()):
+        return None
+    return keep.nonzero().squeeze(-1), bound
+
+
+def _solve_rows(data: _Data, lam: Tensor, gt: Tensor, h: Tensor, multiplier: Tensor,
+                active: Tensor, bound: Tensor, Y: Tensor, points: Tensor
+                ) -> tuple[Tensor, Tensor]:
+    """:func:`batched_trs` on the rows ``active`` only (gathered into compact buffers); the
+    other rows, screened out, get their certified bound as value (≥ the loss's ``zero_from``,
+    where value and slope are exactly 0) and the unperturbed point ``x``."""
+    d = lam.shape[-1]
+    m = active.shape[0]
+    rows = lam.reshape(-1, d)
+    lam_a = torch.index_select(rows, 0, active, out=data.rows_buffer("lam_a", m, d, lam))
+    gt_a = torch.index_select(gt.reshape(-1, d), 0, active,
+                              out=data.rows_buffer("gt_a", m, d, lam))
+    mult_a = multiplier.reshape(-1, 1).index_select(0, active)
+    work = tuple(data.rows_buffer(f"work_a{i}", m, d, lam) for i in range(3))
+    v_a, dt_a = batched_trs(lam_a, gt_a, h.reshape(-1)[active], data.radius, work=work,
+                            multiplier=mult_a)
+    multiplier.view(-1, 1).index_copy_(0, active, mult_a)
+    values = bound.clone()
+    values.view(-1).index_copy_(0, active, v_a)
+    points.copy_(Y).view(-1, d).index_add_(0, active, dt_a)
+    return values, points
 
 
 def _eigen_coordinates(data: _Data, X: Tensor, evecs: Tensor) -> Tensor:
@@ -534,7 +624,8 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
 
     ``info`` holds ``device``, ``dtype``, ``stationarity``, ``violation_before_repair``,
     ``smoothing``, ``eigh_calls``, ``restarts``, ``batch_size`` (None: full batch), ``chunks``
-    (per rank), ``world_size`` and ``zero_certificate``.
+    (per rank), ``world_size``, ``screened`` (the fraction of worst-case subproblems skipped by
+    screening, module docstring) and ``zero_certificate``.
 
     Parameters
     ----------
@@ -583,6 +674,8 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
                             collective=comm, bytes_per_sample=per_sample),
         comm=comm, radius=float(program.l2_radius), loss=loss,
         beta=float(program.beta), a=float(act.a), b=float(act.b), c=float(act.c),
+        screen=loss.zero_from if program.l2_radius > 0
+        and program.X.shape[0] * C * d >= SCREEN_MIN_ELEMENTS else None,
     )
     D = d + 1
     eps = torch.finfo(dtype).eps
@@ -713,5 +806,6 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
               "smoothing": mu_s, "eigh_calls": counter["eigh"], "restarts": momentum.restarts,
               "lipschitz": 1.0 / step, "batch_size": data.stream.batch_size,
               "chunks": len(data.stream), "world_size": comm.world,
+              "screened": 1.0 - data.rows_solved / max(data.rows_total, 1),
               "zero_certificate": zero_certificate},
     )

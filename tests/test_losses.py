@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import convexrobust as cr
-from convexrobust.problems.losses import get_loss
+from convexrobust.problems.losses import LOSSES, get_loss
 
 
 def _prox_by_clarabel(objective, a: np.ndarray) -> np.ndarray:
@@ -142,3 +142,19 @@ def test_robust_pairwise_prox_matches_clarabel(rng, eps, step_r, step_b):
     again = loss.robust_pairwise_prox(r, b, labels, eps, step_r, step_b, duals=(alpha, xi),
                                       max_steps=3)
     assert torch.allclose(again[0], v, atol=1e-9) and torch.allclose(again[1], c, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_zero_from_is_where_value_and_slope_vanish(name):
+    """``zero_from`` promises (0, 0) at and above it at every smoothing (solvers skip those
+    samples), and a loss without one is nonzero somewhere above every margin."""
+    loss = get_loss(name)
+    m = torch.linspace(-3.0, 3.0, 601, dtype=torch.float64)
+    for smoothing in (0.0, 1e-3, 0.1, 1.0):
+        value, slope = loss.value_and_slope(m, smoothing)
+        if loss.zero_from is None:
+            assert bool((value[m >= 2.0] != 0).any() | (slope[m >= 2.0] != 0).any())
+            continue
+        above = m >= loss.zero_from
+        assert bool((value[above] == 0).all()) and bool((slope[above] == 0).all())
+        assert bool((value[m < loss.zero_from - smoothing - 1e-9] > 0).all())

@@ -146,6 +146,33 @@ def test_robust_gradient_matches_finite_differences_and_chunking(loss):
     assert abs(float(fd - (grad * E).sum())) <= 1e-6 * max(1.0, abs(float(fd)))
 
 
+def test_screening_keeps_objective_and_gradient():
+    """Screening (rows whose dual bound at the last multiplier certifies a zero hinge are not
+    solved) changes neither the objective nor its gradient, at the point of the last evaluation
+    and at nearby points, and does skip rows once the model separates the data."""
+    import dataclasses
+
+    from convexrobust.solvers.polynomial_first_order import _objective
+
+    X, y = three_class_data(60, 4)
+    program = cr.ConvexPolynomial(X, y, loss="hinge", beta=1e-2, threat=cr.L2(0.1))
+    solution = solve_polynomial_torch(program, tol=1e-3, accept_inaccurate=True)
+    W = torch.stack([torch.as_tensor(solution.values["Z"]), torch.as_tensor(solution.values["Zp"])])
+    plain = _robust_data(program, None)
+    screened = dataclasses.replace(_robust_data(program, None), screen=1.0)
+    gen = torch.Generator().manual_seed(2)
+    for k in range(4):
+        E = torch.randn(W.shape, generator=gen, dtype=torch.float64)
+        point = W + (0.0 if k < 2 else 1e-3 * k) * (E + E.transpose(-1, -2))
+        for mu in (0.1, 1e-3):
+            val, grad, _ = _objective(plain, point, mu, True)
+            val_s, grad_s, _ = _objective(screened, point, mu, True)
+            assert abs(float(val_s - val)) <= 1e-12 * max(1.0, abs(float(val)))
+            torch.testing.assert_close(grad_s, grad, rtol=1e-10, atol=1e-12)
+    assert screened.rows_solved < 0.8 * screened.rows_total  # rows were skipped
+    assert plain.rows_solved == plain.rows_total
+
+
 # ------------------------------------------------------------------ agreement with Clarabel
 BINARY = [
     (loss, threat, linf)

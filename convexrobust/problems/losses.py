@@ -92,6 +92,9 @@ class Loss:
 
     ``margin``: a function of margins (``φ``) rather than of absolute residuals (``ψ``).
     ``smooth``: differentiable everywhere (no smoothing needed by first-order solvers).
+    ``zero_from``: the margin at and above which :meth:`value_and_slope` (unshifted, at every
+    smoothing) is exactly ``(0, 0)`` — the hinge's 1 — or None when there is no such margin; a
+    solver that can bound a margin from below skips the samples whose bound reaches it.
     """
 
     name: str
@@ -100,6 +103,7 @@ class Loss:
     _cvxpy: Callable[[cp.Expression], cp.Expression]
     _value_and_slope: Callable[[torch.Tensor, float, bool], tuple[torch.Tensor, torch.Tensor]]
     _prox: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor] | None = None
+    zero_from: float | None = None
 
     def cvxpy(self, u: cp.Expression) -> cp.Expression:
         """``φ(m)`` (margin losses) or ``ψ(ρ)`` (squared) entrywise on a cvxpy expression."""
@@ -327,7 +331,7 @@ LOSS_TABLE: dict[str, Loss] = {
                     _cvxpy=lambda u: 0.5 * cp.square(u),
                     _value_and_slope=_squared_value_and_slope, _prox=_squared_prox),
     "hinge": Loss("hinge", margin=True, smooth=False, _cvxpy=lambda u: cp.pos(1 - u),
-                  _value_and_slope=_hinge_value_and_slope, _prox=_hinge_prox),
+                  _value_and_slope=_hinge_value_and_slope, _prox=_hinge_prox, zero_from=1.0),
     "logistic": Loss("logistic", margin=True, smooth=True, _cvxpy=lambda u: cp.logistic(-u),
                      _value_and_slope=_logistic_value_and_slope),
 }
