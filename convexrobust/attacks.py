@@ -42,7 +42,8 @@ from types import ModuleType
 import torch
 from torch import Tensor, nn
 
-from convexrobust.errors import InvalidInputError, SolverUnavailableError
+from convexrobust.errors import InvalidInputError, InvalidInputTypeError, SolverUnavailableError
+from convexrobust.inputs import apply_model, class_indices
 from convexrobust.threat import parse_norm
 
 __all__ = ["AUTOATTACK_VERSIONS", "auto_attack", "autoattack_version", "margin", "pgd_attack"]
@@ -291,6 +292,75 @@ def _import_autoattack() -> ModuleType:
     return pyautoattack
 
 
+def check_clamp_box(clamp: object) -> tuple[float, float] | None:
+    """``clamp`` as a ``(low, high)`` pair of floats (None stays None); anything else, and an
+    empty or NaN box, raises :class:`InvalidInputError`."""
+    if clamp is None:
+        return None
+    try:
+        low, high = (float(c) for c in clamp)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"clamp must be (low, high) or None, got {clamp!r}") from None
+    if not low <= high:  # also NaN
+        raise InvalidInputError(f"empty clamp box {(low, high)}")
+    return low, high
+
+
+def check_in_box(x: Tensor, clamp: tuple[float, float] | None) -> None:
+    """:class:`InvalidInputError` when an entry of ``x`` lies outside the ``clamp`` box."""
+    if clamp is not None and x.numel() and (float(x.min()) < clamp[0]
+                                            or float(x.max()) > clamp[1]):
+        raise InvalidInputError(
+            f"inputs lie outside the clamp box {clamp} (range [{float(x.min()):g}, "
+            f"{float(x.max()):g}]); pass clamp=None for unbounded inputs (e.g. features) or "
+            "the data's valid range")
+
+
+def _check_auto_attack_inputs(model: object, x: object, y: object, clamp: object
+                              ) -> tuple[Tensor, Tensor, tuple[float, float] | None, int]:
+    """What :func:`auto_attack` takes, checked before any work: ``model`` an ``nn.Module``,
+    ``x`` a finite floating tensor ``(n, ...)`` inside a finite ``clamp`` box, ``y`` one class
+    index per sample. Returns ``x`` (detached), ``y`` (long, on ``x``'s device), the box and
+    the model's class count (2 for a single score), read off its scores on the first sample —
+    ``(n, C)`` with ``C >= 2`` or single scores ``(n,)`` / ``(n, 1)`` — which ``y`` must fit
+    (0 when ``x`` is empty). Raises :class:`InvalidInputError` (its ``TypeError`` kind for a
+    model or ``x`` of the wrong type) naming the problem."""
+    if not isinstance(model, nn.Module):
+        raise InvalidInputTypeError(f"model must be a torch.nn.Module, got "
+                                    f"{type(model).__name__}")
+    if not isinstance(x, Tensor):
+        raise InvalidInputTypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise InvalidInputError(f"x must be a floating-point tensor, got {x.dtype}")
+    if x.ndim < 2:
+        raise InvalidInputError(f"x must have shape (n, ...) with a sample axis first, got "
+                                f"{tuple(x.shape)}; a single sample is x[None]")
+    x = x.detach()
+    if not bool(torch.isfinite(x).all()):
+        raise InvalidInputError("x holds NaN or infinite values")
+    labels = class_indices(y, x.shape[0], what="y").to(x.device)
+    box = check_clamp_box(clamp)
+    if box is not None and not all(math.isfinite(b) for b in box):
+        raise InvalidInputError(f"AutoAttack needs a finite clamp box, got {box}; pass "
+                                "clamp=None for unbounded inputs")
+    check_in_box(x, box)
+    if x.shape[0] == 0:
+        return x, labels, box, 0
+    with torch.no_grad():
+        scores = apply_model(model, x[:1])
+    if not isinstance(scores, Tensor) or scores.ndim not in (1, 2) or scores.shape[0] != 1 \
+            or (scores.ndim == 2 and scores.shape[1] == 0):
+        shape = tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
+        raise InvalidInputError(f"the model must return (n, C) scores or (n,) single scores; "
+                                f"on one sample it returned {shape}")
+    n_classes = 2 if scores.ndim == 1 or scores.shape[1] == 1 else int(scores.shape[1])
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= n_classes):
+        raise InvalidInputError(f"y must hold class indices 0..{n_classes - 1} for a model "
+                                f"with {n_classes} classes, got {int(labels.min())}.."
+                                f"{int(labels.max())}")
+    return x, labels, box, n_classes
+
+
 def autoattack_version() -> str:
     """The installed ``pyautoattack`` version (to record beside AutoAttack numbers).
 
@@ -417,8 +487,13 @@ def auto_attack(
         :math:`\|x_{adv} - x\|_p \le \varepsilon` per sample (up to round-off in the addition).
 
     Raises:
-        InvalidInputError: an ℓ1 or unknown norm, an unknown version, a bad radius, labels or
-            box, or non-floating ``x``.
+        InvalidInputError: an ℓ1 or unknown norm, an unknown version, a bad radius; a model
+            that is not an ``nn.Module``, cannot take ``x`` or does not return ``(n, C)`` or
+            single scores; ``x`` that is not a finite floating tensor ``(n, ...)`` inside the
+            box; ``y`` that is not one class index of the model per sample; a clamp box that
+            is not a finite ``(low, high)`` pair with ``low <= high``. Checked before any work
+            (:class:`~convexrobust.errors.InvalidInputTypeError` for a model or ``x`` of the
+            wrong type).
         SolverUnavailableError: ``pyautoattack`` is not installed.
     """
     p = parse_norm(norm)
@@ -427,27 +502,21 @@ def auto_attack(
     if version not in AUTOATTACK_VERSIONS:
         raise InvalidInputError(f"unknown AutoAttack version {version!r}; choose from "
                                 f"{', '.join(AUTOATTACK_VERSIONS)}")
-    package = _import_autoattack()
-    if not x.is_floating_point():
-        raise InvalidInputError(f"x must be a floating-point tensor, got {x.dtype}")
-    eps = float(eps)
+    try:
+        eps = float(eps)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"eps must be a number, got {eps!r}") from None
     if not math.isfinite(eps) or eps < 0:
         raise InvalidInputError(f"eps must be finite and >= 0, got {eps}")
+    x, y, clamp, n_classes = _check_auto_attack_inputs(model, x, y, clamp)
+    package = _import_autoattack()
     n = x.shape[0]
-    y = y.reshape(-1).to(x.device).long()
-    if y.shape[0] != n:
-        raise InvalidInputError(f"x has {n} samples but y has {y.shape[0]}")
-    if clamp is not None and not clamp[0] <= clamp[1]:
-        raise InvalidInputError(f"empty clamp box {clamp}")
-    x = x.detach()
-    low, high = clamp if clamp is not None else (float(x.min()) - eps, float(x.max()) + eps)
-    if n == 0 or eps == 0 or high == low:
+    if n == 0 or eps == 0 or (clamp is not None and clamp[0] == clamp[1]):
         return x.clone()
+    low, high = clamp if clamp is not None else (float(x.min()) - eps, float(x.max()) + eps)
 
     head = _UnitBox(model, x, low, high - low)
     u = head.encode(x)
-    with torch.no_grad():
-        n_classes = head(u[:1]).shape[1]
     aa_norm = "L2" if p == 2.0 else "Linf"
     with _contained(model, x.device) as verbose:
         if version == "standard":

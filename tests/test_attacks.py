@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from convexrobust.attacks import auto_attack, margin, pgd_attack
-from convexrobust.errors import InvalidInputError, SolverUnavailableError
+from convexrobust.errors import InvalidInputError, InvalidInputTypeError, SolverUnavailableError
 
 torch.set_num_threads(1)
 needs_autoattack = pytest.mark.skipif(
@@ -348,3 +348,52 @@ def test_auto_attack_cuda_device() -> None:
     x_adv = auto_attack(model, x, y, norm="l2", eps=0.5, version="fast")
     assert x_adv.device == x.device
     assert torch.all(_pnorm(x_adv - x, "l2") <= 0.5 * (1 + 1e-5))
+
+
+class _Broken(nn.Module):
+    """Returns scores of a shape no classifier has."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.new_zeros(x.shape[0], 2, 2)
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda m, x, y: auto_attack(lambda v: v, x, y, norm="l2", eps=0.1), InvalidInputTypeError,
+     "torch.nn.Module"),
+    (lambda m, x, y: auto_attack(m, x.numpy(), y, norm="l2", eps=0.1), InvalidInputTypeError,
+     "torch.Tensor"),
+    (lambda m, x, y: auto_attack(m, x[0], y[:1], norm="l2", eps=0.1), InvalidInputError,
+     "sample axis"),
+    (lambda m, x, y: auto_attack(m, x, y[:3], norm="l2", eps=0.1), InvalidInputError,
+     "4 samples but 3"),
+    (lambda m, x, y: auto_attack(m, x, y + 0.5, norm="l2", eps=0.1), InvalidInputError,
+     "fractions"),
+    (lambda m, x, y: auto_attack(m, x, y + 3, norm="l2", eps=0.1), InvalidInputError,
+     r"0\.\.2 for a model with 3 classes"),
+    (lambda m, x, y: auto_attack(m, x[:, :5], y, norm="l2", eps=0.1),
+     InvalidInputError, "failed on inputs of shape"),
+    (lambda m, x, y: auto_attack(_Broken(), x, y, norm="l2", eps=0.1), InvalidInputError,
+     r"returned \(1, 2, 2\)"),
+    (lambda m, x, y: auto_attack(m, x * float("nan"), y, norm="l2", eps=0.1),
+     InvalidInputError, "NaN"),
+    (lambda m, x, y: auto_attack(m, x, y, norm="l2", eps=0.1, clamp=(0.0,)), InvalidInputError,
+     r"\(low, high\)"),
+    (lambda m, x, y: auto_attack(m, x, y, norm="l2", eps=0.1, clamp=(1.0, 0.0)),
+     InvalidInputError, "empty clamp box"),
+    (lambda m, x, y: auto_attack(m, x, y, norm="l2", eps=0.1, clamp=(0.0, math.inf)),
+     InvalidInputError, "finite clamp box"),
+    (lambda m, x, y: auto_attack(m, x + 2, y, norm="l2", eps=0.1), InvalidInputError,
+     "outside the clamp box"),
+    (lambda m, x, y: auto_attack(m, x, y, norm="l2", eps="big"), InvalidInputError,
+     "eps must be a number"),
+])
+def test_auto_attack_refuses_bad_inputs_before_any_work(monkeypatch: pytest.MonkeyPatch, call,
+                                                        error, match) -> None:
+    """Typed errors for the model, the inputs, the labels and the box — checked before the
+    package is even needed, so they hold without it."""
+    monkeypatch.setitem(sys.modules, "pyautoattack", None)
+    model = _mlp(6, 3, seed=0, dtype=torch.float32)
+    x = torch.rand(4, 6, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 2, 1])
+    with pytest.raises(error, match=match):
+        call(model, x, y)
