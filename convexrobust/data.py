@@ -33,7 +33,8 @@ to map them otherwise). Images come back as float32 (n, C, H, W) in [0, 1], tabl
 and modification time (for a folder: of every image in it), written atomically.
 
 The named sets also have helpers of their own: :func:`breast_cancer` and :func:`digits`
-(a :class:`Split`), :func:`cifar10` (uint8 arrays); :func:`subset` draws a seeded subset.
+(a :class:`Split`), :func:`cifar10` (uint8 arrays); :func:`subset` draws a seeded subset and
+:func:`stratified_subset` one with the classes in proportion.
 """
 
 from __future__ import annotations
@@ -158,6 +159,21 @@ def load(source: str | os.PathLike, *, split: str = "train", label_column: str |
     return data
 
 
+def source_kind(source: str | os.PathLike) -> Literal["images", "tabular"]:
+    """Whether the dataset named or stored at ``source`` holds images or a table, found without
+    parsing a table (whose label column may not be known yet); a ``.npz`` is read. Raises as
+    :func:`load` does for a missing or unrecognised source."""
+    if isinstance(source, str) and source in NAMES:
+        return "tabular" if source == "breast-cancer" else "images"
+    path = _existing(source)
+    if path.is_file() and _idx_name(path.name):
+        return "images"
+    fmt = _detect(path)
+    if fmt == "npz":
+        return load(path, split="test").kind
+    return "tabular" if fmt == "table" else "images"
+
+
 def breast_cancer(*, test_size: float = 0.2, seed: int = 0) -> Split:
     """Wisconsin breast cancer (569 × 30, binary; the data of Kuelbs et al.'s polynomial
     experiment): stratified 80/20 split, features standardised with training statistics."""
@@ -225,6 +241,34 @@ def subset(x: torch.Tensor, y: torch.Tensor, limit: int | None, seed: int = 0
     if limit < 1:
         raise InvalidInputError(f"limit must be >= 1, got {limit}")
     keep = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:limit]
+    return x[keep], y[keep]
+
+
+def stratified_subset(x: torch.Tensor, y: torch.Tensor, limit: int | None, seed: int = 0
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded subset of ``limit`` samples with every class in proportion to its share of
+    ``y`` (the quotas ``limit·n_c/n`` rounded down, the remaining samples given to the classes
+    with the largest remainders, ties to the lower class), drawn at random within each class
+    and returned in data order; all samples when ``limit`` is None or not smaller than
+    ``len(y)``. Raises :class:`InvalidInputError` for a ``limit`` below 1."""
+    if limit is None or limit >= len(y):
+        return x, y
+    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
+        raise InvalidInputError(f"limit must be an integer >= 1, got {limit!r}")
+    labels = torch.as_tensor(y).reshape(-1)
+    classes, counts = torch.unique(labels, return_counts=True)
+    exact = counts.double() * limit / len(labels)
+    quota = exact.floor().long()
+    remainder = exact - quota
+    # stable sort: equal remainders keep class order, so ties go to the lower class
+    order = torch.sort(-remainder, stable=True).indices
+    quota[order[:limit - int(quota.sum())]] += 1
+    generator = torch.Generator().manual_seed(seed)
+    picked = []
+    for c, k in zip(classes, quota, strict=True):
+        members = torch.nonzero(labels == c).squeeze(1)
+        picked.append(members[torch.randperm(len(members), generator=generator)[:int(k)]])
+    keep = torch.cat(picked).sort().values
     return x[keep], y[keep]
 
 

@@ -47,14 +47,21 @@ from tqdm.auto import tqdm
 
 from convexrobust._io import write_json_atomic
 from convexrobust._validation import check_device
-from convexrobust.attacks import auto_attack, autoattack_version, pgd_attack
+from convexrobust.attacks import (
+    auto_attack,
+    autoattack_version,
+    check_clamp_box,
+    check_in_box,
+    pgd_attack,
+)
 from convexrobust.certify import certified_radius
 from convexrobust.errors import InvalidInputError
 from convexrobust.inputs import DataSource, apply_model, class_indices
 from convexrobust.threat import parse_norm
 
-__all__ = ["EvaluationReport", "accuracy_report", "certified_accuracy", "default_radii", "evaluate",
-           "format_table"]
+__all__ = ["AUTOATTACKS", "EvaluationReport", "accuracy_report", "certified_accuracy",
+           "check_autoattack_settings", "default_autoattack_radii", "default_radii", "evaluate",
+           "evaluate_on_subsets", "format_table"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +75,10 @@ ATTACKS = ("pgd", "pgd_multitargeted", "autoattack", "autoattack_fast")
 
 # The auto_attack version behind each AutoAttack name in ATTACKS.
 _AUTOATTACK_VERSIONS = {"autoattack": "standard", "autoattack_fast": "fast"}
+
+#: The AutoAttack names of :data:`ATTACKS` (each recorded under its own key); the others are
+#: the PGD attacks.
+AUTOATTACKS = tuple(_AUTOATTACK_VERSIONS)
 
 
 @dataclass
@@ -120,22 +131,43 @@ class EvaluationReport:
 
 def format_table(records: Iterable[dict]) -> str:
     """Plain-text table of records from one or several reports (``-`` marks ``None``); an
-    AutoAttack column appears when a record has one."""
+    AutoAttack column appears when a record has one.
+
+    Records of :func:`evaluate_on_subsets` say on how many points each accuracy was measured
+    (``n`` for clean and certified, ``n_<attack>`` for an attack column): a column whose
+    records agree shows it in its header (``autoattack (n=60)``), otherwise each cell shows it
+    (``0.8500 (n=60)``)."""
     records = list(records)
     columns = ("clean", "pgd",
                *(k for k in _AUTOATTACK_VERSIONS if any(k in rec for rec in records)),
                "certified")
-    header = ("model", "radius", *columns)
+    labels, in_cells = [], {}
+    for c in columns:
+        counts = {rec.get(_count_key(c)) for rec in records if rec.get(c) is not None}
+        counts.discard(None)
+        in_cells[c] = len(counts) > 1
+        labels.append(f"{c} (n={counts.pop()})" if len(counts) == 1 else c)
+    header = ("model", "radius", *labels)
     rows = [header]
     for rec in records:
-        rows.append((str(rec["model"]), f"{rec['radius']:g}",
-                     *(("-" if rec.get(k) is None else f"{rec[k]:.4f}") for k in columns)))
+        cells = []
+        for c in columns:
+            cell = "-" if rec.get(c) is None else f"{rec[c]:.4f}"
+            if in_cells[c] and rec.get(c) is not None and rec.get(_count_key(c)) is not None:
+                cell += f" (n={rec[_count_key(c)]})"
+            cells.append(cell)
+        rows.append((str(rec["model"]), f"{rec['radius']:g}", *cells))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
                        for i, (cell, w) in enumerate(zip(row, widths, strict=True)))
              for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def _count_key(column: str) -> str:
+    """The record key of the number of points a column was measured on."""
+    return "n" if column in ("clean", "certified") else f"n_{column}"
 
 
 def certified_accuracy(radii: object, correct: object, r: float) -> float:
@@ -160,6 +192,13 @@ def default_radii(eps: float) -> tuple[float, ...]:
     """The radii a run trained at ``eps`` is evaluated at unless told otherwise:
     ``eps/2, eps, 2·eps``."""
     return tuple(sorted({eps / 2, eps, 2 * eps}))
+
+
+def default_autoattack_radii(eps: float, radii: Sequence[float]) -> tuple[float, ...]:
+    """The radii AutoAttack attacks at unless told otherwise: the training radius ``eps`` alone
+    when it is among ``radii`` (each radius costs a whole AutoAttack run, whatever the number
+    of points), else every radius of ``radii``."""
+    return (eps,) if eps in radii else tuple(radii)
 
 
 def evaluate(model: nn.Module, data: object, radii: float | Sequence[float], *,
@@ -235,7 +274,7 @@ def evaluate(model: nn.Module, data: object, radii: float | Sequence[float], *,
         raise InvalidInputError("certify and progress must be True or False")
     if not isinstance(name, str):
         raise InvalidInputError(f"name must be a string, got {name!r}")
-    clamp = _check_clamp_box(clamp)
+    clamp = check_clamp_box(clamp)
     source = DataSource.of(data, batch_size=batch_size)
     dtype, model_device = _dtype_device(model)
     dev = check_device(device, default=model_device or "cpu")
@@ -263,7 +302,7 @@ def evaluate(model: nn.Module, data: object, radii: float | Sequence[float], *,
             if yb is None:
                 raise InvalidInputError("evaluate needs labels: pass (X, y) or a dataset "
                                         "yielding (x, y)")
-            _check_clamp(x, clamp)
+            check_in_box(x, clamp)
             y = class_indices(yb, x.shape[0]).to(dev)
             t = time.perf_counter()
             with torch.no_grad():
@@ -350,6 +389,146 @@ def evaluate(model: nn.Module, data: object, radii: float | Sequence[float], *,
                             R_all, correct_all)
 
 
+def evaluate_on_subsets(model: nn.Module, data: object, radii: float | Sequence[float], *,
+                        attacks: Sequence[str] = ("pgd",),
+                        pgd_subset: tuple[torch.Tensor, torch.Tensor] | None = None,
+                        autoattack_subset: tuple[torch.Tensor, torch.Tensor] | None = None,
+                        autoattack_radii: float | Sequence[float] | None = None,
+                        **options: object) -> EvaluationReport:
+    """:func:`evaluate` with the costly attacks confined to subsets of the data: clean and
+    certified accuracy on all of ``data``, the PGD attacks of ``attacks`` on ``pgd_subset``
+    and its AutoAttacks (:data:`AUTOATTACKS`) on ``autoattack_subset`` — each an ``(X, y)``
+    part of ``data`` (e.g. :func:`convexrobust.data.stratified_subset`), or ``None`` for all
+    of ``data`` — at the radii ``autoattack_radii`` (some of ``radii``; None: all of them).
+    One :func:`evaluate` runs per distinct set and radii (pass the same subset object twice to
+    attack it with both families at once), with ``options`` (``norm``, ``pgd_steps``,
+    ``seed``, ``name``, …) passed to each.
+
+    Returns one report whose records are merged per radius: ``clean`` and ``certified`` (and
+    the attacks run on all of ``data``) from the whole data, each attack's accuracy from the
+    set it ran on (``None`` at a radius it did not run at); ``pgd`` counts the points correct
+    under every attack run on the same set as the PGD attacks (under the AutoAttacks when there
+    are no PGD attacks). Every record says on how many points each number was measured: ``n``
+    (clean, certified) and ``n_pgd``, ``n_autoattack``, … per attack key that has a value;
+    and, per subset, the clean and certified accuracy on that subset alone as
+    ``clean_on_<family>_subset`` and ``certified_on_<family>_subset`` (family ``pgd``, or
+    ``autoattack`` for a set attacked by AutoAttack alone), the baseline its attacked
+    accuracy is bounded by. ``violations`` adds up each set's (a point broken on two sets
+    counts twice: nonzero still means an unsound certificate), ``seconds`` and
+    ``total_seconds`` the evaluations' times; ``radii`` and ``correct`` are the whole data's.
+
+    Raises:
+        InvalidInputError: anything :func:`evaluate` refuses, or ``autoattack_radii`` that are
+            not among ``radii``.
+        SolverUnavailableError: an AutoAttack was asked for and ``pyautoattack`` is missing.
+    """
+    radius_list = _check_radii(radii)
+    check_autoattack_settings(None, attacks, autoattack_radii, radius_list)
+    aa_radii = radius_list if autoattack_radii is None else _check_radii(autoattack_radii)
+    names = (attacks,) if isinstance(attacks, str) else tuple(attacks)
+    families = (("pgd", [a for a in names if a not in _AUTOATTACK_VERSIONS], pgd_subset,
+                 radius_list),
+                ("autoattack", [a for a in names if a in _AUTOATTACK_VERSIONS],
+                 autoattack_subset, aa_radii))
+    groups = [_SubsetRun(None, radius_list)]  # groups[0]: all of data, every radius
+    for label, family, subset, family_radii in families:
+        if not family:
+            continue
+        group = next((g for g in groups
+                      if g.subset is subset and g.radii == family_radii), None)
+        if group is None:
+            group = _SubsetRun(subset, family_radii)
+            groups.append(group)
+        group.attacks += family
+        group.labels.append(label)
+    for g in groups:
+        g.report = evaluate(model, data if g.subset is None else g.subset, g.radii,
+                            attacks=tuple(g.attacks), **options)  # type: ignore[arg-type]
+    full = groups[0].report
+    # the run each attack key comes from; pgd from the PGD attacks' run when there are any
+    source: dict[str, _SubsetRun] = {}
+    for g in groups:
+        for a in g.attacks:
+            if a in _AUTOATTACK_VERSIONS:
+                source[a] = g
+        if g.attacks and ("pgd" in g.labels or "pgd" not in source):
+            source["pgd"] = g
+    records = []
+    for rec in full.records:
+        merged = {**rec, "n": full.n}
+        for key, g in source.items():
+            sub = g.record_at(rec["radius"])
+            merged[key] = None if sub is None else sub[key]
+            merged.pop(f"n_{key}", None)
+            if merged[key] is not None:
+                merged[f"n_{key}"] = g.report.n
+        for g in groups[1:]:
+            sub = g.record_at(rec["radius"])
+            if sub is not None:
+                merged[f"clean_on_{g.labels[0]}_subset"] = sub["clean"]
+                merged[f"certified_on_{g.labels[0]}_subset"] = sub["certified"]
+        records.append(merged)
+    violations = []
+    for r in radius_list:
+        counts = [g.report.violations[g.radii.index(r)] for g in groups if r in g.radii]
+        violations.append(None if all(c is None for c in counts)
+                          else sum(c or 0 for c in counts))
+    seconds: dict[str, float] = {}
+    for g in groups:
+        for key, value in g.report.seconds.items():
+            seconds[key] = seconds.get(key, 0.0) + value
+    config = {**full.config, "attacks": list(dict.fromkeys(names)),
+              "subsets": {g.labels[0]: {"n": g.report.n, "attacks": list(g.attacks),
+                                        "radii": list(g.radii)} for g in groups[1:]}}
+    for g in groups:
+        if "pyautoattack" in g.report.config:
+            config["pyautoattack"] = g.report.config["pyautoattack"]
+    return EvaluationReport(full.name, full.n, full.norm, records, seconds, violations,
+                            sum(g.report.total_seconds for g in groups), config, full.radii,
+                            full.correct)
+
+
+@dataclass
+class _SubsetRun:
+    """One :func:`evaluate` of :func:`evaluate_on_subsets`: its data (None: all of it), radii,
+    attacks, their families (``"pgd"``, ``"autoattack"``) and, once run, its report."""
+
+    subset: tuple[torch.Tensor, torch.Tensor] | None
+    radii: list[float]
+    attacks: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    report: EvaluationReport | None = None
+
+    def record_at(self, radius: float) -> dict | None:
+        """This run's record at ``radius``; None where it did not run at that radius."""
+        assert self.report is not None
+        return next((r for r in self.report.records if r["radius"] == radius), None)
+
+
+def check_autoattack_settings(limit: object, attacks: Sequence[str],
+                              autoattack_radii: Sequence[float] | None = None,
+                              radii: Sequence[float] = ()) -> None:
+    """Check the AutoAttack settings of a run before any work: ``limit``, the number of test
+    points the AutoAttacks among ``attacks`` are to attack, an integer ``>= 0`` or None (all
+    of them) — 0 turns AutoAttack off, so it is an error when ``attacks`` names an AutoAttack —
+    and ``autoattack_radii``, when given, among ``radii``. Raises :class:`InvalidInputError`
+    naming the setting."""
+    if limit is not None and (isinstance(limit, (bool, np.bool_))
+                              or not isinstance(limit, (int, np.integer)) or limit < 0):
+        raise InvalidInputError(f"autoattack_limit must be an integer >= 0 or None, got "
+                                f"{limit!r}")
+    named = [a for a in attacks if a in _AUTOATTACK_VERSIONS]
+    if limit == 0 and named:
+        raise InvalidInputError(f"autoattack_limit=0 turns AutoAttack off, but attacks names "
+                                f"{', '.join(named)}: drop one of them")
+    if autoattack_radii is not None:
+        outside = [r for r in _check_radii(autoattack_radii) if r not in set(radii)]
+        if outside:
+            raise InvalidInputError(f"autoattack_radii {', '.join(f'{r:g}' for r in outside)} "
+                                    f"are not among the test radii "
+                                    f"{', '.join(f'{r:g}' for r in radii)}")
+
+
 def _norm_name(p: float) -> str:
     return "inf" if math.isinf(p) else f"{p:g}"
 
@@ -389,18 +568,6 @@ def _check_count(value: object, name: str, minimum: int) -> int:
     return int(value)
 
 
-def _check_clamp_box(clamp: object) -> tuple[float, float] | None:
-    if clamp is None:
-        return None
-    try:
-        low, high = (float(c) for c in clamp)  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"clamp must be (low, high) or None, got {clamp!r}") from None
-    if not low <= high:  # also NaN
-        raise InvalidInputError(f"empty clamp box {(low, high)}")
-    return low, high
-
-
 def _dtype_device(model: nn.Module) -> tuple[torch.dtype | None, torch.device | None]:
     for t in itertools.chain(model.parameters(), model.buffers()):
         if t.is_floating_point():
@@ -418,15 +585,6 @@ def _accepts_norm(fn: object) -> bool:
 
 def _is_array(v: object) -> bool:
     return isinstance(v, torch.Tensor | np.ndarray)
-
-
-def _check_clamp(x: torch.Tensor, clamp: tuple[float, float] | None) -> None:
-    if clamp is not None and x.numel() and (float(x.min()) < clamp[0]
-                                            or float(x.max()) > clamp[1]):
-        raise InvalidInputError(
-            f"inputs lie outside the clamp box {clamp} (range [{float(x.min()):g}, "
-            f"{float(x.max()):g}]); pass clamp=None for unbounded inputs (e.g. features) or "
-            "the data's valid range")
 
 
 def _check_labels(y: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:

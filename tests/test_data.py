@@ -10,8 +10,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from convexrobust.data import CIFAR10_CLASSES, breast_cancer, cifar10, digits, load
+from convexrobust.data import (
+    CIFAR10_CLASSES,
+    breast_cancer,
+    cifar10,
+    digits,
+    load,
+    source_kind,
+    stratified_subset,
+)
 from convexrobust.errors import DatasetNotFoundError, InvalidInputError
 
 SHARED_ZIP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg.zip"
@@ -351,6 +360,22 @@ def test_load_table_bad_files(tmp_path):
         load(tmp_path / "blob.bin")
 
 
+def test_source_kind_without_reading_a_table(tmp_path):
+    """A table's kind is known before its label column is: a text first column is no error."""
+    (tmp_path / "t.csv").write_text("kind,a\nyes,1\nno,2\n")
+    assert source_kind(tmp_path / "t.csv") == "tabular"
+    assert source_kind("breast-cancer") == "tabular" and source_kind("digits") == "images"
+    np.savez(tmp_path / "f.npz", x_train=np.zeros((4, 3)), y_train=np.array([0, 1, 0, 1]),
+             x_test=np.zeros((2, 3)), y_test=np.array([0, 1]))
+    np.savez(tmp_path / "i.npz", x_train=np.zeros((4, 5, 5), np.uint8),
+             y_train=np.array([0, 1, 0, 1]), x_test=np.zeros((2, 5, 5), np.uint8),
+             y_test=np.array([0, 1]))
+    assert source_kind(tmp_path / "f.npz") == "tabular"
+    assert source_kind(tmp_path / "i.npz") == "images"
+    with pytest.raises(DatasetNotFoundError):
+        source_kind(tmp_path / "missing.csv")
+
+
 def test_load_names_and_missing_sources(tmp_path):
     digits_test = load("digits", split="test")
     assert digits_test.x.dtype == np.float32 and digits_test.x.shape[1:] == (1, 8, 8)
@@ -386,3 +411,20 @@ def test_load_cifar10_by_name_and_by_path(tmp_path, monkeypatch):
     monkeypatch.setenv("CONVEXROBUST_CIFAR10", str(small))
     by_name = load("cifar10", split="test", cache_dir=tmp_path)
     assert np.array_equal(by_name.x, by_path.x) and by_name.classes == CIFAR10_CLASSES
+
+
+def test_stratified_subset_keeps_the_class_shares_and_the_seed():
+    y = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)
+    x = torch.arange(100.0)[:, None]
+    xs, ys = stratified_subset(x, y, 10, seed=3)
+    assert torch.bincount(ys).tolist() == [5, 3, 2]  # 10 · (0.5, 0.3, 0.2)
+    assert torch.equal(xs[:, 0].long(), xs[:, 0].long().sort().values)  # data order
+    assert torch.equal(y[xs[:, 0].long()], ys)  # rows stay paired
+    again = stratified_subset(x, y, 10, seed=3)
+    assert torch.equal(again[0], xs) and not torch.equal(stratified_subset(x, y, 10, 4)[0], xs)
+    # remainders: 7 · (0.5, 0.3, 0.2) = 3.5, 2.1, 1.4 → 3, 2, 1 and one more to class 0
+    assert torch.bincount(stratified_subset(x, y, 7)[1]).tolist() == [4, 2, 1]
+    assert stratified_subset(x, y, None)[0] is x and stratified_subset(x, y, 100)[0] is x
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(InvalidInputError, match="limit"):
+            stratified_subset(x, y, bad)

@@ -15,8 +15,15 @@ from torch import nn
 
 from convexrobust.baselines import train_pgd_head
 from convexrobust.certify import certified_radius
+from convexrobust.data import stratified_subset
 from convexrobust.errors import InvalidInputError, SolverUnavailableError
-from convexrobust.evaluation import certified_accuracy, evaluate
+from convexrobust.evaluation import (
+    certified_accuracy,
+    check_autoattack_settings,
+    evaluate,
+    evaluate_on_subsets,
+    format_table,
+)
 from convexrobust.networks.liresnet import LiResNet
 from convexrobust.networks.two_layer import TwoLayerReLU
 
@@ -401,3 +408,69 @@ def test_autoattack_rejects_the_l1_norm():
     with pytest.raises(InvalidInputError, match="l1"):
         evaluate(_fitted_relu(X, y), (X, y), (0.1,), norm=1, attacks=("autoattack",),
                  clamp=None, progress=False)
+
+
+@needs_autoattack
+def test_autoattack_on_a_subset_attacks_exactly_it_and_says_so(monkeypatch):
+    """evaluate_on_subsets: AutoAttack sees only the subset's points at its radii, PGD and the
+    certificates all the data, and every record carries the number of points behind each
+    number; the merged values are those of plain evaluations of each set."""
+    import convexrobust.evaluation as evaluation
+
+    X, y = _data(classes=2, n=120)
+    model = _least_squares_linear(X, y)
+    subset = stratified_subset(X, y, 30, seed=1)
+    attacked: list[tuple[float, torch.Tensor]] = []
+    real = evaluation.auto_attack
+
+    def spy(model, x, y, **kwargs):
+        attacked.append((kwargs["eps"], x))
+        return real(model, x, y, **kwargs)
+
+    monkeypatch.setattr(evaluation, "auto_attack", spy)
+    kw = {"clamp": None, "progress": False, "pgd_steps": 10, "pgd_restarts": 1}
+    report = evaluate_on_subsets(model, (X, y), (0.0, 0.2, 0.5),
+                                 attacks=("pgd", "autoattack_fast"), autoattack_subset=subset,
+                                 autoattack_radii=(0.2, 0.5), **kw)
+    inside = {tuple(row.tolist()) for row in subset[0]}
+    assert attacked and {eps for eps, _ in attacked} <= {0.2, 0.5}
+    assert all(tuple(row.tolist()) in inside for _, x in attacked for row in x)
+    assert sum(len(x) for eps, x in attacked if eps == 0.2) <= 30
+
+    whole = evaluate(model, (X, y), (0.0, 0.2, 0.5), attacks=("pgd",), **kw)
+    part = evaluate(model, subset, (0.2, 0.5), attacks=("autoattack_fast",), **kw)
+    assert report.n == 120 and report.violations == [0, 0, 0]
+    for rec, full in zip(report.records, whole.records, strict=True):
+        assert (rec["n"], rec["n_pgd"]) == (120, 120)
+        for key in ("clean", "pgd", "certified"):
+            assert rec[key] == full[key]
+        if rec["radius"] == 0:
+            assert rec["autoattack_fast"] is None and "n_autoattack_fast" not in rec
+    for rec, sub in zip(report.records[1:], part.records, strict=True):
+        assert rec["n_autoattack_fast"] == 30 and rec["autoattack_fast"] == sub["autoattack_fast"]
+        assert rec["clean_on_autoattack_subset"] == sub["clean"]
+    assert report.config["subsets"] == {"autoattack": {"n": 30, "attacks": ["autoattack_fast"],
+                                                       "radii": [0.2, 0.5]}}
+    assert "autoattack_fast (n=30)" in format_table(report.records)
+
+    # one subset object for both families: one evaluation attacks it with both
+    both = evaluate_on_subsets(model, (X, y), (0.2,), attacks=("pgd", "autoattack_fast"),
+                               pgd_subset=subset, autoattack_subset=subset, **kw)
+    (rec,) = both.records
+    assert (rec["n"], rec["n_pgd"], rec["n_autoattack_fast"]) == (120, 30, 30)
+    assert rec["pgd"] <= rec["autoattack_fast"] <= rec["clean_on_pgd_subset"]
+    assert list(both.config["subsets"]) == ["pgd"]
+
+
+def test_subset_settings_are_checked_before_any_attack():
+    X, y = _data(n=40)
+    model = _fitted_relu(X, y)
+    with pytest.raises(InvalidInputError, match="autoattack_radii 0.3 are not among"):
+        evaluate_on_subsets(model, (X, y), (0.1, 0.2), autoattack_radii=(0.3,), clamp=None)
+    with pytest.raises(InvalidInputError, match="turns AutoAttack off"):
+        check_autoattack_settings(0, ("pgd", "autoattack"))
+    for bad in (-1, 1.5, True):
+        with pytest.raises(InvalidInputError, match="autoattack_limit"):
+            check_autoattack_settings(bad, ())
+    check_autoattack_settings(0, ("pgd",))
+    check_autoattack_settings(None, ("autoattack",), (0.1,), (0.1, 0.2))
