@@ -28,8 +28,9 @@ import torch
 from convexrobust._io import write_json_atomic
 from convexrobust._validation import check_device
 from convexrobust.data import load
+from convexrobust.demo import AUTOATTACK_LIMIT
 from convexrobust.errors import ConvexRobustError, InvalidInputError
-from convexrobust.evaluation import ATTACKS
+from convexrobust.evaluation import ATTACKS, AUTOATTACKS
 from convexrobust.networks.registry import load_network
 from convexrobust.training import TrainConfig
 
@@ -105,7 +106,7 @@ def _attacks(text: str) -> tuple[str, ...]:
 def _check_attack_packages(attacks: tuple[str, ...]) -> None:
     """Fail now, before any training, when an AutoAttack is asked for and ``pyautoattack`` is
     missing (:class:`~convexrobust.errors.SolverUnavailableError` names the install)."""
-    if any(name.startswith("autoattack") for name in attacks):
+    if any(name in AUTOATTACKS for name in attacks):
         from convexrobust.attacks import autoattack_version
 
         autoattack_version()
@@ -146,54 +147,124 @@ def _cell(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+#: Demo options that apply to images only, by their attribute name, with their flag.
+_IMAGE_ONLY = {"epochs": "--epochs", "checkpoint": "--checkpoint",
+               "head_train_limit": "--head-train-limit", "test_limit": "--test-limit"}
+
+
 def _demo(args: argparse.Namespace) -> int:
     source = _source(args)
-    if load(source, split="test", label_column=args.label_column).kind == "tabular":
-        return _tabular_demo(args, source)
+    tabular = load(source, split="test", label_column=args.label_column).kind == "tabular"
+    if tabular:
+        given = [flag for key, flag in _IMAGE_ONLY.items() if getattr(args, key) is not None]
+        if given:
+            raise InvalidInputError(
+                f"{' and '.join(given)} {'applies' if len(given) == 1 else 'apply'} to image "
+                f"data (the LiResNet demo); {source} is a table, whose demo trains four convex "
+                "heads directly: drop the option, or use `convexrobust fit` for one head")
+    attacks = _demo_attacks(args)
+    if tabular:
+        return _tabular_demo(args, source, attacks)
     from convexrobust.demo import DemoConfig, run_demo
     from convexrobust.evaluation import format_table
 
-    defaults = DemoConfig()
+    defaults = DemoConfig(attacks=("pgd",))
     name = args.data or source  # a name keeps its test radii when --data-path says where it is
+    limit = defaults.autoattack_limit if args.autoattack_limit is None else args.autoattack_limit
     cfg = DemoConfig(data=name, epochs=args.epochs or defaults.epochs,
                      eps=args.eps if args.eps is not None else defaults.eps,
+                     components=defaults.components if args.components is None
+                     else args.components,
                      solver=args.solver, data_path=args.data_path if args.data else None,
                      checkpoint=args.checkpoint, head_train_limit=args.head_train_limit,
-                     test_limit=args.test_limit, radii=args.radii, attacks=args.attack)
+                     test_limit=args.test_limit, radii=args.radii, attacks=attacks,
+                     autoattack_limit=limit, autoattack_radii=args.autoattack_radii)
     out = Path(args.out or "out/demo")
     trained = (f"LiResNet from {cfg.checkpoint}" if cfg.checkpoint else
                f"LiResNet {cfg.arch} trained with EMMA for {cfg.epochs} epochs")
     print(f"convexrobust demo: {source}; {trained}, then its last two layers retrained by "
           f"convex polynomial and ReLU heads at l2 eps = {cfg.eps:g} (feature radius K_h*eps)")
-    records = run_demo(cfg, out, progress=not args.quiet)
+    records = run_demo(cfg, out, progress=not args.quiet, device=args.device)
     print(format_table(records))
     print(f"clean: test accuracy; pgd: "
-          f"{_pgd_legend(cfg.attacks, cfg.pgd_steps, cfg.pgd_restarts)} (l2, inputs in [0, 1]); "
-          "certified: "
-          "fraction certified at the radius (liresnet: GloRo; polynomial: exact head "
-          "certificate / K_h; relu: sound bound / K_h)")
+          f"{_pgd_legend(_pgd_family(cfg.attacks), cfg.pgd_steps, cfg.pgd_restarts)} (l2, "
+          f"inputs in [0, 1])"
+          f"{_autoattack_legend(records)}; certified: fraction certified at the radius "
+          "(liresnet: GloRo; polynomial: exact head certificate / K_h; relu: sound bound / K_h)")
     print(f"wrote {out / 'results.json'}, {out / 'accuracy.png'} and the models in {out}")
     return 0
 
 
-def _tabular_demo(args: argparse.Namespace, source: str) -> int:
+def _demo_attacks(args: argparse.Namespace) -> tuple[str, ...]:
+    """The demo's attacks: ``--attack``, else PGD and AutoAttack (PGD alone with
+    ``--autoattack-limit 0``, or — with a warning — when ``pyautoattack`` is missing).
+    ``--autoattack-limit`` or ``--autoattack-radii`` without an AutoAttack to apply to, or a
+    limit of 0 with one named, is an :class:`InvalidInputError`."""
+    from convexrobust.demo import default_attacks
+
+    limit = args.autoattack_limit
+    if args.attack is None:
+        if limit or args.autoattack_radii:  # they ask for AutoAttack: its package must be there
+            _check_attack_packages(("autoattack",))
+        attacks = default_attacks(limit) if limit is not None else default_attacks()
+    else:
+        attacks = args.attack
+    named = [a for a in attacks if a in AUTOATTACKS]
+    if limit == 0 and named:
+        raise InvalidInputError(f"--autoattack-limit 0 turns AutoAttack off, but --attack names "
+                                f"{', '.join(named)}: drop one of them")
+    given = [flag for flag, value in (("--autoattack-limit", limit),
+                                      ("--autoattack-radii", args.autoattack_radii)) if value]
+    if given and not named:
+        raise InvalidInputError(f"{' and '.join(given)} apply to AutoAttack, but --attack "
+                                f"{','.join(attacks)} names none: add autoattack to --attack or "
+                                f"drop {' and '.join(given)}")
+    return attacks
+
+
+def _pgd_family(attacks: tuple[str, ...]) -> tuple[str, ...]:
+    """The attacks behind a demo's pgd column: its PGD attacks (they run on every test point,
+    AutoAttack on a subset), or the AutoAttacks when it names no PGD attack."""
+    return tuple(a for a in attacks if a not in AUTOATTACKS) or attacks
+
+
+def _autoattack_legend(records: list[dict]) -> str:
+    """What the AutoAttack columns mean and on how many points they were measured."""
+    parts = []
+    for name in AUTOATTACKS:
+        counts = sorted({r[f"n_{name}"] for r in records if f"n_{name}" in r})
+        if counts:
+            totals = sorted({r["n"] for r in records if "n" in r})
+            what = ("the standard AutoAttack" if name == "autoattack"
+                    else "APGD-CE alone (a smoke test, not AutoAttack)")
+            where = ("every test point" if counts == totals else
+                     f"{'/'.join(map(str, counts))} of the {'/'.join(map(str, totals))} test "
+                     "points (seeded, classes in proportion)")
+            parts.append(f"; {name}: correct under {what}, on {where}")
+    return "".join(parts)
+
+
+def _tabular_demo(args: argparse.Namespace, source: str, attacks: tuple[str, ...]) -> int:
     from convexrobust.demo_tabular import DEMO_CONFIG, run_tabular_demo
     from convexrobust.tabular import TabularConfig
 
-    cfg = TabularConfig(components=args.components, solver=args.solver, radii=args.radii,
-                        eps=DEMO_CONFIG.eps if args.eps is None else args.eps,
-                        attacks=args.attack)
+    cfg = TabularConfig(components=DEMO_CONFIG.components if args.components is None
+                        else args.components, solver=args.solver, radii=args.radii,
+                        eps=DEMO_CONFIG.eps if args.eps is None else args.eps, attacks=attacks,
+                        autoattack_limit=AUTOATTACK_LIMIT if args.autoattack_limit is None
+                        else args.autoattack_limit, autoattack_radii=args.autoattack_radii)
     out = Path(args.out or "out/demo")
     print(f"convexrobust demo: {source} (standardised with its training split), features = "
           f"{f'top {cfg.components} principal components' if cfg.components else 'all columns'}"
           f" (K_h = 1), polynomial and ReLU heads trained nominally and at l2 eps = "
           f"{cfg.eps:g}")
     records = run_tabular_demo(cfg, out, data=source, label_column=args.label_column,
-                               progress=not args.quiet)
+                               progress=not args.quiet, device=args.device)
     _print_head_table(records, cfg.radii)
     print(f"clean: test accuracy; pgd@r: "
-          f"{_pgd_legend(cfg.attacks, cfg.pgd_steps, cfg.pgd_restarts)}; cert@r: fraction "
-          "certified at radius r (polynomial: exact l2 certificate; relu: sound lower bound)")
+          f"{_pgd_legend(_pgd_family(cfg.attacks), cfg.pgd_steps, cfg.pgd_restarts)}"
+          f"{_autoattack_legend(records)}; cert@r: fraction certified at radius r (polynomial: "
+          "exact l2 certificate; relu: sound lower bound)")
     print(f"wrote {out / 'results.json'}, {out / 'accuracy.png'} and the models in {out}")
     return 0
 
@@ -246,12 +317,23 @@ def _radius(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    """An integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def _radii(text: str) -> tuple[float, ...]:
     return tuple(_radius(t) for t in text.split(","))
 
 
 def _train_liresnet(args: argparse.Namespace) -> int:
-    from convexrobust.images import check_square, load_images
+    from convexrobust.images import check_square, load_image_split, load_images
     from convexrobust.training import TrainConfig, evaluate_gloro, train_liresnet
 
     defaults = TrainConfig()
@@ -261,7 +343,7 @@ def _train_liresnet(args: argparse.Namespace) -> int:
                       batch_size=args.batch_size, loss=args.loss, seed=args.seed,
                       neck_dim=args.neck_dim)
     # the split every command uses (seed 0); --seed seeds the training only
-    x, y = load_images(source, "train")
+    x, y, classes = load_image_split(source, "train")
     check_square(x, source)
     x_test, y_test = load_images(source, "test")
     device = args.device
@@ -273,10 +355,10 @@ def _train_liresnet(args: argparse.Namespace) -> int:
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         if dist.get_rank() > 0:
             train_liresnet(cfg, x, y, Path(args.out), resume=args.resume, progress=False,
-                           device=device)
+                           device=device, num_classes=len(classes))
             return 0
     model = train_liresnet(cfg, x, y, Path(args.out), resume=args.resume,
-                           progress=not args.quiet, device=device)
+                           progress=not args.quiet, device=device, num_classes=len(classes))
     report = evaluate_gloro(model, x_test, y_test, (cfg.eps,))
     print(f"wrote {Path(args.out) / 'model.pt'}: clean accuracy {report['clean_accuracy']:.4f}, "
           f"VRA@{cfg.eps:g} {report['vra'][f'{cfg.eps:g}']:.4f} "
@@ -311,19 +393,20 @@ def _certify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate_models(models: dict[str, torch.nn.Module], data: tuple, args: argparse.Namespace,
-                     out: Path | None, *, clamp: tuple[float, float] | None = (0.0, 1.0)
-                     ) -> list[dict]:
-    """Evaluate ``models`` on the test ``data`` at ``args.radii`` under ``args.attack``; print
-    the table and, with ``out``, write results.json and accuracy.png there. ``clamp``: the box
-    of valid inputs (None for a table's standardised columns)."""
+def _evaluate_models(models: dict[str, torch.nn.Module], data: dict[str, tuple],
+                     args: argparse.Namespace, out: Path | None, *,
+                     clamp: tuple[float, float] | None = (0.0, 1.0)) -> list[dict]:
+    """Evaluate each of ``models`` on its test data (``data[name]``: ``(x, y)``) at
+    ``args.radii`` under ``args.attack``; print the table and, with ``out``, write results.json
+    and accuracy.png there. ``clamp``: the box of valid inputs (None for a table's standardised
+    columns)."""
     from convexrobust.data import subset
     from convexrobust.evaluation import evaluate, format_table
     from convexrobust.plots import plot_accuracy_vs_radius
 
-    x, y = subset(*(torch.as_tensor(a) for a in data), args.limit)
     records: list[dict] = []
     for name, model in models.items():
+        x, y = subset(*(torch.as_tensor(a) for a in data[name]), args.limit)
         report = evaluate(model, (x, y), args.radii, norm=args.norm, name=name,
                           attacks=args.attack, pgd_steps=args.pgd_steps,
                           pgd_restarts=args.pgd_restarts, clamp=clamp,
@@ -395,7 +478,7 @@ def _retrain(args: argparse.Namespace) -> int:
         print(f"wrote {out / 'pgd-head.pt'}: the same head width trained by PGD adversarial "
               f"training (lr {baseline.info['chosen']['lr']:g}, chosen on validation)")
     args.radii = tuple(sorted(set(args.radii or (args.eps,))))
-    _evaluate_models(models, test, args, out)
+    _evaluate_models(models, dict.fromkeys(models, test), args, out)
     return 0
 
 
@@ -406,16 +489,21 @@ def _load_model(path: str, args: argparse.Namespace) -> torch.nn.Module:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from convexrobust.tabular import standardized
+    from convexrobust.data import source_kind
+    from convexrobust.tabular import model_test_rows
 
     models = {Path(p).stem if Path(p).stem != "model" else Path(p).parent.name:
               _load_model(p, args) for p in args.model}
-    split = load(_source(args), split="test", label_column=args.label_column)
+    source = _source(args)
     out = Path(args.out) if args.out else None
-    if split.kind == "tabular":  # standardised as fit trained on it; unbounded inputs
-        _evaluate_models(models, (standardized(split), split.y), args, out, clamp=None)
+    if source_kind(source) == "tabular":
+        # each model sees the test rows of its own fit: its split, mean and scale; unbounded
+        data = {name: model_test_rows(model, source, label_column=args.label_column)
+                for name, model in models.items()}
+        _evaluate_models(models, data, args, out, clamp=None)
     else:
-        _evaluate_models(models, (split.x, split.y), args, out)
+        split = load(source, split="test", label_column=args.label_column)
+        _evaluate_models(models, dict.fromkeys(models, (split.x, split.y)), args, out)
     return 0
 
 
@@ -519,16 +607,25 @@ def build_parser() -> argparse.ArgumentParser:
                       help="train the heads on N training images (seeded sample)")
     demo.add_argument("--test-limit", type=int,
                       help="evaluate on N test images (seeded sample)")
-    demo.add_argument("--components", type=int, default=10,
-                      help="a table: principal components fed to the heads (0: all columns)")
+    demo.add_argument("--components", type=_count,
+                      help="principal components fed to the heads (default: images 16, "
+                           "tables 10; 0: all features)")
     demo.add_argument("--eps", type=_radius, help="l2 radius of robust training "
                                                   "(images 0.3, tables 0.5)")
     demo.add_argument("--radii", type=_radii,
                       help="test radii (default: digits 0.1,0.3,0.5; cifar10 "
                            "36/255,72/255,108/255; other data eps/2,eps,2*eps)")
     demo.add_argument("--solver", default="auto", help="auto, torch, clarabel, scs or mosek")
-    demo.add_argument("--attack", type=_attacks, default=("pgd",),
-                      help=f"attacks, comma-separated, from {', '.join(ATTACKS)} (default pgd)")
+    demo.add_argument("--attack", type=_attacks,
+                      help=f"attacks, comma-separated, from {', '.join(ATTACKS)} (default "
+                           "pgd,autoattack; pgd alone, with a warning, when pyautoattack is "
+                           "not installed)")
+    demo.add_argument("--autoattack-limit", type=_count, metavar="N",
+                      help=f"AutoAttack attacks N test points (seeded, classes in proportion; "
+                           f"PGD attacks them all); 0: no AutoAttack (default {AUTOATTACK_LIMIT})")
+    demo.add_argument("--autoattack-radii", type=_radii,
+                      help="the test radii AutoAttack attacks at (default: --eps when it is a "
+                           "test radius, else every test radius)")
     demo.set_defaults(run=_demo)
 
     fit = add("fit", "a table: a convex robust classifier on its standardised columns (the "
@@ -638,7 +735,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     try:
         args.device = check_device(args.device)
-        _check_attack_packages(getattr(args, "attack", ()))
+        _check_attack_packages(getattr(args, "attack", None) or ())
         return args.run(args)
     except ConvexRobustError as err:
         if args.verbose:

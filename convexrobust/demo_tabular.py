@@ -22,6 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from convexrobust.data import Split
+from convexrobust.evaluation import default_autoattack_radii
 from convexrobust.feature_map import principal_directions
 from convexrobust.tabular import (
     TabularConfig,
@@ -59,15 +60,19 @@ def demo_configs(cfg: TabularConfig) -> dict[str, TabularConfig]:
 
 def run_tabular_demo(cfg: TabularConfig = DEMO_CONFIG, out: str | os.PathLike | None = None, *,
                      data: str | os.PathLike = "breast-cancer",
-                     label_column: str | int | None = None, progress: bool = True
-                     ) -> list[dict]:
+                     label_column: str | int | None = None, progress: bool = True,
+                     device: torch.device | str | None = None) -> list[dict]:
     """Train the four models (:func:`demo_configs`) on the table ``data``
     (:func:`~convexrobust.tabular.load_table`, split and seeded by ``cfg.seed``) and evaluate
-    them on its test split; returns one record per (model, radius) with ``model, radius,
-    clean, pgd, certified`` and the solve's ``solver, solve_time, neurons, objective,
-    violation``. With ``out``, writes each model as ``out/<name>.pt``
+    them on its test split (on ``device``, default the CPU); returns one record per (model,
+    radius) with ``model, radius, clean, pgd, certified`` (and the AutoAttacks of
+    ``cfg.attacks``, at ``cfg.autoattack_radii``, by default the robust models' training
+    radius ``cfg.eps``), the number of rows behind each, and the solve's ``solver, solve_time,
+    neurons, objective, violation``. With ``out``, writes each model as ``out/<name>.pt``
     (:meth:`~convexrobust.RobustModel.save`), ``out/results.json`` and ``out/accuracy.png``."""
     table = load_table(data, label_column=label_column, seed=cfg.seed)
+    if cfg.autoattack_radii is None:  # the robust models' training radius, for all four
+        cfg = replace(cfg, autoattack_radii=default_autoattack_radii(cfg.eps, cfg.radii))
     records: list[dict] = []
     configs = demo_configs(cfg)
     # disable=None: tqdm stays quiet when stderr is not a terminal
@@ -75,7 +80,7 @@ def run_tabular_demo(cfg: TabularConfig = DEMO_CONFIG, out: str | os.PathLike | 
     for name, model_cfg in bar:
         bar.set_postfix_str(name)
         model = fit_table(table, model_cfg)
-        records += evaluate_table(model, table, model_cfg, progress=False)
+        records += evaluate_table(model, table, model_cfg, progress=False, device=device)
         if out is not None:
             model.save(Path(out) / f"{name}.pt")
     if out is not None:

@@ -15,7 +15,7 @@ import torch
 from convexrobust.data import load
 from convexrobust.errors import InvalidInputError
 
-__all__ = ["check_square", "load_images"]
+__all__ = ["check_square", "load_image_split", "load_images"]
 
 
 def load_images(source: str | os.PathLike, split: str, *, seed: int = 0
@@ -23,6 +23,14 @@ def load_images(source: str | os.PathLike, split: str, *, seed: int = 0
     """Images and labels of one split (``"train"`` or ``"test"``) of the dataset named or
     stored at ``source`` (``seed`` draws the test part of a set that has none of its own, such
     as digits). A table raises :class:`InvalidInputError` naming ``convexrobust fit``."""
+    x, y, _ = load_image_split(source, split, seed=seed)
+    return x, y
+
+
+def load_image_split(source: str | os.PathLike, split: str, *, seed: int = 0
+                     ) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
+    """:func:`load_images` with the dataset's class names (every class of both splits, so a
+    class that has no image in this split still counts)."""
     data = load(source, split=split, seed=seed)
     if data.kind != "images":
         raise InvalidInputError(
@@ -30,7 +38,7 @@ def load_images(source: str | os.PathLike, split: str, *, seed: int = 0
             "(train-liresnet, retrain, certify) take images; fit a convex robust classifier "
             f"on a table with `convexrobust fit --data {source}`, or run `convexrobust demo "
             f"--data {source}`")
-    return torch.as_tensor(data.x), torch.as_tensor(data.y)
+    return torch.as_tensor(data.x), torch.as_tensor(data.y), data.classes
 
 
 def check_square(x: torch.Tensor, source: str | os.PathLike) -> None:

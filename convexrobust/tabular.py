@@ -27,9 +27,14 @@ import numpy as np
 import torch
 
 from convexrobust._io import write_json_atomic
-from convexrobust.data import DataSplit, load
+from convexrobust.data import DataSplit, load, stratified_subset
 from convexrobust.errors import InvalidInputError
-from convexrobust.evaluation import default_radii, evaluate
+from convexrobust.evaluation import (
+    AUTOATTACKS,
+    check_autoattack_settings,
+    default_radii,
+    evaluate_on_subsets,
+)
 from convexrobust.feature_map import FeatureNormalization, principal_directions
 from convexrobust.features import FeatureExtractor, IdentityFeatures
 from convexrobust.plots import plot_accuracy_vs_radius
@@ -40,7 +45,7 @@ from convexrobust.solvers import solve
 from convexrobust.threat import L2, ThreatModel
 
 __all__ = ["CERTIFIED_HEADS", "HEADS", "Table", "TabularConfig", "evaluate_table", "fit_table",
-           "load_table", "standardized", "write_results"]
+           "load_table", "model_test_rows", "standardized", "write_results"]
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +59,10 @@ class TabularConfig:
     radii (default ``eps/2, eps, 2·eps``); ``beta``: the program's regularisation;
     ``components``: principal components fed to the head (0: every column); ``n_patterns``: ReLU
     and gated ReLU activation patterns; ``attacks``: names of
-    :data:`convexrobust.evaluation.ATTACKS`."""
+    :data:`convexrobust.evaluation.ATTACKS`; ``autoattack_limit``: the AutoAttacks attack a
+    seeded stratified subset of this many test rows (None: all of them; 0: AutoAttack off, an
+    error when ``attacks`` names one), the PGD attacks every row; ``autoattack_radii``: the
+    radii the AutoAttacks attack at (None: every radius)."""
 
     head: str = "polynomial"
     norm: float | str = 2
@@ -68,6 +76,8 @@ class TabularConfig:
     seed: int = 0
     pgd_steps: int = 50
     pgd_restarts: int = 3
+    autoattack_limit: int | None = None
+    autoattack_radii: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.head not in HEADS:
@@ -77,6 +87,8 @@ class TabularConfig:
         object.__setattr__(self, "norm", threat.norm)
         if self.radii is None:
             object.__setattr__(self, "radii", default_radii(self.eps))
+        check_autoattack_settings(self.autoattack_limit, self.attacks, self.autoattack_radii,
+                                  self.radii)
 
     @property
     def threat(self) -> ThreatModel:
@@ -95,7 +107,8 @@ class TabularConfig:
 @dataclass(frozen=True)
 class Table:
     """Both splits of a table, standardised with the training split's statistics
-    (``x = (raw − mean) / scale``), labels as class indices into ``classes``."""
+    (``x = (raw − mean) / scale``), labels as class indices into ``classes``; ``label_column``,
+    ``test_size`` and ``seed`` are how it was read and split (:func:`load_table`)."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -105,6 +118,9 @@ class Table:
     mean: np.ndarray
     scale: np.ndarray
     source: str
+    label_column: str | int | None = None
+    test_size: float = 0.2
+    seed: int = 0
 
     @property
     def n_features(self) -> int:
@@ -129,7 +145,43 @@ def load_table(source: str | os.PathLike, *, label_column: str | int | None = No
         splits[split] = data
     train, test = splits["train"], splits["test"]
     return Table(standardized(train), train.y, standardized(test), test.y, train.classes,
-                 train.mean, train.scale, train.source)
+                 train.mean, train.scale, train.source, label_column, test_size, seed)
+
+
+def model_test_rows(model: RobustModel, source: str | os.PathLike, *,
+                    label_column: str | int | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """The test rows of the table at ``source`` as ``model`` (from :func:`fit_table`) takes
+    them: the table read with the model's label column (``label_column`` overrides it) and
+    split with its ``test_size`` and ``seed``, standardised with the mean and scale of the
+    model's own training rows, and labelled by the model's class list. A model without that
+    record (not from :func:`fit_table`) gets the table's own split and statistics.
+
+    Raises:
+        InvalidInputError: ``source`` holds images, its columns are not the model's, or it
+            holds a class the model does not know.
+    """
+    info = getattr(model, "info", None) or {}
+    split = info.get("split", {})
+    column = split.get("label_column") if label_column is None else label_column
+    data = load(source, split="test", label_column=column,
+                test_size=split.get("test_size", 0.2), seed=split.get("seed", 0))
+    if data.kind != "tabular":
+        raise InvalidInputError(f"{source} holds images, not a table")
+    if "mean" not in info or "scale" not in info:
+        return standardized(data), data.y
+    mean, scale = np.asarray(info["mean"]), np.asarray(info["scale"])
+    if mean.shape != (data.x.shape[1],):
+        raise InvalidInputError(f"the model was fitted on {mean.shape[0]} columns but "
+                                f"{data.source} has {data.x.shape[1]} (label column "
+                                f"{column!r}); evaluate it on a table like its training table")
+    known = {c: i for i, c in enumerate(info.get("classes", data.classes))}
+    unknown = sorted(set(data.classes[i] for i in np.unique(data.y)) - set(known))
+    if unknown:
+        raise InvalidInputError(f"{data.source} holds classes {', '.join(unknown)} that the "
+                                f"model does not know (it knows {', '.join(known)})")
+    y = np.array([known[data.classes[i]] for i in data.y], dtype=np.int64)
+    return (data.x - mean) / scale, y
 
 
 def standardized(split: DataSplit) -> np.ndarray:
@@ -145,8 +197,9 @@ def fit_table(table: Table, cfg: TabularConfig) -> RobustModel:
     """The head ``cfg`` describes, trained by one convex program on the table's training rows
     (module docstring), as a :class:`~convexrobust.RobustModel` on standardised inputs. Its
     ``info`` holds the solve (``solver``, ``status``, ``solve_time``, ``objective``,
-    ``violation``, ``neurons``), the training settings and the table's ``classes``, ``mean``
-    and ``scale`` (to standardise new rows)."""
+    ``violation``, ``neurons``), the training settings, the table's ``classes``, ``mean`` and
+    ``scale`` (to standardise new rows) and its ``split`` (``label_column``, ``test_size``,
+    ``seed``: to find its test rows again, :func:`model_test_rows`)."""
     x = torch.as_tensor(table.x_train, dtype=torch.float64)
     center = x.mean(dim=0)
     projection = principal_directions(x - center, cfg.components or None)
@@ -173,7 +226,9 @@ def fit_table(table: Table, cfg: TabularConfig) -> RobustModel:
             "solver": solution.solver, "status": solution.status, "solve_time": solve_time,
             "objective": solution.objective, "violation": solution.violation,
             "neurons": head.n_neurons, "data": table.source, "classes": list(table.classes),
-            "mean": table.mean.tolist(), "scale": table.scale.tolist()}
+            "mean": table.mean.tolist(), "scale": table.scale.tolist(),
+            "split": {"label_column": table.label_column, "test_size": table.test_size,
+                      "seed": table.seed}}
     return RobustModel(FeatureExtractor(IdentityFeatures()), head, center=center, scale=1.0,
                        projection=projection, threat=threat,
                        feature_lipschitz=1.0 if certified else None,
@@ -183,14 +238,22 @@ def fit_table(table: Table, cfg: TabularConfig) -> RobustModel:
 def evaluate_table(model: RobustModel, table: Table, cfg: TabularConfig, *,
                    progress: bool = True, device: torch.device | str | None = None
                    ) -> list[dict]:
-    """Clean, attacked (``cfg.attacks``) and certified accuracy of ``model`` on the table's test
-    rows at ``cfg.radii`` (:func:`convexrobust.evaluation.evaluate` on ``device``, unbounded
-    inputs), one record per radius named ``cfg.name``, with the solve's ``solver``,
-    ``solve_time``, ``neurons``, ``objective`` and ``violation`` from the model's info."""
-    report = evaluate(model, (table.x_test, table.y_test), cfg.radii, norm=cfg.norm,
-                      attacks=cfg.attacks, pgd_steps=cfg.pgd_steps,
-                      pgd_restarts=cfg.pgd_restarts, seed=cfg.seed, clamp=None,
-                      progress=progress, device=device, name=cfg.name)
+    """Clean, attacked (``cfg.attacks``; the AutoAttacks on ``cfg.autoattack_limit`` rows) and
+    certified accuracy of ``model`` on the table's test rows at ``cfg.radii``
+    (:func:`convexrobust.evaluation.evaluate_on_subsets` on ``device``, unbounded inputs), one
+    record per radius named ``cfg.name`` with the number of rows behind each number, and the
+    solve's ``solver``, ``solve_time``, ``neurons``, ``objective`` and ``violation`` from the
+    model's info."""
+    test = (torch.as_tensor(table.x_test), torch.as_tensor(table.y_test))
+    attacked = None
+    if any(a in AUTOATTACKS for a in cfg.attacks) and cfg.autoattack_limit is not None \
+            and cfg.autoattack_limit < len(table.y_test):
+        attacked = stratified_subset(*test, cfg.autoattack_limit, cfg.seed)
+    report = evaluate_on_subsets(model, test, cfg.radii, norm=cfg.norm, attacks=cfg.attacks,
+                                 autoattack_subset=attacked,
+                                 autoattack_radii=cfg.autoattack_radii, pgd_steps=cfg.pgd_steps,
+                                 pgd_restarts=cfg.pgd_restarts, seed=cfg.seed, clamp=None,
+                                 progress=progress, device=device, name=cfg.name)
     solve_info = {key: model.info[key] for key in ("solver", "solve_time", "neurons",
                                                    "objective", "violation")}
     return [{**record, **solve_info} for record in report.records]

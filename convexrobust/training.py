@@ -94,10 +94,26 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
+def neck_stride(input_size: int) -> int:
+    """The neck convolution's stride (and kernel) for square images of side ``input_size``: the
+    largest divisor of the side that is at most 4 (at most 2 below 16 pixels), so that the
+    patches tile the image; an odd prime side gets 1 (the neck then only mixes channels).
+    Raises :class:`InvalidInputError` for a side below 1."""
+    if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1:
+        raise InvalidInputError(f"the image side must be an integer >= 1, got {input_size!r}")
+    return next(s for s in ((4, 3, 2, 1) if input_size >= 16 else (2, 1))
+                if input_size % s == 0)
+
+
 def build_model(cfg: TrainConfig, in_channels: int, input_size: int, classes: int) -> LiResNet:
-    neck_stride = 4 if input_size >= 16 else 2
+    """The LiResNet ``cfg.arch`` for ``classes`` classes and square ``in_channels`` × side
+    ``input_size`` images, its neck stride from :func:`neck_stride`."""
+    stride = neck_stride(input_size)
+    if stride != (4 if input_size >= 16 else 2):
+        log.info("images of side %d: neck stride %d (the side is not a multiple of the usual "
+                 "%d)", input_size, stride, 4 if input_size >= 16 else 2)
     return LiResNet.from_arch(cfg.arch, classes, in_channels=in_channels, input_size=input_size,
-                              neck_stride=neck_stride, neck_channels=cfg.neck_channels,
+                              neck_stride=stride, neck_channels=cfg.neck_channels,
                               neck_dim=cfg.neck_dim)
 
 
@@ -126,10 +142,14 @@ def evaluate_gloro(model: LiResNet, x: torch.Tensor, y: torch.Tensor, radii: tup
 def train_liresnet(cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, out: Path, *,
                    resume: bool = False, progress: bool = True,
                    x_val: torch.Tensor | None = None, y_val: torch.Tensor | None = None,
-                   device: torch.device | str | None = None) -> LiResNet:
+                   device: torch.device | str | None = None,
+                   num_classes: int | None = None) -> LiResNet:
     """Train on ``(x, y)`` (float images in [0, 1], labels 0..C−1), checkpointing to
     ``out/checkpoint.pt`` each epoch; writes ``out/model.pt`` (loadable with
     :meth:`LiResNet.load`) and ``out/log.jsonl``. A failed run never overwrites a good file.
+    The model has ``num_classes`` outputs — pass the dataset's class count, since a class may
+    have no training image — and ``max(y) + 1`` when it is None; labels outside
+    ``0..num_classes−1`` raise :class:`InvalidInputError`.
 
     Inside an initialised ``torch.distributed`` group (e.g. under ``torchrun``) every process
     holds the data, takes an equal share of each global batch of ``cfg.batch_size`` and
@@ -140,7 +160,7 @@ def train_liresnet(cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, out: Path
         raise InvalidInputError(f"optimizer must be 'nadam' or 'adamw', got {cfg.optimizer!r}")
     out = Path(out)
     torch.manual_seed(cfg.seed)
-    classes = int(y.max()) + 1
+    classes = _class_count(y, num_classes)
     device = torch.device(device or "cpu")
     model = build_model(cfg, x.shape[1], x.shape[-1], classes).to(device)
     opt_cls = torch.optim.NAdam if cfg.optimizer == "nadam" else torch.optim.AdamW
@@ -206,6 +226,20 @@ def train_liresnet(cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, out: Path
     if world > 1:
         dist.barrier()
     return model
+
+
+def _class_count(y: torch.Tensor, num_classes: int | None) -> int:
+    """``num_classes`` checked against the labels ``y`` (``max(y) + 1`` when it is None)."""
+    if y.numel() == 0:
+        raise InvalidInputError("no training images: y is empty")
+    low, high = int(y.min()), int(y.max())
+    if num_classes is None:
+        num_classes = high + 1
+    elif isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise InvalidInputError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    if low < 0 or high >= num_classes:
+        raise InvalidInputError(f"labels must lie in 0..{num_classes - 1}, got {low}..{high}")
+    return num_classes
 
 
 def _all_reduce_mean(model: torch.nn.Module) -> None:

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from convexrobust import cli
+from convexrobust.errors import InvalidInputError
 from convexrobust.robust_model import RobustModel
-from convexrobust.tabular import load_table
+from convexrobust.tabular import load_table, model_test_rows
 
 FAST = ["--quiet", "--threads", "1", "--device", "cpu"]
 PGD = ["--pgd-steps", "10", "--pgd-restarts", "1"]
@@ -130,3 +131,36 @@ def test_fit_errors_are_typed(tmp_path, capsys):
         with pytest.raises(SystemExit) as exit_:
             cli.main([*FAST, "fit", "--data", str(csv), "--out", str(tmp_path / "o"), *bad])
         assert exit_.value.code == 2
+
+
+def test_evaluate_on_a_table_uses_the_split_and_standardisation_of_fit(tmp_path, capsys):
+    """`evaluate` finds the test rows `fit` held out (its --seed, --test-size and label column)
+    and standardises them with the model's stored mean and scale, not with defaults."""
+    csv = _csv(tmp_path / "t.csv", n=150, label_first=True)
+    out = tmp_path / "fit"
+    assert cli.main([*FAST, "fit", "--data", str(csv), "--label-column", "label", "--seed", "3",
+                     "--test-size", "0.3", "--radii", "0,0.5", "--out", str(out), *PGD]) == 0
+    records = json.loads((out / "results.json").read_text())
+    model = RobustModel.load(out / "model.pt")
+    assert model.info["split"] == {"label_column": "label", "test_size": 0.3, "seed": 3}
+    table = load_table(csv, label_column="label", test_size=0.3, seed=3)
+    x, y = model_test_rows(model, csv)
+    np.testing.assert_allclose(x, table.x_test)
+    np.testing.assert_array_equal(y, table.y_test)
+    default = load_table(csv, label_column="label")  # the split a default reading would use
+    assert len(default.y_test) != len(y)
+    capsys.readouterr()
+    assert cli.main([*FAST, "evaluate", "--model", str(out / "model.pt"), "--data", str(csv),
+                     "--radii", "0,0.5", "--out", str(tmp_path / "eval"), *PGD]) == 0
+    again = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert _scores(again) == _scores(records)
+
+    # the model's class list labels the rows; columns or classes it does not know are errors
+    wide = tmp_path / "wide.csv"
+    wide.write_text("\n".join(line + ",0" for line in csv.read_text().splitlines()) + "\n")
+    with pytest.raises(InvalidInputError, match="fitted on 4 columns but"):
+        model_test_rows(model, wide)
+    other = tmp_path / "other.csv"
+    other.write_text(csv.read_text().replace("\nyes,", "\nmaybe,"))
+    with pytest.raises(InvalidInputError, match="maybe"):
+        model_test_rows(model, other)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from convexrobust import training
 from convexrobust.data import digits
+from convexrobust.errors import InvalidInputError
 from convexrobust.networks.liresnet import LiResNet
 from convexrobust.training import TrainConfig, as_tensors, augment, train_liresnet
 
@@ -98,3 +101,42 @@ def test_two_process_data_parallel_matches_single_process(tmp_path):
     for (name, a), (_, b) in zip(single.state_dict().items(), parallel.state_dict().items(),
                                  strict=True):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), name
+
+
+def test_any_square_side_gets_a_neck_stride_that_tiles_it():
+    """The neck stride divides the side (LiResNet would refuse one that does not): 4 or 2 as
+    before where they fit, else the next divisor down."""
+    cfg = TrainConfig(arch="L1W4", neck_dim=8, neck_channels=2)
+    for side, stride in ((8, 2), (9, 1), (15, 1), (16, 4), (18, 3), (28, 4), (30, 3), (32, 4)):
+        assert training.neck_stride(side) == stride
+        model = training.build_model(cfg, 1, side, 3).eval()
+        assert model.config["neck_stride"] == stride
+        assert model(torch.rand(2, 1, side, side)).shape == (2, 3)
+        assert math.isfinite(model.lipschitz_bound("guaranteed", "backbone"))
+    for bad in (0, -4, 2.5):
+        with pytest.raises(InvalidInputError, match="image side"):
+            training.neck_stride(bad)
+
+
+def test_the_class_count_comes_from_the_dataset(tmp_path, capsys):
+    """A dataset whose last class has no training image still gives a C-way model."""
+    from convexrobust import cli
+
+    x, y = _data(60)
+    y = y % 3  # classes 0, 1, 2 in training
+    model = train_liresnet(_config(1), x, y, tmp_path / "a", progress=False, num_classes=5)
+    assert model.config["num_classes"] == 5 and model(x[:2]).shape == (2, 5)
+    assert train_liresnet(_config(1), x, y, tmp_path / "b", progress=False
+                          ).config["num_classes"] == 3  # no class list: max(y) + 1
+    for bad, match in ((2, r"labels must lie in 0\.\.1"), (1, "num_classes"),
+                       (True, "num_classes")):
+        with pytest.raises(InvalidInputError, match=match):
+            train_liresnet(_config(1), x, y, tmp_path / "c", progress=False, num_classes=bad)
+
+    images = (x.numpy() * 255).astype(np.uint8)
+    np.savez(tmp_path / "d.npz", x_train=images, y_train=y.numpy(), x_test=images[:4],
+             y_test=np.array([0, 1, 2, 3]), classes=np.array(["a", "b", "c", "d"]))
+    assert cli.main(["--quiet", "--threads", "1", "train-liresnet", "--data",
+                     str(tmp_path / "d.npz"), "--arch", "L1W4", "--epochs", "1", "--neck-dim",
+                     "8", "--out", str(tmp_path / "cli")]) == 0, capsys.readouterr().err
+    assert LiResNet.load(tmp_path / "cli" / "model.pt").config["num_classes"] == 4
