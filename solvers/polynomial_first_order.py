@@ -96,6 +96,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -595,6 +596,27 @@ def _objective(data: _Data, W: Tensor, mu: float, need_grad: bool
     return total, grad, int(eig is not None)
 
 
+def _warm_start_point(warm_start: object, C: int, d: int) -> np.ndarray | None:
+    """The stacked ``(Z, Z')`` (2, C, d+1, d+1) of a ``warm_start`` option (a Solution or its
+    values), or None; :class:`InvalidInputError` for anything else."""
+    if warm_start is None:
+        return None
+    values = warm_start.values if isinstance(warm_start, Solution) else warm_start
+    if not isinstance(values, Mapping) or not {"Z", "Zp"} <= set(values):
+        raise InvalidInputError(
+            "warm_start must be a Solution of a polynomial program or its values {'Z', 'Zp'}, "
+            f"got {type(warm_start).__name__}")
+    shape = (C, d + 1, d + 1)
+    arrays = [np.asarray(values[key], dtype=np.float64) for key in ("Z", "Zp")]
+    if any(a.shape != shape for a in arrays):
+        raise InvalidInputError(
+            f"warm_start has Z of shape {arrays[0].shape} and Zp of shape {arrays[1].shape}; this "
+            f"program needs {shape} (the same number of outputs and features)")
+    if not all(np.isfinite(a).all() for a in arrays):
+        raise InvalidInputError("warm_start has non-finite entries")
+    return np.stack(arrays)
+
+
 def _plateau(values: list[float], stationarity: list[float], tol: float) -> bool:
     """A smoothing stage has stopped making progress (module docstring, "Plateaus"): over the
     second half of its iterations the best objective improved on the first half's best by at
@@ -621,7 +643,9 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
                            accept_inaccurate: bool = False,
                            smoothing_floor: float = 1e-3,
                            batch_size: int | str | None = "auto",
-                           distributed: bool | str = False) -> Solution:
+                           distributed: bool | str = False,
+                           warm_start: Solution | Mapping[str, object] | None = None,
+                           smoothing_start: float | None = None) -> Solution:
     """Solve a :class:`~convexrobust.ConvexPolynomial` program (c) or (d) by accelerated
     projected gradient with exact projections and exact ℓ2 worst cases (module docstring).
 
@@ -660,6 +684,17 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
         contiguous shard of the samples, and the sums are all-reduced, so all ranks iterate in
         lockstep and return the same values (rank 0's). ``"auto"``: ``True`` when a process
         group is initialised. ``False`` (default): one process.
+    warm_start:
+        A point to start from: a :class:`~convexrobust.solvers.solution.Solution` (or its
+        ``values``, ``{"Z", "Zp"}``) of a program with the same outputs and features, e.g. this
+        program solved in float32 or by an earlier, shorter run. It is projected onto the cone.
+        The optimum does not depend on it; only the iterations taken do.
+    smoothing_start:
+        The Huber width of the first smoothing stage (module docstring): 1 by default, and
+        ``smoothing_floor`` with a ``warm_start`` (taken to be near this program's optimum, which
+        the coarse stages would only pull it away from). A start far from the optimum (a
+        neighbour on a grid of β or radii) converges more reliably from a coarser width, e.g.
+        ``10·smoothing_floor``.
     """
     start = time.perf_counter()
     if not isinstance(program, ConvexPolynomial):
@@ -674,11 +709,18 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
     check_batch_size(batch_size)
     if not (isinstance(smoothing_floor, (int, float)) and 0 < smoothing_floor <= 1):
         raise InvalidInputError(f"smoothing_floor must be in (0, 1], got {smoothing_floor!r}")
+    if smoothing_start is not None and not (
+            isinstance(smoothing_start, (int, float)) and not isinstance(smoothing_start, bool)
+            and smoothing_floor <= smoothing_start <= 1):
+        raise InvalidInputError(
+            f"smoothing_start must be in [smoothing_floor, 1] = [{smoothing_floor}, 1], got "
+            f"{smoothing_start!r}")
     loss = get_loss(program.loss)
     device = check_device(device)
     act = program.activation
     d = program.n_features
     C = program.n_outputs
+    start_point = _warm_start_point(warm_start, C, d)
     comm = Collective(distributed, device)
     arrays = {"X": program.X, "T": program.targets.values}
     comm.check_same_program(program.beta, program.l2_radius, act.a, act.b, act.c,
@@ -718,6 +760,10 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
         return Zp.reshape(2, C, D, D)
 
     x = torch.zeros(2, C, D, D, dtype=dtype, device=device)
+    if start_point is not None:
+        x = project(torch.as_tensor(start_point, dtype=dtype, device=device))
+    if smoothed and (smoothing_start is not None or start_point is not None):
+        mu_s = float(smoothing_start) if smoothing_start is not None else mu_final
     y = x.clone()
     momentum = Momentum()
     # Lipschitz estimate of the data term: mean ‖A(x_k)‖² (times 1/μ for the Huber stage)

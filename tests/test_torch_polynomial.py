@@ -361,3 +361,34 @@ def test_mid_size_matches_conic():
     assert torch_solution.objective <= conic.objective * (1 + 1e-3)
     assert torch_solution.violation <= 1e-8
     assert torch_time < 120
+
+
+# ------------------------------------------------------------------ warm starts
+def test_warm_starts_never_change_the_optimum():
+    """A warm start (the solution itself, a float32 solve, a neighbouring β's solution with a
+    coarser smoothing start) reaches Clarabel's optimum of the program being solved; from the
+    program's own solution it takes a handful of iterations."""
+    X, y = xor_data(20, 2)
+    program = cr.ConvexPolynomial(X, y, loss="hinge", beta=1e-2, threat=cr.L2(0.2))
+    neighbour = cr.ConvexPolynomial(X, y, loss="hinge", beta=2e-2, threat=cr.L2(0.2))
+    cold = _check_against_clarabel(program)
+    again = _check_against_clarabel(program, warm_start=cold)
+    assert again.iterations <= cold.iterations // 4
+    single = cr.solve(program, "torch", method="apg", dtype=torch.float32, accept_inaccurate=True)
+    _check_against_clarabel(program, warm_start=single.values)
+    _check_against_clarabel(program, warm_start=cr.solve(neighbour, "torch", method="apg"),
+                            smoothing_start=1e-2)
+
+
+def test_warm_start_is_validated():
+    X, y = xor_data(20, 2)
+    program = cr.ConvexPolynomial(X, y, loss="hinge", beta=1e-2, threat=cr.L2(0.2))
+    other = cr.ConvexPolynomial(X[:, :1], y, loss="hinge", beta=1e-2)
+    wrong_shape = cr.solve(other, "clarabel")
+    nan = {key: np.full((1, 3, 3), np.nan) for key in ("Z", "Zp")}
+    for bad in (wrong_shape, {"Z": np.zeros((1, 3, 3))}, "start", nan):
+        with pytest.raises(cr.InvalidInputError, match="warm_start"):
+            solve_polynomial_torch(program, warm_start=bad)
+    for bad in (0.0, 2.0, 1e-4, True):
+        with pytest.raises(cr.InvalidInputError, match="smoothing_start"):
+            solve_polynomial_torch(program, smoothing_start=bad)
