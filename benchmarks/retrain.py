@@ -7,10 +7,10 @@ LiResNet are replaced by a convex head trained at ε (`retrain_last_two_layers`,
 by the non-convex baseline (`pgd_trained_head`: a two-layer ReLU head as wide as the convex ReLU
 head, PGD adversarial training at the same feature radius, same features and normalisation).
 Every model — and the original LiResNet — is evaluated on the test set at every radius: clean
-accuracy, accuracy under ℓ2 PGD (and, with ``--attack pgd,autoattack``, under the standard
-AutoAttack of Croce & Hein 2020) through the whole network, inputs clamped to [0, 1], and
-certified accuracy (`convexrobust.evaluation.evaluate`); a certified point that an attack
-breaks fails the run.
+accuracy, accuracy under ℓ2 PGD and under the standard AutoAttack of Croce & Hein 2020
+(``--attack``, default ``pgd,autoattack``) through the whole network, inputs clamped to [0, 1],
+and certified accuracy (`convexrobust.evaluation.evaluate_on_subsets`); a certified point that
+an attack breaks fails the run.
 
     python benchmarks/retrain.py --data digits                 # trains the LiResNet (~1 min)
     python benchmarks/retrain.py --data cifar10 --checkpoint out/cifar-l4w32/model.pt
@@ -19,10 +19,13 @@ CIFAR-10 on a CPU is bounded by ``--solve-time-limit`` (seconds per head solve; 
 solve keeps its iterate and records its status: that costs optimality, never soundness, since the
 certificate is computed on the returned head), ``--train-limit`` (images the heads are trained
 on: the first ``N/10`` of every class, in archive order), ``--test-limit`` (test images for clean
-and certified accuracy, the same way) and ``--pgd-limit`` (the per-class subset of those attacked
-by PGD, which costs ``steps × restarts`` forward-backward passes per point and radius); digits
-uses all of its data. Writes ``benchmarks/results/retrain-<data>.json`` (records, times,
-chosen hyper-parameters, config, machine) and ``retrain-<data>.png`` (one panel per ε).
+and certified accuracy, the same way), ``--pgd-limit`` (the per-class subset of those attacked
+by PGD, which costs ``steps × restarts`` forward-backward passes per point and radius) and
+``--autoattack-limit`` (the per-class subset attacked by AutoAttack, far costlier per point:
+digits and CIFAR-10 default to a subset; with equal limits PGD and AutoAttack attack the same
+images); digits otherwise uses all of its data. Writes ``benchmarks/results/retrain-<data>.json``
+(records, times, chosen hyper-parameters, config, machine) and ``retrain-<data>.png`` (one panel
+per ε).
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ from record import write_record
 
 import convexrobust as cr
 from convexrobust.data import cifar10, digits
-from convexrobust.evaluation import evaluate, format_table
+from convexrobust.demo import AUTOATTACK_LIMIT
+from convexrobust.evaluation import AUTOATTACKS, evaluate_on_subsets, format_table
 from convexrobust.networks.liresnet import LiResNet
 from convexrobust.pipeline import pgd_trained_head, retrain_last_two_layers
 from convexrobust.plots import plot_accuracy_vs_radius
@@ -50,8 +54,10 @@ RADII = {"digits": (0.1, 0.3, 0.5), "cifar10": (36 / 255, 72 / 255, 108 / 255)}
 RADIUS_NAMES = {"digits": ("0.1", "0.3", "0.5"), "cifar10": ("36/255", "72/255", "108/255")}
 HEADS = ("polynomial", "relu")
 GRID = {"beta": (1e-3, 1e-2), "radius_scale": (1.0,), "n_patterns": (50,)}
-#: (training images for the heads, test images, test images attacked by PGD); None = all
-DEFAULT_LIMITS = {"digits": (None, None, None), "cifar10": (5000, 1000, 100)}
+#: (training images for the heads, test images, test images attacked by PGD, test images
+#: attacked by AutoAttack); None = all
+DEFAULT_LIMITS = {"digits": (None, None, None, AUTOATTACK_LIMIT),
+                  "cifar10": (5000, 1000, 100, 100)}
 #: seconds per head solve (torch solver ``time_limit``; the status is recorded); None = none
 DEFAULT_SOLVE_LIMIT = {"digits": None, "cifar10": 60.0}
 
@@ -97,55 +103,53 @@ def get_liresnet(args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor
     return model, time.perf_counter() - start, f"trained: {cfg}"
 
 
-def run_eval(model: torch.nn.Module, name: str, test: tuple, attack_test: tuple | None,
-             radii: tuple, args: argparse.Namespace, extra: dict) -> dict:
-    """Clean, attacked and certified accuracy on ``test``; when ``attack_test`` (a per-class
-    subset of ``test``) is given, clean and certified accuracy come from all of ``test`` (no
-    attack) and the attacked accuracies (and the violation check) from ``attack_test``. The
-    attacks are ``args.attack`` (``pgd`` counts a point only when it survives every one;
-    ``autoattack`` is the standard AutoAttack alone)."""
-    kwargs = {"norm": 2, "pgd_steps": args.pgd_steps, "pgd_restarts": args.pgd_restarts,
-              "seed": 0, "progress": False, "name": name}
-    attacks = tuple(args.attack.split(","))
-    if attack_test is None:
-        report = evaluate(model, test, radii, attacks=attacks, **kwargs)
-        records, attacked = report.records, report
-        seconds = dict(report.seconds)
-        total = report.total_seconds
-    else:
-        full = evaluate(model, test, radii, attacks=(), **kwargs)
-        attacked = evaluate(model, attack_test, radii, attacks=attacks, **kwargs)
-        records = [{**rec, **{k: sub[k] for k in ("pgd", "autoattack") if k in sub},
-                    "n": full.n, "n_pgd": attacked.n,
-                    "clean_on_pgd_subset": sub["clean"],
-                    "certified_on_pgd_subset": sub["certified"]}
-                   for rec, sub in zip(full.records, attacked.records, strict=True)]
-        seconds = {k: full.seconds.get(k, 0.0) + attacked.seconds.get(k, 0.0)
-                   for k in {**full.seconds, **attacked.seconds}}
-        total = full.total_seconds + attacked.total_seconds
-    row = {"model": name, **extra, "n_test": len(test[1]), "n_pgd": attacked.n,
-           "eval_seconds": seconds, "eval_total_seconds": total,
-           "violations": attacked.violations, "records": records}
-    cert = ", ".join(f"{r['certified']:.3f}" if r["certified"] is not None else "-"
-                     for r in records)
-    pgd = ", ".join(f"{r['pgd']:.3f}" for r in records)
-    aa = ", ".join(f"{r['autoattack']:.3f}" for r in records if "autoattack" in r)
-    print(f"  {name:<18} clean {records[0]['clean']:.3f}  pgd [{pgd}]  autoattack [{aa}]  "
-          f"cert [{cert}]  eval {total:.1f}s  violations {attacked.violations}", flush=True)
+def run_eval(model: torch.nn.Module, name: str, test: tuple, pgd_test: tuple | None,
+             aa_test: tuple | None, radii: tuple, aa_radii: tuple, args: argparse.Namespace,
+             extra: dict) -> dict:
+    """Clean and certified accuracy on all of ``test`` at ``radii``, the PGD attacks of
+    ``args.attack`` on ``pgd_test`` at every radius and its AutoAttacks on ``aa_test`` at
+    ``aa_radii`` (per-class subsets of ``test``; None: all of it), merged by
+    :func:`~convexrobust.evaluation.evaluate_on_subsets` (``pgd`` counts a point only when it
+    survives every attack run on its set; ``autoattack`` is the standard AutoAttack alone;
+    each record says on how many images each number was measured)."""
+    report = evaluate_on_subsets(model, test, radii, attacks=tuple(args.attack.split(",")),
+                                 pgd_subset=pgd_test, autoattack_subset=aa_test,
+                                 autoattack_radii=aa_radii, norm=2,
+                                 pgd_steps=args.pgd_steps, pgd_restarts=args.pgd_restarts,
+                                 seed=0, progress=False, name=name)
+    records = report.records
+    counts = {key: rec[key] for rec in records
+              for key in ("n_pgd", *(f"n_{a}" for a in AUTOATTACKS)) if key in rec}
+    row = {"model": name, **extra, "n_test": report.n, **counts,
+           "eval_seconds": report.seconds, "eval_total_seconds": report.total_seconds,
+           "violations": report.violations, "records": records}
+
+    def column(key: str) -> str:
+        return ", ".join("-" if r.get(key) is None else f"{r[key]:.3f}" for r in records)
+
+    attacked = "".join(f"  {key} [{column(key)}] (n={counts[f'n_{key}']})"
+                       for key in ("pgd", *AUTOATTACKS) if f"n_{key}" in counts)
+    print(f"  {name:<18} clean {records[0]['clean']:.3f}{attacked}  cert [{column('certified')}]"
+          f"  eval {report.total_seconds:.1f}s  violations {report.violations}", flush=True)
     return row
 
 
 def times_table(rows: list[dict]) -> str:
-    header = ("model", "train s", "eval s", "pgd s", "certify s", "chosen")
+    """Training and evaluation seconds of every model, and the hyper-parameters it chose."""
+    attacks = [a for a in AUTOATTACKS if any(a in r["eval_seconds"] for r in rows)]
+    header = ("model", "train s", "eval s", "pgd s", *(f"{a} s" for a in attacks), "certify s",
+              "chosen")
     lines = [header]
     for r in rows:
         chosen = ", ".join(f"{k}={v}" for k, v in (r.get("chosen") or {}).items()
                            if v is not None)
         lines.append((r["model"], f"{r['train_seconds']:.1f}", f"{r['eval_total_seconds']:.1f}",
-                      f"{r['eval_seconds']['pgd']:.1f}", f"{r['eval_seconds']['certify']:.1f}",
-                      chosen))
+                      f"{r['eval_seconds']['pgd']:.1f}",
+                      *(f"{r['eval_seconds'].get(a, 0.0):.1f}" for a in attacks),
+                      f"{r['eval_seconds']['certify']:.1f}", chosen))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    out = ["  ".join(c.ljust(w) if i in (0, 5) else c.rjust(w)
+    last = len(header) - 1
+    out = ["  ".join(c.ljust(w) if i in (0, last) else c.rjust(w)
                      for i, (c, w) in enumerate(zip(line, widths, strict=True)))
            for line in lines]
     out.insert(1, "  ".join("-" * w for w in widths))
@@ -154,7 +158,7 @@ def times_table(rows: list[dict]) -> str:
 
 def plot(rows: list[dict], data: str, path: Path) -> None:
     """One panel per training radius ε (the LiResNet in each), side by side in one PNG."""
-    n_test, n_pgd = rows[0]["n_test"], rows[0]["n_pgd"]
+    n_test, n_pgd = rows[0]["n_test"], rows[0].get("n_pgd", rows[0]["n_test"])
     note = f" (n={n_test})" if n_pgd == n_test else f" (PGD n={n_pgd}, rest n={n_test})"
     from PIL import Image
 
@@ -190,6 +194,9 @@ def main() -> None:
     parser.add_argument("--pgd-limit", type=int, default=-1,
                         help="test images attacked by PGD, a per-class subset of the test "
                              "images (default: digits all, cifar10 100)")
+    parser.add_argument("--autoattack-limit", type=int, default=-1,
+                        help="test images attacked by AutoAttack, a per-class subset of the "
+                             f"test images (default: digits {AUTOATTACK_LIMIT}, cifar10 100)")
     parser.add_argument("--solve-time-limit", type=float, default=-1,
                         help="seconds per head solve, 0 = none (default: digits none, "
                              "cifar10 60)")
@@ -197,10 +204,15 @@ def main() -> None:
     parser.add_argument("--pgd-steps", type=int, default=50)
     parser.add_argument("--pgd-restarts", type=int, default=3)
     parser.add_argument("--pgd-head-epochs", type=int, default=30)
-    parser.add_argument("--attack", default="pgd",
-                        help="attacks on the attacked subset (evaluate's names; pgd counts a "
-                             "point only when it survives every one); autoattack needs "
-                             "pip install 'convexrobust[attack]'")
+    parser.add_argument("--attack", default="pgd,autoattack",
+                        help="attacks (evaluate's names; default pgd,autoattack): the PGD "
+                             "attacks on the PGD subset, the AutoAttacks on the AutoAttack "
+                             "subset; pgd counts a point only when it survives every attack "
+                             "run on its set; autoattack needs pip install "
+                             "'convexrobust[attack]'")
+    parser.add_argument("--autoattack-radii", choices=("train", "all"), default="train",
+                        help="the radii AutoAttack attacks at: each head's training radius "
+                             "(the LiResNet: every training radius; default), or all")
     parser.add_argument("--eps", default=None,
                         help="comma-separated subset of the training radii (default: all)")
     parser.add_argument("--threads", type=int, default=2)
@@ -213,6 +225,7 @@ def main() -> None:
     train_limit = limits[0] if args.train_limit < 0 else (args.train_limit or None)
     test_limit = limits[1] if args.test_limit < 0 else (args.test_limit or None)
     pgd_limit = limits[2] if args.pgd_limit < 0 else (args.pgd_limit or None)
+    aa_limit = limits[3] if args.autoattack_limit < 0 else (args.autoattack_limit or None)
     solve_limit = (DEFAULT_SOLVE_LIMIT[args.data] if args.solve_time_limit < 0
                    else (args.solve_time_limit or None))
     solver_options = None if solve_limit is None else {"time_limit": solve_limit}
@@ -225,18 +238,33 @@ def main() -> None:
     wall = time.perf_counter()
     x, y, x_test, y_test = load_data(args.data, train_limit, test_limit)
     test = (x_test, y_test)
-    attack_test = None
-    if pgd_limit is not None and pgd_limit < len(y_test):
-        attack_test = first_per_class(x_test, y_test, pgd_limit)
+
+    def attacked(limit: int | None) -> tuple | None:
+        """The first limit//10 test images of every class; None for all of them."""
+        if limit is None or limit >= len(y_test):
+            return None
+        return first_per_class(x_test, y_test, limit)
+
+    pgd_test = attacked(pgd_limit)
+    # one subset object for both when the limits agree: one evaluation attacks it with both
+    aa_test = pgd_test if aa_limit == pgd_limit else attacked(aa_limit)
+
     def rule(limit: int | None) -> str:
         return "all" if limit is None else f"first {limit // 10} per class"
 
+    def size(subset: tuple | None) -> int:
+        return len(y_test) if subset is None else len(subset[1])
+
+    autoattacks = [a for a in args.attack.split(",") if a in AUTOATTACKS]
+    aa_note = (f"; {', '.join(autoattacks)} on {size(aa_test)} of them "
+               f"({rule(None if aa_test is None else aa_limit)}) at "
+               f"{'every radius' if args.autoattack_radii == 'all' else 'the training radius'}"
+               if autoattacks else "")
     header = (f"{args.data}: {len(y)} training images for the heads ({rule(train_limit)}), "
               f"{len(y_test)} test images ({rule(test_limit)}); l2 PGD "
               f"{args.pgd_steps} steps x {args.pgd_restarts} restarts on "
-              f"{len(y_test) if attack_test is None else len(attack_test[1])} of them "
-              f"({rule(None if attack_test is None else pgd_limit)}), "
-              f"{args.components} components, head solves capped at "
+              f"{size(pgd_test)} of them ({rule(None if pgd_test is None else pgd_limit)})"
+              f"{aa_note}, {args.components} components, head solves capped at "
               f"{'no limit' if solve_limit is None else f'{solve_limit:g}s'}, "
               f"{args.threads} threads")
     print(header, flush=True)
@@ -244,7 +272,8 @@ def main() -> None:
     print(f"LiResNet ({source}): {liresnet_seconds:.1f}s; K_backbone = "
           f"{liresnet.lipschitz_bound('guaranteed', 'backbone'):.4g}, K_features = "
           f"{liresnet.lipschitz_bound('guaranteed', 'features'):.4g}", flush=True)
-    rows = [run_eval(liresnet, "liresnet", test, attack_test, radii, args,
+    rows = [run_eval(liresnet, "liresnet", test, pgd_test, aa_test, radii,
+                     radii if args.autoattack_radii == "all" else train_radii, args,
                      {"family": "liresnet", "eps": None, "train_seconds": liresnet_seconds,
                       "chosen": None})]
     cache = Path(args.cache) / "features"
@@ -264,7 +293,8 @@ def main() -> None:
                   f"{info['times']['features']:.1f}s), chose {info['chosen']}, "
                   f"feature radius {info['feature_radius']:.4g}, "
                   f"{model.head.n_neurons} neurons", flush=True)
-            rows.append(run_eval(model, f"{head}@{tag}", test, attack_test, radii, args, {
+            rows.append(run_eval(model, f"{head}@{tag}", test, pgd_test, aa_test, radii,
+                                 radii if args.autoattack_radii == "all" else (eps,), args, {
                 "family": head, "eps": eps, "train_seconds": seconds,
                 "chosen": info["chosen"], "neurons": int(model.head.n_neurons),
                 "feature_radius": info["feature_radius"], "times": info["times"],
@@ -277,7 +307,8 @@ def main() -> None:
         seconds = time.perf_counter() - start
         print(f"pgd-head@{tag}: trained in {seconds:.1f}s, chose {model.info['chosen']}",
               flush=True)
-        rows.append(run_eval(model, f"pgd-head@{tag}", test, attack_test, radii, args, {
+        rows.append(run_eval(model, f"pgd-head@{tag}", test, pgd_test, aa_test, radii,
+                             radii if args.autoattack_radii == "all" else (eps,), args, {
             "family": "pgd-head", "eps": eps, "train_seconds": seconds,
             "chosen": model.info["chosen"], "neurons": int(model.head.n_neurons),
             "feature_radius": model.info["feature_radius"],
@@ -300,7 +331,9 @@ def main() -> None:
               "attacks": args.attack,
               "liresnet": source, "n_train": len(y), "n_test": len(y_test),
               "train_limit": train_limit, "test_limit": test_limit, "pgd_limit": pgd_limit,
-              "n_pgd": len(y_test) if attack_test is None else len(attack_test[1]),
+              "autoattack_limit": aa_limit, "autoattack_radii": args.autoattack_radii,
+              "n_pgd": size(pgd_test),
+              "n_autoattack": size(aa_test) if autoattacks else None,
               "limit_rule": "first limit//10 images of every class, in data order",
               "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
               "wall_seconds": wall}
