@@ -40,6 +40,7 @@ TRAIN_DEFAULTS = asdict(TrainConfig())
 EXAMPLES = {
     "demo": """\
   convexrobust demo                          # digits: a few minutes on 2 CPU cores
+  convexrobust demo --autoattack-limit 100 --autoattack-radii 0.1,0.3,0.5 --out out/demo-aa
   convexrobust demo --data breast-cancer --out out/tabular
   convexrobust demo --data table.csv --label-column diagnosis --out out/table
   convexrobust demo --data my-images.zip --epochs 50 --radii 0.1,0.3 --out out/mine
@@ -125,13 +126,18 @@ def _source(args: argparse.Namespace) -> str:
 
 
 def _print_head_table(records: list[dict], radii: tuple[float, ...]) -> None:
+    """The tabular table: one line per model, a column per attack or certificate and radius
+    (an attack only at the radii it ran at, e.g. AutoAttack at the training radius)."""
     models = list(dict.fromkeys(r["model"] for r in records))
-    columns = ["pgd", *(a for a in ATTACKS if a != "pgd" and a in records[0]), "certified"]
     labels = {"certified": "cert"}
+    columns = [(c, r) for c in ("pgd", *(a for a in ATTACKS if a != "pgd"), "certified")
+               for r in radii
+               if c in ("pgd", "certified") or any(rec.get(c) is not None
+                                                   for rec in records if rec["radius"] == r)]
+    titles = [f"{labels.get(c, c)}@{r:g}" for c, r in columns]
+    widths = [max(10, len(title) + 2) for title in titles]
     head = f"{'model':<22}{'solver':<10}{'solve s':>8}{'neurons':>8}{'clean':>7}"
-    widths = {c: max(10, len(f"{labels.get(c, c)}@{max(radii):g}") + 2) for c in columns}
-    head += "".join(f"{f'{labels.get(c, c)}@{r:g}':>{widths[c]}}" for c in columns
-                    for r in radii)
+    head += "".join(f"{title:>{w}}" for title, w in zip(titles, widths, strict=True))
     print(head)
     print("-" * len(head))
     for m in models:
@@ -139,7 +145,8 @@ def _print_head_table(records: list[dict], radii: tuple[float, ...]) -> None:
         first = rows[radii[0]]
         line = (f"{m:<22}{first['solver']:<10}{first['solve_time']:>8.1f}"
                 f"{first['neurons']:>8d}{first['clean']:>7.3f}")
-        line += "".join(f"{_cell(rows[r][c]):>{widths[c]}}" for c in columns for r in radii)
+        line += "".join(f"{_cell(rows[r].get(c)):>{w}}"
+                        for (c, r), w in zip(columns, widths, strict=True))
         print(line)
 
 
