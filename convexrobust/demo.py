@@ -100,8 +100,9 @@ class DemoConfig:
     #: AutoAttack attacks a seeded stratified subset of this many test images (None: all of
     #: them; 0: no AutoAttack); the PGD attacks attack every test image
     autoattack_limit: int | None = AUTOATTACK_LIMIT
-    #: the radii AutoAttack attacks at (None: :func:`~convexrobust.evaluation.
-    #: default_autoattack_radii`, the training radius ``eps`` when it is a test radius)
+    #: the radii AutoAttack attacks at (None:
+    #: :func:`~convexrobust.evaluation.default_autoattack_radii`, the training radius ``eps``
+    #: when it is a test radius)
     autoattack_radii: tuple[float, ...] | None = None
     pgd_steps: int = 50
     pgd_restarts: int = 3

@@ -23,6 +23,10 @@ certified at ``r`` but broken by any attack (AutoAttack included) is counted in
 :attr:`EvaluationReport.violations` (and logged as an error), which is always 0 for a sound
 certificate.
 
+:func:`evaluate_on_subsets` runs the costly attacks on subsets only (e.g. AutoAttack on a
+stratified sample of the test set, :func:`convexrobust.data.stratified_subset`) and merges the
+records, each saying on how many points each accuracy was measured.
+
 Composition (MATH.md §5): a head certified at feature radius ``R(h(x))`` certifies ``g∘h`` at
 input radius ``R(h(x)) / K_h``; a model exposing ``certified_radius`` is expected to return the
 composed radius in input space. :func:`accuracy_report` is the older head-plus-features form.
