@@ -17,10 +17,8 @@ File format ``convexrobust.RobustModel/1`` (one ``torch.save`` of a dict, writte
 
 from __future__ import annotations
 
-import io
 import json
 import math
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -39,7 +37,9 @@ from convexrobust.networks.registry import (
     TorchScriptNetwork,
     architecture_name,
     build_network,
+    load_torchscript,
     network_to_dict,
+    torchscript_bytes,
 )
 from convexrobust.networks.two_layer import (
     TwoLayerGatedReLU,
@@ -94,9 +94,7 @@ def extractor_to_dict(extractor: FeatureExtractor) -> dict:
         return {"kind": "identity", **spec}
     script = model.script if isinstance(model, TorchScriptNetwork) else model
     if isinstance(script, torch.jit.ScriptModule):
-        archive = io.BytesIO()
-        torch.jit.save(script, archive)
-        return {"kind": "torchscript", "archive": archive.getvalue(), **spec}
+        return {"kind": "torchscript", "archive": torchscript_bytes(script), **spec}
     return {"kind": "module", "module": model, **spec}
 
 
@@ -124,9 +122,7 @@ def _load_script(archive: object) -> torch.jit.ScriptModule:
         raise InvalidInputError("the file's TorchScript extractor holds no archive bytes: the "
                                 "file is damaged; save the model again")
     try:
-        with warnings.catch_warnings():  # torch's deprecation of torch.jit is noise here
-            warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", DeprecationWarning)
-            return torch.jit.load(io.BytesIO(archive), map_location="cpu")
+        return load_torchscript(archive)
     except RuntimeError as err:
         raise InvalidInputError(f"the file's TorchScript extractor does not load "
                                 f"({str(err).splitlines()[0][:200]}): the file is damaged; "

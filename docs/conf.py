@@ -95,16 +95,22 @@ def _napoleon_prose_attributes(app) -> None:
     """Run napoleon on every docstring but those of attributes, data and properties.
 
     Napoleon reads the first line of those as ``type: description``; here they are prose
-    ("Robust constraints per (sample, output): ...") and would render as a bogus type."""
-    from sphinx.ext.napoleon import _process_docstring
+    ("Robust constraints per (sample, output): ...") and would render as a bogus type. Its own
+    listener is replaced by one that applies its public docstring classes (NumPy, then Google,
+    as napoleon does with both styles on) to the other objects."""
+    from sphinx.ext.napoleon.docstring import GoogleDocstring, NumpyDocstring
 
     for listener in list(app.events.listeners["autodoc-process-docstring"]):
-        if listener.handler is _process_docstring:
+        if getattr(listener.handler, "__module__", "").startswith("sphinx.ext.napoleon"):
             app.disconnect(listener.id)
 
     def process(app, what, name, obj, options, lines):
-        if what not in ("attribute", "data", "property"):
-            _process_docstring(app, what, name, obj, options, lines)
+        if what in ("attribute", "data", "property"):
+            return
+        result = lines
+        for style in (NumpyDocstring, GoogleDocstring):
+            result = style(result, app.config, app, what, name, obj, options).lines()
+        lines[:] = result
 
     app.connect("autodoc-process-docstring", process)
 

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -55,8 +56,13 @@ __all__ = [
     "group_norms",
     "group_soft_threshold",
     "min_norm_subgradient",
+    "single_threaded_if_small",
     "with_common_options",
 ]
+
+#: A CPU solve whose per-sample work tensors hold fewer numbers than this (samples × outputs ×
+#: features) runs on one intra-op thread (:func:`single_threaded_if_small`).
+SMALL_WORK_ELEMENTS = 1 << 18
 
 #: The values of :attr:`Solution.gap_kind` (module docstring).
 GAP_KINDS = ("certified_gap", "relative_stationarity")
@@ -92,6 +98,24 @@ def with_common_options(solver: Callable[..., Solution]) -> Callable[..., Soluti
     if solver.__doc__:
         solver.__doc__ += COMMON_OPTIONS_DOC
     return solver
+
+
+@contextmanager
+def single_threaded_if_small(elements: int, device: torch.device) -> Iterator[None]:
+    """Run the enclosed CPU solve on one intra-op thread when its per-sample work tensors hold
+    fewer than :data:`SMALL_WORK_ELEMENTS` numbers, and restore the thread count afterwards (as
+    scikit-learn limits its thread pools for small data). Such a solve is a long sequence of
+    small operations: splitting each of them (the small eigendecompositions and batched
+    products above all) between threads costs more in synchronisation than it saves."""
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or elements >= SMALL_WORK_ELEMENTS or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def check_first_order_options(tol: object, max_iters: object, time_limit: object, seed: object,

@@ -113,12 +113,14 @@ from convexrobust.solvers.data_parallel import (
     check_batch_size,
 )
 from convexrobust.solvers.first_order import (
+    SMALL_WORK_ELEMENTS,
     Budget,
     Momentum,
     backtracking_step,
     check_first_order_options,
     finish,
     gradient_restart,
+    single_threaded_if_small,
     with_common_options,
 )
 from convexrobust.solvers.lifted_cone import project_lifted_cone, repaired_values, zero_is_optimal
@@ -139,8 +141,9 @@ PLATEAU_CHECK = 50
 #: Screening (module docstring) is on for robust programs whose loss vanishes above a margin
 #: (the hinge) once the worst-case rows hold at least this many numbers (samples × outputs ×
 #: features): below it an evaluation costs its dispatches, not its arithmetic, and skipping rows
-#: saves nothing.
-SCREEN_MIN_ELEMENTS = 1 << 18
+#: saves nothing (the regime where a CPU solve also runs on one thread,
+#: :func:`~convexrobust.solvers.first_order.single_threaded_if_small`).
+SCREEN_MIN_ELEMENTS = SMALL_WORK_ELEMENTS
 
 
 # ----------------------------------------------------------------------------------------
@@ -661,6 +664,11 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
     :func:`~convexrobust.solvers.lifted_cone.zero_is_optimal` proves the zero network optimal
     the solve returns it at once (``info["zero_certificate"]``, ``gap = 0``).
 
+    On the CPU a small program (fewer than
+    :data:`~convexrobust.solvers.first_order.SMALL_WORK_ELEMENTS` samples × outputs × features)
+    is solved on one intra-op thread, restored afterwards
+    (:func:`~convexrobust.solvers.first_order.single_threaded_if_small`).
+
     ``info`` holds ``device``, ``dtype``, ``stationarity``, ``violation_before_repair``,
     ``smoothing``, ``eigh_calls``, ``restarts``, ``batch_size`` (None: full batch), ``chunks``
     (per rank), ``world_size``, ``screened`` (the fraction of worst-case subproblems skipped by
@@ -783,62 +791,63 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
     def value(W: Tensor) -> float:
         return float(F(W, False)[0])
 
-    fx = value(x)
-    try:
-        while not zero_certificate:
-            reason = budget.exhausted()
-            if reason is not None:
-                status = reason
-                break
-            fy_t, gy = F(y, True)
-            assert gy is not None
-            fy = float(fy_t)
-            step_prev = step
-            x_new, f_new, step = backtracking_step(y, fy, gy, step / 0.9,
-                                                   lambda v, _: project(v), value,
-                                                   16 * eps * (abs(fy) + 1.0))
-            budget.tick()
-            iterations = budget.iterations
-            gmap = float(torch.linalg.vector_norm(x_new - y)) / step
-            stationarity = gmap / max(1.0, float(torch.linalg.vector_norm(gy)))
-            # momentum (Scheinberg–Goldfarb–Bai update with varying L) and adaptive restart
-            restart = gradient_restart(y, x_new, x) or f_new > fx
-            y = momentum.extrapolate(x, x_new, restart, step_prev / step)
-            x, fx = x_new, f_new
-            history.append(fx)
-            stationarities.append(stationarity)
-            if show and iterations % 50 == 0:
-                flat = x.reshape(2 * C, D, D)
-                viol = max(float(-torch.linalg.eigvalsh(flat)[:, 0].min()), float(
-                    (torch.diagonal(flat, dim1=1, dim2=2) * g_lift).sum(1).abs().max()))
-                budget.bar.set_postfix(objective=f"{float(fx):.6g}",
-                                       violation=f"{max(viol, 0):.1e}",
-                                       stationarity=f"{stationarity:.2e}",
-                                       smoothing=f"{mu_s:.0e}")
-            final_stage = mu_s <= mu_final * (1 + 1e-9)
-            stalled = len(history) > 10 and abs(history[-1] - history[-11]) <= \
-                10 * tol_eff * max(1.0, abs(history[-1]))
-            plateau = data.radius > 0 and _plateau(history, stationarities, tol_eff)
-            if final_stage and stationarity <= tol_eff and stalled:
-                break
-            if final_stage and plateau:
-                status = "optimal" if stationarity <= tol_eff else "stalled"
-                log.debug("final stage: objective plateau at iteration %d (stationarity %.2e)",
-                          iterations, stationarity)
-                break
-            if not final_stage and (stationarity <= max(tol_eff, stage_factor * mu_s)
-                                    or plateau):
-                log.debug("stage smoothing=%.1e done at iteration %d, objective %.8g",
-                          mu_s, iterations, float(fx))
-                mu_s = max(mu_s * 0.1, mu_final)
-                step = step / 10.0
-                momentum.reset()
-                y = x.clone()
-                fx = value(x)
-                history.clear()
-                stationarities.clear()
-    finally:
-        budget.close()
+    with single_threaded_if_small(program.X.shape[0] * C * d, device):
+        fx = value(x)
+        try:
+            while not zero_certificate:
+                reason = budget.exhausted()
+                if reason is not None:
+                    status = reason
+                    break
+                fy_t, gy = F(y, True)
+                assert gy is not None
+                fy = float(fy_t)
+                step_prev = step
+                x_new, f_new, step = backtracking_step(y, fy, gy, step / 0.9,
+                                                       lambda v, _: project(v), value,
+                                                       16 * eps * (abs(fy) + 1.0))
+                budget.tick()
+                iterations = budget.iterations
+                gmap = float(torch.linalg.vector_norm(x_new - y)) / step
+                stationarity = gmap / max(1.0, float(torch.linalg.vector_norm(gy)))
+                # momentum (Scheinberg–Goldfarb–Bai update with varying L) and adaptive restart
+                restart = gradient_restart(y, x_new, x) or f_new > fx
+                y = momentum.extrapolate(x, x_new, restart, step_prev / step)
+                x, fx = x_new, f_new
+                history.append(fx)
+                stationarities.append(stationarity)
+                if show and iterations % 50 == 0:
+                    flat = x.reshape(2 * C, D, D)
+                    viol = max(float(-torch.linalg.eigvalsh(flat)[:, 0].min()), float(
+                        (torch.diagonal(flat, dim1=1, dim2=2) * g_lift).sum(1).abs().max()))
+                    budget.bar.set_postfix(objective=f"{float(fx):.6g}",
+                                           violation=f"{max(viol, 0):.1e}",
+                                           stationarity=f"{stationarity:.2e}",
+                                           smoothing=f"{mu_s:.0e}")
+                final_stage = mu_s <= mu_final * (1 + 1e-9)
+                stalled = len(history) > 10 and abs(history[-1] - history[-11]) <= \
+                    10 * tol_eff * max(1.0, abs(history[-1]))
+                plateau = data.radius > 0 and _plateau(history, stationarities, tol_eff)
+                if final_stage and stationarity <= tol_eff and stalled:
+                    break
+                if final_stage and plateau:
+                    status = "optimal" if stationarity <= tol_eff else "stalled"
+                    log.debug("final stage: objective plateau at iteration %d (stationarity %.2e)",
+                              iterations, stationarity)
+                    break
+                if not final_stage and (stationarity <= max(tol_eff, stage_factor * mu_s)
+                                        or plateau):
+                    log.debug("stage smoothing=%.1e done at iteration %d, objective %.8g",
+                              mu_s, iterations, float(fx))
+                    mu_s = max(mu_s * 0.1, mu_final)
+                    step = step / 10.0
+                    momentum.reset()
+                    y = x.clone()
+                    fx = value(x)
+                    history.clear()
+                    stationarities.clear()
+        finally:
+            budget.close()
     if zero_certificate:
         stationarity = 0.0
         log.debug("the zero network is certified optimal")

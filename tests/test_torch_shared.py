@@ -178,3 +178,22 @@ def test_momentum_extrapolates_and_restarts():
     assert momentum.t > t and torch.allclose(y, x_new * (1 + (t - 1) / momentum.t))
     assert torch.equal(momentum.extrapolate(x, x_new, restart=True), x_new)
     assert momentum.restarts == 1
+
+
+def test_small_cpu_solves_run_single_threaded_and_restore_the_thread_count():
+    from convexrobust.solvers.first_order import SMALL_WORK_ELEMENTS, single_threaded_if_small
+
+    before = torch.get_num_threads()
+    cpu = torch.device("cpu")
+    try:
+        torch.set_num_threads(2)
+        with single_threaded_if_small(SMALL_WORK_ELEMENTS - 1, cpu):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with single_threaded_if_small(SMALL_WORK_ELEMENTS, cpu):
+            assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError), single_threaded_if_small(10, cpu):
+            raise RuntimeError("a failed solve")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

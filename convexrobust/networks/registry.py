@@ -42,7 +42,8 @@ from convexrobust.networks.preact_resnet import PreActResNet18
 
 __all__ = ["ARCHITECTURES", "TorchScriptNetwork", "architecture_name", "architecture_of",
            "build_network", "import_model_class", "load_network", "load_network_file",
-           "network_from_dict", "network_from_state_dict", "network_to_dict"]
+           "load_torchscript", "network_from_dict", "network_from_state_dict",
+           "network_to_dict", "torchscript_bytes"]
 
 #: Architecture name → class: the networks that save and load from config + weights alone.
 ARCHITECTURES: dict[str, type[nn.Module]] = {"LiResNet": LiResNet,
@@ -142,6 +143,23 @@ def load_network_file(path: str | os.PathLike, map_location: str | torch.device 
     return network_from_dict(stored, expect=expect)
 
 
+def torchscript_bytes(script: torch.jit.ScriptModule) -> bytes:
+    """The archive ``torch.jit.save`` writes for ``script``."""
+    archive = io.BytesIO()
+    torch.jit.save(script, archive)
+    return archive.getvalue()
+
+
+def load_torchscript(source: str | Path | bytes) -> torch.jit.ScriptModule:
+    """``torch.jit.load`` of a file or of archive bytes, on the CPU (torch's deprecation
+    warning for ``torch.jit`` silenced: it is noise to our users); raises what
+    ``torch.jit.load`` raises."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", DeprecationWarning)
+        return torch.jit.load(io.BytesIO(source) if isinstance(source, bytes) else source,
+                              map_location="cpu")
+
+
 class TorchScriptNetwork(nn.Module):
     """A TorchScript network (``torch.jit.save``) as an ordinary module.
 
@@ -175,15 +193,14 @@ class TorchScriptNetwork(nn.Module):
         return self.script.features(x)
 
     def __getstate__(self) -> dict:
-        archive = io.BytesIO()
-        torch.jit.save(self.script, archive)
         modules = {k: v for k, v in self._modules.items() if k != "script"}
-        return {**self.__dict__, "_modules": modules, "torchscript": archive.getvalue()}
+        return {**self.__dict__, "_modules": modules,
+                "torchscript": torchscript_bytes(self.script)}
 
     def __setstate__(self, state: dict) -> None:
         archive = state.pop("torchscript")
         super().__setstate__(state)
-        self.script = torch.jit.load(io.BytesIO(archive), map_location="cpu")
+        self.script = load_torchscript(archive)
 
 
 def import_model_class(spec: str) -> type[nn.Module]:
@@ -326,9 +343,7 @@ def load_network(path: str | os.PathLike, *, trust_pickle: bool = False,
     if not path.is_file():
         raise InvalidInputError(f"no network file at {path}: check the path")
     try:
-        with warnings.catch_warnings():  # a probe of every file: torch's deprecation is noise
-            warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", DeprecationWarning)
-            script = torch.jit.load(path, map_location="cpu")
+        script = load_torchscript(path)
     except Exception as err:  # noqa: BLE001 - torch.jit.load raises several types here
         tried = [f"(1) TorchScript archive: {_reason(err)}"]
     else:
