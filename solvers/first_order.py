@@ -61,8 +61,9 @@ __all__ = [
 ]
 
 #: A CPU solve whose per-sample work tensors hold fewer numbers than this (samples × outputs ×
-#: features) runs on one intra-op thread (:func:`single_threaded_if_small`).
-SMALL_WORK_ELEMENTS = 1 << 18
+#: features) runs on one intra-op thread (:func:`single_threaded_if_small`): torch's grain size,
+#: below which it runs an elementwise operation on one thread anyway.
+SMALL_WORK_ELEMENTS = 1 << 15
 
 #: The values of :attr:`Solution.gap_kind` (module docstring).
 GAP_KINDS = ("certified_gap", "relative_stationarity")
@@ -105,8 +106,9 @@ def single_threaded_if_small(elements: int, device: torch.device) -> Iterator[No
     """Run the enclosed CPU solve on one intra-op thread when its per-sample work tensors hold
     fewer than :data:`SMALL_WORK_ELEMENTS` numbers, and restore the thread count afterwards (as
     scikit-learn limits its thread pools for small data). Such a solve is a long sequence of
-    small operations: splitting each of them (the small eigendecompositions and batched
-    products above all) between threads costs more in synchronisation than it saves."""
+    small operations, and its elementwise ones run on one thread anyway: splitting the others
+    (the small eigendecompositions and batched products) between threads costs more in
+    synchronisation than it saves."""
     threads = torch.get_num_threads()
     if device.type != "cpu" or elements >= SMALL_WORK_ELEMENTS or threads == 1:
         yield

@@ -113,7 +113,6 @@ from convexrobust.solvers.data_parallel import (
     check_batch_size,
 )
 from convexrobust.solvers.first_order import (
-    SMALL_WORK_ELEMENTS,
     Budget,
     Momentum,
     backtracking_step,
@@ -141,9 +140,8 @@ PLATEAU_CHECK = 50
 #: Screening (module docstring) is on for robust programs whose loss vanishes above a margin
 #: (the hinge) once the worst-case rows hold at least this many numbers (samples × outputs ×
 #: features): below it an evaluation costs its dispatches, not its arithmetic, and skipping rows
-#: saves nothing (the regime where a CPU solve also runs on one thread,
-#: :func:`~convexrobust.solvers.first_order.single_threaded_if_small`).
-SCREEN_MIN_ELEMENTS = SMALL_WORK_ELEMENTS
+#: saves nothing.
+SCREEN_MIN_ELEMENTS = 1 << 18
 
 
 # ----------------------------------------------------------------------------------------
