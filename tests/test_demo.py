@@ -98,7 +98,7 @@ def test_main_demo_writes_records_models_and_plot(tmp_path):
     cfg = DemoConfig(epochs=3, components=4, grid={"beta": (1e-2,), "radius_scale": (1.0,),
                                                    "n_patterns": (10,)},
                      solver_options={"max_iters": 150}, pgd_steps=10, pgd_restarts=1,
-                     attacks=attacks, autoattack_limit=12)
+                     attacks=attacks, autoattack_limit=12, test_limit=120)
     assert cfg.radii == (0.1, 0.3, 0.5)  # digits' own radii; other data: eps/2, eps, 2·eps
     assert cfg.autoattack_radii == (0.3,)  # the training radius
     assert DemoConfig(data="mine.npz", eps=0.2).radii == (0.1, 0.2, 0.4)
@@ -111,7 +111,7 @@ def test_main_demo_writes_records_models_and_plot(tmp_path):
                                                               for r in records]
     for r in records:
         assert 0 <= r["certified"] <= r["pgd"] <= r["clean"] <= 1
-        assert r["n"] == r["n_pgd"] == 360  # all of digits' test images
+        assert r["n"] == r["n_pgd"] == 120  # every image of the test subset
         if HAVE_AUTOATTACK and r["radius"] == 0.3:
             assert r["n_autoattack_fast"] == 12
             assert r["autoattack_fast"] <= r["clean_on_autoattack_subset"]
