@@ -93,6 +93,7 @@ end ``"stalled"``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -198,21 +199,23 @@ class _Data:
     def multiplier(self, key: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
         """The trust-region multipliers kept under ``key`` from the last evaluation (warm starts
         of :func:`batched_trs`), NaN (none yet) when new or when the shape changed."""
-        buf = self.multipliers.get(key)
-        if buf is None or buf.shape != shape or buf.dtype != like.dtype \
-                or buf.device != like.device:
-            buf = self.multipliers[key] = torch.full(shape, math.nan, dtype=like.dtype,
-                                                     device=like.device)
-        return buf
+        return _kept(self.multipliers, key, shape, like, math.nan)
 
     def buffer(self, key: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
         """An uninitialised tensor of ``shape`` (dtype and device of ``like``), reused across
         calls with the same ``key`` while the shape stays the same."""
-        buf = self.scratch.get(key)
-        if buf is None or buf.shape != shape or buf.dtype != like.dtype \
-                or buf.device != like.device:
-            buf = self.scratch[key] = torch.empty(shape, dtype=like.dtype, device=like.device)
-        return buf
+        return _kept(self.scratch, key, shape, like, None)
+
+
+def _kept(store: dict[str, Tensor], key: str, shape: tuple[int, ...], like: Tensor,
+          fill: float | None) -> Tensor:
+    """``store[key]`` while it has ``shape`` and the dtype and device of ``like``; else a new
+    tensor put there, uninitialised (``fill`` None) or filled with ``fill``."""
+    buf = store.get(key)
+    if buf is None or buf.shape != shape or buf.dtype != like.dtype or buf.device != like.device:
+        new = torch.empty if fill is None else functools.partial(torch.full, fill_value=fill)
+        buf = store[key] = new(shape, dtype=like.dtype, device=like.device)
+    return buf
 
 
 def _lifted_sum(data: _Data, P: Tensor, w: Tensor, basis: Tensor | None = None) -> Tensor:
