@@ -1,7 +1,7 @@
 r"""The lifted cone of the polynomial programs, ``K = {Z ⪰ 0 : ⟨G, Z⟩ = tr(Z1) − z4 = 0}``
 with ``G = diag(I_d, −1)`` (MATH.md §3): the exact Euclidean projection onto it, the final
-float64 repair every torch solver of these programs applies to its point, and a certificate
-that the zero network is optimal.
+float64 repair every torch solver of these programs applies to its point, a dual lower bound
+on the optimum from any point, and a certificate that the zero network is optimal.
 
 Projection. ``Π_K(Y) = Π_PSD(Y − μG)`` where the scalar ``μ`` solves
 ``φ(μ) = ⟨G, Π_PSD(Y − μG)⟩ = 0`` (the KKT conditions of ``min ‖Z − Y‖²`` s.t. ``Z ⪰ 0,
@@ -11,7 +11,43 @@ differences of ``max(λ, 0)``) inside a bisection bracket, warm-started at a pre
 batched ``eigh`` per Newton step.
 
 Dual cone. ``K* = {M : M − μG ⪰ 0 for some μ}`` (K has an interior point), used by
-:func:`zero_is_optimal`.
+:func:`dual_bound` and :func:`zero_is_optimal`.
+
+Dual bound of a point (:func:`dual_bound`; margin losses). For any ``δ_kc`` in the threat ball
+the worst-case margin satisfies ``v_kc(Z̃) ≤ t_kc⟨A(x_k + δ_kc), Z̃_c⟩`` (the nominal program on
+the points ``x_k + δ_kc`` is a lower model, exact where the ``δ`` are the worst cases; nominal
+programs take ``δ = 0``), and for any slope ``s ∈ [−1, 0]`` Fenchel–Young gives
+``φ(v) ≥ s·v − φ*(s)``. With ``N_c = (1/n) Σ_k s_kc t_kc A(x_k + δ_kc)`` this yields, for every
+``(Z, Z') ∈ K^{2C}``::
+
+    F(Z, Z') ≥ (1/n) Σ_kc −φ*(s_kc) + Σ_c ⟨βE + N_c, Z_c⟩ + ⟨βE − N_c, Z'_c⟩,
+
+whose minimum over K is the first sum when every ``βE ± N_c`` is in ``K*`` (a dual feasible
+point: weak duality). Otherwise two repairs keep a valid bound, and the better one is taken:
+
+* scaling: with ``ℓ_c = min_± max_μ λ_min(βE ± N_c + μG)`` and the interior point
+  ``βE + (β/2)G = (β/2)I`` of ``K*``, concavity of ``λ_min`` puts ``βE ± θN_c`` in ``K*`` for
+  ``θ_c = (β/2)/(β/2 − ℓ_c)`` (1 when ``ℓ_c ≥ 0``), and the slopes ``θ_c s`` stay in
+  ``[−1, 0]``: the bound is ``(1/n) Σ_kc −φ*(θ_c s_kc)``;
+* a trace bound: an optimum has ``β Σ_c (z4_c + z4'_c) ≤ F* ≤ U`` (the losses are ≥ 0) and
+  ``tr Z = 2 z4`` on K, so over that part of K the inner products are at least
+  ``min(0, min_c ℓ_c) · 2U/β``, with ``U`` the objective of the point when it is in K (to
+  :data:`BOUND_FEASIBILITY`) and of the zero network, ``C·φ(0)``, in any case.
+
+With β = 0 the only interior point is gone: a class whose ``±N_c`` is not certified in ``K*``
+gets slopes 0 (``N = 0`` is in ``K*`` and ``φ*(0) = 0``). Each ``ℓ_c`` is lowered by a
+round-off allowance of ``D·eps·‖M‖_F`` times :data:`BOUND_ROUNDOFF` before it is used.
+
+The slopes are the loss's at the worst-case margins of the point, smoothed by the width
+``smoothing`` the point was solved with: at an optimum of the width-μ smoothed program they are
+its exact dual solution, so where the worst cases are unique the bound is tight up to the
+smoothing's own error (the exact
+subgradient, or another width, gives a poor bound where many margins sit at the kink).
+``max_μ λ_min(M + μG)`` is concave in ``μ`` with supergradient ``vᵀGv`` (``v`` the bottom
+eigenvector): bisection on its sign over ``|μ| ≤ 2‖M‖_F + 1``, where every maximiser lies
+(``λ_min(M + μG)`` is at most ``M_DD − μ`` and ``M_11 + μ``, and at least ``−‖M‖`` at
+``μ = 0``); any ``μ`` gives a valid ``ℓ``, and ``ℓ`` is 1-Lipschitz in ``μ``, so
+:data:`BOUND_BISECTIONS` halvings lose at most ``(4‖M‖_F + 2)·2^(−32)`` of it.
 """
 
 from __future__ import annotations
@@ -22,10 +58,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from convexrobust._validation import check_positive
 from convexrobust.problems.losses import get_loss
 from convexrobust.problems.polynomial import ConvexPolynomial
 
-__all__ = ["project_lifted_cone", "repaired_values", "zero_is_optimal"]
+__all__ = ["dual_bound", "project_lifted_cone", "repaired_values", "zero_is_optimal"]
+
+#: Bisection steps of :func:`dual_bound`'s maximisation over the K* shift μ (module docstring).
+BOUND_BISECTIONS = 32
+#: :func:`dual_bound` uses the point's objective in its trace bound only when the point's
+#: violation of K is at most this.
+BOUND_FEASIBILITY = 1e-9
+#: :func:`dual_bound` lowers each smallest eigenvalue by this many ``D·eps·‖M‖_F``.
+BOUND_ROUNDOFF = 8.0
 
 
 def _psd_part(lam: Tensor, Q: Tensor) -> Tensor:
@@ -114,6 +159,78 @@ def repaired_values(program: ConvexPolynomial, Z: Tensor) -> tuple[dict[str, np.
     repaired = project_lifted_cone(Z.reshape(two * C, D, D))[0].reshape(two, C, D, D).numpy()
     return ({"Z": np.ascontiguousarray(repaired[0]), "Zp": np.ascontiguousarray(repaired[1])},
             violation_before)
+
+
+def _dual_cone_margin(M: Tensor) -> Tensor:
+    """``max_μ λ_min(M + μG)`` per symmetric ``M`` (B, D, D), approximately from below (module
+    docstring): ``≥ 0`` certifies ``M ∈ K*``."""
+    D = M.shape[-1]
+    g = torch.ones(D, dtype=M.dtype, device=M.device)
+    g[-1] = -1.0
+    high = 2.0 * torch.linalg.matrix_norm(M) + 1.0
+    low = -high
+    for _ in range(BOUND_BISECTIONS):
+        mid = 0.5 * (low + high)
+        V = torch.linalg.eigh(M + torch.diag_embed(mid[:, None] * g))[1][..., :, 0]
+        rising = (V.square() * g).sum(-1) > 0
+        low, high = torch.where(rising, mid, low), torch.where(rising, high, mid)
+    bottom = torch.linalg.eigvalsh(M + torch.diag_embed(0.5 * (low + high)[:, None] * g))[:, 0]
+    return bottom - BOUND_ROUNDOFF * D * torch.finfo(M.dtype).eps * torch.linalg.matrix_norm(M)
+
+
+def dual_bound(program: ConvexPolynomial, values: dict[str, np.ndarray], smoothing: float, *,
+               objective: float | None = None) -> float | None:
+    """A lower bound on the optimum of ``program`` built from the point ``values`` and the loss
+    smoothing it was solved with (module docstring; the accelerated gradient solver's final
+    ``info["smoothing"]``, 0 for a smooth loss), in float64 on the CPU; None where none is
+    written (the squared loss, the ℓ∞ diagonal S-procedure). ``objective``: the program's
+    objective at ``values`` when the caller has it (computed otherwise). Any point gives a valid
+    bound; where the worst cases are unique it is tight at an optimum, so
+    ``(objective − bound)/|objective|`` certifies how far the point can be from optimal.
+    :class:`InvalidInputError` for a negative or non-finite ``smoothing`` or malformed values."""
+    smoothing = check_positive(smoothing, "smoothing")
+    loss = get_loss(program.loss)
+    if not loss.has_conjugate or program.uses_diagonal_lmi:
+        return None
+    if objective is None:
+        objective = program.objective(values)  # (validates the values)
+    Zt = torch.as_tensor(np.asarray(values["Z"], dtype=np.float64)
+                         - np.asarray(values["Zp"], dtype=np.float64))
+    Zt = 0.5 * (Zt + Zt.transpose(1, 2))
+    X = torch.as_tensor(program.X, dtype=torch.float64)
+    n, d = X.shape
+    T = torch.as_tensor(program.targets.values, dtype=torch.float64).reshape(n, -1)
+    C = T.shape[1]
+    radius = float(program.l2_radius)
+    if radius > 0:
+        margins, deltas = program.worst_case_l2_points(Zt, T, radius, X)
+    else:
+        margins, deltas = T * program.predictions_torch(Zt, X), None
+    beta = float(program.beta)
+    act = program.activation
+    slopes = loss.value_and_slope(margins, smoothing)[1].clamp(-1.0, 0.0)  # (n, C)
+    w = slopes * T / n
+    N = torch.empty((C, d + 1, d + 1), dtype=torch.float64)
+    for c in range(C):
+        P = X if deltas is None else X + deltas[c]
+        N[c, :d, :d] = act.a * (P.T * w[:, c]) @ P
+        N[c, :d, d] = N[c, d, :d] = 0.5 * act.b * (w[:, c] @ P)
+        N[c, d, d] = act.c * w[:, c].sum()
+    M = torch.cat([N, -N])
+    M[:, d, d] += beta
+    ell = _dual_cone_margin(M).reshape(2, C).min(0).values  # (C,)
+    if not bool(torch.isfinite(ell).all()):
+        return -math.inf
+    if beta <= 0:
+        return float(-loss.conjugate(torch.where(ell >= 0, slopes, 0.0)).sum()) / n
+    theta = torch.where(ell >= 0, 1.0, (beta / 2) / (beta / 2 - ell))
+    scaled = float(-loss.conjugate(theta * slopes).sum()) / n
+    zero_network = C * float(loss.value_and_slope(torch.zeros(1, dtype=torch.float64))[0][0])
+    upper = zero_network
+    if math.isfinite(objective) and program.violation(values) <= BOUND_FEASIBILITY:
+        upper = min(upper, max(objective, 0.0))
+    trace_part = min(0.0, float(ell.min())) * 2.0 * upper / beta
+    return max(scaled, float(-loss.conjugate(slopes).sum()) / n + trace_part)
 
 
 def zero_is_optimal(program: ConvexPolynomial) -> bool:

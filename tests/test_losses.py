@@ -158,3 +158,27 @@ def test_zero_from_is_where_value_and_slope_vanish(name):
         above = m >= loss.zero_from
         assert bool((value[above] == 0).all()) and bool((slope[above] == 0).all())
         assert bool((value[m < loss.zero_from - smoothing - 1e-9] > 0).all())
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_conjugate_is_the_fenchel_dual(name):
+    """``conjugate`` (used by dual certificates) satisfies Fenchel–Young, ``φ(m) ≥ s·m − φ*(s)``
+    for every margin and slope in [−1, 0], with equality at the slope of φ where φ is
+    differentiable; a loss without one says so with a typed error."""
+    loss = get_loss(name)
+    if not loss.margin:
+        assert not loss.has_conjugate
+        with pytest.raises(cr.InvalidInputError, match="no conjugate"):
+            loss.conjugate(torch.zeros(3, dtype=torch.float64))
+        return
+    assert loss.has_conjugate
+    m = torch.linspace(-6.0, 6.0, 241, dtype=torch.float64)[:, None]
+    s = torch.linspace(-1.0, 0.0, 101, dtype=torch.float64)[None, :]
+    value = loss.value_and_slope(m)[0]
+    assert bool((value + 1e-12 >= s * m - loss.conjugate(s)).all())
+    # outside the domain the supremum is unbounded
+    assert bool(torch.isinf(loss.conjugate(torch.tensor([-1.5, 0.5], dtype=torch.float64))).all())
+    away = (m - 1.0).abs().squeeze(1) > 1e-6  # the hinge's kink
+    value, slope = loss.value_and_slope(m[away, 0])
+    torch.testing.assert_close(value, slope * m[away, 0] - loss.conjugate(slope), atol=1e-12,
+                               rtol=0)

@@ -104,6 +104,7 @@ class Loss:
     _value_and_slope: Callable[[torch.Tensor, float, bool], tuple[torch.Tensor, torch.Tensor]]
     _prox: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor] | None = None
     zero_from: float | None = None
+    _conjugate: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def cvxpy(self, u: cp.Expression) -> cp.Expression:
         """``φ(m)`` (margin losses) or ``ψ(ρ)`` (squared) entrywise on a cvxpy expression."""
@@ -119,6 +120,23 @@ class Loss:
                         ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`torch` and its derivative in ``u`` (``φ'`` or ``ψ'``), entrywise."""
         return self._value_and_slope(u, smoothing, shifted)
+
+    @property
+    def has_conjugate(self) -> bool:
+        """Whether :meth:`conjugate` is written for this loss."""
+        return self._conjugate is not None
+
+    def conjugate(self, s: torch.Tensor) -> torch.Tensor:
+        """The convex conjugate ``φ*(s) = sup_m (s·m − φ(m))`` of a margin loss, entrywise: on
+        its domain ``s ∈ [−1, 0]`` (where every slope of :meth:`value_and_slope` lies) the
+        hinge's ``s`` and the logistic loss's ``(−s) log(−s) + (1 + s) log(1 + s)``, ``+inf``
+        outside. Any ``s`` gives the Fenchel–Young bound ``φ(m) ≥ s·m − φ*(s)``, which dual
+        certificates use. :class:`InvalidInputError` for a loss without one here (the squared
+        loss)."""
+        if self._conjugate is None:
+            raise InvalidInputError(f"the {self.name} loss has no conjugate in the loss table")
+        inside = (s >= -1.0) & (s <= 0.0)
+        return torch.where(inside, self._conjugate(s.clamp(-1.0, 0.0)), math.inf)
 
     def pairwise_cvxpy(self, margins: cp.Expression, others: np.ndarray) -> cp.Expression:
         """Per-sample multi-class loss from the (n, C) pairwise margins (``others[k, c] =
@@ -205,6 +223,11 @@ def _hinge_value_and_slope(m: torch.Tensor, smoothing: float, shifted: bool
 def _logistic_value_and_slope(m: torch.Tensor, smoothing: float, shifted: bool
                               ) -> tuple[torch.Tensor, torch.Tensor]:
     return F.softplus(-m), -torch.sigmoid(-m)
+
+
+def _logistic_conjugate(s: torch.Tensor) -> torch.Tensor:
+    p = -s
+    return torch.special.xlogy(p, p) + torch.special.xlogy(1 - p, 1 - p)
 
 
 def _squared_value_and_slope(r: torch.Tensor, smoothing: float, shifted: bool
@@ -331,9 +354,10 @@ LOSS_TABLE: dict[str, Loss] = {
                     _cvxpy=lambda u: 0.5 * cp.square(u),
                     _value_and_slope=_squared_value_and_slope, _prox=_squared_prox),
     "hinge": Loss("hinge", margin=True, smooth=False, _cvxpy=lambda u: cp.pos(1 - u),
-                  _value_and_slope=_hinge_value_and_slope, _prox=_hinge_prox, zero_from=1.0),
+                  _value_and_slope=_hinge_value_and_slope, _prox=_hinge_prox, zero_from=1.0,
+                  _conjugate=lambda s: s),
     "logistic": Loss("logistic", margin=True, smooth=True, _cvxpy=lambda u: cp.logistic(-u),
-                     _value_and_slope=_logistic_value_and_slope),
+                     _value_and_slope=_logistic_value_and_slope, _conjugate=_logistic_conjugate),
 }
 LOSSES: tuple[str, ...] = tuple(LOSS_TABLE)
 MARGIN_LOSSES: tuple[str, ...] = tuple(name for name, loss in LOSS_TABLE.items() if loss.margin)
