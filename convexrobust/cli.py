@@ -71,13 +71,13 @@ EXAMPLES = {
     "train-liresnet": """\
   convexrobust train-liresnet --out out/liresnet        # digits, L4W32
   convexrobust train-liresnet --data data/fashion-mnist --eps 0.3 --out out/fmnist  # IDX files
-  convexrobust --threads 2 train-liresnet --data cifar10 --arch L4W32 --epochs 7 \\
-      --eps 36/255 --out out/cifar-l4w32
+  convexrobust --threads 2 train-liresnet --data cifar10 --arch L4W32 --epochs 22 \\
+      --eps 36/255 --batch-size 256 --lr 2e-3 --neck-dim 256 --out out/cifar-l4w32
   torchrun --nproc-per-node 4 -m convexrobust.cli train-liresnet --data cifar10 --out out/c""",
     "certify": """\
   convexrobust certify --checkpoint out/liresnet/model.pt --eps 0.1,0.3,0.5
-  convexrobust certify --checkpoint out/cifar-l4w32/model.pt --data cifar10 \\
-      --eps 36/255,72/255 --json out/cifar-l4w32/vra.json""",
+  convexrobust certify --checkpoint benchmarks/models/liresnet-cifar10-l4w32.pt \\
+      --data cifar10 --eps 36/255,72/255 --json out/vra.json  # the committed model""",
 }
 
 
