@@ -192,9 +192,9 @@ def certificate(program: ConvexGatedReLU, U: torch.Tensor, smoothing: float = 0.
     if program.pairwise_margins:
         q = theta * p + (1 - theta) * onehot
         dual = -float(torch.special.xlogy(q, q).sum()) / n
-    else:
+    else:  # the per-term slopes are −q
         q = theta * a
-        dual = -float((torch.special.xlogy(q, q) + torch.special.xlogy(1 - q, 1 - q)).sum()) / n
+        dual = -float(get_loss("logistic").conjugate(-q).sum()) / n
     return Certificate(primal, dual, float(smoothed) + reg, dual, gradient)
 
 
