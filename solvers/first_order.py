@@ -81,8 +81,10 @@ COMMON_OPTIONS_DOC = """
         (and ``Solution.gap_kind`` names what ``Solution.gap`` is).
     max_iters, time_limit:
         Budget of iterations (an integer ≥ 1, all stages together) and wall-clock seconds
-        (None: no limit). When exhausted the solve raises :class:`SolverFailedError` with
-        status ``"max_iters"`` / ``"time_limit"``.
+        (None: no limit), checked between iterations; the final float64 repair and any
+        certificate of the returned point come after it (``Solution.wall_time`` counts them).
+        When exhausted the solve raises :class:`SolverFailedError` with status
+        ``"max_iters"`` / ``"time_limit"``.
     seed:
         An integer; seeds torch's generator for the solve. Every method starts at zero and takes
         no random step, so the result is a deterministic function of the program and options.
