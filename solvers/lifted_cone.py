@@ -25,8 +25,9 @@ programs take ``δ = 0``), and for any slope ``s ∈ [−1, 0]`` Fenchel–Young
 whose minimum over K is the first sum when every ``βE ± N_c`` is in ``K*`` (a dual feasible
 point: weak duality). Otherwise two repairs keep a valid bound, and the better one is taken:
 
-* scaling: with ``ℓ_c = min_± max_μ λ_min(βE ± N_c + μG)`` and the interior point
-  ``βE + (β/2)G = (β/2)I`` of ``K*``, concavity of ``λ_min`` puts ``βE ± θN_c`` in ``K*`` for
+* scaling (:func:`interior_scaling`, which the ADMM's certificate uses too): with
+  ``ℓ_c = min_± max_μ λ_min(βE ± N_c + μG)`` and the interior point ``βE + (β/2)G = (β/2)I``
+  of ``K*``, concavity of ``λ_min`` puts ``βE ± θN_c`` in ``K*`` for
   ``θ_c = (β/2)/(β/2 − ℓ_c)`` (1 when ``ℓ_c ≥ 0``), and the slopes ``θ_c s`` stay in
   ``[−1, 0]``: the bound is ``(1/n) Σ_kc −φ*(θ_c s_kc)``;
 * a trace bound: an optimum has ``β Σ_c (z4_c + z4'_c) ≤ F* ≤ U`` (the losses are ≥ 0) and
@@ -62,7 +63,8 @@ from convexrobust._validation import check_positive
 from convexrobust.problems.losses import get_loss
 from convexrobust.problems.polynomial import ConvexPolynomial
 
-__all__ = ["dual_bound", "project_lifted_cone", "repaired_values", "zero_is_optimal"]
+__all__ = ["dual_bound", "interior_scaling", "project_lifted_cone", "repaired_values",
+           "zero_is_optimal"]
 
 #: Bisection steps of :func:`dual_bound`'s maximisation over the K* shift μ (module docstring).
 BOUND_BISECTIONS = 32
@@ -161,6 +163,13 @@ def repaired_values(program: ConvexPolynomial, Z: Tensor) -> tuple[dict[str, np.
             violation_before)
 
 
+def interior_scaling(margin: Tensor, beta: float) -> Tensor:
+    """The largest ``θ ≤ 1`` that puts both ``βE ± θN`` in ``K*``, given ``margin`` ``ℓ`` with
+    ``βE ± N + μ±G ⪰ ℓI`` for some shifts ``μ±`` (module docstring, "scaling"): 1 when
+    ``ℓ ≥ 0``, else ``(β/2)/(β/2 − ℓ)``; ``β > 0``."""
+    return torch.where(margin >= 0, 1.0, (beta / 2) / (beta / 2 - margin))
+
+
 def _dual_cone_margin(M: Tensor) -> Tensor:
     """``max_μ λ_min(M + μG)`` per symmetric ``M`` (B, D, D), approximately from below (module
     docstring): ``≥ 0`` certifies ``M ∈ K*``."""
@@ -223,7 +232,7 @@ def dual_bound(program: ConvexPolynomial, values: dict[str, np.ndarray], smoothi
         return -math.inf
     if beta <= 0:
         return float(-loss.conjugate(torch.where(ell >= 0, slopes, 0.0)).sum()) / n
-    theta = torch.where(ell >= 0, 1.0, (beta / 2) / (beta / 2 - ell))
+    theta = interior_scaling(ell, beta)
     scaled = float(-loss.conjugate(theta * slopes).sum()) / n
     zero_network = C * float(loss.value_and_slope(torch.zeros(1, dtype=torch.float64))[0][0])
     upper = zero_network

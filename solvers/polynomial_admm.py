@@ -65,7 +65,7 @@ multiplier certifies ``βE − y_s + ρ_sμG ⪰ 0`` at every iterate (``μ`` th
 at ``M = βE ± Ãᵀλ + ρ_sμG`` only the dual residual ``y_s ± Ãᵀλ`` can leave the PSD cone;
 with ``ℓ = λ_min(M)`` and the interior point ``βE + (β/2)G = (β/2)I``, concavity of
 ``λ_min`` makes ``βE ± θÃᵀλ`` dual feasible for every ``θ ≤ θ_c = (β/2)/(β/2 − ℓ)``
-(1 when ``ℓ ≥ 0``). The best such ``θ`` (one eigenvalue per matrix, a scalar maximisation per
+(1 when ``ℓ ≥ 0``; :func:`~convexrobust.solvers.lifted_cone.interior_scaling`). The best such ``θ`` (one eigenvalue per matrix, a scalar maximisation per
 class) gives a lower bound ``D`` on the optimum, and the returned point ``s`` is exactly in K,
 so ``(F(s) − D)/|F(s)|`` bounds the relative distance to the optimum from above. The solve stops
 when that certified gap is at most ``tol`` (checked every :data:`CHECK_EVERY` iterations), or —
@@ -119,7 +119,12 @@ from convexrobust.solvers.first_order import (
     finish,
     with_common_options,
 )
-from convexrobust.solvers.lifted_cone import project_lifted_cone, repaired_values, zero_is_optimal
+from convexrobust.solvers.lifted_cone import (
+    interior_scaling,
+    project_lifted_cone,
+    repaired_values,
+    zero_is_optimal,
+)
 from convexrobust.solvers.solution import Solution
 
 __all__ = ["MAX_FACTOR_SIZE", "admm_system_size", "admm_unsupported", "solve_polynomial_admm"]
@@ -296,7 +301,7 @@ def _dual_bound(loss: Loss, lift: _Lift, T: Tensor, Yr: Tensor, mu: Tensor, beta
     M.diagonal(dim1=-2, dim2=-1).add_(mu[..., None] * g)
     M[..., -1, -1] += beta
     low = torch.linalg.eigvalsh(M)[..., 0].min(dim=0).values  # (C,)
-    theta_max = torch.where(low >= 0, torch.ones_like(low), (beta / 2) / (beta / 2 - low))
+    theta_max = interior_scaling(low, beta)
     linear = -(T * lam).sum(0)  # −Σ tλ ≥ 0
     if hinge:
         return theta_max * linear
