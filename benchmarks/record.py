@@ -3,7 +3,9 @@ file itself (atomically: a temporary file, then a rename)."""
 
 from __future__ import annotations
 
+import json
 import platform
+import shutil
 from pathlib import Path
 
 import cvxpy
@@ -44,3 +46,32 @@ def write_record(path: str | Path, rows: list[dict], threads: int, **extra: obje
         "results": rows,
     }
     return write_json_atomic(path, record)
+
+
+class Stages:
+    """The finished stages of a resumable benchmark run, kept in ``folder``: each stage's row
+    as JSON (``finish``) and whatever else it saves under :meth:`path` (a model). A run that
+    does not ``resume`` starts afresh (the folder is emptied, so its times are real); one that
+    does gets the rows of the stages a stopped run finished (``finished``)."""
+
+    def __init__(self, folder: Path, resume: bool):
+        self.folder, self.resume = Path(folder), resume
+        if not resume and self.folder.exists():
+            shutil.rmtree(self.folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def path(self, name: str, suffix: str) -> Path:
+        """Where the stage ``name`` keeps its file of type ``suffix`` (".json", ".pt")."""
+        return self.folder / (name.replace("/", "_").replace("@", "-at-") + suffix)
+
+    def finished(self, name: str) -> dict | None:
+        """The row of the stage ``name`` when resuming and a stopped run finished it."""
+        path = self.path(name, ".json")
+        if not (self.resume and path.is_file()):
+            return None
+        print(f"  {name:<18} resumed from {path}", flush=True)
+        return json.loads(path.read_text())
+
+    def finish(self, name: str, row: dict) -> None:
+        """Keep the row of the finished stage ``name`` (atomically)."""
+        write_json_atomic(self.path(name, ".json"), row)

@@ -26,6 +26,14 @@ digits and CIFAR-10 default to a subset; with equal limits PGD and AutoAttack at
 images); digits otherwise uses all of its data. Writes ``benchmarks/results/retrain-<data>.json``
 (records, times, chosen hyper-parameters, config, machine) and ``retrain-<data>.png`` (one panel
 per ε).
+
+Resuming: every finished stage (the LiResNet's evaluation, each head with its evaluation) is
+kept in ``<cache>/stages/`` (its row as JSON, a head also as a ``RobustModel`` file), and every
+solved grid candidate in the pipeline's ``<cache>/features/candidates/``. ``--resume`` (same
+options) reuses them: finished stages are neither trained nor evaluated again, and a head whose
+grid search was stopped solves only the candidates it had not finished. Without ``--resume`` a
+run starts afresh (its times are real). Progress bars (grid search, attacks) go to stderr
+unless ``--quiet``.
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ import time
 from pathlib import Path
 
 import torch
-from record import write_record
+from record import Stages, write_record
 
 import convexrobust as cr
 from convexrobust.data import cifar10, digits
@@ -47,7 +55,9 @@ from convexrobust.evaluation import AUTOATTACKS, evaluate_on_subsets, format_tab
 from convexrobust.networks.liresnet import LiResNet
 from convexrobust.pipeline import pgd_trained_head, retrain_last_two_layers
 from convexrobust.plots import plot_accuracy_vs_radius
-from convexrobust.training import TrainConfig, as_tensors, train_liresnet
+from convexrobust.robust_model import RobustModel
+from convexrobust.training import TrainConfig, train_liresnet
+from convexrobust.training_common import as_tensors
 
 RESULTS = Path(__file__).parent / "results"
 RADII = {"digits": (0.1, 0.3, 0.5), "cifar10": (36 / 255, 72 / 255, 108 / 255)}
@@ -95,6 +105,8 @@ def get_liresnet(args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor
     if args.data != "digits":
         raise SystemExit("cifar10 needs --checkpoint (a trained LiResNet model.pt)")
     out = Path(args.cache) / "liresnet"
+    if args.resume and (out / "model.pt").exists():  # the stopped run's, which its stages used
+        return LiResNet.load(out / "model.pt").eval(), 0.0, f"resumed: {out / 'model.pt'}"
     if (out / "model.pt").exists():  # a previous run's; train afresh so the time is real
         for f in out.iterdir():
             f.unlink()
@@ -105,7 +117,7 @@ def get_liresnet(args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor
 
 def run_eval(model: torch.nn.Module, name: str, test: tuple, pgd_test: tuple | None,
              aa_test: tuple | None, radii: tuple, aa_radii: tuple, args: argparse.Namespace,
-             extra: dict) -> dict:
+             extra: dict, stages: Stages) -> dict:
     """Clean and certified accuracy on all of ``test`` at ``radii``, the PGD attacks of
     ``args.attack`` on ``pgd_test`` at every radius and its AutoAttacks on ``aa_test`` at
     ``aa_radii`` (per-class subsets of ``test``; None: all of it), merged by
@@ -116,7 +128,7 @@ def run_eval(model: torch.nn.Module, name: str, test: tuple, pgd_test: tuple | N
                                  pgd_subset=pgd_test, autoattack_subset=aa_test,
                                  autoattack_radii=aa_radii, norm=2,
                                  pgd_steps=args.pgd_steps, pgd_restarts=args.pgd_restarts,
-                                 seed=0, progress=False, name=name)
+                                 seed=0, progress=not args.quiet, name=name)
     records = report.records
     counts = {key: rec[key] for rec in records
               for key in ("n_pgd", *(f"n_{a}" for a in AUTOATTACKS)) if key in rec}
@@ -131,6 +143,7 @@ def run_eval(model: torch.nn.Module, name: str, test: tuple, pgd_test: tuple | N
                        for key in ("pgd", *AUTOATTACKS) if f"n_{key}" in counts)
     print(f"  {name:<18} clean {records[0]['clean']:.3f}{attacked}  cert [{column('certified')}]"
           f"  eval {report.total_seconds:.1f}s  violations {report.violations}", flush=True)
+    stages.finish(name, row)
     return row
 
 
@@ -218,6 +231,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cache", default=None, help="feature cache folder (default /tmp)")
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse the stages and solved candidates a stopped run with the same "
+                             "options kept in --cache (module docstring)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
@@ -231,6 +248,7 @@ def main() -> None:
     solver_options = None if solve_limit is None else {"time_limit": solve_limit}
     args.cache = args.cache or f"/tmp/convexrobust-retrain-{args.data}"
     Path(args.cache).mkdir(parents=True, exist_ok=True)
+    stages = Stages(Path(args.cache) / "stages", args.resume)
     radii = RADII[args.data]
     train_radii = radii if args.eps is None else tuple(
         radii[RADIUS_NAMES[args.data].index(e)] for e in args.eps.split(","))
@@ -272,22 +290,31 @@ def main() -> None:
     print(f"LiResNet ({source}): {liresnet_seconds:.1f}s; K_backbone = "
           f"{liresnet.lipschitz_bound('guaranteed', 'backbone'):.4g}, K_features = "
           f"{liresnet.lipschitz_bound('guaranteed', 'features'):.4g}", flush=True)
-    rows = [run_eval(liresnet, "liresnet", test, pgd_test, aa_test, radii,
-                     radii if args.autoattack_radii == "all" else train_radii, args,
-                     {"family": "liresnet", "eps": None, "train_seconds": liresnet_seconds,
-                      "chosen": None})]
+    rows = [stages.finished("liresnet")]
+    if rows[0] is None:
+        rows[0] = run_eval(liresnet, "liresnet", test, pgd_test, aa_test, radii,
+                           radii if args.autoattack_radii == "all" else train_radii, args,
+                           {"family": "liresnet", "eps": None,
+                            "train_seconds": liresnet_seconds, "chosen": None}, stages)
     cache = Path(args.cache) / "features"
     for eps, label in zip(radii, RADIUS_NAMES[args.data], strict=True):
         if eps not in train_radii:
             continue
         tag = label.split("/")[0] if args.data == "cifar10" else label
-        convex_relu = None
         for head in HEADS:
+            row = stages.finished(f"{head}@{tag}")
+            if row is not None:
+                rows.append(row)
+                continue
             start = time.perf_counter()
             model = retrain_last_two_layers(liresnet, (x, y), head=head, threat=cr.L2(eps),
                                             components=args.components, grid=GRID, cache=cache,
-                                            solver_options=solver_options, progress=False)
-            seconds = time.perf_counter() - start
+                                            solver_options=solver_options,
+                                            progress=not args.quiet, resume=args.resume)
+            # candidates a stopped run solved count with the time they took then
+            seconds = time.perf_counter() - start + sum(
+                c["solve_time"] for c in model.info["candidates"] if c.get("resumed"))
+            model.save(stages.path(f"{head}@{tag}", ".pt"))
             info = model.info
             print(f"{head}@{tag}: trained in {seconds:.1f}s (features "
                   f"{info['times']['features']:.1f}s), chose {info['chosen']}, "
@@ -298,12 +325,18 @@ def main() -> None:
                 "family": head, "eps": eps, "train_seconds": seconds,
                 "chosen": info["chosen"], "neurons": int(model.head.n_neurons),
                 "feature_radius": info["feature_radius"], "times": info["times"],
-                "candidates": info["candidates"]}))
-            if head == "relu":
-                convex_relu = model
+                "candidates": info["candidates"]}, stages))
+        row = stages.finished(f"pgd-head@{tag}")
+        if row is not None:
+            rows.append(row)
+            continue
+        convex_relu = RobustModel.load(stages.path(f"relu@{tag}", ".pt"))
         start = time.perf_counter()
-        model = pgd_trained_head(convex_relu, (x, y), epochs=args.pgd_head_epochs,
-                                 cache=cache, progress=False)
+        # as wide as the convex ReLU head; as wide as its patterns when its optimum is zero
+        hidden = convex_relu.head.n_neurons or max(GRID["n_patterns"])
+        model = pgd_trained_head(convex_relu, (x, y), hidden=hidden,
+                                 epochs=args.pgd_head_epochs, cache=cache,
+                                 progress=not args.quiet)
         seconds = time.perf_counter() - start
         print(f"pgd-head@{tag}: trained in {seconds:.1f}s, chose {model.info['chosen']}",
               flush=True)
@@ -312,7 +345,8 @@ def main() -> None:
             "family": "pgd-head", "eps": eps, "train_seconds": seconds,
             "chosen": model.info["chosen"], "neurons": int(model.head.n_neurons),
             "feature_radius": model.info["feature_radius"],
-            "val_robust": model.info["val_robust"], "val_clean": model.info["val_clean"]}))
+            "val_robust": model.info["val_robust"], "val_clean": model.info["val_clean"]},
+            stages))
 
     wall = time.perf_counter() - wall
     records = [rec for r in rows for rec in r["records"]]
@@ -336,7 +370,7 @@ def main() -> None:
               "n_autoattack": size(aa_test) if autoattacks else None,
               "limit_rule": "first limit//10 images of every class, in data order",
               "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-              "wall_seconds": wall}
+              "wall_seconds": wall, "resumed": args.resume}
     path = write_record(out / f"retrain-{args.data}.json", rows, args.threads, config=config,
                         header=header)
     plot(rows, args.data, out / f"retrain-{args.data}.png")

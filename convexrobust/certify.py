@@ -109,6 +109,9 @@ def _relu_radii(net: TwoLayerReLU, z: torch.Tensor, labels: torch.Tensor, p: flo
                 iters: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
     q = dual_exponent(p)
     U, b, out = net.weight, net.bias, net.output
+    if U.shape[0] == 0:  # no neurons: every margin is 0, so no point is certified (exactly)
+        return (torch.zeros(z.shape[0], dtype=z.dtype, device=z.device),
+                torch.ones(z.shape[0], dtype=torch.bool, device=z.device))
     pre = z @ U.T + b  # (n, m)
     unorm = torch.linalg.vector_norm(U, ord=q, dim=1)  # (n,)
     dist = torch.where(unorm > 0, pre.abs() / unorm, torch.inf)  # neuron-hyperplane distances

@@ -27,6 +27,7 @@ import torch
 
 from convexrobust._io import write_json_atomic
 from convexrobust._validation import check_device
+from convexrobust.classifier_training import ClassifierConfig
 from convexrobust.data import load
 from convexrobust.demo import AUTOATTACK_LIMIT
 from convexrobust.errors import ConvexRobustError, InvalidInputError
@@ -35,6 +36,7 @@ from convexrobust.networks.registry import load_network
 from convexrobust.training import TrainConfig
 
 TRAIN_DEFAULTS = asdict(TrainConfig())
+CLASSIFIER_DEFAULTS = asdict(ClassifierConfig())
 
 #: An example command line of each subcommand, shown at the end of its --help.
 EXAMPLES = {
@@ -44,8 +46,9 @@ EXAMPLES = {
   convexrobust demo --data breast-cancer --out out/tabular
   convexrobust demo --data table.csv --label-column diagnosis --out out/table
   convexrobust demo --data my-images.zip --epochs 50 --radii 0.1,0.3 --out out/mine
-  convexrobust --threads 8 demo --data cifar10 --epochs 200 --attack pgd,autoattack \\
-      --out out/cifar""",
+  convexrobust demo --data cifar10 --out out/cifar   # the committed backbone, < 30 min
+  convexrobust --threads 8 demo --data cifar10 --epochs 200 --test-limit 0 \\
+      --attack pgd,autoattack --out out/cifar-trained""",
     "fit": """\
   convexrobust fit --data table.csv --head polynomial --norm 2 --eps 0.5 --out out/fit
   convexrobust fit --data survey.tsv --label-column outcome --head relu --components 8 \\
@@ -74,6 +77,10 @@ EXAMPLES = {
   convexrobust --threads 2 train-liresnet --data cifar10 --arch L4W32 --epochs 22 \\
       --eps 36/255 --batch-size 256 --lr 2e-3 --neck-dim 256 --out out/cifar-l4w32
   torchrun --nproc-per-node 4 -m convexrobust.cli train-liresnet --data cifar10 --out out/c""",
+    "train-preact": """\
+  convexrobust train-preact --data cifar10 --out out/preact-sgd          # width 8, 24 epochs
+  convexrobust train-preact --data cifar10 --sam-rho 0.05 --epochs 12 --out out/preact-sam
+  convexrobust train-preact --data cifar10 --width 64 --epochs 200 --device cuda --out out/p""",
     "certify": """\
   convexrobust certify --checkpoint out/liresnet/model.pt --eps 0.1,0.3,0.5
   convexrobust certify --checkpoint benchmarks/models/liresnet-cifar10-l4w32.pt \\
@@ -172,20 +179,28 @@ def _demo(args: argparse.Namespace) -> int:
     attacks = _demo_attacks(args)
     if tabular:
         return _tabular_demo(args, source, attacks)
-    from convexrobust.demo import DemoConfig, run_demo
+    from convexrobust.demo import DATASET_DEFAULTS, DemoConfig, committed_backbone, run_demo
     from convexrobust.evaluation import format_table
 
     defaults = DemoConfig(attacks=("pgd",))
     name = args.data or source  # a name keeps its test radii when --data-path says where it is
     limit = defaults.autoattack_limit if args.autoattack_limit is None else args.autoattack_limit
-    cfg = DemoConfig(data=name, epochs=args.epochs or defaults.epochs,
-                     eps=args.eps if args.eps is not None else defaults.eps,
+    named = DATASET_DEFAULTS.get(name, {})
+    checkpoint = args.checkpoint
+    if checkpoint is None and args.epochs is None and committed_backbone(name) is not None:
+        checkpoint = str(committed_backbone(name))
+    eps = args.eps if args.eps is not None else named.get("eps", defaults.eps)
+    cfg = DemoConfig(data=name, epochs=args.epochs or defaults.epochs, eps=eps,
                      components=defaults.components if args.components is None
                      else args.components,
                      solver=args.solver, data_path=args.data_path if args.data else None,
-                     checkpoint=args.checkpoint, head_train_limit=args.head_train_limit,
-                     test_limit=args.test_limit, radii=args.radii, attacks=attacks,
-                     autoattack_limit=limit, autoattack_radii=args.autoattack_radii)
+                     checkpoint=checkpoint,
+                     head_train_limit=int(named["head_train_limit"]) if args.head_train_limit
+                     is None and "head_train_limit" in named else args.head_train_limit or None,
+                     test_limit=int(named["test_limit"]) if args.test_limit is None
+                     and "test_limit" in named else args.test_limit or None,
+                     radii=args.radii, attacks=attacks, autoattack_limit=limit,
+                     autoattack_radii=args.autoattack_radii)
     out = Path(args.out or "out/demo")
     trained = (f"LiResNet from {cfg.checkpoint}" if cfg.checkpoint else
                f"LiResNet {cfg.arch} trained with EMMA for {cfg.epochs} epochs")
@@ -370,6 +385,28 @@ def _train_liresnet(args: argparse.Namespace) -> int:
     print(f"wrote {Path(args.out) / 'model.pt'}: clean accuracy {report['clean_accuracy']:.4f}, "
           f"VRA@{cfg.eps:g} {report['vra'][f'{cfg.eps:g}']:.4f} "
           f"(guaranteed K = {report['lipschitz']['value']:.4g})")
+    return 0
+
+
+def _train_preact(args: argparse.Namespace) -> int:
+    from convexrobust.classifier_training import accuracy, train_classifier
+    from convexrobust.images import load_image_split, load_images
+
+    source = _source(args)
+    cfg = ClassifierConfig(data=args.data or source, width=args.width,
+                           head_hidden=args.head_hidden, epochs=args.epochs, lr=args.lr,
+                           batch_size=args.batch_size, momentum=args.momentum,
+                           weight_decay=args.weight_decay, sam_rho=args.sam_rho, seed=args.seed)
+    cfg.check()
+    # the split every command uses (seed 0); --seed seeds the training only
+    x, y, classes = load_image_split(source, "train")
+    x_test, y_test = load_images(source, "test")
+    model = train_classifier(cfg, x, y, Path(args.out), resume=args.resume,
+                             progress=not args.quiet, device=args.device,
+                             num_classes=len(classes))
+    print(f"wrote {Path(args.out) / 'model.pt'}: clean test accuracy "
+          f"{accuracy(model, x_test, y_test):.4f} ({'SAM' if cfg.sam_rho > 0 else 'SGD'}, "
+          f"width {cfg.width}, features {model.feature_dim})")
     return 0
 
 
@@ -607,13 +644,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(demo, tables=True)
     demo.add_argument("--out", help="folder for results.json, the plot and the models "
                                     "(default out/demo)")
-    demo.add_argument("--epochs", type=int, help="LiResNet epochs (default 100; CIFAR-10 on a "
-                                                 "CPU takes about 2 min per epoch)")
+    demo.add_argument("--epochs", type=int, help="train a LiResNet for this many epochs (default "
+                                                 "100; CIFAR-10 on 2 CPU cores takes about 3 min "
+                                                 "per epoch); without it CIFAR-10 starts from "
+                                                 "the committed benchmarks/models backbone")
     demo.add_argument("--checkpoint", help="use this trained LiResNet instead of training one")
     demo.add_argument("--head-train-limit", type=int,
-                      help="train the heads on N training images (seeded sample)")
+                      help="train the heads on N training images (seeded sample; default: "
+                           "all, CIFAR-10 5000; 0: all)")
     demo.add_argument("--test-limit", type=int,
-                      help="evaluate on N test images (seeded sample)")
+                      help="evaluate on N test images (seeded sample; default: all, CIFAR-10 "
+                           "200; 0: all)")
     demo.add_argument("--components", type=_count,
                       help="principal components fed to the heads (default: images 16, "
                            "tables 10; 0: all features)")
@@ -721,6 +762,27 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="folder for checkpoint.pt, model.pt, log")
     train.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
     train.set_defaults(run=_train_liresnet)
+
+    preact = add("train-preact", "train a PreActResNet18 by cross-entropy with SGD or SAM (the "
+                                 "empirical route's backbone; no certificate)")
+    _add_data_options(preact, tables=False)
+    preact.add_argument("--width", type=int, default=CLASSIFIER_DEFAULTS["width"],
+                        help="channels of the first stage; features have 8·width dimensions "
+                             "(default %(default)s; the standard network has 64)")
+    preact.add_argument("--head-hidden", type=int, default=CLASSIFIER_DEFAULTS["head_hidden"])
+    preact.add_argument("--epochs", type=int, default=CLASSIFIER_DEFAULTS["epochs"])
+    preact.add_argument("--lr", type=float, default=CLASSIFIER_DEFAULTS["lr"])
+    preact.add_argument("--batch-size", type=int, default=CLASSIFIER_DEFAULTS["batch_size"])
+    preact.add_argument("--momentum", type=float, default=CLASSIFIER_DEFAULTS["momentum"])
+    preact.add_argument("--weight-decay", type=float,
+                        default=CLASSIFIER_DEFAULTS["weight_decay"])
+    preact.add_argument("--sam-rho", type=float, default=CLASSIFIER_DEFAULTS["sam_rho"],
+                        help="SAM's neighbourhood radius (0: plain SGD, the default; Foret et "
+                             "al. use 0.05)")
+    preact.add_argument("--seed", type=int, default=0)
+    preact.add_argument("--out", required=True, help="folder for checkpoint.pt, model.pt, log")
+    preact.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
+    preact.set_defaults(run=_train_preact)
 
     certify = add("certify", "clean accuracy and VRA of a trained LiResNet")
     certify.add_argument("--checkpoint", required=True, help="DIR/model.pt")

@@ -55,6 +55,28 @@ log = logging.getLogger(__name__)
 #: are tested at eps/2, eps and 2·eps.
 RADII = {"digits": (0.1, 0.3, 0.5), "cifar10": (36 / 255, 72 / 255, 108 / 255)}
 
+#: The trained backbones committed beside the code (``benchmarks/models/``, each with the command
+#: that made it): the demo of a named dataset starts from its backbone instead of training one,
+#: when the file is there (a source checkout) and no epochs are asked for.
+COMMITTED_BACKBONES = {
+    "cifar10": Path(__file__).resolve().parents[1] / "benchmarks" / "models"
+    / "liresnet-cifar10-l4w32.pt"}
+
+#: What the demo of a named dataset uses unless told otherwise (CIFAR-10: the standard training
+#: radius 36/255, the committed backbone's, heads on a seeded sample of 5,000 training images and
+#: evaluation on 200 test images, so that the run from the committed backbone stays within half
+#: an hour on 2 CPU cores; README: its measured time).
+DATASET_DEFAULTS: dict[str, dict[str, float | int]] = {
+    "cifar10": {"eps": 36 / 255, "head_train_limit": 5000, "test_limit": 200}}
+
+
+def committed_backbone(data: str) -> Path | None:
+    """The committed backbone of the named dataset ``data`` (:data:`COMMITTED_BACKBONES`), or
+    None when there is none or its file is absent (an installed package has no benchmarks)."""
+    path = COMMITTED_BACKBONES.get(data)
+    return path if path is not None and path.is_file() else None
+
+
 #: Test images AutoAttack attacks by default (a stratified subset of the test set), chosen so
 #: that AutoAttack adds minutes, not hours, to the digits demo on a CPU (README: its share).
 AUTOATTACK_LIMIT = 40

@@ -71,11 +71,14 @@ logger = logging.getLogger(__name__)
 
 #: Attack names accepted by :func:`evaluate`: untargeted PGD on the margin loss;
 #: multi-targeted PGD (one pass per wrong class; exact for linear models, C − 1 times slower);
+#: FGSM (Goodfellow, Shlens & Szegedy, ICLR 2015: one step of length ε along the sign of the
+#: margin loss's gradient for ℓ∞, along the normalised gradient for ℓ2, from the clean point;
+#: the single-step attack Kuelbs et al. evaluate with — far weaker than PGD);
 #: the standard AutoAttack (needs ``pip install 'convexrobust[attack]'``); and
 #: ``autoattack_fast``, its first attack alone (APGD-CE), a cheap check for tests and CI whose
 #: numbers are not AutoAttack's (they are recorded under their own key and must not be reported
 #: as AutoAttack).
-ATTACKS = ("pgd", "pgd_multitargeted", "autoattack", "autoattack_fast")
+ATTACKS = ("pgd", "pgd_multitargeted", "fgsm", "autoattack", "autoattack_fast")
 
 # The auto_attack version behind each AutoAttack name in ATTACKS.
 _AUTOATTACK_VERSIONS = {"autoattack": "standard", "autoattack_fast": "fast"}
@@ -325,8 +328,11 @@ def evaluate(model: nn.Module, data: object, radii: float | Sequence[float], *,
                     idx = alive.nonzero().squeeze(1)
                     if idx.numel() == 0:
                         break
+                    single = a == "fgsm"  # one step of length ε from x (ATTACKS)
                     adv = pgd_attack(model, x[idx], y[idx], norm=p, eps=radius_list[i],
-                                     steps=pgd_steps, restarts=pgd_restarts, clamp=clamp,
+                                     steps=1 if single else pgd_steps,
+                                     restarts=1 if single else pgd_restarts,
+                                     step_size=radius_list[i] if single else None, clamp=clamp,
                                      seed=seed + k, multi_targeted=a == "pgd_multitargeted")
                     with torch.no_grad():
                         alive[idx] = _predict(model(adv)) == y[idx]

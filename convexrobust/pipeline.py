@@ -36,6 +36,15 @@ program has no threat) and never certified — its model is empirical whatever t
 bound (:attr:`RobustModel.certifiable` is False; a bound still sets the feature radius ``K·ε``
 at which its candidates are attacked on validation) and ``radius_scale`` does not apply.
 
+Resuming: with a ``cache`` directory every solved candidate (its head and solve record, not
+failures) is written there atomically as soon as it is solved, under a SHA-256 key of everything
+that defines its solve: the head family, loss, seed, hyper-parameters, feature radius and norm,
+program options, solver and solver options, and the bytes of the normalised training features
+and labels. ``resume=True`` loads a candidate whose key is there instead of solving it (its
+record keeps the original solve time and says ``"resumed": True``); its validation scores are
+computed afresh. Anything that changes the program changes the key, so a stale file is never
+used.
+
 Model selection: the hyper-parameters (``beta``, the radius scale, ``n_patterns`` for ReLU heads)
 are chosen on a validation split — never on test data — by certified validation accuracy at ε
 when the model is certifiable, else by the head's PGD accuracy at the feature radius; ties go to
@@ -44,6 +53,7 @@ the clean validation accuracy, then to the earlier candidate of the grid.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import itertools
 import logging
@@ -57,6 +67,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from convexrobust._io import read_torch, write_atomic
 from convexrobust._validation import check_choice, check_device, check_positive
 from convexrobust.attacks import margin, pgd_attack
 from convexrobust.certify import certified_radius
@@ -64,6 +75,7 @@ from convexrobust.errors import InvalidInputError, SolverFailedError
 from convexrobust.feature_map import FeatureNormalization
 from convexrobust.features import FeatureExtractor, extract_features
 from convexrobust.inputs import DataSource, class_indices
+from convexrobust.networks.two_layer import head_from_dict, head_to_dict
 from convexrobust.problems import CERTIFIED_HEADS, HEAD_PROGRAMS
 from convexrobust.problems.base import ConvexProgram
 from convexrobust.problems.gated_relu import ConvexGatedReLU
@@ -122,6 +134,7 @@ def retrain_last_two_layers(
     batch_size: int = 256,
     device: torch.device | str | None = None,
     cache: str | Path | None = None,
+    resume: bool = False,
     seed: int = 0,
     progress: bool = True,
     solver_options: Mapping[str, object] | None = None,
@@ -166,7 +179,12 @@ def retrain_last_two_layers(
     refit:
         Retrain the chosen configuration on training + validation data.
     cache:
-        A directory where extracted features are cached (keyed by model and data).
+        A directory where extracted features are cached (keyed by model and data), and where
+        every solved candidate head is kept (``cache/candidates/``, keyed by its program's
+        data and parameters and the solver and its options; module docstring, "Resuming").
+    resume:
+        Load the candidates a previous call kept in ``cache`` instead of solving them again
+        (needs ``cache``): a grid search that was stopped continues where it stopped.
     solver_options:
         Passed to :func:`~convexrobust.solve`. Torch solves default to :data:`TORCH_OPTIONS`
         (``tol=1e-3``, ``accept_inaccurate=True``; the status is recorded per candidate): the
@@ -197,7 +215,7 @@ def retrain_last_two_layers(
     grid = _check_grid(grid, head)
     program_options = _check_program_options(head, program_options)
     solver_options = _check_solver_options(solver, solver_options)
-    _check_flags(refit=refit, progress=progress)
+    _check_flags(refit=refit, progress=progress, resume=resume)
     seed = _check_seed(seed)
     device = None if device is None else check_device(device)
     extractor = FeatureExtractor(model, feature_module)
@@ -205,6 +223,9 @@ def retrain_last_two_layers(
     timings: dict[str, float] = {}
     start = time.perf_counter()
     cache_dir = _cache_dir(cache)
+    if resume and cache_dir is None:
+        raise InvalidInputError("resume=True loads solved candidates from the cache directory: "
+                                "pass cache=DIR (the one the stopped run used)")
     z_all, y_all, input_shape = _features(extractor, train_data, "train", batch_size, device,
                                           progress, cache_dir)
     z_tr, y_tr, z_val, y_val = _validation_split(extractor, z_all, y_all, validation, seed,
@@ -239,35 +260,47 @@ def retrain_last_two_layers(
         radius = base_radius * params["radius_scale"]
         bar.set_postfix(beta=params["beta"], radius=f"{radius:.3g}")
         record = {**params, "feature_radius": radius}
-        t0 = time.perf_counter()
-        try:
-            program = _program(head, norm_tr, y_tr, params, radius, head_norm, loss, seed,
-                               program_options)
-            solution = solve(program, solver, backend_options=backend_options,
-                             **solver_options)
-        except SolverFailedError as err:
-            record.update(status=f"failed: {err.status}", solve_time=time.perf_counter() - t0)
-            log.warning("candidate %s failed: %s", params, err)
-            candidates.append(record)
-            continue
-        net = solution.network()
-        record.update(status=solution.status, solver=solution.solver,
-                      solve_time=time.perf_counter() - t0, objective=solution.objective,
-                      violation=solution.violation, neurons=net.n_neurons)
+        stored = None if cache_dir is None else cache_dir / "candidates" / (_candidate_key(
+            head, params, radius, head_norm, loss, seed, program_options, solver,
+            solver_options, backend_options, norm_tr, y_tr) + ".pt")
+        kept = _load_candidate(stored) if resume and stored is not None else None
+        if kept is not None:
+            net, solved = kept
+            record.update(solved, resumed=True)
+        else:
+            t0 = time.perf_counter()
+            try:
+                program = _program(head, norm_tr, y_tr, params, radius, head_norm, loss, seed,
+                                   program_options)
+                solution = solve(program, solver, backend_options=backend_options,
+                                 **solver_options)
+            except SolverFailedError as err:
+                record.update(status=f"failed: {err.status}",
+                              solve_time=time.perf_counter() - t0)
+                log.warning("candidate %s failed: %s", params, err)
+                candidates.append(record)
+                continue
+            net = solution.network()
+            solved = {"status": solution.status, "solver": solution.solver,
+                      "solve_time": time.perf_counter() - t0, "objective": solution.objective,
+                      "violation": solution.violation, "neurons": net.n_neurons}
+            record.update(solved)
+            if stored is not None:
+                _store_candidate(stored, net, solved)
         record.update(_validation_scores(net, norm_val, y_val, threat,
                                          factor if certified else None, radius, head_norm,
                                          seed))
         candidates.append(record)
         key = (record["val_robust"], record["val_clean"])
         if best is None or key > best[0]:
-            best = (key, params, net, program, record)
+            best = (key, params, net, record)
     bar.close()
     if best is None:
         raise SolverFailedError(
             "every candidate head failed to solve: " + "; ".join(
                 f"{c['beta']}/{c['radius_scale']}: {c['status']}" for c in candidates),
             status="failed", solver=solver)
-    _, params, net, program, chosen = best
+    _, params, net, chosen = best
     timings["select"] = time.perf_counter() - start - timings["features"]
     if refit and len(z_val):
         t0 = time.perf_counter()
@@ -314,6 +347,10 @@ def pgd_trained_head(like: RobustModel, train_data: object, *, hidden: int | Non
     if "feature_radius" not in like.info:
         raise InvalidInputError("like has no feature radius in its info: pass a model from "
                                 "retrain_last_two_layers")
+    if hidden is None and like.head.n_neurons == 0:
+        raise InvalidInputError(
+            "like's head has no neurons (its program's optimum is the zero network, e.g. at a "
+            "radius beyond the data), so it gives the baseline no width: pass hidden=")
     _check_flags(progress=progress)
     seed = _check_seed(seed)
     device = None if device is None else check_device(device)
@@ -330,7 +367,8 @@ def pgd_trained_head(like: RobustModel, train_data: object, *, hidden: int | Non
     radius = float(like.info["feature_radius"])
     norm = 2.0 if like.certifiable else like.threat.norm
     result = train_pgd_head(normalise(z_tr), y_tr, radius=radius, norm=norm,
-                            hidden=hidden or like.head.n_neurons, epochs=epochs,
+                            hidden=like.head.n_neurons if hidden is None else hidden,
+                            epochs=epochs,
                             validation=(normalise(z_val), y_val), seed=seed, device=device,
                             progress=progress)
     info = {"head": "pgd-relu", "threat": like.threat.name, "certified": like.certifiable,
@@ -408,6 +446,39 @@ def _features(extractor: FeatureExtractor, data: object, tag: str, batch_size: i
                                 f"{int(y.min())}; map them with np.unique(y, "
                                 "return_inverse=True)")
     return z.double(), y, source.sample_shape()
+
+
+def _candidate_key(head: str, params: Mapping[str, object], radius: float, norm: float,
+                   loss: str, seed: int, program_options: Mapping[str, object], solver: str,
+                   solver_options: Mapping[str, object],
+                   backend_options: Mapping[str, Mapping[str, object]],
+                   z: torch.Tensor, y: torch.Tensor) -> str:
+    """SHA-256 of everything that defines a candidate's solve (module docstring, "Resuming")."""
+    digest = hashlib.sha256()
+    settings = (head, sorted(params.items()), float(radius).hex(), float(norm), loss, seed,
+                sorted(program_options.items()), solver, sorted(solver_options.items()),
+                sorted((k, sorted(v.items())) for k, v in backend_options.items()))
+    digest.update(repr(settings).encode())
+    for t in (z, y):
+        array = t.detach().cpu().contiguous().numpy()
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _store_candidate(path: Path, net: nn.Module, solved: dict[str, object]) -> None:
+    """Keep a solved candidate (its head and solve record) at ``path``, atomically."""
+    payload = {"head": head_to_dict(net), "record": solved}  # type: ignore[arg-type]
+    write_atomic(path, lambda tmp: torch.save(payload, tmp))
+
+
+def _load_candidate(path: Path) -> tuple[nn.Module, dict[str, object]] | None:
+    """The head and solve record kept at ``path``, or None when there is none."""
+    if not path.is_file():
+        return None
+    stored = read_torch(path, what="kept candidate")
+    log.info("resumed candidate %s", path.name)
+    return head_from_dict(stored["head"]), dict(stored["record"])  # type: ignore[index]
 
 
 def _cache_dir(cache: object) -> Path | None:

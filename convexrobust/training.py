@@ -4,10 +4,10 @@ One step: logits = model(x); K = the power-iteration surrogate of the backbone's
 constant (differentiable, warm-started buffers); ε_t from the schedule; loss = EMMA(logits, y,
 head rows, K, ε_t); gradient clipping; NAdam/AdamW with linear warm-up then cosine decay.
 
-Reproducibility: every epoch draws its shuffling and augmentation from a generator seeded with
-``(seed, epoch)``, and checkpoints (written atomically after each epoch) hold the model,
-optimiser, schedule and power-iteration buffers — so ``resume`` continues to the same weights as
-an uninterrupted run.
+Reproducibility (:mod:`convexrobust.training_common`): checkpoints, written atomically after
+each epoch, hold the model, optimiser, schedule and power-iteration buffers, and every epoch
+draws its shuffling and augmentation from a generator seeded with ``(seed, epoch)`` — so
+``resume`` continues to the same weights as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -18,13 +18,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from convexrobust._io import append_json_line, write_atomic
+from convexrobust._io import append_json_line
+from convexrobust._validation import check_device
 from convexrobust.errors import InvalidInputError
 from convexrobust.lipschitz_margin import (
     emma_loss,
@@ -34,6 +33,16 @@ from convexrobust.lipschitz_margin import (
     gloro_trades_loss,
 )
 from convexrobust.networks.liresnet import LiResNet
+from convexrobust.training_common import (
+    all_reduce_mean,
+    class_count,
+    epoch_batches,
+    load_checkpoint,
+    save_atomic,
+    warmup_cosine,
+)
+
+__all__ = ["TrainConfig", "build_model", "evaluate_gloro", "neck_stride", "train_liresnet"]
 
 log = logging.getLogger(__name__)
 
@@ -61,37 +70,6 @@ class TrainConfig:
     neck_channels: int | None = None
     seed: int = 0
     extra: dict = field(default_factory=dict)
-
-
-def save_atomic(obj: object, path: Path) -> None:
-    """``torch.save`` atomically (temporary file, then rename)."""
-    write_atomic(path, lambda tmp: torch.save(obj, tmp))
-
-
-def augment(x: torch.Tensor, generator: torch.Generator, *, pad: int, flip: bool
-            ) -> torch.Tensor:
-    """Random crop (zero padding ``pad``, shift ±pad) and optional horizontal flip, with tensor
-    ops only (no torchvision)."""
-    n, _, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    rows = (dy[:, None] + torch.arange(h)[None, :])[:, None, :, None].expand(n, x.shape[1], h,
-                                                                              w + 2 * pad)
-    out = padded.gather(2, rows.to(x.device))
-    cols = (dx[:, None] + torch.arange(w)[None, :])[:, None, None, :].expand(n, x.shape[1], h, w)
-    out = out.gather(3, cols.to(x.device))
-    if flip:
-        mask = torch.rand(n, generator=generator) < 0.5
-        out[mask.to(x.device)] = out[mask.to(x.device)].flip(-1)
-    return out
-
-
-def _lr_factor(step: int, total: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(total - warmup, 1)
-    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
 def neck_stride(input_size: int) -> int:
@@ -160,26 +138,22 @@ def train_liresnet(cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, out: Path
         raise InvalidInputError(f"optimizer must be 'nadam' or 'adamw', got {cfg.optimizer!r}")
     out = Path(out)
     torch.manual_seed(cfg.seed)
-    classes = _class_count(y, num_classes)
-    device = torch.device(device or "cpu")
+    classes = class_count(y, num_classes)
+    device = check_device(device)
     model = build_model(cfg, x.shape[1], x.shape[-1], classes).to(device)
     opt_cls = torch.optim.NAdam if cfg.optimizer == "nadam" else torch.optim.AdamW
     optimizer = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(x) / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: _lr_factor(s, total, cfg.warmup_epochs * steps_per_epoch))
+        optimizer, lambda s: warmup_cosine(s, total, cfg.warmup_epochs * steps_per_epoch))
     start_epoch = 0
     checkpoint = out / "checkpoint.pt"
-    if resume and checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False, map_location=device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+    state = load_checkpoint(checkpoint, device, model=model, optimizer=optimizer,
+                            scheduler=scheduler) if resume else None
+    if state is not None:
         start_epoch = state["epoch"]
-        log.info("resumed from %s at epoch %d", checkpoint, start_epoch)
     loss_fn = LOSSES[cfg.loss]
-    pad, flip = (1, False) if x.shape[-1] <= 8 else (4, True)
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     bar = tqdm(range(start_epoch, cfg.epochs), desc="train",
@@ -187,12 +161,10 @@ def train_liresnet(cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, out: Path
                initial=start_epoch, total=cfg.epochs)
     for epoch in bar:
         model.train()
-        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        order = torch.randperm(len(x), generator=gen)
         started, seen, total_loss = time.perf_counter(), 0, 0.0
-        for b in range(steps_per_epoch):
-            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            xb, yb = augment(x[idx].to(device), gen, pad=pad, flip=flip), y[idx].to(device)
+        for b, (xb, yb) in enumerate(epoch_batches(x, y, cfg.batch_size, cfg.seed, epoch,
+                                                   device)):
+            n_global = len(yb)
             # data parallel: every rank augments the same global batch and keeps its share
             xb, yb = xb[rank::world], yb[rank::world]
             step = epoch * steps_per_epoch + b
@@ -201,9 +173,9 @@ def train_liresnet(cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, out: Path
             loss = loss_fn(model(xb), yb, model.head_weight(), K, eps_t)
             optimizer.zero_grad(set_to_none=True)
             # weight the local mean so the all-reduced gradient is the global batch's mean
-            (loss * (len(yb) * world / len(idx))).backward()
+            (loss * (len(yb) * world / n_global)).backward()
             if world > 1:
-                _all_reduce_mean(model)
+                all_reduce_mean(model)
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
             scheduler.step()
@@ -226,33 +198,3 @@ def train_liresnet(cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, out: Path
     if world > 1:
         dist.barrier()
     return model
-
-
-def _class_count(y: torch.Tensor, num_classes: int | None) -> int:
-    """``num_classes`` checked against the labels ``y`` (``max(y) + 1`` when it is None)."""
-    if y.numel() == 0:
-        raise InvalidInputError("no training images: y is empty")
-    low, high = int(y.min()), int(y.max())
-    if num_classes is None:
-        num_classes = high + 1
-    elif isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise InvalidInputError(f"num_classes must be an integer >= 2, got {num_classes!r}")
-    if low < 0 or high >= num_classes:
-        raise InvalidInputError(f"labels must lie in 0..{num_classes - 1}, got {low}..{high}")
-    return num_classes
-
-
-def _all_reduce_mean(model: torch.nn.Module) -> None:
-    """Average the gradients over the processes of the default group."""
-    world = dist.get_world_size()
-    for p in model.parameters():
-        if p.grad is not None:
-            dist.all_reduce(p.grad)
-            p.grad /= world
-
-
-def as_tensors(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 or [0, 1] float images → float32 tensors in [0, 1]; labels → int64."""
-    x = torch.as_tensor(images)
-    x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-    return x, torch.as_tensor(labels, dtype=torch.int64)

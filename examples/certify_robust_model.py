@@ -10,7 +10,8 @@ import torch
 
 import convexrobust as cr
 from convexrobust.data import digits
-from convexrobust.training import TrainConfig, as_tensors, train_liresnet
+from convexrobust.training import TrainConfig, train_liresnet
+from convexrobust.training_common import as_tensors
 
 torch.set_num_threads(2)
 split = digits()

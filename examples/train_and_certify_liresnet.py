@@ -4,7 +4,8 @@ Lipschitz bound (the same as `convexrobust train-liresnet` + `convexrobust certi
 import torch
 
 from convexrobust.data import digits
-from convexrobust.training import TrainConfig, as_tensors, evaluate_gloro, train_liresnet
+from convexrobust.training import TrainConfig, evaluate_gloro, train_liresnet
+from convexrobust.training_common import as_tensors
 
 torch.set_num_threads(2)
 split = digits()

@@ -502,3 +502,13 @@ def test_constant_head_is_certified_everywhere() -> None:
     assert np.all(np.isinf(res.radius))
     res0 = certified_radius(net, np.zeros((1, 3)), [0], 2)
     assert res0.radius[0] == 0 and res0.method[0] == "misclassified"
+
+
+@pytest.mark.parametrize("outputs", [1, 3])
+def test_a_head_without_neurons_certifies_nothing(outputs: int) -> None:
+    """A ReLU program whose optimum is the zero network (a radius beyond the data) gives a head
+    with no neurons: every margin is 0, so no point is certified — once an IndexError."""
+    net = TwoLayerReLU(np.zeros((0, 3)), np.zeros(0), np.zeros((0, outputs)))
+    x = np.random.default_rng(0).normal(size=(5, 3))
+    res = certified_radius(net, x, [0, 1, 0, 1, 0] if outputs == 1 else [0, 1, 2, 1, 0], 2)
+    assert np.all(res.radius == 0)

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.* is deprecated:Depre
 REQUIRED = {"demo": [], "fit": ["--data", "t.csv", "--out", "o"],
             "retrain": ["--checkpoint", "c.pt", "--eps", "0.1", "--out", "o"],
             "evaluate": ["--model", "m.pt", "--radii", "0.1"], "train-liresnet": ["--out", "o"],
-            "certify": ["--checkpoint", "c.pt"]}
+            "train-preact": ["--out", "o"], "certify": ["--checkpoint", "c.pt"]}
 FAST = ["--limit", "120", "--pgd-steps", "2", "--pgd-restarts", "1", "--radii", "0,0.05"]
 MODULE = "convexrobust_test_tiny"
 SOURCE = '''
@@ -400,9 +400,9 @@ def test_unknown_attacks_are_a_usage_error_listing_the_choices(command, capsys):
                                           "pgd,autoattack,pgd"])
     assert args.attack == ("pgd", "autoattack")
     with pytest.raises(SystemExit) as exit_:
-        cli.main([command, *REQUIRED[command], "--attack", "pgd,fgsm"])
+        cli.main([command, *REQUIRED[command], "--attack", "pgd,cw"])
     assert exit_.value.code == 2
-    assert f"unknown attack 'fgsm': choose from {', '.join(ATTACKS)}" in capsys.readouterr().err
+    assert f"unknown attack 'cw': choose from {', '.join(ATTACKS)}" in capsys.readouterr().err
 
 
 def test_autoattack_without_its_package_fails_before_any_work(monkeypatch, tmp_path, capsys):

@@ -185,3 +185,41 @@ def test_demo_runs_on_the_global_device(monkeypatch, tmp_path):
             cli.main(["--threads", "1", "demo", "--data", data, "--attack", "pgd", "--device",
                       "cpu", "--out", str(tmp_path)])
         assert seen["device"] == torch.device("cpu")
+
+
+def test_cifar10_demo_starts_from_the_committed_backbone(monkeypatch, tmp_path):
+    """Without --epochs the CIFAR-10 demo uses the committed LiResNet at its training radius,
+    with the dataset's sample sizes; --epochs trains instead, and 0 lifts a limit (a spy stands
+    in for the run, and for the data: the configuration is the point)."""
+    import types
+
+    import convexrobust.demo
+    from convexrobust.demo import COMMITTED_BACKBONES, committed_backbone
+
+    assert committed_backbone("cifar10") == COMMITTED_BACKBONES["cifar10"]  # in the checkout
+    assert committed_backbone("digits") is None
+    seen = {}
+
+    def spy(cfg, out, **kwargs):
+        seen["cfg"] = cfg
+        raise KeyboardInterrupt  # stop before any work
+
+    monkeypatch.setattr(convexrobust.demo, "run_demo", spy)
+    monkeypatch.setattr(cli, "load", lambda *a, **k: types.SimpleNamespace(kind="images"))
+
+    def config(*options: str) -> convexrobust.demo.DemoConfig:
+        with pytest.raises(KeyboardInterrupt):
+            cli.main(["--threads", "1", "demo", "--data", "cifar10", "--attack", "pgd",
+                      "--out", str(tmp_path), *options])
+        return seen.pop("cfg")
+
+    cfg = config()
+    assert cfg.checkpoint == str(COMMITTED_BACKBONES["cifar10"])
+    assert cfg.eps == pytest.approx(36 / 255)
+    assert (cfg.head_train_limit, cfg.test_limit) == (5000, 200)
+    cfg = config("--epochs", "3", "--test-limit", "0", "--head-train-limit", "100")
+    assert cfg.checkpoint is None and cfg.epochs == 3
+    assert (cfg.head_train_limit, cfg.test_limit) == (100, None)
+    assert config("--checkpoint", "mine.pt", "--eps", "0.5").checkpoint == "mine.pt"
+    monkeypatch.setitem(COMMITTED_BACKBONES, "cifar10", tmp_path / "absent.pt")
+    assert config().checkpoint is None  # an installed package has no benchmarks: train

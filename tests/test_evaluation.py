@@ -246,7 +246,7 @@ def test_bad_input_is_rejected(case):
     elif case == "fractional":
         y = y.double() + 0.5
     elif case == "attack":
-        kw["attacks"] = ("fgsm",)
+        kw["attacks"] = ("cw",)
     elif case == "empty":
         radii = ()
     with pytest.raises(InvalidInputError):
@@ -474,3 +474,23 @@ def test_subset_settings_are_checked_before_any_attack():
             check_autoattack_settings(bad, ())
     check_autoattack_settings(0, ("pgd",))
     check_autoattack_settings(None, ("autoattack",), (0.1,), (0.1, 0.2))
+
+
+@pytest.mark.parametrize("norm, q", [("inf", 1), (2, 2)])
+def test_fgsm_is_exact_on_a_linear_binary_model(norm, q):
+    """For a linear score wᵀx + b one step of length ε along the sign (ℓ∞) or the normalised
+    gradient (ℓ2) reaches the exact worst case, so FGSM's accuracy is the exact robust one."""
+    torch.manual_seed(0)
+    model = nn.Linear(6, 1).double().eval()
+    x = torch.randn(300, 6, dtype=torch.float64)
+    with torch.no_grad():
+        y = (model(x)[:, 0] > 0).long()
+        y[:20] = 1 - y[:20]
+        margin = (2 * y - 1) * model(x)[:, 0]
+    w = model.weight.detach()[0]
+    eps = 0.2
+    report = evaluate(model, (x, y), (eps,), norm=norm, attacks=("fgsm",), clamp=None,
+                      progress=False)
+    exact = float((margin - eps * torch.linalg.vector_norm(w, ord=q) > 0).double().mean())
+    assert report.records[0]["pgd"] == pytest.approx(exact)
+    assert 0 < exact < report.records[0]["clean"]

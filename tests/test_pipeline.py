@@ -234,3 +234,51 @@ def test_solver_choice_is_solve_s_and_torch_defaults_apply_to_torch_only(data, m
     assert solver == "scs" and kwargs["tol"] == 1e-5
     assert kwargs["backend_options"] == {"torch": {"accept_inaccurate": True}}
     assert program.linf == "containment" == pipeline.PROGRAM_DEFAULTS["polynomial"]["linf"]
+
+
+def test_a_stopped_grid_search_resumes_without_solving_finished_candidates(liresnet, data,
+                                                                            tmp_path,
+                                                                            monkeypatch):
+    import convexrobust.pipeline as pipeline
+
+    real_solve, calls = pipeline.solve, []
+
+    def counting(program, solver, **kwargs):
+        calls.append(program.beta)
+        if len(calls) == 2 and stop:
+            raise KeyboardInterrupt  # the run is stopped while solving its second candidate
+        return real_solve(program, solver, **kwargs)
+
+    monkeypatch.setattr(pipeline, "solve", counting)
+    x, y, x_test, _ = data
+    grid = {"beta": (1e-3, 1e-2), "radius_scale": (1.0,), "n_patterns": (12,)}
+
+    def fit(**options):
+        return retrain_last_two_layers(liresnet, (x, y), head="relu", threat=cr.L2(0.05),
+                                       grid=grid, progress=False, cache=tmp_path, **options)
+
+    stop = True
+    with pytest.raises(KeyboardInterrupt):
+        fit()
+    assert calls == [1e-3, 1e-2]
+    stop, calls[:] = False, []
+    resumed = fit(resume=True)
+    assert calls == [1e-2]  # the first candidate was kept, the second is solved now
+    first, second = resumed.info["candidates"]
+    assert first["resumed"] and "resumed" not in second
+    calls.clear()
+    again = fit(resume=True)
+    assert calls == []
+    with torch.no_grad():
+        assert torch.equal(again(x_test), resumed(x_test))
+    assert again.info["chosen"] == resumed.info["chosen"]
+    # without resume, or when the data change, candidates are solved
+    fit()
+    assert calls == [1e-3, 1e-2]
+    calls.clear()
+    retrain_last_two_layers(liresnet, (x[:-30], y[:-30]), head="relu", threat=cr.L2(0.05),
+                            grid=grid, progress=False, cache=tmp_path, resume=True)
+    assert calls == [1e-3, 1e-2]
+    with pytest.raises(InvalidInputError, match="cache"):
+        retrain_last_two_layers(liresnet, (x, y), head="relu", threat=cr.L2(0.05), grid=grid,
+                                progress=False, resume=True)

@@ -261,7 +261,7 @@ MODELS = {"binary": Scored(1).eval(), "three": Scored(3).eval(), "plain": TINY}
        radii=mostly(((0.0,), (0.0, 0.1), (1e-12,), (1e6,), 0.2),
                     ((math.nan,), (-1.0,), (), "big")),
        norm=mostly((2, "inf", 1), (3, "bogus")),
-       attacks=mostly((("pgd",), (), ("pgd_multitargeted",)), (("fgsm",),)),
+       attacks=mostly((("pgd",), (), ("pgd_multitargeted",), ("fgsm",)), (("bogus",),)),
        clamp=mostly((None, (0.0, 1.0), (0.0, 3.0)), ((1.0, 0.0), (math.nan, 1.0))),
        extra=mostly(({}, {"batch_size": 3}, {"certify": False}, {"device": "cpu"}),
                     ({"batch_size": 0}, {"pgd_steps": -1}, {"pgd_restarts": 0},

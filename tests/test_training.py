@@ -14,7 +14,8 @@ from convexrobust import training
 from convexrobust.data import digits
 from convexrobust.errors import InvalidInputError
 from convexrobust.networks.liresnet import LiResNet
-from convexrobust.training import TrainConfig, as_tensors, augment, train_liresnet
+from convexrobust.training import TrainConfig, train_liresnet
+from convexrobust.training_common import as_tensors, augment, epoch_batches
 
 
 def _data(n: int = 160):
@@ -70,6 +71,22 @@ def test_augment_is_a_seeded_crop_and_flip():
     assert torch.equal(same, x)  # no padding, no flip: identity
     # a crop only moves pixels (or brings in zeros): every nonzero value comes from x
     assert set(a[a != 0].tolist()) <= set(x.flatten().tolist())
+
+
+def test_epoch_batches_cover_every_sample_once_and_are_seeded():
+    x = torch.rand(23, 1, 8, 8)
+    y = torch.arange(23)
+    cpu = torch.device("cpu")
+
+    def run(epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return list(epoch_batches(x, y, 5, 0, epoch, cpu))
+
+    first = run(0)
+    assert [len(yb) for _, yb in first] == [5, 5, 5, 5, 3]
+    assert sorted(torch.cat([yb for _, yb in first]).tolist()) == list(range(23))
+    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(first, run(0), strict=True))
+    assert not torch.equal(torch.cat([yb for _, yb in first]),
+                           torch.cat([yb for _, yb in run(1)]))
 
 
 def _distributed_worker(rank: int, world: int, port: int, out: str) -> None:
