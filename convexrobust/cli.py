@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import traceback
@@ -163,6 +164,7 @@ def _cell(value: float | None) -> str:
 
 #: Demo options that apply to images only, by their attribute name, with their flag.
 _IMAGE_ONLY = {"epochs": "--epochs", "checkpoint": "--checkpoint",
+               "solve_time_limit": "--solve-time-limit",
                "head_train_limit": "--head-train-limit", "test_limit": "--test-limit"}
 
 
@@ -200,7 +202,9 @@ def _demo(args: argparse.Namespace) -> int:
                      test_limit=int(named["test_limit"]) if args.test_limit is None
                      and "test_limit" in named else args.test_limit or None,
                      radii=args.radii, attacks=attacks, autoattack_limit=limit,
-                     autoattack_radii=args.autoattack_radii)
+                     autoattack_radii=args.autoattack_radii,
+                     solver_options=_solve_time_limit(args.solve_time_limit,
+                                                      named.get("solve_time_limit")))
     out = Path(args.out or "out/demo")
     trained = (f"LiResNet from {cfg.checkpoint}" if cfg.checkpoint else
                f"LiResNet {cfg.arch} trained with EMMA for {cfg.epochs} epochs")
@@ -215,6 +219,13 @@ def _demo(args: argparse.Namespace) -> int:
           "(liresnet: GloRo; polynomial: exact head certificate / K_h; relu: sound bound / K_h)")
     print(f"wrote {out / 'results.json'}, {out / 'accuracy.png'} and the models in {out}")
     return 0
+
+
+def _solve_time_limit(given: float | None, default: float | None) -> dict[str, float]:
+    """The demo's solver options for ``--solve-time-limit`` (0: none; not given: the named
+    dataset's default, :data:`convexrobust.demo.DATASET_DEFAULTS`)."""
+    seconds = default if given is None else given
+    return {"time_limit": float(seconds)} if seconds else {}
 
 
 def _demo_attacks(args: argparse.Namespace) -> tuple[str, ...]:
@@ -347,6 +358,17 @@ def _count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """A finite number of seconds >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
     return value
 
 
@@ -652,6 +674,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--head-train-limit", type=int,
                       help="train the heads on N training images (seeded sample; default: "
                            "all, CIFAR-10 5000; 0: all)")
+    demo.add_argument("--solve-time-limit", type=_seconds, metavar="SECONDS",
+                      help="cap each head candidate's solve (the certificate is computed on "
+                           "the returned head, so a cap costs optimality, never soundness; "
+                           "default: none, CIFAR-10 90; 0: none)")
     demo.add_argument("--test-limit", type=int,
                       help="evaluate on N test images (seeded sample; default: all, CIFAR-10 "
                            "200; 0: all)")

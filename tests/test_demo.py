@@ -217,9 +217,12 @@ def test_cifar10_demo_starts_from_the_committed_backbone(monkeypatch, tmp_path):
     assert cfg.checkpoint == str(COMMITTED_BACKBONES["cifar10"])
     assert cfg.eps == pytest.approx(36 / 255)
     assert (cfg.head_train_limit, cfg.test_limit) == (5000, 200)
-    cfg = config("--epochs", "3", "--test-limit", "0", "--head-train-limit", "100")
+    assert cfg.solver_options == {"time_limit": 90.0}
+    cfg = config("--epochs", "3", "--test-limit", "0", "--head-train-limit", "100",
+                 "--solve-time-limit", "0")
     assert cfg.checkpoint is None and cfg.epochs == 3
     assert (cfg.head_train_limit, cfg.test_limit) == (100, None)
+    assert cfg.solver_options == {}
     assert config("--checkpoint", "mine.pt", "--eps", "0.5").checkpoint == "mine.pt"
     monkeypatch.setitem(COMMITTED_BACKBONES, "cifar10", tmp_path / "absent.pt")
     assert config().checkpoint is None  # an installed package has no benchmarks: train
