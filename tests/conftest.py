@@ -24,3 +24,20 @@ def three_class_data(n: int, d: int, seed: int = 0) -> tuple[np.ndarray, np.ndar
     r = np.random.default_rng(seed)
     X = r.standard_normal((n, d))
     return X, np.digitize(X[:, 0] + 0.5 * X[:, 1] ** 2, [-0.3, 0.6])
+
+
+def interrupted_at_second_checkpoint(module: object, train: object, monkeypatch) -> None:
+    """Run ``train()`` with ``module.save_atomic`` dying while it writes the second checkpoint
+    (a run stopped mid-write), then restore the real writer."""
+    real_save, calls = module.save_atomic, []
+
+    def interrupted(obj, path):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real_save(obj, path)
+
+    monkeypatch.setattr(module, "save_atomic", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train()
+    monkeypatch.setattr(module, "save_atomic", real_save)

@@ -10,6 +10,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import interrupted_at_second_checkpoint
 from torch import nn
 
 from convexrobust import classifier_training
@@ -84,18 +85,8 @@ def test_sam_moves_batch_norm_statistics_once_per_step():
 def test_resume_continues_to_the_same_weights(tmp_path, monkeypatch, sam_rho):
     x, y = _data()
     straight = train_classifier(_config(3, sam_rho), x, y, tmp_path / "a", progress=False)
-    real_save, calls = classifier_training.save_atomic, []
-
-    def interrupted(obj, path):  # the run dies while writing its second checkpoint
-        calls.append(path)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        real_save(obj, path)
-
-    monkeypatch.setattr(classifier_training, "save_atomic", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        train_classifier(_config(3, sam_rho), x, y, tmp_path / "b", progress=False)
-    monkeypatch.setattr(classifier_training, "save_atomic", real_save)
+    interrupted_at_second_checkpoint(classifier_training, lambda: train_classifier(
+        _config(3, sam_rho), x, y, tmp_path / "b", progress=False), monkeypatch)
     assert not (tmp_path / "b" / "model.pt").exists()
     resumed = train_classifier(_config(3, sam_rho), x, y, tmp_path / "b", resume=True,
                                progress=False)

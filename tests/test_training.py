@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import interrupted_at_second_checkpoint
 
 from convexrobust import training
 from convexrobust.data import digits
@@ -30,18 +31,8 @@ def _config(epochs: int) -> TrainConfig:
 def test_resume_continues_to_the_same_weights(tmp_path, monkeypatch):
     x, y = _data()
     straight = train_liresnet(_config(3), x, y, tmp_path / "a", progress=False)
-    real_save, calls = training.save_atomic, []
-
-    def interrupted(obj, path):  # the run dies while writing its second checkpoint
-        calls.append(path)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        real_save(obj, path)
-
-    monkeypatch.setattr(training, "save_atomic", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        train_liresnet(_config(3), x, y, tmp_path / "b", progress=False)
-    monkeypatch.setattr(training, "save_atomic", real_save)
+    interrupted_at_second_checkpoint(training, lambda: train_liresnet(
+        _config(3), x, y, tmp_path / "b", progress=False), monkeypatch)
     assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["epoch"] == 1
     assert not (tmp_path / "b" / "model.pt").exists()
     resumed = train_liresnet(_config(3), x, y, tmp_path / "b", resume=True, progress=False)
