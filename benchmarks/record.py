@@ -48,6 +48,13 @@ def write_record(path: str | Path, rows: list[dict], threads: int, **extra: obje
     return write_json_atomic(path, record)
 
 
+def resumed_seconds(candidates: list[dict]) -> float:
+    """The solve seconds a stopped run spent on the grid candidates a resumed one reloaded
+    (``retrain_last_two_layers(..., resume=True)`` marks them ``"resumed"``), so that a head's
+    train time counts them."""
+    return sum(c["solve_time"] for c in candidates if c.get("resumed"))
+
+
 class Stages:
     """The finished stages of a resumable benchmark run, kept in ``folder``: each stage's row
     as JSON (``finish``) and whatever else it saves under :meth:`path` (a model). A run that

@@ -46,7 +46,7 @@ import time
 from pathlib import Path
 
 import torch
-from record import Stages, write_record
+from record import Stages, resumed_seconds, write_record
 
 import convexrobust as cr
 from convexrobust.data import cifar10, digits
@@ -312,8 +312,7 @@ def main() -> None:
                                             solver_options=solver_options,
                                             progress=not args.quiet, resume=args.resume)
             # candidates a stopped run solved count with the time they took then
-            seconds = time.perf_counter() - start + sum(
-                c["solve_time"] for c in model.info["candidates"] if c.get("resumed"))
+            seconds = time.perf_counter() - start + resumed_seconds(model.info["candidates"])
             model.save(stages.path(f"{head}@{tag}", ".pt"))
             info = model.info
             print(f"{head}@{tag}: trained in {seconds:.1f}s (features "

@@ -43,10 +43,10 @@ from fractions import Fraction
 from pathlib import Path
 
 import torch
-from record import Stages, write_record
+from record import Stages, resumed_seconds, write_record
 
 import convexrobust as cr
-from convexrobust.attacks import pgd_attack
+from convexrobust.attacks import fgsm_attack
 from convexrobust.data import cifar10, stratified_subset
 from convexrobust.evaluation import evaluate
 from convexrobust.networks import PreActResNet18
@@ -76,8 +76,7 @@ def feature_displacement(backbone: PreActResNet18, x: torch.Tensor, y: torch.Ten
     """r₀: the median ``‖h(x + δ) − h(x)‖∞`` for δ the backbone's own FGSM perturbation at ε
     (module docstring, step 1)."""
     with torch.enable_grad():
-        adv = pgd_attack(backbone, x, y, norm="inf", eps=eps, steps=1, step_size=eps,
-                         clamp=(0.0, 1.0))
+        adv = fgsm_attack(backbone, x, y, norm="inf", eps=eps, clamp=(0.0, 1.0))
     moved = (backbone.features(adv) - backbone.features(x)).abs().amax(dim=1)
     return float(moved.median())
 
@@ -126,8 +125,7 @@ def fit_head(backbone: PreActResNet18, head: str, eps: float, r0: float, train: 
             feature_radius=scale * r0, validation=val, components=args.components or None,
             grid={"beta": BETAS, "radius_scale": (1.0,), "n_patterns": (args.patterns,)},
             cache=cache, resume=args.resume, progress=not args.quiet)
-        seconds = time.perf_counter() - start + sum(
-            c["solve_time"] for c in model.info["candidates"] if c.get("resumed"))
+        seconds = time.perf_counter() - start + resumed_seconds(model.info["candidates"])
         robust, clean = robust_accuracy(model, *select, eps, args.select_steps)
         tried.append({"radius_scale": scale, "feature_radius": scale * r0, "train_seconds":
                       seconds, "select_pgd": robust, "select_clean": clean,

@@ -46,7 +46,8 @@ from convexrobust.errors import InvalidInputError, InvalidInputTypeError, Solver
 from convexrobust.inputs import apply_model, class_indices
 from convexrobust.threat import parse_norm
 
-__all__ = ["AUTOATTACK_VERSIONS", "auto_attack", "autoattack_version", "margin", "pgd_attack"]
+__all__ = ["AUTOATTACK_VERSIONS", "auto_attack", "autoattack_version", "fgsm_attack", "margin",
+           "pgd_attack"]
 
 logger = logging.getLogger(__name__)
 
@@ -280,6 +281,15 @@ def pgd_attack(
         n,
     )
     return best_x.detach()
+
+
+def fgsm_attack(model: nn.Module, x: Tensor, y: Tensor, *, norm: float | str,
+                eps: float | Tensor, clamp: tuple[float, float] | None = None) -> Tensor:
+    """FGSM (Goodfellow, Shlens & Szegedy, ICLR 2015) on the margin loss: one step of length
+    ``eps`` from ``x`` along the sign of the gradient (ℓ∞) or the normalised gradient (ℓ2) —
+    :func:`pgd_attack` with one step of that length, from the clean point only."""
+    return pgd_attack(model, x, y, norm=norm, eps=eps, steps=1, restarts=1, step_size=eps,
+                      clamp=clamp)
 
 
 def _import_autoattack() -> ModuleType:

@@ -56,6 +56,7 @@ from convexrobust.attacks import (
     autoattack_version,
     check_clamp_box,
     check_in_box,
+    fgsm_attack,
     pgd_attack,
 )
 from convexrobust.certify import certified_radius
@@ -328,12 +329,14 @@ def evaluate(model: nn.Module, data: object, radii: float | Sequence[float], *,
                     idx = alive.nonzero().squeeze(1)
                     if idx.numel() == 0:
                         break
-                    single = a == "fgsm"  # one step of length ε from x (ATTACKS)
-                    adv = pgd_attack(model, x[idx], y[idx], norm=p, eps=radius_list[i],
-                                     steps=1 if single else pgd_steps,
-                                     restarts=1 if single else pgd_restarts,
-                                     step_size=radius_list[i] if single else None, clamp=clamp,
-                                     seed=seed + k, multi_targeted=a == "pgd_multitargeted")
+                    if a == "fgsm":
+                        adv = fgsm_attack(model, x[idx], y[idx], norm=p, eps=radius_list[i],
+                                          clamp=clamp)
+                    else:
+                        adv = pgd_attack(model, x[idx], y[idx], norm=p, eps=radius_list[i],
+                                         steps=pgd_steps, restarts=pgd_restarts, clamp=clamp,
+                                         seed=seed + k,
+                                         multi_targeted=a == "pgd_multitargeted")
                     with torch.no_grad():
                         alive[idx] = _predict(model(adv)) == y[idx]
                 seconds["pgd"] += time.perf_counter() - t
