@@ -48,6 +48,9 @@ __all__ = [
     "GAP_KINDS",
     "Budget",
     "Momentum",
+    "block_sums",
+    "blockwise_backtracking_step",
+    "per_block",
     "backtracking_step",
     "check_first_order_options",
     "finish",
@@ -248,10 +251,14 @@ def fista_momentum(t: float, ratio: float = 1.0) -> float:
     return 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * ratio * t * t))
 
 
-def gradient_restart(y: torch.Tensor, x_new: torch.Tensor, x: torch.Tensor) -> bool:
+def gradient_restart(y: torch.Tensor, x_new: torch.Tensor, x: torch.Tensor,
+                     block_dim: int | None = None) -> bool | torch.Tensor:
     """Gradient-based adaptive restart (O'Donoghue & Candès, Found. Comput. Math. 2015): the
-    momentum points uphill when ``⟨y − x⁺, x⁺ − x⟩ > 0``."""
-    return float(((y - x_new) * (x_new - x)).sum()) > 0
+    momentum points uphill when ``⟨y − x⁺, x⁺ − x⟩ > 0`` (per block (B,) with ``block_dim``)."""
+    product = (y - x_new) * (x_new - x)
+    if block_dim is None:
+        return float(product.sum()) > 0
+    return block_sums(product, block_dim).cpu() > 0
 
 
 # ----------------------------------------------------------------------------------------
@@ -276,23 +283,80 @@ def backtracking_step(y: torch.Tensor, fy: float, gy: torch.Tensor, step: float,
         step *= 0.5
 
 
+def block_sums(t: torch.Tensor, block_dim: int) -> torch.Tensor:
+    """``Σ`` of ``t`` over every dimension but ``block_dim``: one number per block (B,)."""
+    return t.transpose(0, block_dim).reshape(t.shape[block_dim], -1).sum(1)
+
+
+def per_block(v: torch.Tensor, like: torch.Tensor, block_dim: int) -> torch.Tensor:
+    """The per-block numbers ``v`` (B,) shaped to broadcast against ``like`` along
+    ``block_dim`` (in ``like``'s dtype and device)."""
+    shape = [1] * like.dim()
+    shape[block_dim] = -1
+    return v.to(dtype=like.dtype, device=like.device).view(shape)
+
+
+def blockwise_backtracking_step(y: torch.Tensor, fy: torch.Tensor, gy: torch.Tensor,
+                                step: torch.Tensor,
+                                prox: Callable[[torch.Tensor], torch.Tensor],
+                                value: Callable[[torch.Tensor], torch.Tensor],
+                                slack: torch.Tensor, block_dim: int
+                                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`backtracking_step` for a separable objective ``f = Σ_b f_b(x_b)`` whose blocks
+    ``x_b`` are the slices of ``y`` along ``block_dim`` and whose constraint set is a product
+    over the blocks (e.g. the C one-vs-all programs of a polynomial head): every block has its
+    own step ``step_b`` (B,), halved until its own quadratic model holds,
+    ``f_b(x⁺_b) ≤ f_b(y_b) + ⟨∇f_b, x⁺_b − y_b⟩ + ‖x⁺_b − y_b‖²/(2·step_b) + slack_b``. ``value``
+    returns the B block values at once, so a backtrack costs one evaluation however many
+    blocks it halves; a block whose model holds keeps its point. Returns
+    ``(x⁺, f(x⁺) (B,), step (B,))``. A step that does not fit one block no longer shrinks the
+    others' (a single step must fit the stiffest block)."""
+    step = step.clone()
+    x_new = prox(y - per_block(step, y, block_dim) * gy)
+    f_new = value(x_new)
+    while True:
+        d = x_new - y
+        model = fy + block_sums(gy * d, block_dim) + block_sums(d.square(), block_dim) / (
+            2 * step)
+        ok = (f_new <= model + slack) | ~torch.isfinite(f_new) | (step < 1e-20)
+        if bool(ok.all()):
+            return x_new, f_new, step
+        step = torch.where(ok, step, 0.5 * step)
+        keep = per_block(ok, y, block_dim).bool()
+        x_new = torch.where(keep, x_new, prox(y - per_block(step, y, block_dim) * gy))
+        f_new = torch.where(ok, f_new, value(x_new))
+
+
 class Momentum:
     """FISTA's extrapolation with adaptive restart: after the step from ``y`` to ``x⁺``, the
     next point is ``x⁺ + ((t − 1)/t⁺)(x⁺ − x)`` with ``t⁺`` from :func:`fista_momentum`
     (``ratio = step_prev/step`` when the step varies); on a restart ``t`` is first reset to 1,
-    so that point is ``x⁺`` itself."""
+    so that point is ``x⁺`` itself.
 
-    def __init__(self) -> None:
-        self.t = 1.0
+    With ``block_dim``, every block (slice of the iterate along that dimension, as in
+    :func:`blockwise_backtracking_step`) has its own ``t``: ``restart`` and ``ratio`` are then
+    per block (B,) and only the blocks that restart lose their momentum."""
+
+    def __init__(self, block_dim: int | None = None) -> None:
+        self.block_dim = block_dim
+        self.t: float | torch.Tensor = 1.0
         self.restarts = 0
 
-    def extrapolate(self, x: torch.Tensor, x_new: torch.Tensor, restart: bool,
-                    ratio: float = 1.0) -> torch.Tensor:
-        if restart:
-            self.t = 1.0
-            self.restarts += 1
-        t_next = fista_momentum(self.t, ratio)
-        y = x_new + ((self.t - 1.0) / t_next) * (x_new - x)
+    def extrapolate(self, x: torch.Tensor, x_new: torch.Tensor, restart: bool | torch.Tensor,
+                    ratio: float | torch.Tensor = 1.0) -> torch.Tensor:
+        if self.block_dim is None:
+            if restart:
+                self.t = 1.0
+                self.restarts += 1
+            t_next = fista_momentum(self.t, ratio)
+            y = x_new + ((self.t - 1.0) / t_next) * (x_new - x)
+            self.t = t_next
+            return y
+        restart = torch.as_tensor(restart, dtype=torch.bool)
+        t = torch.where(restart, 1.0, torch.as_tensor(self.t, dtype=torch.float64))
+        self.restarts += int(restart.sum())
+        t_next = 0.5 * (1.0 + torch.sqrt(1.0 + 4.0 * torch.as_tensor(ratio) * t * t))
+        y = x_new + per_block((t - 1.0) / t_next, x_new, self.block_dim) * (x_new - x)
         self.t = t_next
         return y
 

@@ -21,7 +21,7 @@ the same design as :mod:`convexrobust.solvers.relu_admm` (Bai, Gautam & Sojoudi'
 the ReLU program, one factorisation for all iterations): ``x = (Z, Z')`` and
 
 * ``s = x`` with ``g ∋ I_K(s) + β⟨E, s⟩`` (``E = e_D e_Dᵀ`` picks ``z4``); its prox is the exact
-  projection :func:`~convexrobust.solvers.polynomial_first_order.project_lifted_cone` of
+  projection :func:`~convexrobust.solvers.lifted_cone.project_lifted_cone` of
   ``v − (β/ρ_s)E``;
 * ``r = Ã(Z − Z')`` with ``g ∋ (1/n) Σ_k ℓ(r_k, t_k)``; its prox is closed-form (hinge: on the
   margins ``m = t∘r``, ``m`` above 1, else ``min(m + τ, 1)``; squared:
@@ -65,12 +65,13 @@ multiplier certifies ``βE − y_s + ρ_sμG ⪰ 0`` at every iterate (``μ`` th
 at ``M = βE ± Ãᵀλ + ρ_sμG`` only the dual residual ``y_s ± Ãᵀλ`` can leave the PSD cone;
 with ``ℓ = λ_min(M)`` and the interior point ``βE + (β/2)G = (β/2)I``, concavity of
 ``λ_min`` makes ``βE ± θÃᵀλ`` dual feasible for every ``θ ≤ θ_c = (β/2)/(β/2 − ℓ)``
-(1 when ``ℓ ≥ 0``; :func:`~convexrobust.solvers.lifted_cone.interior_scaling`). The best such ``θ`` (one eigenvalue per matrix, a scalar maximisation per
-class) gives a lower bound ``D`` on the optimum, and the returned point ``s`` is exactly in K,
-so ``(F(s) − D)/|F(s)|`` bounds the relative distance to the optimum from above. The solve stops
-when that certified gap is at most ``tol`` (checked every :data:`CHECK_EVERY` iterations), or —
-for β = 0, where the bound degenerates — when OSQP's relative primal and dual residuals are
-below ``tol``·:data:`RESIDUAL_FACTOR`.
+(1 when ``ℓ ≥ 0``; :func:`~convexrobust.solvers.lifted_cone.interior_scaling`). The best
+such ``θ`` (one eigenvalue per matrix, a scalar maximisation per class) gives a lower bound
+``D`` on the optimum, and the returned point ``s`` is exactly in K, so ``(F(s) − D)/|F(s)|``
+bounds the relative distance to the optimum from above. The solve stops when that certified gap
+is at most ``tol`` (checked every :data:`CHECK_EVERY` iterations), or — for β = 0, where the
+bound degenerates — when OSQP's relative primal and dual residuals are below
+``tol``·:data:`RESIDUAL_FACTOR`.
 
 Robust programs (d): successive linearisation of the worst case
 ----------------------------------------------------------------

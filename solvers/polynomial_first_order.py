@@ -20,6 +20,15 @@ Bai, Found. Comput. Math. 2014) and gradient-based adaptive restart (O'Donoghue 
 Found. Comput. Math. 2015), restarting also when the objective rises; the iteration is the
 shared one of :mod:`~convexrobust.solvers.first_order` (``backtracking_step``, ``Momentum``).
 
+* **Outputs.** The program is a sum of C independent programs, one per output (its
+  ``(Z_c, Z'_c)``, its loss column, its share of the penalty; the one-vs-all hinge separates
+  this way), and the iteration runs them as one batched tensor program in which every output
+  keeps its own step (backtracking halves only the outputs whose own quadratic model fails,
+  :func:`~convexrobust.solvers.first_order.blockwise_backtracking_step`), its own momentum and
+  its own restarts. One step for all would have to fit the stiffest output (the outputs'
+  Lipschitz estimates differ by 20× on CIFAR-10 features), and one output's restart would
+  reset every other's momentum. The smoothing stages and the stopping rule stay joint (on the
+  summed objective and the full gradient mapping).
 * **Exact projection onto K.** ``Π_K(Y) = Π_PSD(Y − μG)`` where the scalar ``μ`` solves
   ``φ(μ) = ⟨G, Π_PSD(Y − μG)⟩ = 0`` (KKT of ``min ‖Z − Y‖²`` s.t. ``Z ⪰ 0, ⟨G, Z⟩ = 0``).
   ``φ`` is non-increasing; it is solved by safeguarded Newton steps (the derivative of the PSD
@@ -116,10 +125,11 @@ from convexrobust.solvers.data_parallel import (
 from convexrobust.solvers.first_order import (
     Budget,
     Momentum,
-    backtracking_step,
+    blockwise_backtracking_step,
     check_first_order_options,
     finish,
     gradient_restart,
+    per_block,
     single_threaded_if_small,
     with_common_options,
 )
@@ -142,6 +152,11 @@ log = logging.getLogger(__name__)
 PLATEAU_WINDOW = 500
 PLATEAU_FACTOR = 0.01
 PLATEAU_CHECK = 50
+
+#: Every output's step is tried STEP_GROWTH times larger every STEP_GROWTH_EVERY iterations
+#: (:func:`_step_growth`).
+STEP_GROWTH = 2.0
+STEP_GROWTH_EVERY = 8
 
 #: Screening (module docstring) is on for robust programs whose loss vanishes above a margin
 #: (the hinge) once the worst-case rows hold at least this many numbers (samples × outputs ×
@@ -526,8 +541,8 @@ def _eigen_coordinates(data: _Data, X: Tensor, evecs: Tensor) -> Tensor:
 
 def _chunk_terms(data: _Data, X: Tensor, T: Tensor, Zt: Tensor, eig: tuple[Tensor, Tensor] | None,
                  mu: float, need_grad: bool, chunk: int = 0) -> tuple[Tensor, Tensor | None]:
-    """For the samples ``X``, ``T`` of chunk number ``chunk``: the summed smoothed loss and
-    (``need_grad``) its gradient with respect to ``Z̃`` divided by the global n,
+    """For the samples ``X``, ``T`` of chunk number ``chunk``: the summed smoothed loss of every
+    output (C,) and (``need_grad``) its gradient with respect to ``Z̃`` divided by the global n,
     ``Σ_k w_k A(x_k + δ*_k)``."""
     n = data.stream.n_global
     d = X.shape[1]
@@ -561,7 +576,7 @@ def _chunk_terms(data: _Data, X: Tensor, T: Tensor, Zt: Tensor, eig: tuple[Tenso
         value, dv = data.loss.value_and_slope(v, mu)
         w = dv * T / n  # ∂/∂f through v = t f (s = t)
     if not need_grad:
-        return value.sum(), None
+        return value.sum(0), None
     if not data.loss.margin and eig is not None:
         V = eig[1]
         Gt = _lifted_sum(data, p_lo, grad_lo, V) - _lifted_sum(data, p_hi, grad_nhi, V)
@@ -569,24 +584,25 @@ def _chunk_terms(data: _Data, X: Tensor, T: Tensor, Zt: Tensor, eig: tuple[Tenso
         Gt = _lifted_sum(data, pts, w, eig[1])
     else:
         Gt = _lifted_sum(data, X, w)
-    return value.sum(), Gt
+    return value.sum(0), Gt
 
 
 def _objective(data: _Data, W: Tensor, mu: float, need_grad: bool
                ) -> tuple[Tensor, Tensor | None, int]:
-    """Smoothed objective at ``W = stack(Z, Z')`` (2, C, D, D), its gradient, and the number of
-    ``eigh`` calls made (for the cost accounting). The eigendecomposition is shared by all
+    """Smoothed objective at ``W = stack(Z, Z')`` (2, C, D, D) per output (C,: the program is a
+    sum of C independent programs, one per output), its gradient, and the number of ``eigh``
+    calls made (for the cost accounting). The eigendecomposition is shared by all
     samples; the sums over samples run over the chunks of this rank's shard and are then
     all-reduced (:mod:`~convexrobust.solvers.data_parallel`)."""
     C, D = W.shape[1], W.shape[2]
     d = D - 1
     Zt = W[0] - W[1]
     Zt = 0.5 * (Zt + Zt.transpose(-1, -2))
-    reg = data.beta * (W[0, :, d, d].sum() + W[1, :, d, d].sum())
+    reg = data.beta * (W[0, :, d, d] + W[1, :, d, d])
     eig = None
     if data.radius > 0:
         eig = torch.linalg.eigh(data.a * Zt[:, :d, :d])
-    total = torch.zeros((), dtype=W.dtype, device=W.device)
+    total = torch.zeros(C, dtype=W.dtype, device=W.device)
     Gt = torch.zeros((C, D, D), dtype=W.dtype, device=W.device) if need_grad else None
     for index, chunk in enumerate(data.stream):
         value, G = _chunk_terms(data, chunk["X"], chunk["T"], Zt, eig, mu, need_grad, index)
@@ -603,6 +619,15 @@ def _objective(data: _Data, W: Tensor, mu: float, need_grad: bool
     grad = torch.stack([Gt, -Gt])
     grad[:, :, d, d] += data.beta
     return total, grad, int(eig is not None)
+
+
+def _step_growth(iteration: int) -> float:
+    """The factor every output's step is tried larger by before iteration ``iteration``'s
+    backtracking: STEP_GROWTH every STEP_GROWTH_EVERY iterations, else 1. All outputs grow at
+    once, so the ones the larger step does not fit are halved by the same extra evaluations
+    (one step growing every iteration, as for a single program, would make some output fail
+    at almost every iteration, each failure costing an evaluation of all of them)."""
+    return STEP_GROWTH if iteration % STEP_GROWTH_EVERY == 0 else 1.0
 
 
 def _warm_start_point(warm_start: object, C: int, d: int) -> np.ndarray | None:
@@ -789,13 +814,16 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
     if smoothed and (smoothing_start is not None or start_point is not None):
         mu_s = float(smoothing_start) if smoothing_start is not None else mu_final
     y = x.clone()
-    momentum = Momentum()
+    momentum = Momentum(block_dim=1)
     # Lipschitz estimate of the data term: mean ‖A(x_k)‖² (times 1/μ for the Huber stage)
     # (from the full data on the host: identical on every rank and for any chunking)
     sq_norms = np.square(program.X).sum(axis=1)
     lift_norm2 = float((act.a ** 2 * sq_norms ** 2 + 0.5 * act.b ** 2 * sq_norms
                         + act.c ** 2).mean())
-    step = 1.0 / (max(lift_norm2 / max(mu_s, 1.0), 1e-8) * 0.1)  # 1/L
+    # one step (1/L) per output: the outputs' programs are independent, and a step must only
+    # fit its own output (module docstring, "Outputs")
+    step = torch.full((C,), 1.0 / (max(lift_norm2 / max(mu_s, 1.0), 1e-8) * 0.1),
+                      dtype=torch.float64, device=device)
     history: list[float] = []
     stationarities: list[float] = []
     status = "optimal"
@@ -804,8 +832,8 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
     budget = Budget(max_iters, time_limit, progress, desc="torch polynomial", comm=comm,
                     start=start)
     zero_certificate = data.radius > 0 and zero_is_optimal(program)
-    def value(W: Tensor) -> float:
-        return float(F(W, False)[0])
+    def value(W: Tensor) -> Tensor:
+        return F(W, False)[0].to(torch.float64)
 
     with single_threaded_if_small(program.X.shape[0] * C * d, device):
         fx = value(x)
@@ -817,26 +845,28 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
                     break
                 fy_t, gy = F(y, True)
                 assert gy is not None
-                fy = float(fy_t)
+                fy = fy_t.to(torch.float64)
                 step_prev = step
-                x_new, f_new, step = backtracking_step(y, fy, gy, step / 0.9,
-                                                       lambda v, _: project(v), value,
-                                                       16 * eps * (abs(fy) + 1.0))
+                x_new, f_new, step = blockwise_backtracking_step(
+                    y, fy, gy, step * _step_growth(budget.iterations), project, value,
+                    16 * eps * (fy.abs() + 1.0),
+                    block_dim=1)
                 budget.tick()
                 iterations = budget.iterations
-                gmap = float(torch.linalg.vector_norm(x_new - y)) / step
+                gmap = float(torch.linalg.vector_norm((x_new - y) / per_block(step, y, 1)))
                 stationarity = gmap / max(1.0, float(torch.linalg.vector_norm(gy)))
-                # momentum (Scheinberg–Goldfarb–Bai update with varying L) and adaptive restart
-                restart = gradient_restart(y, x_new, x) or f_new > fx
-                y = momentum.extrapolate(x, x_new, restart, step_prev / step)
+                # momentum (Scheinberg–Goldfarb–Bai update with varying L) and adaptive
+                # restart, per output
+                restart = gradient_restart(y, x_new, x, block_dim=1) | (f_new > fx).cpu()
+                y = momentum.extrapolate(x, x_new, restart, (step_prev / step).cpu())
                 x, fx = x_new, f_new
-                history.append(fx)
+                history.append(float(fx.sum()))
                 stationarities.append(stationarity)
                 if show and iterations % 50 == 0:
                     flat = x.reshape(2 * C, D, D)
                     viol = max(float(-torch.linalg.eigvalsh(flat)[:, 0].min()), float(
                         (torch.diagonal(flat, dim1=1, dim2=2) * g_lift).sum(1).abs().max()))
-                    budget.bar.set_postfix(objective=f"{float(fx):.6g}",
+                    budget.bar.set_postfix(objective=f"{float(fx.sum()):.6g}",
                                            violation=f"{max(viol, 0):.1e}",
                                            stationarity=f"{stationarity:.2e}",
                                            smoothing=f"{mu_s:.0e}")
@@ -854,7 +884,7 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
                 if not final_stage and (stationarity <= max(tol_eff, stage_factor * mu_s)
                                         or plateau):
                     log.debug("stage smoothing=%.1e done at iteration %d, objective %.8g",
-                              mu_s, iterations, float(fx))
+                              mu_s, iterations, float(fx.sum()))
                     mu_s = max(mu_s * 0.1, mu_final)
                     step = step / 10.0
                     momentum.reset()
@@ -885,12 +915,12 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
              status, iterations, wall, stationarity)
     solution = finish(
         program, values, status, accept_inaccurate=accept_inaccurate, failure=failure,
-        wall_time=wall, iterations=iterations, solver_objective=float(fx), gap=stationarity,
+        wall_time=wall, iterations=iterations, solver_objective=float(fx.sum()), gap=stationarity,
         gap_kind="relative_stationarity",
         info={"device": str(device), "dtype": str(dtype).replace("torch.", ""),
               "stationarity": stationarity, "violation_before_repair": violation_before,
               "smoothing": mu_s, "eigh_calls": counter["eigh"], "restarts": momentum.restarts,
-              "lipschitz": 1.0 / step, "batch_size": data.stream.batch_size,
+              "lipschitz": float((1.0 / step).max()), "batch_size": data.stream.batch_size,
               "chunks": len(data.stream), "world_size": comm.world,
               "screened": 1.0 - data.rows_solved / max(data.rows_total, 1),
               "zero_certificate": zero_certificate},

@@ -10,7 +10,12 @@ import torch
 from conftest import three_class_data, xor_data
 
 import convexrobust as cr
-from convexrobust.solvers.first_order import Momentum, backtracking_step, group_soft_threshold
+from convexrobust.solvers.first_order import (
+    Momentum,
+    backtracking_step,
+    blockwise_backtracking_step,
+    group_soft_threshold,
+)
 from convexrobust.solvers.lifted_cone import zero_is_optimal
 from convexrobust.solvers.polynomial_admm import solve_polynomial_admm
 from convexrobust.solvers.polynomial_first_order import solve_polynomial_torch
@@ -177,6 +182,48 @@ def test_momentum_extrapolates_and_restarts():
     y = momentum.extrapolate(x, x_new, restart=False)
     assert momentum.t > t and torch.allclose(y, x_new * (1 + (t - 1) / momentum.t))
     assert torch.equal(momentum.extrapolate(x, x_new, restart=True), x_new)
+    assert momentum.restarts == 1
+
+
+def test_blockwise_backtracking_halves_each_block_on_its_own_model():
+    # two blocks (rows) f_b(x_b) = ½ c_b ‖x_b‖² with curvatures 1 and 100: from a step of 1
+    # the soft block keeps it, the stiff one halves to the first step below 1/100
+    curv = torch.tensor([[1.0], [100.0]], dtype=torch.float64)
+    calls = []
+
+    def value(x: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return 0.5 * (curv * x.square()).sum(1)
+
+    y = torch.ones(2, 3, dtype=torch.float64)
+    grad = curv * y
+    fy = value(y)
+    x_new, f_new, step = blockwise_backtracking_step(
+        y, fy, grad, torch.ones(2, dtype=torch.float64), lambda v: v, value,
+        torch.zeros(2, dtype=torch.float64), block_dim=0)
+    assert step.tolist() == [1.0, 2.0 ** -7]
+    torch.testing.assert_close(x_new, y - step[:, None] * grad)
+    torch.testing.assert_close(f_new, value(x_new))
+    d = x_new - y
+    model = fy + (grad * d).sum(1) + d.square().sum(1) / (2 * step)
+    assert bool((f_new <= model).all())
+    assert len(calls) == 1 + 1 + 7 + 1  # fy, then one evaluation per halving of the stiff block
+    # the scalar search on the summed objective must fit the stiffest block: both get 2^-7
+    _, _, joint = backtracking_step(y, float(fy.sum()), grad, 1.0, lambda v, _: v,
+                                    lambda x: float(value(x).sum()), 0.0)
+    assert joint == 2.0 ** -7
+
+
+def test_blockwise_momentum_restarts_only_its_block():
+    x, x_new = torch.zeros(2, 3), torch.ones(2, 3)
+    momentum = Momentum(block_dim=0)
+    no = torch.tensor([False, False])
+    momentum.extrapolate(x, x_new, no)
+    momentum.extrapolate(x, x_new, no)
+    t = momentum.t.clone()
+    y = momentum.extrapolate(x, x_new, torch.tensor([True, False]))
+    assert torch.equal(y[0], x_new[0])  # restarted: no momentum
+    assert float(y[1, 0]) > 1.0 and float(momentum.t[1]) > float(t[1])
     assert momentum.restarts == 1
 
 
