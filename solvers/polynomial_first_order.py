@@ -153,6 +153,10 @@ PLATEAU_WINDOW = 500
 PLATEAU_FACTOR = 0.01
 PLATEAU_CHECK = 50
 
+#: ``dtype="auto"`` iterates in float32 from this many samples × outputs × features on
+#: (:func:`_auto_dtype`).
+FLOAT32_MIN_ELEMENTS = 1 << 20
+
 #: Every output's step is tried STEP_GROWTH times larger every STEP_GROWTH_EVERY iterations
 #: (:func:`_step_growth`).
 STEP_GROWTH = 2.0
@@ -621,6 +625,19 @@ def _objective(data: _Data, W: Tensor, mu: float, need_grad: bool
     return total, grad, int(eig is not None)
 
 
+def _auto_dtype(program: ConvexPolynomial, tol: float) -> torch.dtype:
+    """``dtype="auto"`` (:func:`solve_polynomial_torch`): float32 for a large program (at least
+    :data:`FLOAT32_MIN_ELEMENTS` samples × outputs × features: the elementwise worst-case passes
+    that dominate its iterations move half the memory) when ``tol`` is at or above float32's
+    floor ``√eps₃₂``; float64 otherwise (a small program's iterations cost their dispatches,
+    and finishing a float32 run in float64 from a warm start stalls more often on the robust
+    hinge's non-differentiable points than a float64 run from the start)."""
+    n, d = program.X.shape
+    large = n * program.n_outputs * d >= FLOAT32_MIN_ELEMENTS
+    floor = math.sqrt(torch.finfo(torch.float32).eps)
+    return torch.float32 if large and tol >= floor else torch.float64
+
+
 def _step_growth(iteration: int) -> float:
     """The factor every output's step is tried larger by before iteration ``iteration``'s
     backtracking: STEP_GROWTH every STEP_GROWTH_EVERY iterations, else 1. All outputs grow at
@@ -671,7 +688,7 @@ def _plateau(values: list[float], stationarity: list[float], tol: float) -> bool
 # ----------------------------------------------------------------------------------------
 @with_common_options
 def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | str | None = None,
-                           dtype: torch.dtype = torch.float64, tol: float = 1e-6,
+                           dtype: torch.dtype | str = "auto", tol: float = 1e-6,
                            max_iters: int = 20_000, time_limit: float | None = None,
                            seed: int = 0, progress: bool = False,
                            accept_inaccurate: bool = False,
@@ -688,7 +705,9 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
 
     ``tol`` (default 1e-6) is a **relative stationarity**: the norm of the gradient mapping
     ``L(y − Π_K(y − ∇F(y)/L))`` over ``max(1, ‖∇F(y)‖)`` in the final smoothing stage (module
-    docstring, "Stopping"); float32 runs are floored at ``sqrt(eps)``. ``Solution.gap`` is
+    docstring, "Stopping"); float32 runs are floored at ``sqrt(eps)``. ``dtype="auto"``
+    (default) iterates in float32 on large programs when ``tol`` is at least float32's floor,
+    else in float64 (:func:`_auto_dtype`; ``info["dtype"]`` says which). ``Solution.gap`` is
     that stationarity (``gap_kind = "relative_stationarity"``). A robust program whose
     objective stops improving above it ends ``"stalled"`` (module docstring, "Plateaus"), a
     failure unless ``accept_inaccurate``. When
@@ -754,6 +773,9 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
             "the torch solver computes ℓ∞ worst cases through the ℓ2 ball of radius ε√d: build "
             "the program with linf='containment', or use a conic solver ('clarabel', 'scs', "
             "'mosek') for the diagonal S-procedure")
+    if dtype == "auto":
+        check_first_order_options(tol, max_iters, time_limit, seed, torch.float64)
+        dtype = _auto_dtype(program, tol)
     check_first_order_options(tol, max_iters, time_limit, seed, dtype)
     check_batch_size(batch_size)
     if not (isinstance(smoothing_floor, (int, float)) and 0 < smoothing_floor <= 1):

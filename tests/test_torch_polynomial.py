@@ -240,6 +240,25 @@ def test_float32_is_close():
     assert single.violation <= 1e-8  # the values are repaired in float64
 
 
+def test_auto_precision_chooses_float32_only_for_large_programs_at_loose_tol(monkeypatch):
+    """dtype="auto": float64 below FLOAT32_MIN_ELEMENTS or below float32's tolerance floor;
+    float32 (repaired and judged in float64) otherwise, close to the float64 optimum."""
+    from convexrobust.solvers import polynomial_first_order as module
+
+    X, y = three_class_data(40, 3)
+    program = cr.ConvexPolynomial(X, y, loss="logistic", beta=1e-2, threat=cr.L2(0.1))
+    reference = solve_polynomial_torch(program, tol=1e-5, accept_inaccurate=True)
+    assert reference.info["dtype"] == "float64"  # small
+    monkeypatch.setattr(module, "FLOAT32_MIN_ELEMENTS", 0)
+    tight = solve_polynomial_torch(program, tol=1e-5, accept_inaccurate=True, max_iters=5)
+    assert tight.info["dtype"] == "float64"  # below float32's floor
+    loose = solve_polynomial_torch(program, tol=1e-3, accept_inaccurate=True)
+    assert loose.info["dtype"] == "float32"
+    assert loose.violation <= 1e-8 and _rel(loose.objective, reference.objective) <= 1e-2
+    with pytest.raises(cr.InvalidInputError, match="tol"):
+        solve_polynomial_torch(program, tol=2.0)
+
+
 def test_plateau_rule():
     from convexrobust.solvers.polynomial_first_order import PLATEAU_WINDOW, _plateau
 
