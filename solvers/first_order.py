@@ -48,6 +48,7 @@ __all__ = [
     "GAP_KINDS",
     "Budget",
     "Momentum",
+    "auto_dtype",
     "block_sums",
     "blockwise_backtracking_step",
     "per_block",
@@ -67,6 +68,10 @@ __all__ = [
 #: features) runs on one intra-op thread (:func:`single_threaded_if_small`): torch's grain size,
 #: below which it runs an elementwise operation on one thread anyway.
 SMALL_WORK_ELEMENTS = 1 << 15
+
+#: ``dtype="auto"`` iterates in float32 from this many numbers in a solver's per-sample work
+#: tensors on (:func:`auto_dtype`).
+FLOAT32_MIN_ELEMENTS = 1 << 20
 
 #: The values of :attr:`Solution.gap_kind` (module docstring).
 GAP_KINDS = ("certified_gap", "relative_stationarity")
@@ -123,6 +128,17 @@ def single_threaded_if_small(elements: int, device: torch.device) -> Iterator[No
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def auto_dtype(elements: int, tol: float) -> torch.dtype:
+    """The precision of ``dtype="auto"``: float32 for a large program (per-sample work tensors
+    of at least :data:`FLOAT32_MIN_ELEMENTS` numbers, whose elementwise passes dominate an
+    iteration and move half the memory in float32) when ``tol`` is at or above float32's floor
+    ``√eps₃₂ ≈ 3.5e-4``; float64 otherwise (a small program's iterations cost their dispatches,
+    and a tighter ``tol`` needs float64's round-off). The returned point is repaired and judged
+    in float64 either way."""
+    floor = math.sqrt(torch.finfo(torch.float32).eps)
+    return torch.float32 if elements >= FLOAT32_MIN_ELEMENTS and tol >= floor else torch.float64
 
 
 def check_first_order_options(tol: object, max_iters: object, time_limit: object, seed: object,

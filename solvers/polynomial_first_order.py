@@ -125,6 +125,7 @@ from convexrobust.solvers.data_parallel import (
 from convexrobust.solvers.first_order import (
     Budget,
     Momentum,
+    auto_dtype,
     blockwise_backtracking_step,
     check_first_order_options,
     finish,
@@ -152,10 +153,6 @@ log = logging.getLogger(__name__)
 PLATEAU_WINDOW = 500
 PLATEAU_FACTOR = 0.01
 PLATEAU_CHECK = 50
-
-#: ``dtype="auto"`` iterates in float32 from this many samples × outputs × features on
-#: (:func:`_auto_dtype`).
-FLOAT32_MIN_ELEMENTS = 1 << 20
 
 #: Every output's step is tried STEP_GROWTH times larger every STEP_GROWTH_EVERY iterations
 #: (:func:`_step_growth`).
@@ -625,19 +622,6 @@ def _objective(data: _Data, W: Tensor, mu: float, need_grad: bool
     return total, grad, int(eig is not None)
 
 
-def _auto_dtype(program: ConvexPolynomial, tol: float) -> torch.dtype:
-    """``dtype="auto"`` (:func:`solve_polynomial_torch`): float32 for a large program (at least
-    :data:`FLOAT32_MIN_ELEMENTS` samples × outputs × features: the elementwise worst-case passes
-    that dominate its iterations move half the memory) when ``tol`` is at or above float32's
-    floor ``√eps₃₂``; float64 otherwise (a small program's iterations cost their dispatches,
-    and finishing a float32 run in float64 from a warm start stalls more often on the robust
-    hinge's non-differentiable points than a float64 run from the start)."""
-    n, d = program.X.shape
-    large = n * program.n_outputs * d >= FLOAT32_MIN_ELEMENTS
-    floor = math.sqrt(torch.finfo(torch.float32).eps)
-    return torch.float32 if large and tol >= floor else torch.float64
-
-
 def _step_growth(iteration: int) -> float:
     """The factor every output's step is tried larger by before iteration ``iteration``'s
     backtracking: STEP_GROWTH every STEP_GROWTH_EVERY iterations, else 1. All outputs grow at
@@ -707,7 +691,8 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
     ``L(y − Π_K(y − ∇F(y)/L))`` over ``max(1, ‖∇F(y)‖)`` in the final smoothing stage (module
     docstring, "Stopping"); float32 runs are floored at ``sqrt(eps)``. ``dtype="auto"``
     (default) iterates in float32 on large programs when ``tol`` is at least float32's floor,
-    else in float64 (:func:`_auto_dtype`; ``info["dtype"]`` says which). ``Solution.gap`` is
+    else in float64 (:func:`~convexrobust.solvers.first_order.auto_dtype`; ``info["dtype"]``
+    says which). ``Solution.gap`` is
     that stationarity (``gap_kind = "relative_stationarity"``). A robust program whose
     objective stops improving above it ends ``"stalled"`` (module docstring, "Plateaus"), a
     failure unless ``accept_inaccurate``. When
@@ -775,7 +760,8 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
             "'mosek') for the diagonal S-procedure")
     if dtype == "auto":
         check_first_order_options(tol, max_iters, time_limit, seed, torch.float64)
-        dtype = _auto_dtype(program, tol)
+        n, d = program.X.shape
+        dtype = auto_dtype(n * program.n_outputs * d, tol)  # the (n, C, d) worst-case buffers
     check_first_order_options(tol, max_iters, time_limit, seed, dtype)
     check_batch_size(batch_size)
     if not (isinstance(smoothing_floor, (int, float)) and 0 < smoothing_floor <= 1):

@@ -102,6 +102,7 @@ from convexrobust.solvers.data_parallel import (
 from convexrobust.solvers.first_order import (
     Budget,
     Momentum,
+    auto_dtype,
     backtracking_step,
     check_first_order_options,
     finish,
@@ -332,7 +333,7 @@ def _prepare_chunk(program: ConvexReLU, raw: dict[str, torch.Tensor], dtype: tor
 
 @with_common_options
 def solve_relu_torch(program: ConvexReLU, *, device: torch.device | str | None = None,
-                     dtype: torch.dtype = torch.float64, tol: float = 1e-6,
+                     dtype: torch.dtype | str = "auto", tol: float = 1e-6,
                      max_iters: int = 20_000, time_limit: float | None = None, seed: int = 0,
                      progress: bool = False, accept_inaccurate: bool = False,
                      batch_size: int | str | None = "auto",
@@ -343,7 +344,10 @@ def solve_relu_torch(program: ConvexReLU, *, device: torch.device | str | None =
     subgradient of the augmented Lagrangian (the KKT dual residual), divided by the largest
     group gradient at ``U = 0``, is at most ``tol`` at the final smoothing and the AL violation
     is below its target (module docstring, "Stopping"). ``Solution.gap`` is that stationarity
-    (``gap_kind = "relative_stationarity"``). The final smoothing parameter is
+    (``gap_kind = "relative_stationarity"``). ``dtype="auto"`` (default) iterates in float32 on
+    large programs when ``tol`` is at least float32's floor, else in float64
+    (:func:`~convexrobust.solvers.first_order.auto_dtype`; ``info["dtype"]`` says which). The
+    final smoothing parameter is
     :data:`MU_MIN_FACTOR`·``tol`` times the zero network's loss. Besides the budget statuses,
     ``"repair_degraded"`` and ``"smoothing_inexact"`` (module docstring) are failures unless
     ``accept_inaccurate``.
@@ -369,6 +373,10 @@ def solve_relu_torch(program: ConvexReLU, *, device: torch.device | str | None =
     """
     if not isinstance(program, ConvexReLU):
         raise InvalidInputError(f"solve_relu_torch takes a ConvexReLU, got {type(program)}")
+    if dtype == "auto":
+        check_first_order_options(tol, max_iters, time_limit, seed, torch.float64)
+        # the (C, 2P, n) slacks and multipliers
+        dtype = auto_dtype(program.n_samples * program.n_outputs * program.n_patterns, tol)
     check_first_order_options(tol, max_iters, time_limit, seed, dtype)
     check_batch_size(batch_size)
     loss = get_loss(program.loss)

@@ -243,7 +243,7 @@ def test_float32_is_close():
 def test_auto_precision_chooses_float32_only_for_large_programs_at_loose_tol(monkeypatch):
     """dtype="auto": float64 below FLOAT32_MIN_ELEMENTS or below float32's tolerance floor;
     float32 (repaired and judged in float64) otherwise, close to the float64 optimum."""
-    from convexrobust.solvers import polynomial_first_order as module
+    from convexrobust.solvers import first_order as module
 
     X, y = three_class_data(40, 3)
     program = cr.ConvexPolynomial(X, y, loss="logistic", beta=1e-2, threat=cr.L2(0.1))

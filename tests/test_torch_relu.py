@@ -106,6 +106,17 @@ def test_deterministic():
         assert np.array_equal(a.values[key], b.values[key])
 
 
+def test_auto_dtype_is_float32_only_for_large_programs_at_loose_tol(monkeypatch):
+    from convexrobust.solvers import first_order
+
+    program = _small()
+    assert solve_relu_torch(program, tol=1e-3).info["dtype"] == "float64"  # small
+    monkeypatch.setattr(first_order, "FLOAT32_MIN_ELEMENTS", 0)
+    assert solve_relu_torch(program, tol=1e-3).info["dtype"] == "float32"
+    tight = solve_relu_torch(program, tol=1e-4, max_iters=3, accept_inaccurate=True)
+    assert tight.info["dtype"] == "float64"  # below float32's floor
+
+
 def test_float32_lands_close():
     # tol is a relative stationarity tolerance, not an objective gap: at tol=1e-2 float64 lands
     # 1.7% above Clarabel on this program exactly like float32 does, so ask for 1e-3
