@@ -260,11 +260,12 @@ def min_norm_subgradient(U: torch.Tensor, grad: torch.Tensor, beta: float) -> to
 # ----------------------------------------------------------------------------------------
 # accelerated gradient: momentum and restart
 # ----------------------------------------------------------------------------------------
-def fista_momentum(t: float, ratio: float = 1.0) -> float:
+def fista_momentum(t: float | torch.Tensor, ratio: float | torch.Tensor = 1.0
+                   ) -> float | torch.Tensor:
     """The next FISTA momentum parameter ``(1 + √(1 + 4·ratio·t²))/2`` (Beck & Teboulle 2009;
     ``ratio = L/L_prev`` when the Lipschitz estimate varies, Scheinberg, Goldfarb & Bai,
     Found. Comput. Math. 2014)."""
-    return 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * ratio * t * t))
+    return 0.5 * (1.0 + (1.0 + 4.0 * ratio * t * t) ** 0.5)
 
 
 def gradient_restart(y: torch.Tensor, x_new: torch.Tensor, x: torch.Tensor,
@@ -371,7 +372,7 @@ class Momentum:
         restart = torch.as_tensor(restart, dtype=torch.bool)
         t = torch.where(restart, 1.0, torch.as_tensor(self.t, dtype=torch.float64))
         self.restarts += int(restart.sum())
-        t_next = 0.5 * (1.0 + torch.sqrt(1.0 + 4.0 * torch.as_tensor(ratio) * t * t))
+        t_next = fista_momentum(t, torch.as_tensor(ratio))
         y = x_new + per_block((t - 1.0) / t_next, x_new, self.block_dim) * (x_new - x)
         self.t = t_next
         return y

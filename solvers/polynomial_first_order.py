@@ -18,7 +18,8 @@ Algorithm: accelerated projected gradient (FISTA, Beck & Teboulle, SIAM J. Imagi
 with backtracking that may also decrease the step's Lipschitz estimate (Scheinberg, Goldfarb &
 Bai, Found. Comput. Math. 2014) and gradient-based adaptive restart (O'Donoghue & Candès,
 Found. Comput. Math. 2015), restarting also when the objective rises; the iteration is the
-shared one of :mod:`~convexrobust.solvers.first_order` (``backtracking_step``, ``Momentum``).
+shared one of :mod:`~convexrobust.solvers.first_order` (``blockwise_backtracking_step``,
+``Momentum``), per output (below).
 
 * **Outputs.** The program is a sum of C independent programs, one per output (its
   ``(Z_c, Z'_c)``, its loss column, its share of the penalty; the one-vs-all hinge separates
