@@ -50,6 +50,12 @@ status honest: ``"repair_degraded"`` when the repair raised the objective by mor
 ``10·tol`` relative, and ``"smoothing_inexact"`` when the true objective and the smoothed one
 the solver minimised (``info["smoothing_error"]``) differ by more than ``10·tol`` relative.
 
+Certificate: for the margin losses with a conjugate (hinge, logistic) the weak-duality bound of
+:mod:`~convexrobust.solvers.relu_dual` is evaluated once at the end, in float64, from the last
+iterate, its smoothed loss slopes and the multipliers ``λ``: ``info["dual_bound"]`` and
+``info["duality_gap"]`` (relative to the returned, repaired objective). The bound needs every
+group's dual residual within β, so it is only as tight as the stationarity is small against β.
+
 FISTA details (the shared iteration of :mod:`~convexrobust.solvers.first_order`:
 ``backtracking_step`` and ``Momentum`` with gradient restarts): every iteration first tries a
 step :data:`STEP_GROWTH` times the last accepted one, so the step follows the local curvature
@@ -94,6 +100,7 @@ from convexrobust._validation import check_device
 from convexrobust.errors import InvalidInputError
 from convexrobust.problems.losses import get_loss
 from convexrobust.problems.relu import ConvexReLU
+from convexrobust.solvers import relu_dual
 from convexrobust.solvers.data_parallel import (
     Collective,
     SampleStream,
@@ -257,6 +264,37 @@ class _AugmentedLagrangian:
         val = float(total) - (self.lam_sq / (2 * self.rho) if self.lam is not None else 0.0)
         return val, grad
 
+    def dual_bound(self, U: torch.Tensor) -> float:
+        """A certified lower bound on the program's optimum from ``U`` (at the current
+        smoothing) and the current multipliers (:mod:`~convexrobust.solvers.relu_dual`),
+        evaluated in float64 whatever the working dtype, chunk by chunk, summed over the
+        ranks."""
+        f64 = torch.float64
+        U = U.detach().to(f64)
+        G, cone = torch.zeros_like(U), torch.zeros_like(U)
+        total = torch.zeros(U.shape[:2], dtype=f64, device=U.device)
+        kept, domain = [], 0.0
+        for _, chunk, lam in self._chunks():
+            data = {k: v.to(f64) if v.is_floating_point() else v for k, v in chunk.items()}
+            g, slopes = relu_dual.loss_minorant(self.program, U, self.mu, data)
+            G += g
+            if lam is not None:
+                c, t = relu_dual.cone_terms(self.program, lam.to(f64), data)
+                cone += c
+                total += t
+            domain = max(domain, relu_dual.domain_scale(self.program, slopes, data))
+            kept.append((slopes, data))
+        G, cone, total = self.comm.sum(G, cone, total)
+        (domain,) = self.comm.max_floats(domain)
+        worst = float(relu_dual.residual_norms(self.program, G / self.n, cone, total).max())
+
+        def conjugates(theta: float) -> float:
+            mine = sum(relu_dual.conjugate_sum(self.program, slopes, data, theta)
+                       for slopes, data in kept)
+            return self.comm.sum_floats(mine)[0]
+
+        return relu_dual.best_scaling(worst, self.program.beta, domain, self.n, conjugates)[1]
+
     def update_multipliers(self, U: torch.Tensor) -> float:
         """``λ ← (λ − ρ g_μ(U))_+``; returns the AL violation ``‖min(g, λ/ρ)‖_∞`` measured
         with the multipliers before the update (all samples, all ranks)."""
@@ -344,7 +382,12 @@ def solve_relu_torch(program: ConvexReLU, *, device: torch.device | str | None =
     subgradient of the augmented Lagrangian (the KKT dual residual), divided by the largest
     group gradient at ``U = 0``, is at most ``tol`` at the final smoothing and the AL violation
     is below its target (module docstring, "Stopping"). ``Solution.gap`` is that stationarity
-    (``gap_kind = "relative_stationarity"``). ``dtype="auto"`` (default) iterates in float32 on
+    (``gap_kind = "relative_stationarity"``). Certificate: for the hinge and logistic losses
+    ``info["dual_bound"]`` is a lower bound on the optimum built from the last iterate, its
+    loss slopes at the final smoothing and the multipliers (:mod:`~convexrobust.solvers.relu_dual`),
+    and ``info["duality_gap"]`` the relative gap of the returned objective to it — an upper
+    bound on the returned point's relative distance to the optimum; the stopping rule stays the
+    stationarity. ``dtype="auto"`` (default) iterates in float32 on
     large programs when ``tol`` is at least float32's floor, else in float64
     (:func:`~convexrobust.solvers.first_order.auto_dtype`; ``info["dtype"]`` says which). The
     final smoothing parameter is
@@ -479,6 +522,7 @@ def solve_relu_torch(program: ConvexReLU, *, device: torch.device | str | None =
     # what the solver optimised (smoothed data term + β-term) against the true objective at the
     # returned point before repair: the smoothing error F − F_μ, measured rather than bounded
     believed = al.data_value(U) + beta * float(group_norms(U).sum())
+    bound = al.dual_bound(U) if relu_dual.certifiable(program) else None
     smoothing_error = trial.objective_before - believed
     wall = time.perf_counter() - start
     if status == "optimal" and trial.degraded(tol):
@@ -498,6 +542,10 @@ def solve_relu_torch(program: ConvexReLU, *, device: torch.device | str | None =
         "smoothing_error": smoothing_error, "slope_free": free is not None,
         "batch_size": stream.batch_size, "chunks": len(stream), "world_size": comm.world,
     }
+    if bound is not None:
+        info["dual_bound"] = bound
+        info["duality_gap"] = (max(trial.objective_after - bound, 0.0)
+                               / max(abs(trial.objective_after), 1e-300))
     return finish(
         program, {"V": trial.V, "W": trial.W}, status, accept_inaccurate=accept_inaccurate,
         failure=(f"torch stopped with status {status!r} after {budget.iterations} iterations "

@@ -29,6 +29,8 @@ CASES = {
                                            beta=0.1), {"tol": 1e-3}),
     "relu-hinge-l2": (lambda: cr.ConvexReLU(*xor_data(50, 3), n_patterns=8, loss="hinge",
                                             beta=0.03, threat=cr.L2(0.1)), {"tol": 1e-3}),
+    "relu-logistic-l2": (lambda: cr.ConvexReLU(*xor_data(40, 3), n_patterns=8, loss="logistic",
+                                               beta=0.03, threat=cr.L2(0.1)), {"tol": 1e-3}),
     "poly-hinge": (lambda: cr.ConvexPolynomial(*xor_data(40, 3), loss="hinge", beta=1e-2),
                    {"tol": 1e-3}),
     "poly-hinge-l2": (lambda: cr.ConvexPolynomial(*xor_data(40, 3), loss="hinge", beta=1e-2,
@@ -47,6 +49,8 @@ def _assert_same_solution(a: cr.Solution, b: cr.Solution) -> None:
     assert _rel(a.objective, b.objective) <= 1e-6
     for key in a.values:
         np.testing.assert_allclose(a.values[key], b.values[key], rtol=0, atol=1e-5)
+    if "dual_bound" in a.info:  # the certificate's sums over chunks add up too
+        assert _rel(a.info["dual_bound"], b.info["dual_bound"]) <= 1e-6
 
 
 @pytest.fixture(scope="module")
@@ -180,6 +184,8 @@ def test_two_process_solve_matches_single_process(tmp_path, full_batch):
         assert first["info"]["world_size"] == second["info"]["world_size"] == 2
         assert first["iterations"] == second["iterations"] == single.iterations, name
         assert _rel(first["objective"], single.objective) <= 1e-6, name
+        if "dual_bound" in single.info:  # the certificate's reductions over the ranks
+            assert _rel(first["info"]["dual_bound"], single.info["dual_bound"]) <= 1e-6, name
         for key in single.values:
             # every rank returns rank 0's point
             assert np.array_equal(first["values"][key], second["values"][key])

@@ -138,6 +138,26 @@ class Loss:
         inside = (s >= -1.0) & (s <= 0.0)
         return torch.where(inside, self._conjugate(s.clamp(-1.0, 0.0)), math.inf)
 
+    def pairwise_conjugate(self, s: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+        """The convex conjugate of the per-sample pairwise loss ``h`` of :meth:`pairwise_torch`,
+        row by row, at slopes ``s`` (n, C) (``others[k, c] = 1[c ≠ y_k]``; the true class's
+        margin is identically 0, so its entry of ``s`` is ignored). With ``p = −s`` off the true
+        class: the hinge, a sum over the pairs, has ``h*(s) = Σ_{c≠y} φ*(s_c)``; the logistic
+        loss ``h(m) = log(1 + Σ_{c≠y} e^{−m_c})`` has ``h*(s) = Σ_{c≠y} p_c log p_c +
+        (1 − Σp) log(1 − Σp)`` on ``p ≥ 0, Σp ≤ 1``; ``+inf`` outside the domain. Any ``s``
+        gives the Fenchel–Young bound ``h(m) ≥ Σ_{c≠y} s_c m_c − h*(s)``."""
+        if not self.margin or self._conjugate is None:
+            raise InvalidInputError(f"the {self.name} loss has no pairwise conjugate here")
+        off = others > 0
+        if self.name == "hinge":
+            return torch.where(off, self.conjugate(s), 0.0).sum(dim=1)
+        p = torch.where(off, -s, 0.0)
+        total = p.sum(dim=1)
+        inside = (p >= 0).all(dim=1) & (total <= 1.0)
+        rest = (1.0 - total).clamp(min=0.0)
+        value = torch.special.xlogy(p, p).sum(dim=1) + torch.special.xlogy(rest, rest)
+        return torch.where(inside, value, math.inf)
+
     def pairwise_cvxpy(self, margins: cp.Expression, others: np.ndarray) -> cp.Expression:
         """Per-sample multi-class loss from the (n, C) pairwise margins (``others[k, c] =
         1[c ≠ y_k]``; the true-class column of ``margins`` must be 0)."""

@@ -140,8 +140,8 @@ class ConvexReLU(PatternProgram):
         both = torch.cat([Z, -Z], dim=-1) / mu
         return mu * (torch.logsumexp(both, dim=-1) - float(np.log(both.shape[-1])))
 
-    def _worst_margins(self, V: torch.Tensor, W: torch.Tensor, smoothing: float = 0.0,
-                       data: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    def worst_margins_torch(self, V: torch.Tensor, W: torch.Tensor, smoothing: float = 0.0,
+                            data: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Exact worst-case margins over the threat ball: binary (n, 1) ``t·ŷ − ε‖a‖_q``;
         multi-class (n, C) pairwise ``f_y − f_c − ε‖a_y − a_c‖_q`` (0 in the true column).
         ``smoothing``: see :meth:`dual_norm_torch`."""
@@ -194,11 +194,19 @@ class ConvexReLU(PatternProgram):
         if self.loss == "squared":
             resid = self._worst_residuals(V, W, smoothing, data)
             return get_loss("squared").torch(resid).sum(dim=1).sum()
-        margins = self._worst_margins(V, W, smoothing, data)
+        margins = self.worst_margins_torch(V, W, smoothing, data)
+        return self.margin_loss_sum_torch(margins, smoothing, data)
+
+    def margin_loss_sum_torch(self, margins: torch.Tensor, smoothing: float = 0.0,
+                              data: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """The margin loss summed over the samples, from the margins of
+        :meth:`worst_margins_torch` (a classification program; ``data`` supplies the labels of
+        pairwise margins, all samples by default). ``smoothing``: see :meth:`data_term_torch`."""
         if self.pairwise_margins:
-            others = (self.tensors(V.dtype, V.device) if data is None else data)["others"]
+            others = (self.tensors(margins.dtype, margins.device)
+                      if data is None else data)["others"]
             return get_loss(self.loss).pairwise_torch(margins, others, smoothing).sum()
-        return get_loss(self.loss).torch(margins, smoothing).sum(dim=1).sum()
+        return get_loss(self.loss).torch(margins, smoothing).sum()
 
     def objective_torch(self, V: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
         """The objective as a differentiable function of ``V``, ``W`` (C, P, d̃)."""
@@ -241,7 +249,7 @@ class ConvexReLU(PatternProgram):
     def robust_margins(self, values: Values) -> np.ndarray:
         if not self.targets.is_classification:
             raise InvalidInputError("margins are defined for classification programs only")
-        margins = self._worst_margins(*self._as_tensors(values))
+        margins = self.worst_margins_torch(*self._as_tensors(values))
         if self.targets.task == "binary":
             return margins[:, 0].numpy()
         others = self.tensors()["others"]
