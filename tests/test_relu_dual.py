@@ -61,14 +61,15 @@ def test_any_point_and_multipliers_bound_the_optimum(loss, threat, three):
 
 @pytest.mark.parametrize(("loss", "threat", "three"), [
     ("logistic", cr.L2(0.15), False),
-    ("logistic", cr.Linf(0.05), True),
-    pytest.param("hinge", cr.L2(0.15), False, marks=pytest.mark.slow),
+    ("hinge", cr.L2(0.15), False),
+    # pairwise (the bound of any point is tested above for every case; ~5-7 s each here)
+    pytest.param("logistic", cr.Linf(0.05), True, marks=pytest.mark.slow),
     pytest.param("hinge", cr.L2(0.15), True, marks=pytest.mark.slow),
 ])
 def test_augmented_lagrangian_certifies_its_point(loss, threat, three):
     program = _program(loss, threat, three)
     optimum = cr.solve(program, "clarabel").objective
-    solution = solve_relu_torch(program, tol=1e-4, accept_inaccurate=True)
+    solution = solve_relu_torch(program, tol=1e-3, accept_inaccurate=True)
     info = solution.info
     assert info["dual_bound"] <= optimum + 1e-9
     true_gap = (solution.objective - optimum) / solution.objective
