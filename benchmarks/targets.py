@@ -39,8 +39,8 @@ cifar-scale. The scale issue's target 3: CIFAR-scale heads on the CPU, 10 classe
    normalises features), ℓ2 radius 0.1, hinge, β = 1e-3: the robust polynomial SDP (torch,
    ``tol`` 1e-3, ``dtype="auto"``) and the robust ReLU program with P = 100 (torch AL, ``tol``
    1e-3), each within 600 s. Met when each ends optimal with a certified relative gap
-   (``info["duality_gap"]``) ≤ 1e-3 and peak RSS ≤ 8 GB; the AL solver writes no certified
-   gap, so its row cannot meet it. Recorded: GFLOP/s of the matmul-shaped contractions over the
+   (``info["duality_gap"]``; the AL's from ``solvers/relu_dual.py``) ≤ 1e-3 and peak RSS ≤
+   8 GB. Recorded: GFLOP/s of the matmul-shaped contractions over the
    seconds spent in evaluations, as a fraction of the measured float32 matmul rate, and the
    objective over the zero network's (how far the radius is from trivial).
 
