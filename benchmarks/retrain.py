@@ -27,6 +27,10 @@ images); digits otherwise uses all of its data. Writes ``benchmarks/results/retr
 (records, times, chosen hyper-parameters, config, machine) and ``retrain-<data>.png`` (one panel
 per ε).
 
+``--heads`` picks the head families (default both); the PGD-trained baseline comes with
+``relu``, whose width it takes. A run over one family can be followed by the other with the
+same ``--cache``: the stages of the first are reused with ``--resume``.
+
 Resuming: every finished stage (the LiResNet's evaluation, each head with its evaluation) is
 kept in ``<cache>/stages/`` (its row as JSON, a head also as a ``RobustModel`` file), and every
 solved grid candidate in the pipeline's ``<cache>/features/candidates/``. ``--resume`` (same
@@ -228,6 +232,9 @@ def main() -> None:
                              "(the LiResNet: every training radius; default), or all")
     parser.add_argument("--eps", default=None,
                         help="comma-separated subset of the training radii (default: all)")
+    parser.add_argument("--heads", default=",".join(HEADS),
+                        help="comma-separated head families (default: polynomial,relu); the "
+                             "PGD-trained baseline runs with relu, as wide as its head")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cache", default=None, help="feature cache folder (default /tmp)")
     parser.add_argument("--out", default=str(RESULTS))
@@ -236,6 +243,11 @@ def main() -> None:
                              "options kept in --cache (module docstring)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args()
+    heads = tuple(h for h in HEADS if h in args.heads.split(","))
+    unknown = set(args.heads.split(",")) - set(HEADS)
+    if unknown or not heads:
+        parser.error(f"--heads takes a comma-separated subset of {','.join(HEADS)}, "
+                     f"got {args.heads!r}")
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
     limits = DEFAULT_LIMITS[args.data]
@@ -301,7 +313,7 @@ def main() -> None:
         if eps not in train_radii:
             continue
         tag = label.split("/")[0] if args.data == "cifar10" else label
-        for head in HEADS:
+        for head in heads:
             row = stages.finished(f"{head}@{tag}")
             if row is not None:
                 rows.append(row)
@@ -325,6 +337,8 @@ def main() -> None:
                 "chosen": info["chosen"], "neurons": int(model.head.n_neurons),
                 "feature_radius": info["feature_radius"], "times": info["times"],
                 "candidates": info["candidates"]}, stages))
+        if "relu" not in heads:  # the baseline is as wide as the convex ReLU head
+            continue
         row = stages.finished(f"pgd-head@{tag}")
         if row is not None:
             rows.append(row)
@@ -357,7 +371,7 @@ def main() -> None:
     print(f"\ntotal wall time {wall:.1f}s")
     out = Path(args.out)
     config = {"data": args.data, "radii": list(radii), "radius_names": RADIUS_NAMES[args.data],
-              "train_radii": list(train_radii), "heads": list(HEADS), "grid": GRID,
+              "train_radii": list(train_radii), "heads": list(heads), "grid": GRID,
               "components": args.components, "solve_time_limit": solve_limit,
               "pgd_steps": args.pgd_steps,
               "pgd_restarts": args.pgd_restarts, "pgd_head_epochs": args.pgd_head_epochs,
