@@ -30,7 +30,7 @@ from convexrobust._io import write_json_atomic
 from convexrobust._validation import check_device
 from convexrobust.classifier_training import ClassifierConfig
 from convexrobust.data import load
-from convexrobust.demo import AUTOATTACK_LIMIT
+from convexrobust.demo import AUTOATTACK_LIMIT, IMAGE_AUTOATTACK_LIMIT
 from convexrobust.errors import ConvexRobustError, InvalidInputError
 from convexrobust.evaluation import ATTACKS, AUTOATTACKS
 from convexrobust.networks.registry import load_network
@@ -696,7 +696,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "not installed)")
     demo.add_argument("--autoattack-limit", type=_count, metavar="N",
                       help=f"AutoAttack attacks N test points (seeded, classes in proportion; "
-                           f"PGD attacks them all); 0: no AutoAttack (default {AUTOATTACK_LIMIT})")
+                           f"PGD attacks them all); 0: no AutoAttack (default "
+                           f"{IMAGE_AUTOATTACK_LIMIT} for image data, {AUTOATTACK_LIMIT} for "
+                           "tables)")
     demo.add_argument("--autoattack-radii", type=_radii,
                       help="the test radii AutoAttack attacks at (default: --eps when it is a "
                            "test radius, else every test radius)")

@@ -82,8 +82,14 @@ def committed_backbone(data: str) -> Path | None:
 
 
 #: Test images AutoAttack attacks by default (a stratified subset of the test set), chosen so
-#: that AutoAttack adds minutes, not hours, to the digits demo on a CPU (README: its share).
+#: that AutoAttack adds minutes, not hours, to a demo on a CPU (README: its share).
 AUTOATTACK_LIMIT = 40
+
+#: The image demo's AutoAttack subset and PGD restarts (:class:`DemoConfig`): AutoAttack costs
+#: about 1.8 s per image, model and radius on the digits LiResNet and PGD some 15 s per restart
+#: and model, so these keep ``make demo`` (three models) within 5 minutes on 2 CPU cores.
+IMAGE_AUTOATTACK_LIMIT = 20
+IMAGE_PGD_RESTARTS = 1
 
 
 def default_attacks(autoattack_limit: int | None = AUTOATTACK_LIMIT) -> tuple[str, ...]:
@@ -125,13 +131,13 @@ class DemoConfig:
     attacks: tuple[str, ...] | None = None
     #: AutoAttack attacks a seeded stratified subset of this many test images (None: all of
     #: them; 0: no AutoAttack); the PGD attacks attack every test image
-    autoattack_limit: int | None = AUTOATTACK_LIMIT
+    autoattack_limit: int | None = IMAGE_AUTOATTACK_LIMIT
     #: the radii AutoAttack attacks at (None:
     #: :func:`~convexrobust.evaluation.default_autoattack_radii`, the training radius ``eps``
     #: when it is a test radius)
     autoattack_radii: tuple[float, ...] | None = None
     pgd_steps: int = 50
-    pgd_restarts: int = 3
+    pgd_restarts: int = IMAGE_PGD_RESTARTS
     seed: int = 0
     #: where the named dataset is stored (the CIFAR-10 zip or folder); data is read from here
     #: when given (the older spelling of ``data=PATH``, which keeps the name's test radii)
