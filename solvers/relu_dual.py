@@ -81,7 +81,8 @@ def loss_minorant(program: ConvexReLU, U: torch.Tensor, smoothing: float,
 
 def conjugate_sum(program: ConvexReLU, slopes: torch.Tensor, data: dict[str, torch.Tensor],
                   theta: float) -> float:
-    """``Σ_k ℓ*(θ s_k)`` over the chunk's samples (``+inf`` outside the conjugate's domain)."""
+    """``Σ_k ℓ*(θ s_k)`` over the chunk's samples (``+inf`` outside the conjugate's domain);
+    of ``data`` only ``others`` is read (pairwise margins)."""
     loss = get_loss(program.loss)
     scaled = theta * slopes
     if program.pairwise_margins:

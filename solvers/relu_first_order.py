@@ -283,7 +283,8 @@ class _AugmentedLagrangian:
                 cone += c
                 total += t
             domain = max(domain, relu_dual.domain_scale(self.program, slopes, data))
-            kept.append((slopes, data))
+            # the conjugates need the slopes and, for pairwise margins, the labels' masks only
+            kept.append((slopes, {key: data[key] for key in ("others",) if key in data}))
         G, cone, total = self.comm.sum(G, cone, total)
         (domain,) = self.comm.max_floats(domain)
         worst = float(relu_dual.residual_norms(self.program, G / self.n, cone, total).max())
