@@ -30,10 +30,11 @@ from convexrobust._io import write_json_atomic
 from convexrobust._validation import check_device
 from convexrobust.classifier_training import ClassifierConfig
 from convexrobust.data import load
-from convexrobust.demo import AUTOATTACK_LIMIT, IMAGE_AUTOATTACK_LIMIT
+from convexrobust.demo import AUTOATTACK_LIMIT, IMAGE_AUTOATTACK_LIMIT, IMAGE_PGD_RESTARTS
 from convexrobust.errors import ConvexRobustError, InvalidInputError
 from convexrobust.evaluation import ATTACKS, AUTOATTACKS
 from convexrobust.networks.registry import load_network
+from convexrobust.tabular import TabularConfig
 from convexrobust.training import TrainConfig
 
 TRAIN_DEFAULTS = asdict(TrainConfig())
@@ -203,6 +204,7 @@ def _demo(args: argparse.Namespace) -> int:
                      and "test_limit" in named else args.test_limit or None,
                      radii=args.radii, attacks=attacks, autoattack_limit=limit,
                      autoattack_radii=args.autoattack_radii,
+                     pgd_restarts=args.pgd_restarts or defaults.pgd_restarts,
                      solver_options=_solve_time_limit(args.solve_time_limit,
                                                       named.get("solve_time_limit")))
     out = Path(args.out or "out/demo")
@@ -279,13 +281,13 @@ def _autoattack_legend(records: list[dict]) -> str:
 
 def _tabular_demo(args: argparse.Namespace, source: str, attacks: tuple[str, ...]) -> int:
     from convexrobust.demo_tabular import DEMO_CONFIG, run_tabular_demo
-    from convexrobust.tabular import TabularConfig
 
     cfg = TabularConfig(components=DEMO_CONFIG.components if args.components is None
                         else args.components, solver=args.solver, radii=args.radii,
                         eps=DEMO_CONFIG.eps if args.eps is None else args.eps, attacks=attacks,
                         autoattack_limit=AUTOATTACK_LIMIT if args.autoattack_limit is None
-                        else args.autoattack_limit, autoattack_radii=args.autoattack_radii)
+                        else args.autoattack_limit, autoattack_radii=args.autoattack_radii,
+                        pgd_restarts=args.pgd_restarts or TabularConfig.pgd_restarts)
     out = Path(args.out or "out/demo")
     print(f"convexrobust demo: {source} (standardised with its training split), features = "
           f"{f'top {cfg.components} principal components' if cfg.components else 'all columns'}"
@@ -358,6 +360,14 @@ def _count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive_count(text: str) -> int:
+    """An integer >= 1."""
+    value = _count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
 
 
@@ -699,6 +709,9 @@ def build_parser() -> argparse.ArgumentParser:
                            f"PGD attacks them all); 0: no AutoAttack (default "
                            f"{IMAGE_AUTOATTACK_LIMIT} for image data, {AUTOATTACK_LIMIT} for "
                            "tables)")
+    demo.add_argument("--pgd-restarts", type=_positive_count, metavar="N",
+                      help=f"PGD restarts (default {IMAGE_PGD_RESTARTS} for image data, "
+                           f"{TabularConfig.pgd_restarts} for tables)")
     demo.add_argument("--autoattack-radii", type=_radii,
                       help="the test radii AutoAttack attacks at (default: --eps when it is a "
                            "test radius, else every test radius)")

@@ -226,3 +226,29 @@ def test_cifar10_demo_starts_from_the_committed_backbone(monkeypatch, tmp_path):
     assert config("--checkpoint", "mine.pt", "--eps", "0.5").checkpoint == "mine.pt"
     monkeypatch.setitem(COMMITTED_BACKBONES, "cifar10", tmp_path / "absent.pt")
     assert config().checkpoint is None  # an installed package has no benchmarks: train
+
+
+def test_pgd_restarts_reach_both_routes_with_their_defaults(monkeypatch, tmp_path):
+    """--pgd-restarts reaches the image and the tabular demo; without it each keeps its own
+    default (a spy stands in for the run: the configuration is the point)."""
+    import convexrobust.demo
+    import convexrobust.demo_tabular
+    from convexrobust.demo import IMAGE_PGD_RESTARTS
+    from convexrobust.tabular import TabularConfig
+
+    seen = {}
+
+    def spy(cfg, *args, **kwargs):
+        seen["restarts"] = cfg.pgd_restarts
+        raise KeyboardInterrupt  # stop before any work
+
+    monkeypatch.setattr(convexrobust.demo, "run_demo", spy)
+    monkeypatch.setattr(convexrobust.demo_tabular, "run_tabular_demo", spy)
+    for data, default in (("digits", IMAGE_PGD_RESTARTS),
+                          ("breast-cancer", TabularConfig.pgd_restarts)):
+        for extra, expected in (((), default), (("--pgd-restarts", "2"), 2)):
+            with pytest.raises(KeyboardInterrupt):
+                cli.main(["--threads", "1", "demo", "--data", data, "--attack", "pgd",
+                          "--out", str(tmp_path), *extra])
+            assert seen.pop("restarts") == expected
+    assert IMAGE_PGD_RESTARTS != TabularConfig.pgd_restarts  # the test tells them apart
