@@ -302,13 +302,14 @@ def _robust_hinge_prox(r: torch.Tensor, b: torch.Tensor, t: torch.Tensor, eps: f
     return v, c
 
 
-def _project_capped_cone(alpha: torch.Tensor, xi: torch.Tensor, eps: float
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
+def _project_capped_cone(alpha: torch.Tensor, xi: torch.Tensor, eps: float,
+                         mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The Euclidean projection of ``(α, ξ)`` (``α`` (...,), ``ξ`` (..., d)) onto
     ``{0 ≤ α ≤ 1, ‖ξ‖₂ ≤ εα}``: onto the second-order cone ``‖ξ‖ ≤ εα`` (identity inside, 0
     in its polar ``ε‖ξ‖ ≤ −α``, else the boundary point ``α' = (α + ε‖ξ‖)/(1 + ε²)``,
     ``ξ' = εα'ξ/‖ξ‖``), and where that lands beyond ``α = 1``, onto the cap ``{α = 1, ‖ξ‖ ≤ ε}``
-    (the projection onto the intersection then lies on that face)."""
+    (the projection onto the intersection then lies on that face). ``mask`` (the shape of
+    ``α``, 0 or 1), when given, multiplies the result (one pass over ``ξ`` either way)."""
     norm = torch.linalg.vector_norm(xi, dim=-1)
     tiny = torch.finfo(xi.dtype).tiny
     boundary = ((alpha + eps * norm) / (1 + eps * eps)).clamp(min=0)
@@ -318,7 +319,14 @@ def _project_capped_cone(alpha: torch.Tensor, xi: torch.Tensor, eps: float
     capped = a > 1
     a = torch.where(capped, torch.ones_like(a), a)
     radius = torch.where(capped, torch.clamp(norm, max=eps), radius)
-    return a, xi * (radius / norm.clamp_min(tiny)).unsqueeze(-1)
+    factor = radius / norm.clamp_min(tiny)
+    if mask is not None:
+        a, factor = a * mask, factor * mask
+    return a, xi * factor.unsqueeze(-1)
+
+
+#: The robust pairwise prox checks how far its multipliers moved every this many steps.
+PAIR_PROX_CHECK_EVERY = 4
 
 
 def _robust_pairwise_hinge_prox(r: torch.Tensor, b: torch.Tensor, labels: torch.Tensor,
@@ -343,18 +351,23 @@ def _robust_pairwise_hinge_prox(r: torch.Tensor, b: torch.Tensor, labels: torch.
         alpha, eta = duals[0], duals[1].transpose(0, 1) * scale
     lipschitz = step_r * C
     momentum = (math.sqrt(C) - 1) / (math.sqrt(C) + 1)
+    # the step y + (lin − step_r(Σ_c y_c + y))/L written as lin/L + (1 − 1/C)·y − Σ_c y_c/C and
+    # the momentum as one lerp, so that each pass over the (n, C, d) block does more work
+    lin_a, lin_e = lin_a / lipschitz, lin_e / lipschitz
+    keep, share = 1.0 - step_r / lipschitz, step_r / lipschitz
     y_a, y_e = alpha, eta
-    for _ in range(max_steps):
-        grad_a = lin_a - step_r * (y_a.sum(dim=1, keepdim=True) + y_a)
-        grad_e = lin_e - step_r * (y_e.sum(dim=1, keepdim=True) + y_e)
-        new_a, new_e = _project_capped_cone(y_a + grad_a / lipschitz,
-                                           y_e + grad_e / lipschitz, eps_eta)
-        new_a, new_e = new_a * other, new_e * other.unsqueeze(-1)
-        move = max(float((new_a - alpha).abs().max()), float((new_e - eta).abs().max()))
-        y_a = new_a + momentum * (new_a - alpha)
-        y_e = new_e + momentum * (new_e - eta)
+    for step in range(1, max_steps + 1):
+        new_a, new_e = _project_capped_cone(
+            torch.add(lin_a, y_a, alpha=keep).sub_(share * y_a.sum(dim=1, keepdim=True)),
+            torch.add(lin_e, y_e, alpha=keep).sub_(share * y_e.sum(dim=1, keepdim=True)),
+            eps_eta, other)
+        # the movement is measured every PAIR_PROX_CHECK_EVERY steps (a few extra steps at most)
+        done = step % PAIR_PROX_CHECK_EVERY == 0 and max(
+            float((new_a - alpha).abs().max()), float((new_e - eta).abs().max())) <= tol
+        y_a = torch.lerp(alpha, new_a, 1.0 + momentum)
+        y_e = torch.lerp(eta, new_e, 1.0 + momentum)
         alpha, eta = new_a, new_e
-        if move <= tol:
+        if done:
             break
     xi = eta / scale  # (n, C, d)
     v = r - step_r * alpha
