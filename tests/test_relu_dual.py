@@ -81,6 +81,17 @@ def test_augmented_lagrangian_certifies_its_point(loss, threat, three):
     assert solution.gap_kind == "relative_stationarity"
 
 
+def test_streamed_certificate_equals_the_full_batch_one():
+    """The bound's sums over chunks (a short last one) add up to the full-batch bound."""
+    program = _program("logistic", cr.L2(0.15), False)
+    # the same iterates up to summation order, so a short budgeted run suffices
+    options = {"tol": 1e-3, "max_iters": 60, "accept_inaccurate": True}
+    full = solve_relu_torch(program, batch_size=None, **options)
+    chunked = solve_relu_torch(program, batch_size=12, **options)
+    assert chunked.info["chunks"] == 3 and full.info["chunks"] == 1
+    assert chunked.info["dual_bound"] == pytest.approx(full.info["dual_bound"], rel=1e-6)
+
+
 def test_squared_loss_has_no_certificate():
     X, y = xor_data(20, 3)
     program = cr.ConvexReLU(X, y, n_patterns=6, loss="squared", beta=1e-2)

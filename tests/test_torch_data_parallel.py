@@ -29,8 +29,6 @@ CASES = {
                                            beta=0.1), {"tol": 1e-3}),
     "relu-hinge-l2": (lambda: cr.ConvexReLU(*xor_data(50, 3), n_patterns=8, loss="hinge",
                                             beta=0.03, threat=cr.L2(0.1)), {"tol": 1e-3}),
-    "relu-logistic-l2": (lambda: cr.ConvexReLU(*xor_data(40, 3), n_patterns=8, loss="logistic",
-                                               beta=0.03, threat=cr.L2(0.1)), {"tol": 1e-3}),
     "poly-hinge": (lambda: cr.ConvexPolynomial(*xor_data(40, 3), loss="hinge", beta=1e-2),
                    {"tol": 1e-3}),
     "poly-hinge-l2": (lambda: cr.ConvexPolynomial(*xor_data(40, 3), loss="hinge", beta=1e-2,
