@@ -85,9 +85,10 @@ def committed_backbone(data: str) -> Path | None:
 #: that AutoAttack adds minutes, not hours, to a demo on a CPU (README: its share).
 AUTOATTACK_LIMIT = 40
 
-#: The image demo's AutoAttack subset and PGD restarts (:class:`DemoConfig`): AutoAttack costs
-#: about 1.8 s per image, model and radius on the digits LiResNet and PGD some 15 s per restart
-#: and model, so these keep ``make demo`` (three models) within 5 minutes on 2 CPU cores.
+#: The image demo's AutoAttack subset and PGD restarts (:class:`DemoConfig`), smaller than the
+#: tabular demo's to shorten ``make demo`` (three models); on the digits LiResNet PGD costs some
+#: 15 s per restart and model, AutoAttack about a minute per model and radius, almost all of it
+#: fixed (README: the demo's stage times).
 IMAGE_AUTOATTACK_LIMIT = 20
 IMAGE_PGD_RESTARTS = 1
 
