@@ -32,7 +32,8 @@ coordinates, ``q`` the threat's dual exponent, ``p`` the threat's own).
 
 At an optimum with its exact multipliers and slopes the bound equals the optimum (strong
 duality); from an approximate point it is a valid bound whose distance to the objective
-certifies how far that point can be from optimal. The functions below work on one chunk of
+certifies how far that point can be from optimal (up to the rounding of its float64
+evaluation). The functions below work on one chunk of
 samples at a time (rows of :meth:`ConvexReLU.tensors_of`), so a caller that streams its samples,
 or shards them over processes, adds the chunks' terms up before :func:`residual_norms` and
 :func:`best_scaling`.
@@ -117,7 +118,7 @@ def ball_residual(w: torch.Tensor, radius: torch.Tensor, p: float) -> torch.Tens
     last axis; ``radius`` broadcasts against ``w[..., :1]``), for ``p ∈ {1, 2, ∞}``."""
     if p == 2:
         norm = torch.linalg.vector_norm(w, dim=-1, keepdim=True)
-        return w * (1 - radius / norm.clamp_min(1e-300)).clamp(min=0.0)
+        return w * (1 - radius / norm.clamp_min(torch.finfo(w.dtype).tiny)).clamp(min=0.0)
     if p == math.inf:
         return torch.sign(w) * (w.abs() - radius).clamp(min=0.0)
     if p == 1:
@@ -153,6 +154,8 @@ def best_scaling(worst_residual: float, beta: float, domain: float, n: int,
     """Step 4: the best ``θ`` in ``[0, min(β / worst_residual, 1 / domain)]`` and its bound
     ``−conjugates(θ)/n`` (``conjugates(θ) = Σ_k ℓ*(θ s_k)`` over all samples; concave bound,
     golden-section search, the right end also tried). Returns ``(θ, bound)``."""
+    if not (math.isfinite(worst_residual) and math.isfinite(domain)):
+        return 0.0, 0.0  # a non-finite point or multipliers: the zero dual point's bound
     top = min(beta / worst_residual if worst_residual > 0 else math.inf,
               1.0 / domain if domain > 0 else math.inf)
     if not math.isfinite(top):  # nothing limits θ: the slopes vanish (zero loss slopes)

@@ -62,6 +62,7 @@ def test_any_point_and_multipliers_bound_the_optimum(loss, threat, three):
 @pytest.mark.parametrize(("loss", "threat", "three"), [
     ("logistic", cr.L2(0.15), False),
     ("hinge", cr.L2(0.15), False),
+    ("logistic", cr.Linf(0.05), False),
     # pairwise (the bound of any point is tested above for every case; ~5-7 s each here)
     pytest.param("logistic", cr.Linf(0.05), True, marks=pytest.mark.slow),
     pytest.param("hinge", cr.L2(0.15), True, marks=pytest.mark.slow),
