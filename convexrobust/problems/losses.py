@@ -225,7 +225,8 @@ class Loss:
         (C, n, d): ``argmin_{v,c} h(v, c) + ‖v − r‖²/2step_r + ‖c − b‖²/2step_b`` row by row,
         by its dual (module doc), from the multipliers ``duals = (α (n, C), ξ (C, n, d))`` of an
         earlier call when given, until no multiplier moves by more than ``tol`` in a step (checked
-        every :data:`PAIR_PROX_CHECK_EVERY` steps) or after ``max_steps`` steps. Returns ``(v, c, (α, ξ))``: every ``α_{k,c}`` in ``[0, 1]`` with
+        every :data:`PAIR_PROX_CHECK_EVERY` steps) or after ``max_steps`` steps. Returns
+        ``(v, c, (α, ξ))``: every ``α_{k,c}`` in ``[0, 1]`` with
         ``‖ξ_{c,k}‖ ≤ εα_{k,c}``, 0 in the true class."""
         if not self.has_robust_prox:
             raise InvalidInputError(f"the {self.name} loss has no robust pairwise prox; use a "
