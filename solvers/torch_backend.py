@@ -40,6 +40,7 @@ def _option_names() -> set[str]:
     """Every option some torch method takes, and ``method``."""
     from convexrobust.solvers import (
         polynomial_admm,
+        polynomial_factored,
         polynomial_first_order,
         relu_admm,
         relu_first_order,
@@ -48,9 +49,22 @@ def _option_names() -> set[str]:
     names = {"method"}
     for fn in (relu_admm.solve_relu_admm, relu_first_order.solve_relu_torch,
                polynomial_admm.solve_polynomial_admm,
-               polynomial_first_order.solve_polynomial_torch):
+               polynomial_first_order.solve_polynomial_torch,
+               polynomial_factored.solve_polynomial_factored):
         names |= set(inspect.signature(fn).parameters) - {"program"}
     return names
+
+
+def _factored_only_options() -> set[str]:
+    """The options of the polynomial programs' factored method that no other method takes."""
+    from convexrobust.solvers import polynomial_admm, polynomial_factored, polynomial_first_order
+
+    def names(fn: object) -> set[str]:
+        return set(inspect.signature(fn).parameters)  # type: ignore[arg-type]
+
+    return (names(polynomial_factored.solve_polynomial_factored)
+            - names(polynomial_first_order.solve_polynomial_torch)
+            - names(polynomial_admm.solve_polynomial_admm))
 
 
 def _gated_option_names() -> set[str]:
@@ -82,6 +96,7 @@ def solve_torch(program: ConvexProgram, method: str = "auto", **options: object)
     from convexrobust.solvers import (
         gated_relu_first_order,
         polynomial_admm,
+        polynomial_factored,
         polynomial_first_order,
         relu_admm,
         relu_first_order,
@@ -96,10 +111,11 @@ def solve_torch(program: ConvexProgram, method: str = "auto", **options: object)
         return solution
     relu = program.family == "relu"
     other = "al" if relu else "apg"
-    if not isinstance(method, str) or method.lower() not in ("auto", "admm", other):
+    methods = ("auto", "admm", other) if relu else ("auto", "admm", other, "factored")
+    if not isinstance(method, str) or method.lower() not in methods:
         raise InvalidInputError(
-            f"method for {program.family} programs must be 'auto', 'admm' or {other!r}, "
-            f"got {method!r}")
+            f"method for {program.family} programs must be one of "
+            f"{', '.join(repr(m) for m in methods)}, got {method!r}")
     method = method.lower()
     admm = relu_admm if relu else polynomial_admm
     admm_solve = relu_admm.solve_relu_admm if relu else polynomial_admm.solve_polynomial_admm
@@ -111,7 +127,14 @@ def solve_torch(program: ConvexProgram, method: str = "auto", **options: object)
                 and default)
         size = admm.admm_system_size(program) if fits else math.inf  # type: ignore[arg-type]
         method = "admm" if size <= admm.MAX_FACTOR_SIZE else other
-    if method == "admm":
+        if not relu and set(options) & _factored_only_options():
+            method = "factored"
+    if method == "factored":
+        run = polynomial_factored.solve_polynomial_factored
+        unknown = sorted(set(options) - set(inspect.signature(run).parameters))
+        if unknown:
+            raise InvalidInputError(f"method='factored' does not take {', '.join(unknown)}")
+    elif method == "admm":
         unknown = sorted(set(options) - admm_options)
         if unknown:
             raise InvalidInputError(f"the ADMM solver does not take {', '.join(unknown)}; "

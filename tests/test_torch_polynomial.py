@@ -15,7 +15,8 @@ from conftest import three_class_data, xor_data
 
 import convexrobust as cr
 from convexrobust.solvers.lifted_cone import dual_bound, project_lifted_cone
-from convexrobust.solvers.polynomial_first_order import batched_trs, solve_polynomial_torch
+from convexrobust.solvers.polynomial_first_order import solve_polynomial_torch
+from convexrobust.solvers.polynomial_objective import batched_trs
 from convexrobust.trust_region import solve_trs
 
 FAST = {"tol": 1e-5}
@@ -112,13 +113,13 @@ def test_batched_trs_matches_reference_solver():
 def _robust_data(program: cr.ConvexPolynomial, batch_size: int | None):
     from convexrobust.problems.losses import get_loss
     from convexrobust.solvers.data_parallel import Collective, SampleStream
-    from convexrobust.solvers.polynomial_first_order import _Data
+    from convexrobust.solvers.polynomial_objective import ObjectiveData
 
     act, comm = program.activation, Collective(False, torch.device("cpu"))
     arrays = {"X": program.X, "T": program.targets.values}
     stream = SampleStream(arrays, batch_size=batch_size, device=torch.device("cpu"),
                           dtype=torch.float64, collective=comm, bytes_per_sample=8)
-    return _Data(stream=stream, comm=comm, radius=float(program.l2_radius),
+    return ObjectiveData(stream=stream, comm=comm, radius=float(program.l2_radius),
                  loss=get_loss(program.loss),
                  beta=float(program.beta), a=float(act.a), b=float(act.b), c=float(act.c))
 
@@ -128,7 +129,7 @@ def test_robust_gradient_matches_finite_differences_and_chunking(loss):
     """The eigenbasis worst case (shared ``X V``, sums rotated back) gives the Danskin gradient
     of the smoothed robust objective, identically for every chunking (scratch buffers reused
     across chunks of different sizes and across evaluations)."""
-    from convexrobust.solvers.polynomial_first_order import _objective
+    from convexrobust.solvers.polynomial_objective import objective
 
     X, y = three_class_data(23, 4)
     program = cr.ConvexPolynomial(X, y, loss=loss, beta=1e-2, threat=cr.L2(0.3))
@@ -137,17 +138,17 @@ def test_robust_gradient_matches_finite_differences_and_chunking(loss):
     W = torch.randn(2, C, D, D, generator=gen, dtype=torch.float64)
     W = W + W.transpose(-1, -2)
     full, chunked = _robust_data(program, None), _robust_data(program, 7)
-    val, grad, _ = _objective(full, W, 0.05, True)
+    val, grad, _ = objective(full, W, 0.05, True)
     for _ in range(2):
-        val_c, grad_c, _ = _objective(chunked, W, 0.05, True)
+        val_c, grad_c, _ = objective(chunked, W, 0.05, True)
         torch.testing.assert_close(val_c, val, rtol=1e-12, atol=1e-12)  # per output
         torch.testing.assert_close(grad_c, grad, rtol=1e-11, atol=1e-12)
     E = torch.randn(2, C, D, D, generator=gen, dtype=torch.float64)
     E = E + E.transpose(-1, -2)
     step = 1e-6
     # the per-output values: output c's depends on (Z_c, Z'_c) alone, its gradient block
-    fd = (_objective(full, W + step * E, 0.05, False)[0]
-          - _objective(full, W - step * E, 0.05, False)[0]) / (2 * step)
+    fd = (objective(full, W + step * E, 0.05, False)[0]
+          - objective(full, W - step * E, 0.05, False)[0]) / (2 * step)
     torch.testing.assert_close(fd, (grad * E).sum((0, 2, 3)), rtol=1e-6, atol=1e-6)
 
 
@@ -157,7 +158,7 @@ def test_screening_keeps_objective_and_gradient():
     and at nearby points, and does skip rows once the model separates the data."""
     import dataclasses
 
-    from convexrobust.solvers.polynomial_first_order import _objective
+    from convexrobust.solvers.polynomial_objective import objective
 
     X, y = three_class_data(60, 4)
     program = cr.ConvexPolynomial(X, y, loss="hinge", beta=1e-2, threat=cr.L2(0.1))
@@ -170,8 +171,8 @@ def test_screening_keeps_objective_and_gradient():
         E = torch.randn(W.shape, generator=gen, dtype=torch.float64)
         point = W + (0.0 if k < 2 else 1e-3 * k) * (E + E.transpose(-1, -2))
         for mu in (0.1, 1e-3):
-            val, grad, _ = _objective(plain, point, mu, True)
-            val_s, grad_s, _ = _objective(screened, point, mu, True)
+            val, grad, _ = objective(plain, point, mu, True)
+            val_s, grad_s, _ = objective(screened, point, mu, True)
             torch.testing.assert_close(val_s, val, rtol=1e-12, atol=1e-12)
             torch.testing.assert_close(grad_s, grad, rtol=1e-10, atol=1e-12)
     assert screened.rows_solved < 0.8 * screened.rows_total  # rows were skipped
