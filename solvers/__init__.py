@@ -10,7 +10,8 @@ options)``: can it solve this program at all (None, or the reason it cannot), an
 it is too large). Modules: ``conic.py`` (cvxpy: MOSEK, Clarabel, SCS), ``torch_backend.py``
 (``"torch"``: the first-order PyTorch methods, one file per algorithm and family —
 ``relu_admm.py``, ``relu_first_order.py``, ``polynomial_admm.py``,
-``polynomial_first_order.py``, ``gated_relu_first_order.py`` — over their shared layer),
+``polynomial_first_order.py``, ``polynomial_factored.py``, ``gated_relu_first_order.py`` —
+over their shared layer),
 ``data_parallel.py`` (sums over samples in chunks or over ``torch.distributed``).
 
 ``"auto"`` tries the backends of :data:`AUTO_PREFERENCE` in turn — MOSEK, Clarabel, SCS, torch —

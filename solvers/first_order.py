@@ -7,9 +7,9 @@ momentum and restart rules), and the ending that turns a status into a
 
 The meaning of ``tol`` differs by method, and each solver's docstring states it:
 
-* ADMM, polynomial programs (``polynomial_admm``): a **certified relative duality gap** — an
-  upper bound on the relative distance of the returned objective to the optimum, from a dual
-  feasible point;
+* ADMM, polynomial programs (``polynomial_admm``), and L-BFGS on their neuron factorisation
+  (``polynomial_factored``): a **certified relative duality gap** — an upper bound on the
+  relative distance of the returned objective to the optimum, from a dual feasible point;
 * ADMM, ReLU programs (``relu_admm``): a **relative residual** — OSQP's scaled primal and dual
   residuals of the splitting; its ``Solution.gap`` is nevertheless a certified duality gap of
   the repaired point;
@@ -94,8 +94,10 @@ COMMON_OPTIONS_DOC = """
         When exhausted the solve raises :class:`SolverFailedError` with status
         ``"max_iters"`` / ``"time_limit"``.
     seed:
-        An integer; seeds torch's generator for the solve. Every method starts at zero and takes
-        no random step, so the result is a deterministic function of the program and options.
+        An integer; seeds torch's generator for the solve. Every method but ``"factored"``
+        starts at zero and takes no random step; ``"factored"`` starts at a point drawn from
+        this seed. Either way the result is a deterministic function of the program and
+        options.
     progress:
         Show a tqdm bar (on rank 0 only when distributed).
     accept_inaccurate:

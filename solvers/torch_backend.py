@@ -16,7 +16,14 @@ on retraining heads at large radii it needs thousands of iterations where the au
 Lagrangian stops in hundreds, if less exactly), the
 matrix it factors has order at most the module's ``MAX_FACTOR_SIZE`` (ReLU ``min(P·d̃, n)``,
 robust ReLU ``P·d̃``, polynomial ``min(n, (d+1)(d+2)/2)``) and every option given is one ADMM
-takes (an option only the other method takes selects it); otherwise ``"al"`` / ``"apg"``.
+takes (an option only the other method takes selects it); otherwise ``"al"`` / ``"apg"`` —
+except that a large robust polynomial program with the hinge or logistic loss
+(:func:`~convexrobust.solvers.polynomial_factored.auto_takes`) takes ``"factored"``
+(``polynomial_factored.py``: L-BFGS on the neuron factorisation, which needs far fewer
+iterations there: benchmarks/targets.py, cifar-scale) unless an option only the accelerated
+gradient takes is given, and an option only the factored method takes (``rank``) selects it.
+Its ``tol`` is a certified duality gap, not the accelerated gradient's stationarity (each
+method's docstring says what its ``tol`` measures).
 
 Gated ReLU programs have one method, ``"fista"`` (``gated_relu_first_order.py``: restarted
 FISTA stopping on a certified duality gap), which ``"auto"`` names.
@@ -59,12 +66,14 @@ def _factored_only_options() -> set[str]:
     """The options of the polynomial programs' factored method that no other method takes."""
     from convexrobust.solvers import polynomial_admm, polynomial_factored, polynomial_first_order
 
-    def names(fn: object) -> set[str]:
-        return set(inspect.signature(fn).parameters)  # type: ignore[arg-type]
+    return (_option_names_of(polynomial_factored.solve_polynomial_factored)
+            - _option_names_of(polynomial_first_order.solve_polynomial_torch)
+            - _option_names_of(polynomial_admm.solve_polynomial_admm))
 
-    return (names(polynomial_factored.solve_polynomial_factored)
-            - names(polynomial_first_order.solve_polynomial_torch)
-            - names(polynomial_admm.solve_polynomial_admm))
+
+def _option_names_of(fn: object) -> set[str]:
+    """The options a solver function takes."""
+    return set(inspect.signature(fn).parameters) - {"program"}  # type: ignore[arg-type]
 
 
 def _gated_option_names() -> set[str]:
@@ -127,11 +136,14 @@ def solve_torch(program: ConvexProgram, method: str = "auto", **options: object)
                 and default)
         size = admm.admm_system_size(program) if fits else math.inf  # type: ignore[arg-type]
         method = "admm" if size <= admm.MAX_FACTOR_SIZE else other
-        if not relu and set(options) & _factored_only_options():
+        if not relu and (set(options) & _factored_only_options() or (
+                method == "apg" and polynomial_factored.auto_takes(program)
+                and set(options) <= _option_names_of(polynomial_factored
+                                                     .solve_polynomial_factored))):
             method = "factored"
     if method == "factored":
         run = polynomial_factored.solve_polynomial_factored
-        unknown = sorted(set(options) - set(inspect.signature(run).parameters))
+        unknown = sorted(set(options) - _option_names_of(run))
         if unknown:
             raise InvalidInputError(f"method='factored' does not take {', '.join(unknown)}")
     elif method == "admm":
@@ -144,6 +156,10 @@ def solve_torch(program: ConvexProgram, method: str = "auto", **options: object)
         run = relu_first_order.solve_relu_torch
     else:
         run = polynomial_first_order.solve_polynomial_torch
+    unknown = sorted(set(options) - _option_names_of(run))
+    if unknown:
+        raise InvalidInputError(f"method={method!r} for {program.family} programs does not take "
+                                f"{', '.join(unknown)}")
     try:
         solution = run(program, **options)  # type: ignore[arg-type]
     except torch.linalg.LinAlgError as err:

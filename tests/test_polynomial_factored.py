@@ -45,8 +45,9 @@ def test_neurons_decompose_any_matrix_of_the_cone(rank):
     np.testing.assert_allclose(back, Z, atol=1e-10)
     # a generic matrix of K (full rank) too
     A = rng.normal(size=(d + 1, d + 1))
-    Y = A @ A.T
-    Y[d, d] = np.trace(Y[:d, :d])  # on the trace constraint, still PSD (the corner only grew)
+    S = np.ones(d + 1)
+    S[:d] = np.sqrt((A[d] @ A[d]) / np.sum(A[:d] ** 2))  # a congruence onto tr(Y1) = y_dd
+    Y = (S[:, None] * A) @ (S[:, None] * A).T
     assert _in_cone(Y)
     full = lift(torch.as_tensor(neurons(Y, rank=d + 1))[None, None])[0, 0].numpy()
     np.testing.assert_allclose(full, Y, atol=1e-9)
@@ -150,3 +151,27 @@ def test_backend_routes_method_and_rank_and_refuses_foreign_options():
         cr.solve(program, "torch", method="factored", smoothing_start=0.1)
     with pytest.raises(cr.InvalidInputError, match="factored"):
         cr.solve(program, "torch", method="bm")
+    relu = cr.ConvexReLU(*xor_data(20, 2), loss="hinge", beta=1e-2, n_patterns=4)
+    with pytest.raises(cr.InvalidInputError, match="rank"):  # an option of another family
+        cr.solve(relu, "torch", rank=3)
+
+
+def test_auto_gives_large_robust_programs_with_a_certificate_to_the_factored_method(
+        monkeypatch):
+    from convexrobust.solvers import polynomial_factored as module
+
+    X, y = xor_data(20, 2)
+    robust = cr.ConvexPolynomial(X, y, loss="hinge", beta=1e-2, threat=cr.L2(0.2))
+    options = {"tol": 1e-3, "accept_inaccurate": True, "max_iters": 5}
+    assert cr.solve(robust, "torch", **options).info["method"] == "apg"  # small
+    monkeypatch.setattr(module, "AUTO_MIN_ELEMENTS", 0)
+    assert cr.solve(robust, "torch", **options).info["method"] == "factored"
+    # an option only the accelerated gradient takes keeps it
+    assert cr.solve(robust, "torch", smoothing_start=0.1,
+                    **options).info["method"] == "apg"
+    # no certificate (squared loss), or nominal: never
+    squared = cr.ConvexPolynomial(X, X[:, 0] - X[:, 1], loss="squared", beta=1e-2,
+                                  threat=cr.L2(0.2))
+    assert cr.solve(squared, "torch", **options).info["method"] == "apg"
+    nominal = cr.ConvexPolynomial(X, y, loss="hinge", beta=1e-2)
+    assert cr.solve(nominal, "torch", **options).info["method"] == "admm"
