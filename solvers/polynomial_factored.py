@@ -109,7 +109,7 @@ log = logging.getLogger(__name__)
 AUTO_MIN_ELEMENTS = 1 << 22
 #: Curvature pairs kept by L-BFGS.
 MEMORY = 20
-#: A stage's progress is its objective's decrease, relative to max(1, |F|), over the last
+#: A stage's progress is its objective's decrease, relative to ``max(1, |F|)``, over the last
 #: WINDOW iterations (STALL_WINDOW in the final stage).
 WINDOW = 10
 STALL_WINDOW = 50

@@ -74,10 +74,11 @@ def test_grouped_block_power_iteration_equals_per_block():
     assert torch.all(grouped <= exact)
 
 
-def test_gloro_certificates_survive_pgd_on_500_points():
+@pytest.mark.parametrize("points", [200, pytest.param(500, marks=pytest.mark.slow)])
+def test_gloro_certificates_survive_pgd(points):
     net = _tiny(1).eval()
     K = net.lipschitz_bound("guaranteed", "backbone")
-    x = torch.rand(500, 1, 8, 8, dtype=torch.float64)
+    x = torch.rand(points, 1, 8, 8, dtype=torch.float64)
     with torch.no_grad():
         logits = net(x)
     y = logits.argmax(1)  # certify the model's own predictions
