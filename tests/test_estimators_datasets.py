@@ -160,7 +160,7 @@ def test_a_program_too_large_for_cvxpy_is_refused_and_the_estimator_goes_on(monk
     assert est.solution_.info["auto_failures"][0] == "clarabel: too_large"
 
 
-@pytest.mark.parametrize("threat", [None, cr.L2(0.1)])
+@pytest.mark.parametrize("threat", [None, pytest.param(cr.L2(0.1), marks=pytest.mark.slow)])
 def test_the_size_estimate_is_close_to_cvxpys(threat):
     import cvxpy as cp
 

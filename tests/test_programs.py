@@ -72,7 +72,7 @@ def test_polynomial_binary_solvers_agree(loss, threat, linf):
     _agree(cr.ConvexPolynomial(X, y, loss=loss, beta=1e-2, threat=threat, linf=linf))
 
 
-@pytest.mark.parametrize("threat", [None, cr.L2(0.1)])
+@pytest.mark.parametrize("threat", [None, pytest.param(cr.L2(0.1), marks=pytest.mark.slow)])
 def test_polynomial_multiclass_solvers_agree(threat):
     X, y = three_class_data(18, 2)
     _agree(cr.ConvexPolynomial(X, y, loss="hinge", beta=1e-2, threat=threat))

@@ -389,6 +389,7 @@ def test_mid_size_matches_conic():
 
 
 # ------------------------------------------------------------------ warm starts
+@pytest.mark.slow  # tests/test_polynomial_factored.py checks warm starts by default
 def test_warm_starts_never_change_the_optimum():
     """A warm start (the solution itself, a float32 solve, a neighbouring β's solution with a
     coarser smoothing start) reaches Clarabel's optimum of the program being solved; from the

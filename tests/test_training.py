@@ -94,6 +94,7 @@ def _distributed_worker(rank: int, world: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # the solvers' two-process runs are checked by test_torch_data_parallel.py
 def test_two_process_data_parallel_matches_single_process(tmp_path):
     import socket
 
