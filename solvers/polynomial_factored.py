@@ -74,11 +74,9 @@ from convexrobust._validation import check_device
 from convexrobust.errors import InvalidInputError
 from convexrobust.problems.losses import get_loss
 from convexrobust.problems.polynomial import ConvexPolynomial
-from convexrobust.solvers.data_parallel import Collective, check_batch_size
+from convexrobust.solvers.data_parallel import Collective
 from convexrobust.solvers.first_order import (
     Budget,
-    auto_dtype,
-    check_first_order_options,
     finish,
     with_common_options,
 )
@@ -89,6 +87,7 @@ from convexrobust.solvers.lifted_cone import (
     zero_is_optimal,
 )
 from convexrobust.solvers.polynomial_objective import (
+    check_solve_options,
     lipschitz_estimate,
     objective,
     objective_data,
@@ -337,26 +336,16 @@ def solve_polynomial_factored(program: ConvexPolynomial, *,
         restricts the program to rank ``r`` and the certificate says what that costs).
     """
     start = time.perf_counter()
-    if not isinstance(program, ConvexPolynomial):
-        raise InvalidInputError(
-            f"solve_polynomial_factored takes a ConvexPolynomial, got {type(program).__name__}")
-    if program.uses_diagonal_lmi:
-        raise InvalidInputError(
-            "the factored solver computes ℓ∞ worst cases through the ℓ2 ball of radius ε√d: "
-            "build the program with linf='containment', or use a conic solver")
+    dtype = check_solve_options(program, "solve_polynomial_factored", tol=tol,
+                                max_iters=max_iters, time_limit=time_limit, seed=seed,
+                                dtype=dtype, batch_size=batch_size,
+                                smoothing_floor=smoothing_floor)
     loss = get_loss(program.loss)
     if not loss.has_conjugate:
         raise InvalidInputError(
             f"method='factored' stops on a certified gap, which the {program.loss} loss does "
             "not have here: use method='apg'")
     d, C = program.n_features, program.n_outputs
-    if dtype == "auto":
-        check_first_order_options(tol, max_iters, time_limit, seed, torch.float64)
-        dtype = auto_dtype(program.X.shape[0] * C * d, tol)
-    check_first_order_options(tol, max_iters, time_limit, seed, dtype)
-    check_batch_size(batch_size)
-    if not (isinstance(smoothing_floor, (int, float)) and 0 < smoothing_floor <= 1):
-        raise InvalidInputError(f"smoothing_floor must be in (0, 1], got {smoothing_floor!r}")
     D = d + 1
     if rank is None:
         rank = D

@@ -78,13 +78,11 @@ from convexrobust._validation import check_device
 from convexrobust.errors import InvalidInputError
 from convexrobust.problems.losses import get_loss
 from convexrobust.problems.polynomial import ConvexPolynomial
-from convexrobust.solvers.data_parallel import Collective, check_batch_size
+from convexrobust.solvers.data_parallel import Collective
 from convexrobust.solvers.first_order import (
     Budget,
     Momentum,
-    auto_dtype,
     blockwise_backtracking_step,
-    check_first_order_options,
     finish,
     gradient_restart,
     per_block,
@@ -98,6 +96,7 @@ from convexrobust.solvers.lifted_cone import (
     zero_is_optimal,
 )
 from convexrobust.solvers.polynomial_objective import (
+    check_solve_options,
     lipschitz_estimate,
     objective,
     objective_data,
@@ -230,22 +229,9 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
         ``10·smoothing_floor``.
     """
     start = time.perf_counter()
-    if not isinstance(program, ConvexPolynomial):
-        raise InvalidInputError(
-            f"solve_polynomial_torch takes a ConvexPolynomial, got {type(program).__name__}")
-    if program.uses_diagonal_lmi:
-        raise InvalidInputError(
-            "the torch solver computes ℓ∞ worst cases through the ℓ2 ball of radius ε√d: build "
-            "the program with linf='containment', or use a conic solver ('clarabel', 'scs', "
-            "'mosek') for the diagonal S-procedure")
-    if dtype == "auto":
-        check_first_order_options(tol, max_iters, time_limit, seed, torch.float64)
-        n, d = program.X.shape
-        dtype = auto_dtype(n * program.n_outputs * d, tol)  # the (n, C, d) worst-case buffers
-    check_first_order_options(tol, max_iters, time_limit, seed, dtype)
-    check_batch_size(batch_size)
-    if not (isinstance(smoothing_floor, (int, float)) and 0 < smoothing_floor <= 1):
-        raise InvalidInputError(f"smoothing_floor must be in (0, 1], got {smoothing_floor!r}")
+    dtype = check_solve_options(program, "solve_polynomial_torch", tol=tol, max_iters=max_iters,
+                                time_limit=time_limit, seed=seed, dtype=dtype,
+                                batch_size=batch_size, smoothing_floor=smoothing_floor)
     if smoothing_start is not None and not (
             isinstance(smoothing_start, (int, float)) and not isinstance(smoothing_start, bool)
             and smoothing_floor <= smoothing_start <= 1):

@@ -73,11 +73,12 @@ from torch import Tensor
 from convexrobust.errors import InvalidInputError
 from convexrobust.problems.losses import Loss, get_loss
 from convexrobust.problems.polynomial import ConvexPolynomial
-from convexrobust.solvers.data_parallel import Collective, SampleStream
+from convexrobust.solvers.data_parallel import Collective, SampleStream, check_batch_size
+from convexrobust.solvers.first_order import auto_dtype, check_first_order_options
 from convexrobust.solvers.solution import Solution
 
-__all__ = ["SCREEN_MIN_ELEMENTS", "ObjectiveData", "batched_trs", "lipschitz_estimate",
-           "objective", "objective_data", "warm_start_point"]
+__all__ = ["SCREEN_MIN_ELEMENTS", "ObjectiveData", "batched_trs", "check_solve_options",
+           "lipschitz_estimate", "objective", "objective_data", "warm_start_point"]
 
 #: Screening (module docstring) is on for robust programs whose loss vanishes above a margin
 #: (the hinge) once the worst-case rows hold at least this many numbers (samples × outputs ×
@@ -562,6 +563,34 @@ def warm_start_point(warm_start: object, C: int, d: int) -> np.ndarray | None:
     if not all(np.isfinite(a).all() for a in arrays):
         raise InvalidInputError("warm_start has non-finite entries")
     return np.stack(arrays)
+
+
+def check_solve_options(program: object, solver: str, *, tol: object, max_iters: object,
+                        time_limit: object, seed: object, dtype: object, batch_size: object,
+                        smoothing_floor: object) -> torch.dtype:
+    """The input checks both torch methods of the polynomial programs share, raising
+    :class:`InvalidInputError`: ``program`` a :class:`ConvexPolynomial` whose worst cases are ℓ2
+    balls (not the ℓ∞ diagonal S-procedure), the common first-order options, ``batch_size``
+    and ``smoothing_floor`` in (0, 1]. Returns the dtype to iterate in (``"auto"`` resolved by
+    :func:`~convexrobust.solvers.first_order.auto_dtype` on the (n, C, d) worst-case
+    buffers)."""
+    if not isinstance(program, ConvexPolynomial):
+        raise InvalidInputError(
+            f"{solver} takes a ConvexPolynomial, got {type(program).__name__}")
+    if program.uses_diagonal_lmi:
+        raise InvalidInputError(
+            "the torch solvers compute ℓ∞ worst cases through the ℓ2 ball of radius ε√d: build "
+            "the program with linf='containment', or use a conic solver ('clarabel', 'scs', "
+            "'mosek') for the diagonal S-procedure")
+    if dtype == "auto":
+        check_first_order_options(tol, max_iters, time_limit, seed, torch.float64)
+        n, d = program.X.shape
+        dtype = auto_dtype(n * program.n_outputs * d, tol)  # type: ignore[arg-type]
+    check_first_order_options(tol, max_iters, time_limit, seed, dtype)
+    check_batch_size(batch_size)
+    if not (isinstance(smoothing_floor, (int, float)) and 0 < smoothing_floor <= 1):
+        raise InvalidInputError(f"smoothing_floor must be in (0, 1], got {smoothing_floor!r}")
+    return dtype  # type: ignore[return-value]
 
 
 def objective_data(program: ConvexPolynomial, *, dtype: torch.dtype, device: torch.device,

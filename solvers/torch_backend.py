@@ -143,9 +143,6 @@ def solve_torch(program: ConvexProgram, method: str = "auto", **options: object)
             method = "factored"
     if method == "factored":
         run = polynomial_factored.solve_polynomial_factored
-        unknown = sorted(set(options) - _option_names_of(run))
-        if unknown:
-            raise InvalidInputError(f"method='factored' does not take {', '.join(unknown)}")
     elif method == "admm":
         unknown = sorted(set(options) - admm_options)
         if unknown:
