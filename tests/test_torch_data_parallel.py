@@ -33,7 +33,16 @@ CASES = {
                    {"tol": 1e-3}),
     "poly-hinge-l2": (lambda: cr.ConvexPolynomial(*xor_data(40, 3), loss="hinge", beta=1e-2,
                                                   threat=cr.L2(0.1)), {"tol": 1e-3}),
+    "poly-hinge-l2-factored": (lambda: cr.ConvexPolynomial(*xor_data(40, 3), loss="hinge",
+                                                           beta=1e-2, threat=cr.L2(0.1)),
+                               {"tol": 1e-3, "method": "factored"}),
 }
+#: Cases whose trajectories amplify round-off, so that streamed, sharded and full-batch runs
+#: agree only to the solver's accuracy: the factored method (L-BFGS on a non-convex
+#: factorisation, whose stage ends and line searches branch on objective values) lands on
+#: points ~1e-4 apart in Z. Each run is certified instead: both optimal, certified gaps ≤ tol,
+#: objectives within tol of each other.
+TO_TOLERANCE = {"poly-hinge-l2-factored"}
 #: a chunk size that leaves a short last chunk (40 samples → 15 + 15 + 10, 50 → 15·3 + 5)
 BATCH = 15
 
@@ -42,8 +51,13 @@ def _rel(a: float, b: float) -> float:
     return abs(a - b) / max(abs(a), abs(b), 1e-12)
 
 
-def _assert_same_solution(a: cr.Solution, b: cr.Solution) -> None:
+def _assert_same_solution(a: cr.Solution, b: cr.Solution, name: str = "") -> None:
     assert a.status == b.status == "optimal"
+    if name in TO_TOLERANCE:
+        tol = CASES[name][1]["tol"]
+        assert a.gap <= tol and b.gap <= tol and a.gap_kind == "certified_gap"
+        assert _rel(a.objective, b.objective) <= tol
+        return
     assert _rel(a.objective, b.objective) <= 1e-6
     for key in a.values:
         np.testing.assert_allclose(a.values[key], b.values[key], rtol=0, atol=1e-5)
@@ -69,7 +83,7 @@ def test_chunked_solve_equals_full_batch(name, full_batch):
     chunked = cr.solve(program, "torch", batch_size=BATCH, **options)
     assert chunked.info["batch_size"] == BATCH
     assert chunked.info["chunks"] == -(-program.n_samples // BATCH)
-    _assert_same_solution(chunked, full_batch[name])
+    _assert_same_solution(chunked, full_batch[name], name)
 
 
 def test_chunked_solve_is_deterministic():
@@ -166,7 +180,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
-@pytest.mark.slow  # two spawned processes solving five programs (~27 s); the chunked
+@pytest.mark.slow  # two spawned processes solving six programs (~27 s); the chunked
 # streaming path, which shares the reductions, is tested by default above
 def test_two_process_solve_matches_single_process(tmp_path, full_batch):
     import torch.multiprocessing as mp
@@ -180,13 +194,19 @@ def test_two_process_solve_matches_single_process(tmp_path, full_batch):
         single = full_batch[name.removesuffix("-chunked")]
         first, second = ranks[0][name], ranks[1][name]
         assert first["info"]["world_size"] == second["info"]["world_size"] == 2
-        assert first["iterations"] == second["iterations"] == single.iterations, name
+        assert first["iterations"] == second["iterations"], name  # the ranks decide together
+        for key in single.values:  # every rank returns rank 0's point
+            assert np.array_equal(first["values"][key], second["values"][key])
+        if name in TO_TOLERANCE:
+            tol = CASES[name][1]["tol"]
+            assert first["info"]["duality_gap"] <= tol, name
+            assert _rel(first["objective"], single.objective) <= tol, name
+            continue
+        assert first["iterations"] == single.iterations, name
         assert _rel(first["objective"], single.objective) <= 1e-6, name
         if "dual_bound" in single.info:  # the certificate's reductions over the ranks
             assert _rel(first["info"]["dual_bound"], single.info["dual_bound"]) <= 1e-6, name
         for key in single.values:
-            # every rank returns rank 0's point
-            assert np.array_equal(first["values"][key], second["values"][key])
             np.testing.assert_allclose(first["values"][key], single.values[key], rtol=0,
                                        atol=1e-5, err_msg=name)
     assert ranks[1]["relu-squared-chunked"]["info"]["chunks"] == 2  # 20 samples: 12 + 8
