@@ -30,10 +30,14 @@ point: weak duality). Otherwise two repairs keep a valid bound, and the better o
   of ``K*``, concavity of ``λ_min`` puts ``βE ± θN_c`` in ``K*`` for
   ``θ_c = (β/2)/(β/2 − ℓ_c)`` (1 when ``ℓ_c ≥ 0``), and the slopes ``θ_c s`` stay in
   ``[−1, 0]``: the bound is ``(1/n) Σ_kc −φ*(θ_c s_kc)``;
-* a trace bound: an optimum has ``β Σ_c (z4_c + z4'_c) ≤ F* ≤ U`` (the losses are ≥ 0) and
-  ``tr Z = 2 z4`` on K, so over that part of K the inner products are at least
-  ``min(0, min_c ℓ_c) · 2U/β``, with ``U`` the objective of the point when it is in K (to
-  :data:`BOUND_FEASIBILITY`) and of the zero network, ``C·φ(0)``, in any case.
+* a trace bound: the program is the sum of C independent programs, one per output, and an
+  optimum of output c has ``β (z4_c + z4'_c) ≤ F*_c ≤ U_c`` (the losses are ≥ 0) with
+  ``tr Z = 2 z4`` on K, so over that part of K its inner products are at least
+  ``min(0, ℓ_c) · 2U_c/β``; ``U_c`` is output c's objective at the point when the point is
+  in K (to :data:`BOUND_FEASIBILITY`) and the zero network's, ``φ(0)``, in any case.
+
+Both repairs bound each output's part of the dual function, so the bound is the sum over the
+outputs of the better of the two.
 
 With β = 0 the only interior point is gone: a class whose ``±N_c`` is not certified in ``K*``
 gets slopes 0 (``N = 0`` is in ``K*`` and ``φ*(0) = 0``). Each ``ℓ_c`` is lowered by a
@@ -232,14 +236,19 @@ def dual_bound(program: ConvexPolynomial, values: dict[str, np.ndarray], smoothi
         return -math.inf
     if beta <= 0:
         return float(-loss.conjugate(torch.where(ell >= 0, slopes, 0.0)).sum()) / n
-    theta = interior_scaling(ell, beta)
-    scaled = float(-loss.conjugate(theta * slopes).sum()) / n
-    zero_network = C * float(loss.value_and_slope(torch.zeros(1, dtype=torch.float64))[0][0])
-    upper = zero_network
+    # per output (the program is a sum of C independent ones): the better of the two repairs
+    scaled = -loss.conjugate(interior_scaling(ell, beta) * slopes).sum(0) / n  # (C,)
+    zero_network = float(loss.value_and_slope(torch.zeros(1, dtype=torch.float64))[0][0])
+    upper = torch.full((C,), zero_network, dtype=torch.float64)
     if math.isfinite(objective) and program.violation(values) <= BOUND_FEASIBILITY:
-        upper = min(upper, max(objective, 0.0))
-    trace_part = min(0.0, float(ell.min())) * 2.0 * upper / beta
-    return max(scaled, float(-loss.conjugate(slopes).sum()) / n + trace_part)
+        z4 = torch.as_tensor(np.asarray(values["Z"], dtype=np.float64)[:, d, d]
+                             + np.asarray(values["Zp"], dtype=np.float64)[:, d, d])
+        per_output = loss.value_and_slope(margins, 0.0)[0].sum(0) / n + beta * z4
+        # the outputs' objectives, raised by any shortfall of their sum to the program's
+        excess = max(0.0, objective - float(per_output.sum()))
+        upper = torch.minimum(upper, (per_output + excess).clamp_min(0.0))
+    trace = -loss.conjugate(slopes).sum(0) / n + ell.clamp_max(0.0) * 2.0 * upper / beta
+    return float(torch.maximum(scaled, trace).sum())
 
 
 def zero_is_optimal(program: ConvexPolynomial) -> bool:
