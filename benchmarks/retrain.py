@@ -35,7 +35,8 @@ Resuming: every finished stage (the LiResNet's evaluation, each head with its ev
 kept in ``<cache>/stages/`` (its row as JSON, a head also as a ``RobustModel`` file), and every
 solved grid candidate in the pipeline's ``<cache>/features/candidates/``. ``--resume`` (same
 options) reuses them: finished stages are neither trained nor evaluated again, and a head whose
-grid search was stopped solves only the candidates it had not finished. Without ``--resume`` a
+grid search was stopped solves only the candidates it had not finished (a head kept with another
+``--betas`` grid is selected again, its solved candidates reused). Without ``--resume`` a
 run starts afresh (its times are real). Progress bars (grid search, attacks) go to stderr
 unless ``--quiet``.
 """
@@ -218,6 +219,11 @@ def main() -> None:
                         help="seconds per head solve, 0 = none (default: digits none, "
                              "cifar10 60)")
     parser.add_argument("--components", type=int, default=16)
+    parser.add_argument("--betas", default=",".join(f"{b:g}" for b in GRID["beta"]),
+                        help="comma-separated β grid of the convex heads, chosen on validation "
+                             f"(default {','.join(f'{b:g}' for b in GRID['beta'])}); a head "
+                             "stage kept with another grid is trained again on --resume (its "
+                             "solved candidates are reused)")
     parser.add_argument("--pgd-steps", type=int, default=50)
     parser.add_argument("--pgd-restarts", type=int, default=3)
     parser.add_argument("--pgd-head-epochs", type=int, default=30)
@@ -244,6 +250,13 @@ def main() -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args()
     heads = tuple(h for h in HEADS if h in args.heads.split(","))
+    try:
+        betas = tuple(float(b) for b in args.betas.split(","))
+    except ValueError:
+        betas = ()
+    if not betas or not all(0 < b < float("inf") for b in betas):
+        parser.error(f"--betas takes comma-separated positive numbers, got {args.betas!r}")
+    grid = {**GRID, "beta": betas}
     unknown = set(args.heads.split(",")) - set(HEADS)
     if unknown or not heads:
         parser.error(f"--heads takes a comma-separated subset of {','.join(HEADS)}, "
@@ -315,12 +328,14 @@ def main() -> None:
         tag = label.split("/")[0] if args.data == "cifar10" else label
         for head in heads:
             row = stages.finished(f"{head}@{tag}")
-            if row is not None:
+            if row is not None and row.get("grid") == {k: list(v) for k, v in grid.items()}:
                 rows.append(row)
                 continue
+            if row is not None:
+                print(f"  {head}@{tag}: kept with another grid, trained again", flush=True)
             start = time.perf_counter()
             model = retrain_last_two_layers(liresnet, (x, y), head=head, threat=cr.L2(eps),
-                                            components=args.components, grid=GRID, cache=cache,
+                                            components=args.components, grid=grid, cache=cache,
                                             solver_options=solver_options,
                                             progress=not args.quiet, resume=args.resume)
             # candidates a stopped run solved count with the time they took then
@@ -333,7 +348,7 @@ def main() -> None:
                   f"{model.head.n_neurons} neurons", flush=True)
             rows.append(run_eval(model, f"{head}@{tag}", test, pgd_test, aa_test, radii,
                                  radii if args.autoattack_radii == "all" else (eps,), args, {
-                "family": head, "eps": eps, "train_seconds": seconds,
+                "family": head, "eps": eps, "train_seconds": seconds, "grid": grid,
                 "chosen": info["chosen"], "neurons": int(model.head.n_neurons),
                 "feature_radius": info["feature_radius"], "times": info["times"],
                 "candidates": info["candidates"]}, stages))
@@ -346,7 +361,7 @@ def main() -> None:
         convex_relu = RobustModel.load(stages.path(f"relu@{tag}", ".pt"))
         start = time.perf_counter()
         # as wide as the convex ReLU head; as wide as its patterns when its optimum is zero
-        hidden = convex_relu.head.n_neurons or max(GRID["n_patterns"])
+        hidden = convex_relu.head.n_neurons or max(grid["n_patterns"])
         model = pgd_trained_head(convex_relu, (x, y), hidden=hidden,
                                  epochs=args.pgd_head_epochs, cache=cache,
                                  progress=not args.quiet)
@@ -371,7 +386,7 @@ def main() -> None:
     print(f"\ntotal wall time {wall:.1f}s")
     out = Path(args.out)
     config = {"data": args.data, "radii": list(radii), "radius_names": RADIUS_NAMES[args.data],
-              "train_radii": list(train_radii), "heads": list(heads), "grid": GRID,
+              "train_radii": list(train_radii), "heads": list(heads), "grid": grid,
               "components": args.components, "solve_time_limit": solve_limit,
               "pgd_steps": args.pgd_steps,
               "pgd_restarts": args.pgd_restarts, "pgd_head_epochs": args.pgd_head_epochs,

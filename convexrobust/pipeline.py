@@ -47,8 +47,12 @@ used.
 
 Model selection: the hyper-parameters (``beta``, the radius scale, ``n_patterns`` for ReLU heads)
 are chosen on a validation split — never on test data — by certified validation accuracy at ε
-when the model is certifiable, else by the head's PGD accuracy at the feature radius; ties go to
-the clean validation accuracy, then to the earlier candidate of the grid.
+when the model is certifiable, else by the head's PGD accuracy at the feature radius, with the
+one-standard-error rule (Breiman, Friedman, Olshen & Stone 1984; Hastie, Tibshirani & Friedman,
+*The Elements of Statistical Learning* §7.10): the candidates whose robust accuracy is within
+one standard error ``√(p(1−p)/n_val)`` of the best one's ``p`` are equally good, and of those
+the one of highest clean validation accuracy is chosen (then the higher robust accuracy, then
+the earlier candidate of the grid).
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -85,8 +89,8 @@ from convexrobust.robust_model import RobustModel, input_radius_factor
 from convexrobust.solvers import solve
 from convexrobust.threat import ThreatModel
 
-__all__ = ["DEFAULT_GRID", "PROGRAM_DEFAULTS", "TORCH_OPTIONS", "pgd_trained_head",
-           "retrain_last_two_layers"]
+__all__ = ["DEFAULT_GRID", "PROGRAM_DEFAULTS", "TORCH_OPTIONS", "choose_candidate",
+           "pgd_trained_head", "retrain_last_two_layers"]
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +256,7 @@ def retrain_last_two_layers(
             "or feature_radius")
 
     candidates: list[dict] = []
-    best: tuple | None = None
+    fitted: list[tuple[dict, dict, nn.Module]] = []  # (record, params, head)
     combos = list(itertools.product(*(grid[k] for k in grid)))
     bar = tqdm(combos, desc=f"{head} head", disable=None if progress else True, unit="fit")
     for values in bar:
@@ -291,16 +295,14 @@ def retrain_last_two_layers(
                                          factor if certified else None, radius, head_norm,
                                          seed))
         candidates.append(record)
-        key = (record["val_robust"], record["val_clean"])
-        if best is None or key > best[0]:
-            best = (key, params, net, record)
+        fitted.append((record, params, net))
     bar.close()
-    if best is None:
+    if not fitted:
         raise SolverFailedError(
             "every candidate head failed to solve: " + "; ".join(
                 f"{c['beta']}/{c['radius_scale']}: {c['status']}" for c in candidates),
             status="failed", solver=solver)
-    _, params, net, chosen = best
+    chosen, params, net = fitted[choose_candidate([f[0] for f in fitted], len(y_val))]
     timings["select"] = time.perf_counter() - start - timings["features"]
     if refit and len(z_val):
         t0 = time.perf_counter()
@@ -529,6 +531,19 @@ def _check_solver_options(solver: object, options: Mapping[str, object] | None
         raise InvalidInputError("solver_options cannot set backend_options: the pipeline sets "
                                 "torch's (TORCH_OPTIONS); pass torch options in solver_options")
     return dict(options)
+
+
+def choose_candidate(records: Sequence[Mapping[str, float]], n_validation: int) -> int:
+    """The index of the candidate the one-standard-error rule picks (module docstring, "Model
+    selection") from records with ``val_robust`` and ``val_clean`` in grid order, whose
+    accuracies were measured on ``n_validation`` points."""
+    if not records:
+        raise InvalidInputError("no candidate to choose from")
+    top = max(r["val_robust"] for r in records)
+    standard_error = math.sqrt(top * (1.0 - top) / max(n_validation, 1))
+    near = [i for i, r in enumerate(records) if r["val_robust"] >= top - standard_error]
+    # max keeps the first of equal keys: the earlier candidate of the grid
+    return max(near, key=lambda i: (records[i]["val_clean"], records[i]["val_robust"]))
 
 
 def _validation_split(extractor: FeatureExtractor, z: torch.Tensor, y: torch.Tensor,

@@ -17,10 +17,11 @@ Lagrangian stops in hundreds, if less exactly), the
 matrix it factors has order at most the module's ``MAX_FACTOR_SIZE`` (ReLU ``min(P·d̃, n)``,
 robust ReLU ``P·d̃``, polynomial ``min(n, (d+1)(d+2)/2)``) and every option given is one ADMM
 takes (an option only the other method takes selects it); otherwise ``"al"`` / ``"apg"`` —
-except that a large robust polynomial program with the hinge or logistic loss
-(:func:`~convexrobust.solvers.polynomial_factored.auto_takes`) takes ``"factored"``
-(``polynomial_factored.py``: L-BFGS on the neuron factorisation, which needs far fewer
-iterations there: benchmarks/targets.py, cifar-scale) unless an option only the accelerated
+except that a large robust polynomial program with the hinge or logistic loss on
+anisotropic samples (:func:`~convexrobust.solvers.polynomial_factored.auto_takes`; real
+features' principal components are) takes ``"factored"`` (``polynomial_factored.py``: L-BFGS
+on the neuron factorisation, which needs far fewer iterations there: benchmarks/targets.py,
+robust-sdp-10k) unless an option only the accelerated
 gradient takes is given, and an option only the factored method takes (``rank``) selects it.
 Its ``tol`` is a certified duality gap, not the accelerated gradient's stationarity (each
 method's docstring says what its ``tol`` measures).

@@ -14,7 +14,7 @@ import convexrobust as cr
 from convexrobust.errors import CertificateUnavailableError, InvalidInputError
 from convexrobust.evaluation import evaluate
 from convexrobust.networks import LiResNet
-from convexrobust.pipeline import pgd_trained_head, retrain_last_two_layers
+from convexrobust.pipeline import choose_candidate, pgd_trained_head, retrain_last_two_layers
 from convexrobust.robust_model import RobustModel
 
 torch.set_num_threads(1)
@@ -100,10 +100,30 @@ def test_model_selection_uses_validation_scores_only(robust):
     info = robust.info
     scored = [c for c in info["candidates"] if "val_robust" in c]
     assert len(scored) == 2 and info["n_validation"] > 0
-    best = max(scored, key=lambda c: (c["val_robust"], c["val_clean"]))
+    best = scored[choose_candidate(scored, info["n_validation"])]
     assert info["chosen"]["beta"] == best["beta"]
     assert info["feature_radius"] == pytest.approx(
         0.05 * robust.feature_lipschitz / robust.scale)
+
+
+def test_choice_is_the_cleanest_candidate_within_one_standard_error_of_the_most_robust():
+    def rec(robust: float, clean: float) -> dict:
+        return {"val_robust": robust, "val_clean": clean}
+
+    # on 10,000 validation points one standard error at p = 0.48 is 0.005: a one-point lead
+    # in robust accuracy (0.4827 vs 0.4826) is no reason to lose 0.9 points of clean accuracy
+    cifar = [rec(0.4826, 0.5888), rec(0.4827, 0.5803), rec(0.4722, 0.5596)]
+    assert choose_candidate(cifar, 10_000) == 0
+    # a lead of more than one standard error decides
+    assert choose_candidate([rec(0.40, 0.70), rec(0.48, 0.58)], 10_000) == 1
+    # on 100 points the standard error is 0.05: 0.45 is as good as 0.48
+    assert choose_candidate([rec(0.45, 0.70), rec(0.48, 0.58)], 100) == 0
+    # exact ties: the higher robust accuracy, then the earlier candidate
+    assert choose_candidate([rec(0.47, 0.6), rec(0.48, 0.6)], 10_000) == 1
+    assert choose_candidate([rec(0.5, 0.6), rec(0.5, 0.6)], 10_000) == 0
+    assert choose_candidate([rec(1.0, 0.9), rec(0.99, 1.0)], 10_000) == 0  # p = 1: no spread
+    with pytest.raises(InvalidInputError, match="no candidate"):
+        choose_candidate([], 10)
 
 
 def test_save_and_load_give_identical_outputs(robust, data, tmp_path):

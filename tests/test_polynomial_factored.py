@@ -160,12 +160,21 @@ def test_auto_gives_large_robust_programs_with_a_certificate_to_the_factored_met
         monkeypatch):
     from convexrobust.solvers import polynomial_factored as module
 
-    X, y = xor_data(20, 2)
-    robust = cr.ConvexPolynomial(X, y, loss="hinge", beta=1e-2, threat=cr.L2(0.2))
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 8))
+    y = (X[:, 0] * X[:, 1] > 0).astype(int)
+    skewed = X * np.array([1.0] + [0.1] * 7)  # one dominant direction: anisotropy 7.5 of 8
+    assert module.anisotropy(X) < module.AUTO_MIN_ANISOTROPY <= module.anisotropy(skewed)
+    assert module.anisotropy(np.zeros((3, 4))) == 1.0
+    robust = cr.ConvexPolynomial(skewed, y, loss="hinge", beta=1e-2, threat=cr.L2(0.2))
     options = {"tol": 1e-3, "accept_inaccurate": True, "max_iters": 5}
     assert cr.solve(robust, "torch", **options).info["method"] == "apg"  # small
     monkeypatch.setattr(module, "AUTO_MIN_ELEMENTS", 0)
     assert cr.solve(robust, "torch", **options).info["method"] == "factored"
+    # isotropic samples keep the accelerated gradient at any size
+    isotropic = cr.ConvexPolynomial(X, y, loss="hinge", beta=1e-2, threat=cr.L2(0.2))
+    assert cr.solve(isotropic, "torch", **options).info["method"] == "apg"
+    X, y = xor_data(20, 2)
     # an option only the accelerated gradient takes keeps it
     assert cr.solve(robust, "torch", smoothing_start=0.1,
                     **options).info["method"] == "apg"
