@@ -161,9 +161,9 @@ def test_auto_gives_large_robust_programs_with_a_certificate_to_the_factored_met
     from convexrobust.solvers import polynomial_factored as module
 
     rng = np.random.default_rng(0)
-    X = rng.standard_normal((40, 8))
+    X = rng.standard_normal((40, 20))
     y = (X[:, 0] * X[:, 1] > 0).astype(int)
-    skewed = X * np.array([1.0] + [0.1] * 7)  # one dominant direction: anisotropy 7.5 of 8
+    skewed = X * np.array([1.0] + [0.05] * 19)  # one dominant direction: anisotropy ≈ 19 of 20
     assert module.anisotropy(X) < module.AUTO_MIN_ANISOTROPY <= module.anisotropy(skewed)
     assert module.anisotropy(np.zeros((3, 4))) == 1.0
     robust = cr.ConvexPolynomial(skewed, y, loss="hinge", beta=1e-2, threat=cr.L2(0.2))
