@@ -471,25 +471,20 @@ def test_dual_bound_never_exceeds_the_optimum(name, rng):
 @pytest.mark.parametrize("loss", ["hinge", "logistic"])
 def test_dual_bound_is_the_sum_of_its_outputs_bounds(loss, rng):
     """A multi-class program is C independent one-vs-all programs, and its dual bound is the
-    sum of theirs: one output moved off the solver's point (its dual candidate leaves K*, so
-    a repair acts) loosens only its own part."""
+    sum of theirs: an output whose dual candidate leaves K* (its repair acts) loosens only its
+    own part. Any point of K gives a valid bound, so a random one serves."""
     X, y = three_class_data(18, 2)
     program = cr.ConvexPolynomial(X, y, loss=loss, beta=1e-2, threat=cr.L2(0.1))
-    solution = solve_polynomial_torch(program, **FAST)
-    smoothing = solution.info["smoothing"]  # the slopes are nearly dual optimal at its width
     C, D = program.n_outputs, program.n_features + 1
-    Z = torch.as_tensor(np.stack([solution.values["Z"], solution.values["Zp"]]))
-    noise = torch.zeros_like(Z)
-    noise[:, 0] = torch.as_tensor(rng.standard_normal((2, D, D))) * 1e-2  # output 0 only
-    values = _in_cone((Z + noise).reshape(2 * C, D, D), C)
+    values = _in_cone(torch.as_tensor(rng.standard_normal((2 * C, D, D))) * 0.3, C)
     parts = []
     for c in range(C):
         binary = cr.ConvexPolynomial(X, (y == c).astype(int), loss=loss, beta=1e-2,
                                      threat=cr.L2(0.1))
         part = {"Z": values["Z"][c:c + 1], "Zp": values["Zp"][c:c + 1]}
         assert binary.n_outputs == 1
-        parts.append(dual_bound(binary, part, smoothing))
-    total = dual_bound(program, values, smoothing)
+        parts.append(dual_bound(binary, part, 1e-3))
+    total = dual_bound(program, values, 1e-3)
     assert total == pytest.approx(sum(parts), rel=1e-9)
     assert total <= program.objective(values)
 
