@@ -326,6 +326,7 @@ def main() -> None:
         if eps not in train_radii:
             continue
         tag = label.split("/")[0] if args.data == "cifar10" else label
+        trained: set[str] = set()  # heads trained in this run (their baseline follows them)
         for head in heads:
             row = stages.finished(f"{head}@{tag}")
             if row is not None and row.get("grid") == {k: list(v) for k, v in grid.items()}:
@@ -333,6 +334,7 @@ def main() -> None:
                 continue
             if row is not None:
                 print(f"  {head}@{tag}: kept with another grid, trained again", flush=True)
+            trained.add(head)
             start = time.perf_counter()
             model = retrain_last_two_layers(liresnet, (x, y), head=head, threat=cr.L2(eps),
                                             components=args.components, grid=grid, cache=cache,
@@ -355,7 +357,7 @@ def main() -> None:
         if "relu" not in heads:  # the baseline is as wide as the convex ReLU head
             continue
         row = stages.finished(f"pgd-head@{tag}")
-        if row is not None:
+        if row is not None and "relu" not in trained:  # else as wide as the new ReLU head
             rows.append(row)
             continue
         convex_relu = RobustModel.load(stages.path(f"relu@{tag}", ".pt"))

@@ -530,6 +530,7 @@ def robust_sdp_10k() -> tuple[list[dict], dict]:
         row["screened"] = (solutions[label].info["screened"]
                            if solutions[label] is not None else None)
         rows.append(row)
+    plain, screened, single = rows
     _, fact = run(program, "torch", "factored", time_limit=limit, tol=1e-3, method="factored")
     # the long reference: the float32 run continued for 3 more limits (4× in all)
     _, longer = run(program, "torch", "float32, 4× longer", time_limit=3 * limit, tol=1e-5,
@@ -543,9 +544,8 @@ def robust_sdp_10k() -> tuple[list[dict], dict]:
                 method=method)[1] for method in ("apg", "factored")]
     gaps(pair, min(r["objective"] for r in pair))  # the loser's distance to the winner
     rows += pair
-    choice = [method_choice("isotropic", program, rows[2], fact),
+    choice = [method_choice("isotropic", program, single, fact),
               method_choice("anisotropic", skewed, *pair)]
-    plain, screened, single = rows[:3]
     speed = plain["seconds_per_evaluation"] / screened["seconds_per_evaluation"]
     met = [r["solver"] for r in rows[:4] if r.get("relative_gap", math.inf) <= 1e-3
            and r["wall_time"] <= limit + 5]  # the certificate of the point comes after
