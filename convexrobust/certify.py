@@ -11,8 +11,9 @@
   (``p_j`` its pre-activation at z). So the margin is at least
   ``m(z) − r‖Σ_{stable, active} w_j u_j‖_q − Σ_{unstable} c_j(r)`` with
   ``c_j = w_j relu(p_j)`` if ``w_j > 0`` else ``|w_j| (r‖u_j‖_q − relu(−p_j))`` (``w_j`` the
-  neuron's weight in ``f_y − f_c``). This bound is continuous and non-increasing in r (the
-  triangle inequality at each neuron's switch); its root is the radius. When the
+  neuron's weight in ``f_y − f_c``). This bound is non-increasing in r — it may jump down
+  where a neuron turns unstable (the triangle inequality at the switch gives only "after ≤
+  before") — so bisection finds its root, the radius. When the
   root of the affine margin (all patterns kept) lies strictly inside every neuron's stability
   distance, the head is affine on the ball and the radius is **exact**; otherwise (including
   a root forced by a neuron turning unstable) it is a sound lower bound.

@@ -15,7 +15,8 @@ Notation: logits ``f = W h(x) + b`` with head rows ``w_i``, label ``y``, a Lipsc
 * GloRo-TRADES: cross-entropy plus a KL term against the logits extended by the bottom class
   ``f_⊥ = max_{i≠j} (f_i + ε M_i)`` of the prediction ``j`` (the alternative to EMMA).
 * ε schedule: ``ε_t = ε (m + (M − m) min(2t/T, 1))`` with ``m = 0.1`` and ``M`` = 1.5
-  (NeurIPS code) or 3.0 (ICLR code).
+  (NeurIPS code) or 3.0 (ICLR code: Hu, Zhang, Zhou, Wang & Fredrikson, "Unlocking Deep
+  Lipschitz Networks with Certified Robustness", ICLR 2024, arXiv 2310.02513).
 """
 
 from __future__ import annotations
@@ -74,10 +75,14 @@ def gloro_trades_loss(logits: torch.Tensor, y: torch.Tensor, head_weight: torch.
 
 def gloro_radius(logits: torch.Tensor, y: torch.Tensor, head_weight: torch.Tensor,
                  K: float) -> torch.Tensor:
-    """Certified ℓ2 radius of each sample (0 when misclassified or tied)."""
+    """Certified ℓ2 radius of each sample (0 when misclassified or tied): the least
+    ``(f_y − f_i) / (K‖w_y − w_i‖)`` over ``i ≠ y`` (MATH.md §5, linear head). A class with the
+    same head row (``‖w_y − w_i‖ = 0``) never changes its margin: it allows every radius when
+    ``f_y > f_i`` and none when tied or ahead."""
     z = logits.gather(1, y[:, None]) - logits  # f_y − f_i
     M = pairwise_lipschitz(head_weight, y, K)
-    radius = torch.where(M > 0, z / M.clamp_min(torch.finfo(M.dtype).tiny), torch.inf)
+    constant = torch.where(z > 0, torch.inf, 0.0).to(z.dtype)
+    radius = torch.where(M > 0, z / M.clamp_min(torch.finfo(M.dtype).tiny), constant)
     radius = radius.scatter(1, y[:, None], torch.inf).amin(dim=1)
     return radius.clamp_min(0.0)
 

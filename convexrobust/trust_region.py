@@ -1,4 +1,6 @@
-r"""Exact batched trust-region subproblems (TRS) with sound dual lower bounds.
+r"""Exact batched trust-region subproblems (TRS) with sound dual lower bounds: the ℓ2 worst
+cases of the robust polynomial programs (MATH.md §4) and the flip distance of the polynomial
+head's exact certificate (MATH.md §5).
 
 For a symmetric matrix ``A = Q diag(lam) Q^T`` (eigendecomposition computed once by the
 caller, e.g. with :func:`torch.linalg.eigh`) and per-sample data ``g`` (n, d), ``h`` (n,),

@@ -9,6 +9,10 @@ gate ``i`` and output ``c`` (``U`` of shape (C, P, d̃)), is::
 
 with ``L`` the mean loss over the n samples (:meth:`ConvexGatedReLU.loss_torch`).
 
+The gap it reports (MATH.md §8) is the Fenchel duality gap of "Dual and certificate" below:
+the program has no cone constraints, so scaled loss slopes are dual feasible as they are and
+§8's Burer–Monteiro bound is not needed.
+
 Method
 ------
 **FISTA** (Beck & Teboulle, SIAM J. Imaging Sci. 2009) with backtracking line search and

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,6 +19,7 @@ from convexrobust.lipschitz_margin import (
     gloro_trades_loss,
 )
 from convexrobust.networks.liresnet import LiResNet, minmax, parse_arch
+from convexrobust.training import evaluate_gloro
 
 
 def _tiny(seed: int = 0) -> LiResNet:
@@ -103,6 +106,33 @@ def test_ties_are_not_certified():
     W = torch.eye(2)
     assert not gloro_certified(logits, torch.tensor([0]), W, 1.0, 0.0)
     assert float(gloro_radius(logits, torch.tensor([0]), W, 1.0)) == 0.0
+
+
+def test_identical_head_rows_certify_only_a_strict_lead():
+    """``‖w_y − w_i‖ = 0``: the margin against ``i`` never moves, so it allows every radius when
+    ``f_y > f_i`` and none when the two are tied (the radius agrees with ``gloro_certified``)."""
+    W = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    y = torch.tensor([0, 0])
+    logits = torch.tensor([[2.0, 2.0, 0.0],    # tied with class 1, whose row is the same
+                           [2.0, 1.0, 0.0]])   # ahead of it: only class 2 limits the radius
+    radius = gloro_radius(logits, y, W, 1.0)
+    assert float(radius[0]) == 0.0
+    assert float(radius[1]) == pytest.approx(2.0 / math.sqrt(2.0))
+    for eps in (0.0, 1.0, 1.5):
+        assert torch.equal(gloro_certified(logits, y, W, 1.0, eps), radius > eps)
+
+
+def test_guaranteed_evaluation_counts_the_float64_certificates():
+    """``evaluate_gloro(kind="guaranteed")`` of a float32 network reports the certificates of
+    ``LiResNet.certified_radius`` (its float64 copy), not those of its float32 logits."""
+    torch.manual_seed(1)
+    net = _tiny().float().eval()
+    x, y = torch.rand(40, 1, 8, 8), torch.randint(0, 10, (40,))
+    radius = net.certified_radius(x, y)
+    radii = tuple(float(r) for r in radius[radius > 0][:2]) + (0.0,)
+    report = evaluate_gloro(net, x, y, radii, batch_size=16)
+    for r in radii:
+        assert report["vra"][f"{r:g}"] == float((radius > r).double().mean())
 
 
 def test_emma_properties():

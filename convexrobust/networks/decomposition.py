@@ -1,4 +1,5 @@
-r"""Neural decomposition of a lifted SDP matrix into a two-layer polynomial-activation network.
+r"""Neural decomposition of a lifted SDP matrix into a two-layer polynomial-activation network
+(MATH.md §3, recovering the network).
 
 Reference: B. Bartan and M. Pilanci, "Neural Spectrahedra and Semidefinite Lifts: Global
 Convex Optimization of Polynomial Activation Neural Networks in Fully Polynomial-Time",
