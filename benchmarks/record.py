@@ -59,11 +59,13 @@ class Stages:
     """The finished stages of a resumable benchmark run, kept in ``folder``: each stage's row
     as JSON (``finish``) and whatever else it saves under :meth:`path` (a model). A run that
     does not ``resume`` starts afresh (the folder is emptied, so its times are real); one that
-    does gets the rows of the stages a stopped run finished (``finished``)."""
+    does gets the rows of the stages a stopped run finished (``finished``); a ``read_only`` one
+    only reports them."""
 
-    def __init__(self, folder: Path, resume: bool):
-        self.folder, self.resume = Path(folder), resume
-        if not resume and self.folder.exists():
+    def __init__(self, folder: Path, resume: bool, *, read_only: bool = False):
+        # read_only: a report of what is kept; nothing is made, so nothing is discarded
+        self.folder, self.resume, self.read_only = Path(folder), resume or read_only, read_only
+        if not self.resume and self.folder.exists():
             shutil.rmtree(self.folder)
         self.folder.mkdir(parents=True, exist_ok=True)
 
@@ -71,13 +73,32 @@ class Stages:
         """Where the stage ``name`` keeps its file of type ``suffix`` (".json", ".pt")."""
         return self.folder / (name.replace("/", "_").replace("@", "-at-") + suffix)
 
-    def finished(self, name: str) -> dict | None:
-        """The row of the stage ``name`` when resuming and a stopped run finished it."""
+    def finished(self, name: str, settings: dict | None = None) -> dict | None:
+        """The row of the stage ``name`` when resuming and a stopped run finished it. With
+        ``settings``, only a row kept with the same ``"settings"``: another one is discarded
+        (its JSON removed, so that nothing can pair it with the files the stage makes again)
+        and the stage is to be made again."""
         path = self.path(name, ".json")
         if not (self.resume and path.is_file()):
             return None
+        row = json.loads(path.read_text())
+        if settings is not None and row.get("settings") != settings:
+            if self.read_only:
+                print(f"  {name:<18} kept with other settings: left out", flush=True)
+                return None
+            print(f"  {name:<18} kept with other settings: made again", flush=True)
+            self.discard(name)
+            return None
         print(f"  {name:<18} resumed from {path}", flush=True)
-        return json.loads(path.read_text())
+        return row
+
+    def discard(self, name: str) -> bool:
+        """Forget the finished stage ``name`` (its row), e.g. when what it depends on is made
+        again; whether there was one."""
+        path = self.path(name, ".json")
+        kept = path.is_file()
+        path.unlink(missing_ok=True)
+        return kept
 
     def finish(self, name: str, row: dict) -> None:
         """Keep the row of the finished stage ``name`` (atomically)."""

@@ -28,15 +28,25 @@ For every backbone and input radius ε of ``--eps`` (default 1, 2, 4, 8 /255):
 Writes ``benchmarks/results/retrain-preact.json`` (rows with chosen parameters, feature radii,
 candidates, wall times per stage) and prints the table the README carries. Stages (each head,
 each evaluation) are kept in ``--cache``; ``--resume`` continues a stopped run without redoing
-finished stages or solved candidates.
+finished stages or solved candidates. A stage is kept only when it was made from the same
+backbone file (its SHA-256) with the same settings: a backbone's evaluation with the same
+radii, test images and attack; a head with the same ``--betas``, ``--radius-scales``,
+``--solve-time-limit``, ``--components``, ``--patterns``, data and selection limits and attack
+(else it is trained again, and the PGD-trained baseline with its ReLU head).
+``--solve-time-limit`` caps each solver's run on a head candidate: a torch solve (what "auto"
+takes for heads on many images) returns its point at the cap, and the candidate keeps its
+``time_limit`` status in the record; a conic solve that hits it passes the program on to the
+next solver of the "auto" chain, as any failed conic solve does.
 
     python benchmarks/retrain_preact.py                       # both backbones, ε = 1,2,4,8/255
     python benchmarks/retrain_preact.py --eps 8 --heads relu --train-limit 5000   # a quick look
+    python benchmarks/retrain_preact.py --heads none          # the backbones' own heads only
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import time
 from fractions import Fraction
@@ -123,7 +133,9 @@ def fit_head(backbone: PreActResNet18, head: str, eps: float, r0: float, train: 
         model = retrain_last_two_layers(
             backbone, train, head=head, threat=cr.Linf(eps), lipschitz=None,
             feature_radius=scale * r0, validation=val, components=args.components or None,
-            grid={"beta": BETAS, "radius_scale": (1.0,), "n_patterns": (args.patterns,)},
+            grid={"beta": args.betas, "radius_scale": (1.0,), "n_patterns": (args.patterns,)},
+            solver_options=({"time_limit": args.solve_time_limit} if args.solve_time_limit
+                            else None),
             cache=cache, resume=args.resume, progress=not args.quiet)
         seconds = time.perf_counter() - start + resumed_seconds(model.info["candidates"])
         robust, clean = robust_accuracy(model, *select, eps, args.select_steps)
@@ -156,6 +168,14 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def _seconds(text: str) -> float:
+    """A time limit in seconds, ≥ 0 (0: none)."""
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"a time limit is seconds >= 0, got {text!r}")
+    return value
+
+
 def _radius(text: str) -> float:
     """An ε in units of 1/255 ("8") or as a fraction ("8/255")."""
     value = Fraction(text)
@@ -167,12 +187,20 @@ def main() -> None:
     parser.add_argument("--backbones", default="sgd,sam",
                         help="comma-separated committed names (sgd, sam) or name=path.pt")
     parser.add_argument("--eps", default="1,2,4,8", help="ℓ∞ radii in 1/255 (default 1,2,4,8)")
-    parser.add_argument("--heads", default=",".join(HEADS))
+    parser.add_argument("--heads", default=",".join(HEADS),
+                        help="comma-separated head families (relu, polynomial), or none: the "
+                             "backbones only")
     parser.add_argument("--radius-scales", default="0.5,1,2",
                         type=lambda t: tuple(float(v) for v in t.split(",")))
     parser.add_argument("--components", type=int, default=16,
                         help="principal components fed to the heads (0: all features)")
     parser.add_argument("--patterns", type=int, default=50, help="ReLU head patterns P")
+    parser.add_argument("--betas", default=",".join(f"{b:g}" for b in BETAS),
+                        type=lambda t: tuple(float(v) for v in t.split(",")),
+                        help="the β grid chosen from on validation (default 1e-3,1e-2)")
+    parser.add_argument("--solve-time-limit", type=_seconds, default=0,
+                        help="seconds per head solve (0: none); a capped solve's status "
+                             "(time_limit) is recorded with its candidate")
     parser.add_argument("--train-limit", type=int, default=0,
                         help="training images (stratified, seeded; 0: all 50,000)")
     parser.add_argument("--validation", type=int, default=5000,
@@ -189,18 +217,38 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true",
                         help="reuse the stages and solved candidates a stopped run kept in "
                              "--cache")
+    parser.add_argument("--kept-only", action="store_true",
+                        help="make no stage: print and write the record of the stages --cache "
+                             "keeps for these settings (implies --resume)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
     radii = tuple(_radius(t) for t in args.eps.split(","))
-    heads = tuple(args.heads.split(","))
+    heads = () if args.heads == "none" else tuple(args.heads.split(","))
+    unknown = sorted(set(heads) - set(HEADS))
+    if unknown:
+        parser.error(f"--heads: unknown {', '.join(unknown)}; choose from "
+                     f"{', '.join(HEADS)} or none")
     backbones = {}
     for item in args.backbones.split(","):
         name, _, path = item.partition("=")
         backbones[name] = Path(path) if path else BACKBONES[name]
     cache = Path(args.cache)
-    stages = Stages(cache / "stages", args.resume)
+    stages = Stages(cache / "stages", args.resume, read_only=args.kept_only)
+
+    # what defines a head stage beyond its backbone and ε: a kept stage with other settings is
+    # trained again on --resume (its solved candidates are reused where their programs match)
+    settings = {"betas": list(args.betas), "radius_scales": list(args.radius_scales),
+                "solve_time_limit": args.solve_time_limit or None,
+                "components": args.components, "patterns": args.patterns,
+                "train_limit": args.train_limit, "validation": args.validation,
+                "select_limit": args.select_limit, "select_steps": args.select_steps}
+    # what defines an evaluation: a row kept with other values is made again (a backbone's
+    # also with other radii)
+    settings["attacks"] = {"test_limit": args.test_limit, "pgd_steps": args.pgd_steps,
+                           "pgd_restarts": args.pgd_restarts}
+    attack_settings = {**settings["attacks"], "radii": list(radii)}
 
     wall = time.perf_counter()
     x, y = as_tensors(*cifar10(split="train"))
@@ -219,32 +267,48 @@ def main() -> None:
     rows = []
     for name, path in backbones.items():
         backbone = PreActResNet18.load(path).eval()
-        row = stages.finished(name)
-        if row is None:
+        # a stage is kept only for the same backbone file (its bytes) and settings
+        source = {"backbone_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+        backbone_settings = {**attack_settings, **source}
+        head_settings = {**settings, **source}
+        pgd_settings = {**head_settings, "pgd_head_epochs": args.pgd_head_epochs}
+        row = stages.finished(name, backbone_settings)
+        if row is None and not args.kept_only:
             row = {**evaluate_row(backbone, name, (x_test, y_test), radii, args),
-                   "family": "backbone", "backbone": name, "eps": None, "source": str(path)}
+                   "family": "backbone", "backbone": name, "eps": None, "source": str(path),
+                   "settings": backbone_settings}
             stages.finish(name, row)
-        rows.append(row)
+        if row is not None:
+            rows.append(row)
         for eps in radii:
             tag = f"{eps * 255:g}"
-            r0 = feature_displacement(backbone, *select, eps)
-            relu = None
+            r0 = None
+            relu, relu_trained = None, False
             for head in heads:
                 label = f"{head}-{name}@{tag}"
-                row = stages.finished(label)
+                row = stages.finished(label, head_settings)
+                if row is None and args.kept_only:
+                    continue
                 if row is None:
+                    relu_trained |= head == "relu"
+                    if r0 is None:
+                        r0 = feature_displacement(backbone, *select, eps)
                     model, info = fit_head(backbone, head, eps, r0, (x_tr, y_tr),
                                            (x_val, y_val), select, args, cache / "features")
-                    model.save(stages.path(label, ".pt"))
                     row = {**evaluate_row(model, label, (x_test, y_test), (eps,), args),
-                           "family": head, "backbone": name, "eps": eps, "r0": r0, **info}
+                           "family": head, "backbone": name, "eps": eps, "r0": r0,
+                           "settings": head_settings, **info}
+                    model.save(stages.path(label, ".pt"))
                     stages.finish(label, row)
                 rows.append(row)
                 if head == "relu":
                     relu = RobustModel.load(stages.path(label, ".pt"))
             label = f"pgd-head-{name}@{tag}"
-            row = stages.finished(label)
-            if row is None and relu is not None:
+            # the baseline copies the ReLU head's width: made again with it
+            if relu_trained and stages.resume and stages.discard(label):
+                print(f"  {label:<18} its ReLU head was trained again: made again", flush=True)
+            row = stages.finished(label, pgd_settings)
+            if row is None and relu is not None and not args.kept_only:
                 start = time.perf_counter()
                 hidden = relu.head.n_neurons or args.patterns
                 model = pgd_trained_head(relu, (x_tr, y_tr), hidden=hidden,
@@ -254,7 +318,8 @@ def main() -> None:
                 row = {**evaluate_row(model, label, (x_test, y_test), (eps,), args),
                        "family": "pgd-head", "backbone": name, "eps": eps,
                        "feature_radius": model.info["feature_radius"], "neurons": hidden,
-                       "train_seconds": seconds, "chosen": model.info["chosen"]}
+                       "train_seconds": seconds, "chosen": model.info["chosen"],
+                       "settings": pgd_settings}
                 stages.finish(label, row)
             if row is not None:
                 rows.append(row)
@@ -265,13 +330,14 @@ def main() -> None:
     print(table(rows))
     print(f"\ntotal wall time {wall:.1f}s")
     config = {"backbones": {k: str(v) for k, v in backbones.items()}, "radii": list(radii),
-              "heads": list(heads), "radius_scales": list(args.radius_scales), "betas": BETAS,
+              "heads": list(heads), "radius_scales": list(args.radius_scales),
+              "betas": list(args.betas), "solve_time_limit": args.solve_time_limit or None,
               "components": args.components, "patterns": args.patterns,
               "n_train": len(y_tr), "n_validation": len(y_val), "n_select": len(select[1]),
               "select_steps": args.select_steps, "n_test": len(y_test),
               "pgd_steps": args.pgd_steps, "pgd_restarts": args.pgd_restarts,
               "pgd_head_epochs": args.pgd_head_epochs, "wall_seconds": wall,
-              "resumed": args.resume}
+              "resumed": args.resume, "kept_only": args.kept_only}
     path = write_record(Path(args.out) / "retrain-preact.json", rows, args.threads,
                         config=config, header=header)
     print(f"wrote {path}")
