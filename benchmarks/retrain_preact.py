@@ -190,8 +190,10 @@ def main() -> None:
     parser.add_argument("--heads", default=",".join(HEADS),
                         help="comma-separated head families (relu, polynomial), or none: the "
                              "backbones only")
-    parser.add_argument("--radius-scales", default="0.5,1,2",
-                        type=lambda t: tuple(float(v) for v in t.split(",")))
+    parser.add_argument("--radius-scales", default="0.25,0.5,1",
+                        type=lambda t: tuple(float(v) for v in t.split(",")),
+                        help="feature radii tried, as multiples of the anchor r0 (default "
+                             "0.25,0.5,1: selection took 0.25 at 1 and 2/255, README)")
     parser.add_argument("--components", type=int, default=16,
                         help="principal components fed to the heads (0: all features)")
     parser.add_argument("--patterns", type=int, default=50, help="ReLU head patterns P")
