@@ -3,6 +3,7 @@ file itself (atomically: a temporary file, then a rename)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import shutil
@@ -23,6 +24,19 @@ def add_relative_gaps(results: list[dict]) -> None:
     for r in results:
         if "objective" in r:
             r["relative_gap"] = (r["objective"] - best) / max(abs(best), 1e-12)
+
+
+def positive_numbers(text: str) -> tuple[float, ...]:
+    """A comma-separated list of positive finite numbers (an argparse ``type``: a β grid, radius
+    scales)."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or not all(0 < v < float("inf") for v in values):
+        raise argparse.ArgumentTypeError(
+            f"takes comma-separated positive numbers, got {text!r}")
+    return values
 
 
 def torch_device(name: str) -> torch.device:

@@ -51,7 +51,7 @@ import time
 from pathlib import Path
 
 import torch
-from record import Stages, resumed_seconds, write_record
+from record import Stages, positive_numbers, resumed_seconds, write_record
 
 import convexrobust as cr
 from convexrobust.data import cifar10, digits
@@ -220,6 +220,7 @@ def main() -> None:
                              "cifar10 60)")
     parser.add_argument("--components", type=int, default=16)
     parser.add_argument("--betas", default=",".join(f"{b:g}" for b in GRID["beta"]),
+                        type=positive_numbers,
                         help="comma-separated β grid of the convex heads, chosen on validation "
                              f"(default {','.join(f'{b:g}' for b in GRID['beta'])}); a head "
                              "stage kept with another grid is trained again on --resume (its "
@@ -250,13 +251,9 @@ def main() -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args()
     heads = tuple(h for h in HEADS if h in args.heads.split(","))
-    try:
-        betas = tuple(float(b) for b in args.betas.split(","))
-    except ValueError:
-        betas = ()
-    if not betas or not all(0 < b < float("inf") for b in betas):
-        parser.error(f"--betas takes comma-separated positive numbers, got {args.betas!r}")
-    grid = {**GRID, "beta": betas}
+    grid = {**GRID, "beta": args.betas}
+    # a head stage is kept only with the same grid (else trained again, its candidates reused)
+    settings = {"grid": {k: list(v) for k, v in grid.items()}}
     unknown = set(args.heads.split(",")) - set(HEADS)
     if unknown or not heads:
         parser.error(f"--heads takes a comma-separated subset of {','.join(HEADS)}, "
@@ -326,15 +323,13 @@ def main() -> None:
         if eps not in train_radii:
             continue
         tag = label.split("/")[0] if args.data == "cifar10" else label
-        trained: set[str] = set()  # heads trained in this run (their baseline follows them)
         for head in heads:
-            row = stages.finished(f"{head}@{tag}")
-            if row is not None and row.get("grid") == {k: list(v) for k, v in grid.items()}:
+            row = stages.finished(f"{head}@{tag}", settings)
+            if row is not None:
                 rows.append(row)
                 continue
-            if row is not None:
-                print(f"  {head}@{tag}: kept with another grid, trained again", flush=True)
-            trained.add(head)
+            if head == "relu":  # the baseline is as wide as the convex ReLU head: made again
+                stages.discard(f"pgd-head@{tag}")
             start = time.perf_counter()
             model = retrain_last_two_layers(liresnet, (x, y), head=head, threat=cr.L2(eps),
                                             components=args.components, grid=grid, cache=cache,
@@ -350,14 +345,14 @@ def main() -> None:
                   f"{model.head.n_neurons} neurons", flush=True)
             rows.append(run_eval(model, f"{head}@{tag}", test, pgd_test, aa_test, radii,
                                  radii if args.autoattack_radii == "all" else (eps,), args, {
-                "family": head, "eps": eps, "train_seconds": seconds, "grid": grid,
+                "family": head, "eps": eps, "train_seconds": seconds, "settings": settings,
                 "chosen": info["chosen"], "neurons": int(model.head.n_neurons),
                 "feature_radius": info["feature_radius"], "times": info["times"],
                 "candidates": info["candidates"]}, stages))
         if "relu" not in heads:  # the baseline is as wide as the convex ReLU head
             continue
         row = stages.finished(f"pgd-head@{tag}")
-        if row is not None and "relu" not in trained:  # else as wide as the new ReLU head
+        if row is not None:
             rows.append(row)
             continue
         convex_relu = RobustModel.load(stages.path(f"relu@{tag}", ".pt"))

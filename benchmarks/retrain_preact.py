@@ -53,7 +53,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import torch
-from record import Stages, resumed_seconds, write_record
+from record import Stages, positive_numbers, resumed_seconds, write_record
 
 import convexrobust as cr
 from convexrobust.attacks import fgsm_attack
@@ -190,15 +190,14 @@ def main() -> None:
     parser.add_argument("--heads", default=",".join(HEADS),
                         help="comma-separated head families (relu, polynomial), or none: the "
                              "backbones only")
-    parser.add_argument("--radius-scales", default="0.25,0.5,1",
-                        type=lambda t: tuple(float(v) for v in t.split(",")),
+    parser.add_argument("--radius-scales", default="0.25,0.5,1", type=positive_numbers,
                         help="feature radii tried, as multiples of the anchor r0 (default "
                              "0.25,0.5,1: selection took 0.25 at 1 and 2/255, README)")
     parser.add_argument("--components", type=int, default=16,
                         help="principal components fed to the heads (0: all features)")
     parser.add_argument("--patterns", type=int, default=50, help="ReLU head patterns P")
     parser.add_argument("--betas", default=",".join(f"{b:g}" for b in BETAS),
-                        type=lambda t: tuple(float(v) for v in t.split(",")),
+                        type=positive_numbers,
                         help="the β grid chosen from on validation (default 1e-3,1e-2)")
     parser.add_argument("--solve-time-limit", type=_seconds, default=0,
                         help="seconds per head solve (0: none); a capped solve's status "
@@ -245,11 +244,10 @@ def main() -> None:
                 "solve_time_limit": args.solve_time_limit or None,
                 "components": args.components, "patterns": args.patterns,
                 "train_limit": args.train_limit, "validation": args.validation,
-                "select_limit": args.select_limit, "select_steps": args.select_steps}
-    # what defines an evaluation: a row kept with other values is made again (a backbone's
-    # also with other radii)
-    settings["attacks"] = {"test_limit": args.test_limit, "pgd_steps": args.pgd_steps,
-                           "pgd_restarts": args.pgd_restarts}
+                "select_limit": args.select_limit, "select_steps": args.select_steps,
+                # what defines an evaluation (a backbone's also by its radii, below)
+                "attacks": {"test_limit": args.test_limit, "pgd_steps": args.pgd_steps,
+                            "pgd_restarts": args.pgd_restarts}}
     attack_settings = {**settings["attacks"], "radii": list(radii)}
 
     wall = time.perf_counter()
@@ -307,7 +305,7 @@ def main() -> None:
                     relu = RobustModel.load(stages.path(label, ".pt"))
             label = f"pgd-head-{name}@{tag}"
             # the baseline copies the ReLU head's width: made again with it
-            if relu_trained and stages.resume and stages.discard(label):
+            if relu_trained and stages.discard(label):
                 print(f"  {label:<18} its ReLU head was trained again: made again", flush=True)
             row = stages.finished(label, pgd_settings)
             if row is None and relu is not None and not args.kept_only:
