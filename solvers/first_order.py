@@ -260,6 +260,19 @@ def min_norm_subgradient(U: torch.Tensor, grad: torch.Tensor, beta: float) -> to
 
 
 # ----------------------------------------------------------------------------------------
+# progress of a smoothing stage
+# ----------------------------------------------------------------------------------------
+def relative_decrease(history: list[float], window: int) -> float:
+    """The decrease of the objective over the last ``window`` iterations of ``history``,
+    relative to ``max(1, |F|)`` (inf before there are that many). Smoothing methods end a stage
+    of width ``μ`` once it falls to a small multiple of ``μ``: the next stage moves the objective
+    by up to ``μ/2`` per loss term, so solving a stage further gains nothing."""
+    if len(history) <= window:
+        return math.inf
+    return (history[-window - 1] - history[-1]) / max(1.0, abs(history[-1]))
+
+
+# ----------------------------------------------------------------------------------------
 # accelerated gradient: momentum and restart
 # ----------------------------------------------------------------------------------------
 def fista_momentum(t: float | torch.Tensor, ratio: float | torch.Tensor = 1.0

@@ -78,6 +78,7 @@ from convexrobust.solvers.data_parallel import Collective
 from convexrobust.solvers.first_order import (
     Budget,
     finish,
+    relative_decrease,
     with_common_options,
 )
 from convexrobust.solvers.lifted_cone import (
@@ -297,14 +298,6 @@ def _insert_neurons(x: Tensor, grad: Tensor, curvature: float, noise: float
     return slots, u[index], weight, decrease
 
 
-def _progress(history: list[float], window: int) -> float:
-    """The decrease of the objective over the last ``window`` iterations relative to
-    ``max(1, |F|)`` (inf before there are that many)."""
-    if len(history) <= window:
-        return math.inf
-    return (history[-window - 1] - history[-1]) / max(1.0, abs(history[-1]))
-
-
 @with_common_options
 def solve_polynomial_factored(program: ConvexPolynomial, *,
                               device: torch.device | str | None = None,
@@ -496,7 +489,7 @@ def solve_polynomial_factored(program: ConvexPolynomial, *,
             if progress and budget.iterations % 10 == 0:
                 budget.bar.set_postfix(objective=f"{fx:.6g}", smoothing=f"{mu:.0e}",
                                        certified=f"{gap:.2e}")
-            step_progress = _progress(history, STALL_WINDOW if final_stage else WINDOW) \
+            step_progress = relative_decrease(history, STALL_WINDOW if final_stage else WINDOW) \
                 if moved else 0.0
             if not final_stage:
                 if step_progress <= STAGE_FACTOR * mu:

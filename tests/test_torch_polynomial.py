@@ -300,6 +300,31 @@ def test_robust_plateau_stops_early_and_says_so(monkeypatch):
     assert solution.violation <= 1e-8
 
 
+def test_coarse_stages_end_when_their_objective_settles(monkeypatch):
+    """With the stationarity exit of the coarse stages switched off and too few iterations for
+    the plateau rule, only the settled-objective rule can hand a stage over: the solve still
+    reaches the final smoothing, and Clarabel's optimum."""
+    from convexrobust.solvers import polynomial_first_order as fo
+
+    monkeypatch.setattr(fo, "STAGE_STATIONARITY", 0.0)
+    X, y = xor_data(20, 2)
+    program = cr.ConvexPolynomial(X, y, loss="hinge", beta=1e-2, threat=cr.L2(0.2))
+    reference = cr.solve(program, "clarabel")
+    solution = solve_polynomial_torch(program, tol=1e-12, max_iters=2 * fo.PLATEAU_WINDOW - 1,
+                                      accept_inaccurate=True, dtype=torch.float64)
+    assert solution.info["smoothing"] == pytest.approx(1e-3)
+    assert _rel(solution.objective, reference.objective) <= 1e-3
+
+
+def test_relative_decrease():
+    from convexrobust.solvers.first_order import relative_decrease
+
+    assert relative_decrease([3.0, 2.0], 2) == math.inf  # not enough iterations yet
+    assert relative_decrease([3.0, 2.5, 2.0], 2) == pytest.approx(0.5)  # over max(1, |F|) = 2
+    assert relative_decrease([0.3, 0.2, 0.1], 1) == pytest.approx(0.1)  # over 1 below |F| = 1
+    assert relative_decrease([1.0, 1.5], 1) < 0  # a rise
+
+
 def test_stalled_raises_unless_accepted(monkeypatch):
     from convexrobust.solvers import polynomial_first_order as fo
 
