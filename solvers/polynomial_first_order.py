@@ -35,10 +35,12 @@ shared one of :mod:`~convexrobust.solvers.first_order` (``blockwise_backtracking
   where FISTA converges at rate O(1/k²). The logistic loss and the nominal squared loss are
   smooth and run one stage. A stage before the final one ends at relative stationarity
   ``max(tol, STAGE_STATIONARITY·μ_s)``, or as soon as its objective decreased by at most
-  ``STAGE_PROGRESS·μ_s`` (relative to ``max(1, |F|)``) over its last :data:`STAGE_WINDOW`
-  iterations (:func:`~convexrobust.solvers.first_order.relative_decrease`, the rule of the
-  factored method): the next stage moves every loss term by up to ``μ_s/2``, so a stage solved
-  beyond that resolution is time lost. Robust programs need the second rule: their
+  ``STAGE_PROGRESS·μ_s·|F|`` over its last :data:`STAGE_WINDOW` iterations (the factored
+  method's rule, :func:`~convexrobust.solvers.first_order.relative_decrease`, there relative to
+  ``max(1, |F|)``; here relative to ``|F|``, since a small objective, such as a well-separated
+  binary program's, moves little per iteration long before its stage is solved): the next
+  stage moves every loss term by up to ``μ_s/2``, so a stage solved beyond that resolution is
+  time lost. Robust programs need the second rule: their
   stationarity often stays far above ``STAGE_STATIONARITY·μ_s`` while the objective has
   settled (the worst-case margins are nearly non-differentiable, "Plateaus" below), and a
   coarse stage that waited for it took the whole budget (benchmarks/targets.py, cifar-scale).
@@ -126,8 +128,8 @@ PLATEAU_FACTOR = 0.01
 PLATEAU_CHECK = 50
 
 #: A smoothing stage before the final one ends at relative stationarity
-#: max(tol, STAGE_STATIONARITY·μ_s), or when its objective decreased by at most
-#: STAGE_PROGRESS·μ_s (relative) over its last STAGE_WINDOW iterations (module docstring).
+#: max(tol, STAGE_STATIONARITY·μ_s), or when its objective F decreased by at most
+#: STAGE_PROGRESS·μ_s·|F| over its last STAGE_WINDOW iterations (module docstring).
 STAGE_STATIONARITY = 1e-2
 STAGE_PROGRESS = 1e-2
 STAGE_WINDOW = 20
@@ -355,7 +357,10 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
                     log.debug("final stage: objective plateau at iteration %d (stationarity %.2e)",
                               iterations, stationarity)
                     break
-                settled = relative_decrease(history, STAGE_WINDOW) <= STAGE_PROGRESS * mu_s
+                # settled: a decrease over the window of at most STAGE_PROGRESS·μ_s·|F|
+                # (relative_decrease divides by max(1, |F|))
+                small = min(1.0, abs(history[-1])) if history else 1.0
+                settled = relative_decrease(history, STAGE_WINDOW) <= STAGE_PROGRESS * mu_s * small
                 if not final_stage and (stationarity <= max(tol_eff, STAGE_STATIONARITY * mu_s)
                                         or settled or plateau):
                     log.debug("stage smoothing=%.1e done at iteration %d, objective %.8g",
