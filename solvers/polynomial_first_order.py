@@ -129,7 +129,7 @@ PLATEAU_CHECK = 50
 
 #: A smoothing stage before the final one ends at relative stationarity
 #: max(tol, STAGE_STATIONARITY·μ_s), or when its objective F decreased by at most
-#: STAGE_PROGRESS·μ_s·|F| over its last STAGE_WINDOW iterations (module docstring).
+#: ``STAGE_PROGRESS·μ_s·|F|`` over its last STAGE_WINDOW iterations (module docstring).
 STAGE_STATIONARITY = 1e-2
 STAGE_PROGRESS = 1e-2
 STAGE_WINDOW = 20
