@@ -262,14 +262,20 @@ def min_norm_subgradient(U: torch.Tensor, grad: torch.Tensor, beta: float) -> to
 # ----------------------------------------------------------------------------------------
 # progress of a smoothing stage
 # ----------------------------------------------------------------------------------------
-def relative_decrease(history: list[float], window: int) -> float:
+def relative_decrease(history: list[float], window: int, floor: float = 1.0) -> float:
     """The decrease of the objective over the last ``window`` iterations of ``history``,
-    relative to ``max(1, |F|)`` (inf before there are that many). Smoothing methods end a stage
-    of width ``μ`` once it falls to a small multiple of ``μ``: the next stage moves the objective
-    by up to ``μ/2`` per loss term, so solving a stage further gains nothing."""
+    relative to ``max(floor, |F|)``: inf before there are that many; with ``floor = 0``
+    relative to ``|F|``, and at ``F = 0`` inf for a positive decrease, else the decrease.
+    Smoothing methods end a stage of width ``μ`` once it falls to a small multiple of ``μ``:
+    the next stage moves the objective by up to ``μ/2`` per loss term, so solving a stage
+    further gains nothing."""
     if len(history) <= window:
         return math.inf
-    return (history[-window - 1] - history[-1]) / max(1.0, abs(history[-1]))
+    decrease = history[-window - 1] - history[-1]
+    scale = max(floor, abs(history[-1]))
+    if scale > 0:
+        return decrease / scale
+    return math.inf if decrease > 0 else decrease
 
 
 # ----------------------------------------------------------------------------------------

@@ -35,12 +35,12 @@ shared one of :mod:`~convexrobust.solvers.first_order` (``blockwise_backtracking
   where FISTA converges at rate O(1/k²). The logistic loss and the nominal squared loss are
   smooth and run one stage. A stage before the final one ends at relative stationarity
   ``max(tol, STAGE_STATIONARITY·μ_s)``, or as soon as its objective decreased by at most
-  ``STAGE_PROGRESS·μ_s·|F|`` over its last :data:`STAGE_WINDOW` iterations (the factored
-  method's rule, :func:`~convexrobust.solvers.first_order.relative_decrease`, there relative to
-  ``max(1, |F|)``; here relative to ``|F|``, since a small objective, such as a well-separated
-  binary program's, moves little per iteration long before its stage is solved): the next
-  stage moves every loss term by up to ``μ_s/2``, so a stage solved beyond that resolution is
-  time lost. Robust programs need the second rule: their
+  ``STAGE_PROGRESS·μ_s·|F|`` over its last :data:`STAGE_WINDOW` iterations
+  (:func:`~convexrobust.solvers.first_order.relative_decrease`, the factored method's rule,
+  which measures relative to ``max(1, |F|)``; relative to ``|F|`` here, because a small
+  objective such as a well-separated binary program's moves little per iteration long before
+  its stage is solved): the next stage moves every loss term by up to ``μ_s/2``, so a stage
+  solved beyond that resolution is time lost. Robust programs need the second rule: their
   stationarity often stays far above ``STAGE_STATIONARITY·μ_s`` while the objective has
   settled (the worst-case margins are nearly non-differentiable, "Plateaus" below), and a
   coarse stage that waited for it took the whole budget (benchmarks/targets.py, cifar-scale).
@@ -357,10 +357,8 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
                     log.debug("final stage: objective plateau at iteration %d (stationarity %.2e)",
                               iterations, stationarity)
                     break
-                # settled: a decrease over the window of at most STAGE_PROGRESS·μ_s·|F|
-                # (relative_decrease divides by max(1, |F|))
-                small = min(1.0, abs(history[-1])) if history else 1.0
-                settled = relative_decrease(history, STAGE_WINDOW) <= STAGE_PROGRESS * mu_s * small
+                settled = (relative_decrease(history, STAGE_WINDOW, floor=0.0)
+                           <= STAGE_PROGRESS * mu_s)
                 if not final_stage and (stationarity <= max(tol_eff, STAGE_STATIONARITY * mu_s)
                                         or settled or plateau):
                     log.debug("stage smoothing=%.1e done at iteration %d, objective %.8g",

@@ -323,6 +323,8 @@ def test_relative_decrease():
     assert relative_decrease([3.0, 2.5, 2.0], 2) == pytest.approx(0.5)  # over max(1, |F|) = 2
     assert relative_decrease([0.3, 0.2, 0.1], 1) == pytest.approx(0.1)  # over 1 below |F| = 1
     assert relative_decrease([1.0, 1.5], 1) < 0  # a rise
+    assert relative_decrease([0.3, 0.2, 0.1], 1, floor=0.0) == pytest.approx(1.0)  # over |F|
+    assert relative_decrease([0.1, 0.0], 1, floor=0.0) == math.inf  # down to F = 0
 
 
 def test_stalled_raises_unless_accepted(monkeypatch):
