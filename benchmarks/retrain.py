@@ -27,6 +27,11 @@ images); digits otherwise uses all of its data. Writes ``benchmarks/results/retr
 (records, times, chosen hyper-parameters, config, machine) and ``retrain-<data>.png`` (one panel
 per ε).
 
+The convex heads' grid is ``--betas`` × ``--radius-scales`` (training radii as multiples of
+``K_h·ε``), chosen on a validation split of the heads' training images; ``--refit`` then trains
+the chosen candidate again on all of them (training and validation split), so the head sees
+every training image.
+
 ``--heads`` picks the head families (default both); the PGD-trained baseline comes with
 ``relu``, whose width it takes. A run over one family can be followed by the other with the
 same ``--cache``: the stages of the first are reused with ``--resume``.
@@ -225,6 +230,15 @@ def main() -> None:
                              f"(default {','.join(f'{b:g}' for b in GRID['beta'])}); a head "
                              "stage kept with another grid is trained again on --resume (its "
                              "solved candidates are reused)")
+    parser.add_argument("--radius-scales", default=",".join(f"{s:g}" for s in
+                                                         GRID["radius_scale"]),
+                        type=positive_numbers,
+                        help="comma-separated grid of training radii as multiples of K·ε, "
+                             "chosen on validation with β (default "
+                             f"{','.join(f'{s:g}' for s in GRID['radius_scale'])})")
+    parser.add_argument("--refit", action="store_true",
+                        help="retrain the chosen candidate on all the heads' training images "
+                             "(training and validation split) before it is evaluated")
     parser.add_argument("--pgd-steps", type=int, default=50)
     parser.add_argument("--pgd-restarts", type=int, default=3)
     parser.add_argument("--pgd-head-epochs", type=int, default=30)
@@ -251,9 +265,10 @@ def main() -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args()
     heads = tuple(h for h in HEADS if h in args.heads.split(","))
-    grid = {**GRID, "beta": args.betas}
-    # a head stage is kept only with the same grid (else trained again, its candidates reused)
-    settings = {"grid": {k: list(v) for k, v in grid.items()}}
+    grid = {**GRID, "beta": args.betas, "radius_scale": args.radius_scales}
+    # a head stage is kept only with the same grid and refit (else trained again, its
+    # candidates reused)
+    settings = {"grid": {k: list(v) for k, v in grid.items()}, "refit": args.refit}
     unknown = set(args.heads.split(",")) - set(HEADS)
     if unknown or not heads:
         parser.error(f"--heads takes a comma-separated subset of {','.join(HEADS)}, "
@@ -305,7 +320,8 @@ def main() -> None:
               f"{args.pgd_steps} steps x {args.pgd_restarts} restarts on "
               f"{size(pgd_test)} of them ({rule(None if pgd_test is None else pgd_limit)})"
               f"{aa_note}, {args.components} components, head solves capped at "
-              f"{'no limit' if solve_limit is None else f'{solve_limit:g}s'}, "
+              f"{'no limit' if solve_limit is None else f'{solve_limit:g}s'}"
+              f"{', chosen head refit on all of them' if args.refit else ''}, "
               f"{args.threads} threads")
     print(header, flush=True)
     liresnet, liresnet_seconds, source = get_liresnet(args, x, y)
@@ -333,14 +349,16 @@ def main() -> None:
             start = time.perf_counter()
             model = retrain_last_two_layers(liresnet, (x, y), head=head, threat=cr.L2(eps),
                                             components=args.components, grid=grid, cache=cache,
-                                            solver_options=solver_options,
+                                            solver_options=solver_options, refit=args.refit,
                                             progress=not args.quiet, resume=args.resume)
             # candidates a stopped run solved count with the time they took then
             seconds = time.perf_counter() - start + resumed_seconds(model.info["candidates"])
             model.save(stages.path(f"{head}@{tag}", ".pt"))
             info = model.info
+            refit = (f", refit on {info['n_train'] + info['n_validation']} images "
+                     f"{info['times']['refit']:.1f}s" if "refit" in info["times"] else "")
             print(f"{head}@{tag}: trained in {seconds:.1f}s (features "
-                  f"{info['times']['features']:.1f}s), chose {info['chosen']}, "
+                  f"{info['times']['features']:.1f}s{refit}), chose {info['chosen']}, "
                   f"feature radius {info['feature_radius']:.4g}, "
                   f"{model.head.n_neurons} neurons", flush=True)
             rows.append(run_eval(model, f"{head}@{tag}", test, pgd_test, aa_test, radii,
@@ -385,6 +403,7 @@ def main() -> None:
     config = {"data": args.data, "radii": list(radii), "radius_names": RADIUS_NAMES[args.data],
               "train_radii": list(train_radii), "heads": list(heads), "grid": grid,
               "components": args.components, "solve_time_limit": solve_limit,
+              "refit": args.refit,
               "pgd_steps": args.pgd_steps,
               "pgd_restarts": args.pgd_restarts, "pgd_head_epochs": args.pgd_head_epochs,
               "attacks": args.attack,

@@ -181,7 +181,9 @@ def retrain_last_two_layers(
         split) before the head; None keeps all of them. Polynomial heads solve one
         ``(k+1)×(k+1)`` SDP block per class and output, so ``k`` ≲ 32 keeps them fast.
     refit:
-        Retrain the chosen configuration on training + validation data.
+        Retrain the chosen configuration on training + validation data (in the normalisation
+        fitted on the training split); ``info["refitted"]`` records that solve (status,
+        solver, seconds, objective, ``n_train``), None without a refit.
     cache:
         A directory where extracted features are cached (keyed by model and data), and where
         every solved candidate head is kept (``cache/candidates/``, keyed by its program's
@@ -304,15 +306,19 @@ def retrain_last_two_layers(
             status="failed", solver=solver)
     chosen, params, net = fitted[choose_candidate([f[0] for f in fitted], len(y_val))]
     timings["select"] = time.perf_counter() - start - timings["features"]
+    refitted: dict[str, object] | None = None
     if refit and len(z_val):
         t0 = time.perf_counter()
         z_full = torch.cat([norm_tr, norm_val])
         y_full = torch.cat([y_tr, y_val])
         program = _program(head, z_full, y_full, params, chosen["feature_radius"], head_norm,
                            loss, seed, program_options)
-        net = solve(program, solver, backend_options=backend_options,
-                    **solver_options).network()
+        solution = solve(program, solver, backend_options=backend_options, **solver_options)
+        net = solution.network()
         timings["refit"] = time.perf_counter() - t0
+        refitted = {"status": solution.status, "solver": solution.solver,
+                    "solve_time": timings["refit"], "objective": solution.objective,
+                    "n_train": int(len(y_full))}
     info = {
         "head": head, "loss": loss, "threat": threat.name,
         "certified": certified, "feature_lipschitz": bound,
@@ -320,7 +326,7 @@ def retrain_last_two_layers(
         "components": normalization.components,
         "feature_radius": chosen["feature_radius"], "chosen": params,
         "candidates": candidates, "n_train": int(len(y_tr)), "n_validation": int(len(y_val)),
-        "refit": bool(refit), "times": timings,
+        "refit": bool(refit), "refitted": refitted, "times": timings,
     }
     log.info("retrained %s head: chose %s (validation robust %.3f, clean %.3f)", head, params,
              chosen["val_robust"], chosen["val_clean"])

@@ -161,6 +161,23 @@ def test_gated_relu_head_is_a_third_family_evaluated_empirically(liresnet, data,
                                 grid={"radius_scale": (2.0,)}, progress=False)
 
 
+def test_refit_trains_the_chosen_head_on_training_and_validation_data(liresnet, data):
+    x, y, _, _ = data
+    grid = {"beta": (1e-3, 1e-2), "n_patterns": (12,)}
+    kept = retrain_last_two_layers(liresnet, (x, y), head="gated_relu", threat=cr.L2(0.05),
+                                   grid=grid, progress=False)
+    assert kept.info["refitted"] is None
+    refit = retrain_last_two_layers(liresnet, (x, y), head="gated_relu", threat=cr.L2(0.05),
+                                    grid=grid, refit=True, progress=False)
+    info = refit.info
+    assert info["chosen"] == kept.info["chosen"]  # the same selection, then one more solve
+    assert info["refitted"]["n_train"] == info["n_train"] + info["n_validation"] == len(y)
+    assert info["refitted"]["status"] == "optimal" and info["times"]["refit"] > 0
+    # the refitted head is another network than the one chosen on the training split
+    with torch.no_grad():
+        assert not torch.equal(refit.head.weight, kept.head.weight)
+
+
 class _Custom(nn.Module):
     """A user's network: a conv body and a two-layer head named fc1, fc2."""
 
