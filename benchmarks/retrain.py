@@ -366,7 +366,7 @@ def main() -> None:
                 "family": head, "eps": eps, "train_seconds": seconds, "settings": settings,
                 "chosen": info["chosen"], "neurons": int(model.head.n_neurons),
                 "feature_radius": info["feature_radius"], "times": info["times"],
-                "candidates": info["candidates"]}, stages))
+                "candidates": info["candidates"], "refitted": info["refitted"]}, stages))
         if "relu" not in heads:  # the baseline is as wide as the convex ReLU head
             continue
         row = stages.finished(f"pgd-head@{tag}")

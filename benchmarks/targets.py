@@ -46,15 +46,19 @@ cifar-scale. The scale issue's target 3: CIFAR-scale heads on the CPU, 10 classe
    torch methods (``method="apg"``, accelerated projected gradient, ``tol`` 1e-3 stationarity;
    ``method="factored"``, L-BFGS on the neuron factorisation, ``tol`` 1e-3 certified gap;
    ``dtype="auto"``), then the one of the two with the lower objective continued by its
-   method from its point for 3 more limits (a 4× longer run), and the robust ReLU program
-   with P = 100 (torch AL, ``tol`` 1e-3), each within 600 s. A row is met when it ends
-   optimal with a certified relative gap (``info["duality_gap"]``; the AL's from
-   ``solvers/relu_dual.py``) ≤ 1e-3, or (the SDP) its objective is within 1e-3 of the best
-   objective of the three SDP runs (the reference), with peak RSS ≤ 8 GB; the
-   target when one SDP row and the ReLU row are. Recorded: GFLOP/s of the matmul-shaped
-   contractions over the seconds spent in evaluations, as a fraction of the measured float32
-   matmul rate, and the objective over the zero network's (how far the radius is from
-   trivial).
+   method from its point for 3 more limits (a 4× longer run), each within 600 s. A row is met
+   when it ends optimal with a certified relative gap (``info["duality_gap"]``) ≤ 1e-3, or
+   its objective is within 1e-3 of the best objective of the three runs (the reference), with
+   peak RSS ≤ 8 GB; the target's SDP half when one of the two rows is. Recorded: GFLOP/s of
+   the matmul-shaped contractions over the seconds spent in evaluations, as a fraction of the
+   measured float32 matmul rate, and the objective over the zero network's (how far the
+   radius is from trivial).
+
+cifar-scale-relu. Target 3's other half, on the same data: the robust ReLU program with
+   P = 100 (torch AL, ``tol`` 1e-3, float32 by ``dtype="auto"``) within 600 s, and as its
+   reference a fresh AL run 4× as long at ``tol`` 1e-4 (float32). Met under the same rule
+   (a certified gap from ``solvers/relu_dual.py``, or within 1e-3 of the better of the two
+   objectives). The zero network's objective is C − 1 (a unit pairwise hinge per other class).
 
 gated-relu. The gated ReLU program (``cr.ConvexGatedReLU``) on target 1's instance (n = 1000,
    d = 20, P = 50, squared loss, β = 1e-3): the torch solver (restarted FISTA with line search,
@@ -69,7 +73,7 @@ Objectives and violations are the programs' own (recomputed from the returned va
 
     python benchmarks/targets.py [--targets 1,2,3,4,robust-relu-grid,gated-relu,
                                             robust-sdp-breast-cancer,robust-sdp-10k,
-                                            cifar-scale]
+                                            cifar-scale,cifar-scale-relu]
                                  [--threads 2]
                                  [--device cpu|cuda]
                                  [--out FILE] [--tiny]
@@ -401,8 +405,8 @@ def sdp_row(program: cr.ConvexPolynomial, module: object, label: str, limit: flo
 
 
 def cifar_scale() -> tuple[list[dict], dict]:
-    """The scale issue's target 3 (module docstring)."""
-    n, d, P, C = size(50_000, 2000), size(64, 8), size(100, 10), 10
+    """The SDP half of the scale issue's target 3 (module docstring, cifar-scale)."""
+    n, d, C = size(50_000, 2000), size(64, 8), 10
     limit = size(600, 20)
     peak_flops = matmul_rate(size(4096, 512))
     X, y = planted(n, d, C, seed=0)
@@ -423,28 +427,48 @@ def cifar_scale() -> tuple[list[dict], dict]:
     for r in (apg, fact):
         r["gap_to_long_run"] = (r["objective"] - reference) / reference
         r["objective_over_zero_network"] = r["objective"] / zero
-    relu = cr.ConvexReLU(X, y, n_patterns=P, loss="hinge", beta=1e-3,
-                         threat=cr.L2(CIFAR_RADIUS))
-    rows = [apg, fact, longer, relu_al_row(relu, "torch relu (al)", peak_flops, 1e-3, limit)]
-    verdicts = []
-    for r in (apg, fact, rows[-1]):
-        gap = r.get("duality_gap")
-        long_gap = r.get("gap_to_long_run")
-        close = (gap is not None and gap <= 1e-3 and r["status"] == "optimal") or (
-            long_gap is not None and long_gap <= 1e-3)
-        ok = close and r["wall_time"] <= 600 and r["peak_rss_gb"] <= 8
-        r["met"] = ok
-        verdicts.append(
-            f"{r['solver']}: {r['status']} in {r['wall_time']:.0f} s, "
-            + (f"certified gap {gap:.1e}" if gap is not None else
-               f"no certified gap (stationarity {r.get('stationarity', math.nan):.1e})")
-            + (f", {long_gap:.1e} above the reference"
-               if long_gap is not None else "")
-            + f", {r['fraction_of_matmul']:.0%} of matmul, peak RSS {r['peak_rss_gb']:.1f} GB")
-    sdp_met = apg["met"] or fact["met"]
-    return rows, {"met": sdp_met and rows[-1]["met"],
+    rows = [apg, fact, longer]
+    verdicts = [_cifar_verdict(r) for r in (apg, fact)]
+    return rows, {"met": apg["met"] or fact["met"],
                   "objective_over_zero_network": apg["objective_over_zero_network"],
                   "summary": "; ".join(verdicts)}
+
+
+def _cifar_verdict(r: dict) -> str:
+    """Mark a cifar-scale row met or not (module docstring) and say why."""
+    gap = r.get("duality_gap")
+    long_gap = r.get("gap_to_long_run")
+    close = (gap is not None and gap <= 1e-3 and r["status"] == "optimal") or (
+        long_gap is not None and long_gap <= 1e-3)
+    r["met"] = close and r["wall_time"] <= 600 and r["peak_rss_gb"] <= 8
+    return (f"{r['solver']}: {r['status']} in {r['wall_time']:.0f} s, "
+            + (f"certified gap {gap:.1e}" if gap is not None else
+               f"no certified gap (stationarity {r.get('stationarity', math.nan):.1e})")
+            + (f", {long_gap:.1e} above the reference" if long_gap is not None else "")
+            + f", {r['fraction_of_matmul']:.0%} of matmul, peak RSS {r['peak_rss_gb']:.1f} GB")
+
+
+def cifar_scale_relu() -> tuple[list[dict], dict]:
+    """The ReLU half of the scale issue's target 3 (module docstring, cifar-scale-relu)."""
+    n, d, P, C = size(50_000, 2000), size(64, 8), size(100, 10), 10
+    limit = size(600, 20)
+    peak_flops = matmul_rate(size(4096, 512))
+    X, y = planted(n, d, C, seed=0)
+    X = X / np.sqrt(d)
+    relu = cr.ConvexReLU(X, y, n_patterns=P, loss="hinge", beta=1e-3,
+                         threat=cr.L2(CIFAR_RADIUS))
+    first = relu_al_row(relu, "torch relu (al)", peak_flops, 1e-3, limit)
+    # the reference: a fresh run 4× as long at a 10× tighter tolerance (float32, as the first)
+    longer = relu_al_row(relu, "torch relu (al, 4× longer)", peak_flops, 1e-4, 4 * limit,
+                         dtype=torch.float32)
+    reference = min(first["objective"], longer["objective"])
+    first["gap_to_long_run"] = (first["objective"] - reference) / reference
+    first["objective_over_zero_network"] = first["objective"] / (C - 1)
+    summary = _cifar_verdict(first)
+    return [first, longer], {
+        "met": first["met"], "reference": reference,
+        "summary": f"{summary}; the 4× longer run: {longer['status']} in "
+                   f"{longer['wall_time']:.0f} s, objective {longer['objective']:.6g}"}
 
 
 def robust_relu_grid() -> tuple[list[dict], dict]:
@@ -660,7 +684,7 @@ TOL4 = 1e-4  # float32: relative stationarity 1e-6 is at the precision's edge
 TARGETS = {"1": target1, "2": target2, "3": target3, "4": target4,
            "robust-relu-grid": robust_relu_grid, "gated-relu": gated_relu,
            "robust-sdp-breast-cancer": robust_sdp_breast_cancer, "robust-sdp-10k": robust_sdp_10k,
-           "cifar-scale": cifar_scale}
+           "cifar-scale": cifar_scale, "cifar-scale-relu": cifar_scale_relu}
 
 
 def main() -> None:
