@@ -355,8 +355,9 @@ def main() -> None:
             seconds = time.perf_counter() - start + resumed_seconds(model.info["candidates"])
             model.save(stages.path(f"{head}@{tag}", ".pt"))
             info = model.info
-            refit = (f", refit on {info['n_train'] + info['n_validation']} images "
-                     f"{info['times']['refit']:.1f}s" if "refit" in info["times"] else "")
+            refitted = info["refitted"]
+            refit = (f", refit on {refitted['n_train']} images {refitted['solve_time']:.1f}s"
+                     if refitted else "")
             print(f"{head}@{tag}: trained in {seconds:.1f}s (features "
                   f"{info['times']['features']:.1f}s{refit}), chose {info['chosen']}, "
                   f"feature radius {info['feature_radius']:.4g}, "

@@ -404,13 +404,18 @@ def sdp_row(program: cr.ConvexPolynomial, module: object, label: str, limit: flo
     return solution, row
 
 
+def _cifar_instance() -> tuple[np.ndarray, np.ndarray, int, float, float]:
+    """The data both cifar-scale targets solve (module docstring): ``X`` (inputs of unit mean
+    square norm, the radius is relative to it), ``y``, the classes, the time limit of a row
+    and the measured matmul rate."""
+    n, d, C = size(50_000, 2000), size(64, 8), 10
+    X, y = planted(n, d, C, seed=0)
+    return X / np.sqrt(d), y, C, size(600, 20), matmul_rate(size(4096, 512))
+
+
 def cifar_scale() -> tuple[list[dict], dict]:
     """The SDP half of the scale issue's target 3 (module docstring, cifar-scale)."""
-    n, d, C = size(50_000, 2000), size(64, 8), 10
-    limit = size(600, 20)
-    peak_flops = matmul_rate(size(4096, 512))
-    X, y = planted(n, d, C, seed=0)
-    X = X / np.sqrt(d)  # inputs of unit mean square norm (the radius is relative to it)
+    X, y, C, limit, peak_flops = _cifar_instance()
     sdp = cr.ConvexPolynomial(X, y, loss="hinge", beta=1e-3, threat=cr.L2(CIFAR_RADIUS))
     accelerated, apg = sdp_row(sdp, poly_fo, "torch polynomial (apg)", limit, peak_flops)
     factored, fact = sdp_row(sdp, poly_factored, "torch polynomial (factored)", limit,
@@ -450,12 +455,8 @@ def _cifar_verdict(r: dict) -> str:
 
 def cifar_scale_relu() -> tuple[list[dict], dict]:
     """The ReLU half of the scale issue's target 3 (module docstring, cifar-scale-relu)."""
-    n, d, P, C = size(50_000, 2000), size(64, 8), size(100, 10), 10
-    limit = size(600, 20)
-    peak_flops = matmul_rate(size(4096, 512))
-    X, y = planted(n, d, C, seed=0)
-    X = X / np.sqrt(d)
-    relu = cr.ConvexReLU(X, y, n_patterns=P, loss="hinge", beta=1e-3,
+    X, y, C, limit, peak_flops = _cifar_instance()
+    relu = cr.ConvexReLU(X, y, n_patterns=size(100, 10), loss="hinge", beta=1e-3,
                          threat=cr.L2(CIFAR_RADIUS))
     first = relu_al_row(relu, "torch relu (al)", peak_flops, 1e-3, limit)
     # the reference: a fresh run 4× as long at a 10× tighter tolerance (float32, as the first)
