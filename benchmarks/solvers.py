@@ -33,15 +33,29 @@ import convexrobust as cr
 RESULTS = Path(__file__).parent / "results"
 
 
-def planted(n: int, d: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Gaussian inputs labelled by a random two-layer ReLU teacher with 10 hidden units."""
+def planted(n: int, d: int, classes: int, seed: int,
+            balanced: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian inputs labelled by a random two-layer ReLU teacher with 10 hidden units.
+
+    Multi-class labels are the argmax of the teacher's outputs, which leaves some classes empty
+    and one holding most samples. ``balanced=True`` shifts each output by a constant, found by
+    iterating ``b_c += step·(share_c − 1/C)`` with a decreasing step, until every class holds
+    about ``n/C`` samples: a C-class problem in earnest, still labelled by a ReLU network (a
+    bias per output)."""
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, d))
     U = rng.standard_normal((d, 10)) / np.sqrt(d)
     A = rng.standard_normal((10, max(classes, 1)))
     scores = np.maximum(X @ U + 0.1, 0) @ A
-    y = (scores[:, 0] > np.median(scores[:, 0])).astype(int) if classes <= 2 else scores.argmax(1)
-    return X, y
+    if classes <= 2:
+        return X, (scores[:, 0] > np.median(scores[:, 0])).astype(int)
+    if balanced:
+        shift, scale = np.zeros(classes), scores.std()
+        for it in range(500):
+            share = np.bincount((scores - shift).argmax(1), minlength=classes) / n
+            shift += scale * 0.5 / (1 + it / 20) * (share - 1 / classes)
+        scores = scores - shift
+    return X, scores.argmax(1)
 
 
 def build(family: str, X: np.ndarray, y: np.ndarray, patterns: int) -> cr.ConvexProgram:

@@ -41,8 +41,9 @@ robust-sdp-10k. The scale issue's target 2 instance, target 3's ℓ2-robust prog
    method with the lower objective on both instances.
 
 cifar-scale. The scale issue's target 3: CIFAR-scale heads on the CPU, 10 classes, n = 50,000,
-   d = 64 (target 1's planted inputs scaled to unit mean square norm; the radius is relative
-   to that norm), ℓ2 radius 0.1, hinge, β = 1e-3: the robust polynomial SDP by both
+   d = 64 (the planted inputs of ``benchmarks/solvers.py`` with balanced labels — every class
+   holds about 5,000 samples — scaled to unit mean square norm; the radius is relative to that
+   norm), ℓ2 radius 0.1, hinge, β = 1e-3: the robust polynomial SDP by both
    torch methods (``method="apg"``, accelerated projected gradient, ``tol`` 1e-3 stationarity;
    ``method="factored"``, L-BFGS on the neuron factorisation, ``tol`` 1e-3 certified gap;
    ``dtype="auto"``), then the one of the two with the lower objective continued by its
@@ -409,7 +410,7 @@ def _cifar_instance() -> tuple[np.ndarray, np.ndarray, int, float, float]:
     square norm, the radius is relative to it), ``y``, the classes, the time limit of a row
     and the measured matmul rate."""
     n, d, C = size(50_000, 2000), size(64, 8), 10
-    X, y = planted(n, d, C, seed=0)
+    X, y = planted(n, d, C, seed=0, balanced=True)
     return X / np.sqrt(d), y, C, size(600, 20), matmul_rate(size(4096, 512))
 
 
