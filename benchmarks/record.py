@@ -7,6 +7,7 @@ import argparse
 import json
 import platform
 import shutil
+import subprocess
 from pathlib import Path
 
 import cvxpy
@@ -48,6 +49,20 @@ def torch_device(name: str) -> torch.device:
     except (RuntimeError, TypeError, AssertionError) as err:  # CPU builds assert on "cuda"
         raise SystemExit(f"--device {name!r} is not usable here: {err}") from None
     return device
+
+
+def source_commit() -> str | None:
+    """The git commit the benchmark code runs from, ``"+changes"`` appended when tracked files
+    differ from it; None outside a git checkout."""
+    here = Path(__file__).parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=here, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("+changes" if dirty.strip() else "")
 
 
 def write_record(path: str | Path, rows: list[dict], threads: int, **extra: object) -> Path:
