@@ -105,9 +105,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import record
 import torch
-from record import source_commit, torch_device
+from record import source_commit, torch_device, write_record
 
 import convexrobust as cr
 from convexrobust.data import breast_cancer
@@ -414,20 +413,22 @@ def sdp_row(program: cr.ConvexPolynomial, module: object, label: str, limit: flo
     return solution, row
 
 
-def _cifar_instance() -> tuple[np.ndarray, np.ndarray, int, float, float]:
+def _cifar_instance() -> tuple[np.ndarray, np.ndarray, int, float, float, float]:
     """The data both cifar-scale targets solve (module docstring): ``X`` (inputs of unit mean
-    square norm, the radius is relative to it), ``y``, the classes, the time limit of a row
-    and the measured matmul rate."""
+    square norm, the radius is relative to it), ``y``, the classes, the time limit of a row,
+    the seconds its solve may iterate (the limit less ``CIFAR_FINISH``) and the measured matmul
+    rate."""
     n, d, C = size(50_000, 2000), size(64, 8), 10
     X, y = planted(n, d, C, seed=0, balanced=True)
-    return X / np.sqrt(d), y, C, size(CIFAR_LIMIT, 20), matmul_rate(size(4096, 512))
+    limit = size(CIFAR_LIMIT, 20)
+    return (X / np.sqrt(d), y, C, limit, limit - size(CIFAR_FINISH, 0),
+            matmul_rate(size(4096, 512)))
 
 
 def cifar_scale() -> tuple[list[dict], dict]:
     """The SDP half of the scale issue's target 3 (module docstring, cifar-scale)."""
-    X, y, C, limit, peak_flops = _cifar_instance()
+    X, y, C, limit, budget, peak_flops = _cifar_instance()
     sdp = cr.ConvexPolynomial(X, y, loss="hinge", beta=1e-3, threat=cr.L2(CIFAR_RADIUS))
-    budget = limit - size(CIFAR_FINISH, 0)
     accelerated, apg = sdp_row(sdp, poly_fo, "torch polynomial (apg)", budget, peak_flops)
     factored, fact = sdp_row(sdp, poly_factored, "torch polynomial (factored)", budget,
                              peak_flops)
@@ -466,10 +467,10 @@ def _cifar_verdict(r: dict) -> str:
 
 def cifar_scale_relu() -> tuple[list[dict], dict]:
     """The ReLU half of the scale issue's target 3 (module docstring, cifar-scale-relu)."""
-    X, y, C, limit, peak_flops = _cifar_instance()
+    X, y, C, limit, budget, peak_flops = _cifar_instance()
     relu = cr.ConvexReLU(X, y, n_patterns=size(100, 10), loss="hinge", beta=1e-3,
                          threat=cr.L2(CIFAR_RADIUS))
-    first = relu_al_row(relu, "torch relu (al)", peak_flops, 1e-3, limit - size(CIFAR_FINISH, 0))
+    first = relu_al_row(relu, "torch relu (al)", peak_flops, 1e-3, budget)
     # the reference: a fresh run 4× as long at a 10× tighter tolerance (float32, as the first)
     longer = relu_al_row(relu, "torch relu (al, 4× longer)", peak_flops, 1e-4, 4 * limit,
                          dtype=torch.float32)
@@ -682,14 +683,6 @@ def gated_relu() -> tuple[list[dict], dict]:
                   f"Clarabel {ref['wall_time']:.2f} s"}
 
 
-def write_targets(path: Path, rows: list[dict], verdicts: dict, threads: int,
-                  device: torch.device) -> Path:
-    """The record of every target measured so far (:func:`merged` with the file's others)."""
-    return record.write_record(
-        path, rows, threads, tiny=TINY, verdicts=verdicts,
-        device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu")
-
-
 def merged(path: Path, rows: list[dict], verdicts: dict) -> tuple[list[dict], dict]:
     """Keep the targets of an existing record that this run did not measure."""
     if not path.exists():
@@ -729,6 +722,7 @@ def main() -> None:
         if t not in TARGETS:
             parser.error(f"unknown target {t!r}; choose from {', '.join(TARGETS)}")
     commit = source_commit()
+    device = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else "cpu"
     rows, verdicts = [], {}
     for t in names:
         print(f"target {t}", flush=True)
@@ -741,8 +735,9 @@ def main() -> None:
         verdicts[str(t)] = verdict
         print(f"  -> {'MET' if verdict['met'] else 'NOT MET'}: {verdict['summary']}", flush=True)
         # written after every target: a run stopped later keeps the targets it finished
-        out = write_targets(args.out, *merged(Path(args.out), rows, verdicts), args.threads,
-                            DEVICE)
+        kept_rows, kept_verdicts = merged(Path(args.out), rows, verdicts)
+        out = write_record(args.out, kept_rows, args.threads, tiny=TINY, verdicts=kept_verdicts,
+                           device=device)
     print(f"\n{'t':<26}{'solver':<18}{'status':<16}{'wall s':>9}{'iters':>7}"
           f"{'objective':>15}{'rel. gap':>10}{'violation':>10}")
     for r in rows:

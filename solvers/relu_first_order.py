@@ -314,7 +314,7 @@ class _AugmentedLagrangian:
             norms = self._norms(U, self.mu)
             for i, chunk, lam in self._chunks():
                 new = self._shifted(U, chunk, lam, norms)
-                if new.numel():
+                if new.numel():  # λ is replaced below, so λ − s may overwrite it
                     violation = max(violation,
                                     float(torch.linalg.vector_norm(lam.sub_(new), ord=math.inf))
                                     / self.rho)
