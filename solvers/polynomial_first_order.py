@@ -44,6 +44,23 @@ shared one of :mod:`~convexrobust.solvers.first_order` (``blockwise_backtracking
   stationarity often stays far above ``STAGE_STATIONARITY·μ_s`` while the objective has
   settled (the worst-case margins are nearly non-differentiable, "Plateaus" below), and a
   coarse stage that waited for it took the whole budget (benchmarks/targets.py, cifar-scale).
+  The first stage is not settled before its objective has fallen by that much in all: a start
+  at a kink (``Z = 0`` at a radius of the order of the data's norm, "Plateaus") does not move
+  for dozens of iterations, and leaves only in the coarsest stage, whose steps grow until one
+  gets out.
+
+Preconditioning (``precondition=True``). The iterates are ``W = S⁻¹ZS⁻¹`` for the whitening
+congruence
+``S = diag(S₁, 1)`` of the samples (:func:`~convexrobust.solvers.lifted_cone.lift_congruence`):
+the cone becomes ``{W ⪰ 0 : ⟨SGS, W⟩ = 0}`` (projected onto exactly, with that ``G``), the
+gradient ``S ∇_Z F S``, and the objective is evaluated at ``Z = SWS``. On anisotropic features
+the quadratic block's curvatures spread over the fourth power of the features' anisotropy, and
+one step per output must fit the stiffest; whitening removes that spread (on isotropic samples
+``S ≈ I``). The stationarity is measured in ``W``. It is off by default: whitening stretches the
+samples' thin directions, where the ℓ2 ball is then long, and at radii of the order of the
+data's norm a cold start stayed at the zero network's kink where the plain iteration left it
+(tests/test_torch_polynomial.py, the robust plateau case); ``benchmarks/targets.py``
+(robust-sdp-10k) measures it on anisotropic samples.
 
 Per iteration: about two evaluations of the objective (with backtracking) and a few batched
 ``eigh`` of the 2C lifted ``(d+1)×(d+1)`` matrices for the projection.
@@ -102,6 +119,7 @@ from convexrobust.solvers.first_order import (
 )
 from convexrobust.solvers.lifted_cone import (
     dual_bound,
+    lift_congruence,
     project_lifted_cone,
     repaired_values,
     zero_is_optimal,
@@ -177,7 +195,8 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
                            batch_size: int | str | None = "auto",
                            distributed: bool | str = False,
                            warm_start: Solution | Mapping[str, object] | None = None,
-                           smoothing_start: float | None = None) -> Solution:
+                           smoothing_start: float | None = None,
+                           precondition: bool = False) -> Solution:
     """Solve a :class:`~convexrobust.ConvexPolynomial` program (c) or (d) by accelerated
     projected gradient with exact projections and exact ℓ2 worst cases (module docstring).
 
@@ -245,6 +264,9 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
         the coarse stages would only pull it away from). A start far from the optimum (a
         neighbour on a grid of β or radii) converges more reliably from a coarser width, e.g.
         ``10·smoothing_floor``.
+    precondition:
+        Iterate in the whitened coordinates ``W = S⁻¹ZS⁻¹`` (module docstring,
+        "Preconditioning"; default ``False``). The optimum does not depend on it.
     """
     start = time.perf_counter()
     dtype = check_solve_options(program, "solve_polynomial_torch", tol=tol, max_iters=max_iters,
@@ -256,6 +278,8 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
         raise InvalidInputError(
             f"smoothing_start must be in [smoothing_floor, 1] = [{smoothing_floor}, 1], got "
             f"{smoothing_start!r}")
+    if not isinstance(precondition, bool):
+        raise InvalidInputError(f"precondition must be True or False, got {precondition!r}")
     loss = get_loss(program.loss)
     device = check_device(device)
     d = program.n_features
@@ -274,34 +298,45 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
     counter = {"eigh": 0}
     g_lift = torch.ones(D, dtype=dtype, device=device)
     g_lift[-1] = -1.0
+    # the iterates are W = S⁻¹ZS⁻¹ (module docstring, "Preconditioning"); S = I without it
+    S64 = lift_congruence(program) if precondition else torch.eye(D, dtype=torch.float64)
+    S = S64.to(dtype=dtype, device=device)
+    G_w = (S * g_lift) @ S  # K in the W coordinates: {W ⪰ 0, ⟨SGS, W⟩ = 0}
+
+    def to_z(W: Tensor) -> Tensor:
+        return S @ W @ S
 
     def F(W: Tensor, need_grad: bool) -> tuple[Tensor, Tensor | None]:
-        val, grad, k = objective(data, W, mu_s, need_grad)
+        val, grad, k = objective(data, to_z(W), mu_s, need_grad)
         counter["eigh"] += k
-        return val, grad
+        return val, None if grad is None else to_z(grad)  # ∇_W F = S ∇_Z F S
 
     proj_mu = torch.zeros(2 * C, dtype=dtype, device=device)
 
     def project(Y: Tensor) -> Tensor:
         nonlocal proj_mu
-        Zp, proj_mu = project_lifted_cone(Y.reshape(2 * C, D, D), proj_mu)
+        Zp, proj_mu = project_lifted_cone(Y.reshape(2 * C, D, D), proj_mu,
+                                          G=G_w if precondition else None)
         return Zp.reshape(2, C, D, D)
 
     x = torch.zeros(2, C, D, D, dtype=dtype, device=device)
     if start_point is not None:
-        x = project(torch.as_tensor(start_point, dtype=dtype, device=device))
+        S_inv = torch.linalg.inv(S64)
+        x = project((S_inv @ torch.as_tensor(start_point, dtype=torch.float64) @ S_inv)
+                    .to(dtype=dtype, device=device))
     if smoothed and (smoothing_start is not None or start_point is not None):
         mu_s = float(smoothing_start) if smoothing_start is not None else mu_final
     y = x.clone()
     momentum = Momentum(block_dim=1)
     # Lipschitz estimate of the data term: mean ‖A(x_k)‖² (times 1/μ for the Huber stage)
-    lift_norm2 = lipschitz_estimate(program)
+    lift_norm2 = lipschitz_estimate(program, S64)
     # one step (1/L) per output: the outputs' programs are independent, and a step must only
     # fit its own output (module docstring, "Outputs")
     step = torch.full((C,), 1.0 / (max(lift_norm2 / max(mu_s, 1.0), 1e-8) * 0.1),
                       dtype=torch.float64, device=device)
     history: list[float] = []
     stationarities: list[float] = []
+    left_start = False  # a smoothing stage has ended (the "settled" rule's guard below)
     status = "optimal"
     stationarity = math.inf
     show = progress and comm.is_root
@@ -339,7 +374,7 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
                 history.append(float(fx.sum()))
                 stationarities.append(stationarity)
                 if show and iterations % 50 == 0:
-                    flat = x.reshape(2 * C, D, D)
+                    flat = to_z(x).reshape(2 * C, D, D)
                     viol = max(float(-torch.linalg.eigvalsh(flat)[:, 0].min()), float(
                         (torch.diagonal(flat, dim1=1, dim2=2) * g_lift).sum(1).abs().max()))
                     budget.bar.set_postfix(objective=f"{float(fx.sum()):.6g}",
@@ -357,13 +392,19 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
                     log.debug("final stage: objective plateau at iteration %d (stationarity %.2e)",
                               iterations, stationarity)
                     break
+                # (a first stage whose objective has not yet fallen by that much in all is stuck
+                # at its start, a kink such as Z = 0 in the hard case, not settled: the plateau
+                # rule judges it, and its growing steps get it out; module docstring)
                 settled = (relative_decrease(history, STAGE_WINDOW, floor=0.0)
-                           <= STAGE_PROGRESS * mu_s)
+                           <= STAGE_PROGRESS * mu_s) and (
+                    left_start or relative_decrease(history, len(history) - 1, floor=0.0)
+                    > STAGE_PROGRESS * mu_s)
                 if not final_stage and (stationarity <= max(tol_eff, STAGE_STATIONARITY * mu_s)
                                         or settled or plateau):
                     log.debug("stage smoothing=%.1e done at iteration %d, objective %.8g",
                               mu_s, iterations, float(fx.sum()))
                     mu_s = max(mu_s * 0.1, mu_final)
+                    left_start = True
                     step = step / 10.0
                     momentum.reset()
                     y = x.clone()
@@ -377,7 +418,7 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
         log.debug("the zero network is certified optimal")
 
     x = comm.broadcast(x)  # every rank returns rank 0's point (they agree; this makes it exact)
-    values, violation_before = repaired_values(program, x)
+    values, violation_before = repaired_values(program, to_z(x))
     wall = time.perf_counter() - start
     iterations = budget.iterations
     if status == "stalled":

@@ -81,6 +81,62 @@ def test_projection_is_exact_nearest_point_and_idempotent(rng):
 
 
 # ------------------------------------------------------------------ the batched TRS
+@pytest.mark.filterwarnings("ignore:Solution may be inaccurate")
+def test_projection_onto_a_congruent_cone(rng):
+    """With ``G = SGSᵀ`` (the preconditioned coordinates) the projection is the nearest point of
+    ``{W ⪰ 0, ⟨SGSᵀ, W⟩ = 0}``; with ``G = diag(I, −1)`` the general path is the default one."""
+    import cvxpy as cp
+
+    D = 4
+    G = torch.diag(torch.tensor([1.0, 1.0, 1.0, -1.0], dtype=torch.float64))
+    Y = torch.as_tensor(rng.standard_normal((5, D, D)))
+    Y = Y + Y.transpose(-1, -2)
+    default, mu = project_lifted_cone(Y)
+    general, mu_general = project_lifted_cone(Y, G=G)
+    torch.testing.assert_close(general, default, rtol=0, atol=1e-10)
+    torch.testing.assert_close(mu_general, mu, rtol=0, atol=1e-10)
+    S = torch.eye(D, dtype=torch.float64)
+    S[:3, :3] = torch.as_tensor(rng.standard_normal((3, 3))) + 2 * torch.eye(3)
+    G_w = S @ G @ S.T
+    W, _ = project_lifted_cone(Y, G=G_w)
+    assert float(torch.linalg.eigvalsh(W).min()) >= -1e-12
+    assert float((W * G_w).sum((-2, -1)).abs().max()) <= 1e-10
+    for k in range(Y.shape[0]):
+        V = cp.Variable((D, D), PSD=True)
+        problem = cp.Problem(cp.Minimize(cp.norm(V - Y[k].numpy(), "fro")),
+                             [cp.trace(G_w.numpy() @ V) == 0])
+        problem.solve(solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10)
+        assert abs(float(torch.linalg.matrix_norm(W[k] - Y[k])) - problem.value) <= 1e-8
+
+
+def test_lift_congruence_whitens_the_samples(rng):
+    """``S₁MS₁ = mI`` for full-rank samples (M their second moment, m its mean eigenvalue);
+    directions without data are floored, not inverted."""
+    from convexrobust.solvers.lifted_cone import lift_congruence
+
+    X = rng.standard_normal((200, 5)) * np.array([10.0, 3.0, 1.0, 0.3, 0.1])
+    X[:, 0] += 4.0  # not centred: the second moment, not the covariance
+    y = (X[:, 0] * X[:, 1] > 0).astype(int)
+    S = lift_congruence(cr.ConvexPolynomial(X, y, beta=1e-2)).numpy()
+    M = X.T @ X / len(X)
+    np.testing.assert_allclose(S[:5, :5] @ M @ S[:5, :5], np.trace(M) / 5 * np.eye(5),
+                               atol=1e-9 * np.trace(M))
+    assert S[5, 5] == 1.0 and not S[:5, 5].any() and not S[5, :5].any()
+    X[:, 4] = 0.0  # a direction without data
+    S = lift_congruence(cr.ConvexPolynomial(X, y, beta=1e-2)).numpy()
+    assert np.isfinite(S).all() and np.abs(S).max() <= 1e3
+
+
+@pytest.mark.parametrize("precondition", [True, False])
+def test_preconditioning_keeps_the_optimum(precondition):
+    """Anisotropic features (column scales 1 to 1/8): the whitened and the plain iterations reach
+    Clarabel's optimum of the robust program."""
+    X, y = xor_data(20, 3, seed=2)
+    X = X * np.array([1.0, 0.4, 0.125])
+    program = cr.ConvexPolynomial(X, y, loss="hinge", beta=1e-2, threat=cr.L2(0.05))
+    _check_against_clarabel(program, precondition=precondition)
+
+
 def test_batched_trs_matches_reference_solver():
     gen = torch.Generator().manual_seed(0)
     for trial in range(60):
@@ -362,7 +418,8 @@ def test_linf_diagonal_is_refused():
 
 @pytest.mark.parametrize("options", [{"tol": 0}, {"tol": 2.0}, {"max_iters": 0},
                                      {"max_iters": 1.5}, {"time_limit": -1.0},
-                                     {"dtype": torch.int64}, {"device": "nowhere"}])
+                                     {"dtype": torch.int64}, {"device": "nowhere"},
+                                     {"precondition": "yes"}])
 def test_bad_options_are_invalid_input(options):
     with pytest.raises(cr.InvalidInputError):
         cr.solve(_small_program(), "torch", **options)
