@@ -67,7 +67,7 @@ from convexrobust._validation import check_positive
 from convexrobust.problems.losses import get_loss
 from convexrobust.problems.polynomial import ConvexPolynomial
 
-__all__ = ["dual_bound", "interior_scaling", "lift_congruence", "project_lifted_cone",
+__all__ = ["anisotropy", "dual_bound", "interior_scaling", "lift_congruence", "project_lifted_cone",
            "repaired_values", "zero_is_optimal"]
 
 #: Bisection steps of :func:`dual_bound`'s maximisation over the K* shift μ (module docstring).
@@ -82,6 +82,16 @@ BOUND_ROUNDOFF = 8.0
 #: :func:`lift_congruence` floors the eigenvalues of the samples' second moment at this fraction
 #: of the largest before inverting them (directions without data are not stretched further).
 CONGRUENCE_FLOOR = 1e-4
+
+
+def anisotropy(X: np.ndarray) -> float:
+    """``d·λ_max(S)/tr(S)`` of the samples' second moment ``S = XᵀX/n`` (uncentred, as the
+    lifted samples are): 1 for isotropic samples, ``d`` for samples on a line (real features'
+    principal components: about 20)."""
+    X = np.asarray(X, dtype=np.float64)
+    S = X.T @ X / max(len(X), 1)
+    trace = float(np.trace(S))
+    return 1.0 if trace <= 0 else float(np.linalg.eigvalsh(S)[-1]) * X.shape[1] / trace
 
 
 def lift_congruence(program: ConvexPolynomial) -> Tensor:

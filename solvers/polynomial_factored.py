@@ -97,23 +97,10 @@ from convexrobust.solvers.polynomial_objective import (
 from convexrobust.solvers.solution import Solution
 from convexrobust.trust_region import solve_trs
 
-__all__ = ["AUTO_MIN_ANISOTROPY", "AUTO_MIN_ELEMENTS", "anisotropy", "auto_takes", "lift",
-           "neurons", "solve_polynomial_factored"]
+__all__ = ["lift", "neurons", "solve_polynomial_factored"]
 
 log = logging.getLogger(__name__)
 
-#: ``method="auto"`` of the torch backend takes this method for robust programs (hinge or
-#: logistic loss) of at least this many samples × outputs × features (:func:`auto_takes`):
-#: at that size accelerated projected gradient needs thousands of iterations on real features
-#: (benchmarks/targets.py, cifar-scale, compares the two), while on small programs it is fast
-#: and its points certify tighter.
-AUTO_MIN_ELEMENTS = 1 << 22
-#: ... and only when the samples are anisotropic (:func:`anisotropy` at least this): the
-#: iterations of accelerated projected gradient grow with the conditioning of the lifted
-#: samples, while on well-conditioned ones it beats the factored method
-#: (benchmarks/targets.py, robust-sdp-10k, measures both on isotropic samples and on samples
-#: of anisotropy 24, like real features' principal components; the threshold lies between).
-AUTO_MIN_ANISOTROPY = 12.0
 #: Curvature pairs kept by L-BFGS.
 MEMORY = 20
 #: A stage's progress is its objective's decrease, relative to ``max(1, |F|)``, over the last
@@ -136,28 +123,6 @@ START_SCALE = 1e-3
 #: A neuron whose weight ``q²`` is at most DEAD_WEIGHT times its matrix's largest is a free
 #: slot for :func:`_insert_neurons`.
 DEAD_WEIGHT = 1e-6
-
-
-def anisotropy(X: np.ndarray) -> float:
-    """``d·λ_max(S)/tr(S)`` of the samples' second moment ``S = XᵀX/n`` (uncentred, as the
-    lifted samples are): 1 for isotropic samples, ``d`` for samples on a line (real features'
-    principal components: about 20)."""
-    X = np.asarray(X, dtype=np.float64)
-    S = X.T @ X / max(len(X), 1)
-    trace = float(np.trace(S))
-    return 1.0 if trace <= 0 else float(np.linalg.eigvalsh(S)[-1]) * X.shape[1] / trace
-
-
-def auto_takes(program: ConvexPolynomial) -> bool:
-    """Whether ``method="auto"`` gives ``program`` to this method: a robust program with a
-    certificate (hinge, logistic; not the ℓ∞ diagonal S-procedure) of at least
-    :data:`AUTO_MIN_ELEMENTS` samples × outputs × features, on samples of anisotropy at least
-    :data:`AUTO_MIN_ANISOTROPY`."""
-    n, d = program.X.shape
-    return (program.threat is not None and get_loss(program.loss).has_conjugate
-            and not program.uses_diagonal_lmi
-            and n * program.n_outputs * d >= AUTO_MIN_ELEMENTS
-            and anisotropy(program.X) >= AUTO_MIN_ANISOTROPY)
 
 
 def lift(x: Tensor) -> Tensor:

@@ -49,18 +49,17 @@ shared one of :mod:`~convexrobust.solvers.first_order` (``blockwise_backtracking
   for dozens of iterations, and leaves only in the coarsest stage, whose steps grow until one
   gets out.
 
-Preconditioning (``precondition=True``). The iterates are ``W = S⁻¹ZS⁻¹`` for the whitening
-congruence
-``S = diag(S₁, 1)`` of the samples (:func:`~convexrobust.solvers.lifted_cone.lift_congruence`):
-the cone becomes ``{W ⪰ 0 : ⟨SGS, W⟩ = 0}`` (projected onto exactly, with that ``G``), the
-gradient ``S ∇_Z F S``, and the objective is evaluated at ``Z = SWS``. On anisotropic features
-the quadratic block's curvatures spread over the fourth power of the features' anisotropy, and
-one step per output must fit the stiffest; whitening removes that spread (on isotropic samples
-``S ≈ I``). The stationarity is measured in ``W``. It is off by default: whitening stretches the
-samples' thin directions, where the ℓ2 ball is then long, and at radii of the order of the
-data's norm a cold start stayed at the zero network's kink where the plain iteration left it
-(tests/test_torch_polynomial.py, the robust plateau case); ``benchmarks/targets.py``
-(robust-sdp-10k) measures it on anisotropic samples.
+Preconditioning (``precondition``). The iterates are ``W = S⁻¹ZS⁻¹`` for the whitening congruence
+``S = diag(S₁, 1)`` of the samples (:func:`~convexrobust.solvers.lifted_cone.lift_congruence`): the
+cone becomes ``{W ⪰ 0 : ⟨SGS, W⟩ = 0}`` (projected onto exactly, with that ``G``), the gradient ``S
+∇_Z F S``, and the objective is evaluated at ``Z = SWS``. On anisotropic features the quadratic
+block's curvatures spread over the fourth power of the features' anisotropy, and one step per
+output must fit the stiffest; whitening removes that spread (on isotropic samples ``S ≈ I``). The
+stationarity is measured in ``W``. By default it is on for anisotropic samples only
+(:data:`WHITEN_MIN_ANISOTROPY`): whitening stretches the samples' thin directions, where the ℓ2
+ball then reaches far, and on a mildly anisotropic program at a radius of the order of the data's
+norm a cold start stayed at the zero network's kink where the plain iteration left it
+(tests/test_torch_polynomial.py, the robust plateau case).
 
 Per iteration: about two evaluations of the objective (with backtracking) and a few batched
 ``eigh`` of the 2C lifted ``(d+1)×(d+1)`` matrices for the projection.
@@ -118,6 +117,7 @@ from convexrobust.solvers.first_order import (
     with_common_options,
 )
 from convexrobust.solvers.lifted_cone import (
+    anisotropy,
     dual_bound,
     lift_congruence,
     project_lifted_cone,
@@ -151,6 +151,13 @@ PLATEAU_CHECK = 50
 STAGE_STATIONARITY = 1e-2
 STAGE_PROGRESS = 1e-2
 STAGE_WINDOW = 20
+
+#: ``precondition="auto"`` whitens the samples (module docstring, "Preconditioning") from this
+#: :func:`~convexrobust.solvers.lifted_cone.anisotropy` on: at 23.6 (planted samples scaled like
+#: the principal components of CIFAR-10 features, 22) whitening lowered the objective reached in
+#: 120 s by a third (benchmarks/targets.py, robust-sdp-10k), while at 2.7 (the digits program of
+#: the robust plateau test) a cold start stayed at the zero network's kink.
+WHITEN_MIN_ANISOTROPY = 12.0
 
 #: Every output's step is tried STEP_GROWTH times larger every STEP_GROWTH_EVERY iterations
 #: (:func:`_step_growth`).
@@ -196,7 +203,7 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
                            distributed: bool | str = False,
                            warm_start: Solution | Mapping[str, object] | None = None,
                            smoothing_start: float | None = None,
-                           precondition: bool = False) -> Solution:
+                           precondition: bool | str = "auto") -> Solution:
     """Solve a :class:`~convexrobust.ConvexPolynomial` program (c) or (d) by accelerated
     projected gradient with exact projections and exact ℓ2 worst cases (module docstring).
 
@@ -265,8 +272,11 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
         neighbour on a grid of β or radii) converges more reliably from a coarser width, e.g.
         ``10·smoothing_floor``.
     precondition:
-        Iterate in the whitened coordinates ``W = S⁻¹ZS⁻¹`` (module docstring,
-        "Preconditioning"; default ``False``). The optimum does not depend on it.
+        ``True``: iterate in the whitened coordinates ``W = S⁻¹ZS⁻¹`` (module docstring,
+        "Preconditioning"); ``"auto"`` (default): when the samples'
+        :func:`~convexrobust.solvers.lifted_cone.anisotropy` is at least
+        :data:`WHITEN_MIN_ANISOTROPY` (``info["preconditioned"]`` says whether it did).
+        The optimum does not depend on it.
     """
     start = time.perf_counter()
     dtype = check_solve_options(program, "solve_polynomial_torch", tol=tol, max_iters=max_iters,
@@ -278,8 +288,11 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
         raise InvalidInputError(
             f"smoothing_start must be in [smoothing_floor, 1] = [{smoothing_floor}, 1], got "
             f"{smoothing_start!r}")
-    if not isinstance(precondition, bool):
-        raise InvalidInputError(f"precondition must be True or False, got {precondition!r}")
+    if not (isinstance(precondition, bool) or precondition == "auto"):
+        raise InvalidInputError(
+            f"precondition must be True, False or 'auto', got {precondition!r}")
+    if precondition == "auto":
+        precondition = anisotropy(program.X) >= WHITEN_MIN_ANISOTROPY
     loss = get_loss(program.loss)
     device = check_device(device)
     d = program.n_features
@@ -442,7 +455,7 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
               "lipschitz": float((1.0 / step).max()), "batch_size": data.stream.batch_size,
               "chunks": len(data.stream), "world_size": comm.world,
               "screened": 1.0 - data.rows_solved / max(data.rows_total, 1),
-              "zero_certificate": zero_certificate},
+              "zero_certificate": zero_certificate, "preconditioned": precondition},
     )
     # the certificate of the returned point (its time counts as the solve's)
     bound = solution.objective if zero_certificate else dual_bound(

@@ -16,15 +16,13 @@ on retraining heads at large radii it needs thousands of iterations where the au
 Lagrangian stops in hundreds, if less exactly), the
 matrix it factors has order at most the module's ``MAX_FACTOR_SIZE`` (ReLU ``min(P·d̃, n)``,
 robust ReLU ``P·d̃``, polynomial ``min(n, (d+1)(d+2)/2)``) and every option given is one ADMM
-takes (an option only the other method takes selects it); otherwise ``"al"`` / ``"apg"`` —
-except that a large robust polynomial program with the hinge or logistic loss on
-anisotropic samples (:func:`~convexrobust.solvers.polynomial_factored.auto_takes`; real
-features' principal components are) takes ``"factored"`` (``polynomial_factored.py``: L-BFGS
-on the neuron factorisation, which needs far fewer iterations there: benchmarks/targets.py,
-robust-sdp-10k) unless an option only the accelerated
-gradient takes is given, and an option only the factored method takes (``rank``) selects it.
-Its ``tol`` is a certified duality gap, not the accelerated gradient's stationarity (each
-method's docstring says what its ``tol`` measures).
+takes (an option only the other method takes selects it); otherwise ``"al"`` / ``"apg"``
+(which whitens anisotropic samples itself: ``precondition``). ``"factored"``
+(``polynomial_factored.py``: L-BFGS on the neuron factorisation) runs on request, or when an
+option only it takes (``rank``) is given: on the measured programs, isotropic and anisotropic,
+the accelerated gradient reached lower objectives in the same time (benchmarks/targets.py,
+robust-sdp-10k). Its ``tol`` is a certified duality gap, not the accelerated gradient's
+stationarity (each method's docstring says what its ``tol`` measures).
 
 Gated ReLU programs have one method, ``"fista"`` (``gated_relu_first_order.py``: restarted
 FISTA stopping on a certified duality gap), which ``"auto"`` names.
@@ -137,10 +135,7 @@ def solve_torch(program: ConvexProgram, method: str = "auto", **options: object)
                 and default)
         size = admm.admm_system_size(program) if fits else math.inf  # type: ignore[arg-type]
         method = "admm" if size <= admm.MAX_FACTOR_SIZE else other
-        if not relu and (set(options) & _factored_only_options() or (
-                method == "apg" and polynomial_factored.auto_takes(program)
-                and set(options) <= _option_names_of(polynomial_factored
-                                                     .solve_polynomial_factored))):
+        if not relu and set(options) & _factored_only_options():
             method = "factored"
     if method == "factored":
         run = polynomial_factored.solve_polynomial_factored

@@ -10,6 +10,7 @@ import torch
 from conftest import three_class_data, xor_data
 
 import convexrobust as cr
+from convexrobust.solvers.lifted_cone import anisotropy
 from convexrobust.solvers.polynomial_factored import lift, neurons, solve_polynomial_factored
 
 
@@ -156,31 +157,24 @@ def test_backend_routes_method_and_rank_and_refuses_foreign_options():
         cr.solve(relu, "torch", rank=3)
 
 
-def test_auto_gives_large_robust_programs_with_a_certificate_to_the_factored_method(
-        monkeypatch):
-    from convexrobust.solvers import polynomial_factored as module
+def test_auto_takes_the_factored_method_only_for_its_own_options():
+    """"auto" keeps robust SDPs on the accelerated gradient (which whitens anisotropic samples,
+    ``info["preconditioned"]``); ``rank``, an option only the factored method takes, selects
+    it."""
+    from convexrobust.solvers.polynomial_first_order import WHITEN_MIN_ANISOTROPY
 
     rng = np.random.default_rng(0)
     X = rng.standard_normal((40, 20))
     y = (X[:, 0] * X[:, 1] > 0).astype(int)
     skewed = X * np.array([1.0] + [0.05] * 19)  # one dominant direction: anisotropy ≈ 19 of 20
-    assert module.anisotropy(X) < module.AUTO_MIN_ANISOTROPY <= module.anisotropy(skewed)
-    assert module.anisotropy(np.zeros((3, 4))) == 1.0
-    robust = cr.ConvexPolynomial(skewed, y, loss="hinge", beta=1e-2, threat=cr.L2(0.2))
+    assert anisotropy(X) < WHITEN_MIN_ANISOTROPY <= anisotropy(skewed)
+    assert anisotropy(np.zeros((3, 4))) == 1.0
     options = {"tol": 1e-3, "accept_inaccurate": True, "max_iters": 5}
-    assert cr.solve(robust, "torch", **options).info["method"] == "apg"  # small
-    monkeypatch.setattr(module, "AUTO_MIN_ELEMENTS", 0)
-    assert cr.solve(robust, "torch", **options).info["method"] == "factored"
-    # isotropic samples keep the accelerated gradient at any size
-    isotropic = cr.ConvexPolynomial(X, y, loss="hinge", beta=1e-2, threat=cr.L2(0.2))
-    assert cr.solve(isotropic, "torch", **options).info["method"] == "apg"
+    for samples, whitened in ((skewed, True), (X, False)):
+        robust = cr.ConvexPolynomial(samples, y, loss="hinge", beta=1e-2, threat=cr.L2(0.2))
+        info = cr.solve(robust, "torch", **options).info
+        assert info["method"] == "apg" and info["preconditioned"] is whitened
+        assert cr.solve(robust, "torch", rank=3, **options).info["method"] == "factored"
     X, y = xor_data(20, 2)
-    # an option only the accelerated gradient takes keeps it
-    assert cr.solve(robust, "torch", smoothing_start=0.1,
-                    **options).info["method"] == "apg"
-    # no certificate (squared loss), or nominal: never
-    squared = cr.ConvexPolynomial(X, X[:, 0] - X[:, 1], loss="squared", beta=1e-2,
-                                  threat=cr.L2(0.2))
-    assert cr.solve(squared, "torch", **options).info["method"] == "apg"
     nominal = cr.ConvexPolynomial(X, y, loss="hinge", beta=1e-2)
     assert cr.solve(nominal, "torch", **options).info["method"] == "admm"
