@@ -58,6 +58,7 @@ eigenvector): bisection on its sign over ``|μ| ≤ 2‖M‖_F + 1``, where ever
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -145,8 +146,6 @@ def project_lifted_cone(Y: Tensor, mu0: Tensor | None = None, *, max_iter: int =
     Y = 0.5 * (Y + Y.transpose(-1, -2))
     B, D, _ = Y.shape
     dtype, device = Y.dtype, Y.device
-    if G is not None:
-        return _project_general(Y, G.to(dtype=dtype, device=device), mu0, max_iter, rtol)
     g = torch.ones(D, dtype=dtype, device=device)
     g[-1] = -1.0
     eps = torch.finfo(dtype).eps
@@ -175,16 +174,10 @@ def project_lifted_cone(Y: Tensor, mu0: Tensor | None = None, *, max_iter: int =
         cross = torch.linalg.vecdot(torch.bmm(s_pos[:, None, :], mixed).squeeze(1), s - s_pos)
         return -((ind - 4.0 * s_pos).sum(-1) + 4.0 * (s_pos.sum(-1).square() + 2.0 * cross))
 
+    if G is not None:
+        phi_at, slope_at = _general_phi(Y, G.to(dtype=dtype, device=device))
+
     mu = torch.zeros(B, dtype=dtype, device=device) if mu0 is None else mu0.clone()
-    mu, lam, Q = _safeguarded_root(phi_at, slope_at, mu, scale, ftol, max_iter)
-    return _psd_part(lam, Q), mu
-
-
-def _safeguarded_root(phi_at, slope_at, mu: Tensor, scale: Tensor, ftol: Tensor,
-                      max_iter: int) -> tuple[Tensor, Tensor, Tensor]:
-    """The root of the non-increasing ``φ`` by Newton steps inside a bisection bracket (see
-    :func:`project_lifted_cone`); returns ``(μ, λ, Q)`` of the last evaluation."""
-    eps = torch.finfo(mu.dtype).eps
     phi, lam, Q = phi_at(mu)
     lo = torch.full_like(mu, -math.inf)  # φ(lo) > 0
     hi = torch.full_like(mu, math.inf)  # φ(hi) < 0
@@ -213,18 +206,15 @@ def _safeguarded_root(phi_at, slope_at, mu: Tensor, scale: Tensor, ftol: Tensor,
                 break
         mu = torch.where(done, mu, new)
         phi, lam, Q = phi_at(mu)
-    return mu, lam, Q
+    return _psd_part(lam, Q), mu
 
 
-def _project_general(Y: Tensor, G: Tensor, mu0: Tensor | None, max_iter: int,
-                     rtol: float) -> tuple[Tensor, Tensor]:
-    """:func:`project_lifted_cone` for a general symmetric ``G``: ``φ(μ) = Σᵢ λᵢ⁺ Hᵢᵢ`` and
-    ``φ'(μ) = −Σ_ij Γ_ij H_ij²`` with ``H = QᵀGQ`` in the eigenbasis of ``Y − μG``."""
-    B, D, _ = Y.shape
-    dtype = Y.dtype
-    scale = torch.linalg.matrix_norm(Y).clamp_min(torch.finfo(dtype).tiny)
-    ftol = max(8.0 * torch.finfo(dtype).eps * D, rtol) * scale
-    tiny = torch.finfo(dtype).tiny
+def _general_phi(Y: Tensor, G: Tensor) -> tuple[
+        Callable[[Tensor], tuple[Tensor, Tensor, Tensor]], Callable[[Tensor, Tensor], Tensor]]:
+    """``φ`` and ``φ'`` of :func:`project_lifted_cone` for a general symmetric ``G``:
+    ``φ(μ) = Σᵢ λᵢ⁺ Hᵢᵢ`` and ``φ'(μ) = −Σ_ij Γ_ij H_ij²`` with ``H = QᵀGQ`` in the eigenbasis
+    of ``Y − μG``."""
+    tiny = torch.finfo(Y.dtype).tiny
 
     def phi_at(mu: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         lam, Q = torch.linalg.eigh(Y - mu[:, None, None] * G)
@@ -240,9 +230,7 @@ def _project_general(Y: Tensor, G: Tensor, mu0: Tensor | None, max_iter: int,
         gamma = torch.where(both, torch.ones_like(mixed), mixed)
         return -(gamma * H.square()).sum((-2, -1))
 
-    mu = torch.zeros(B, dtype=dtype, device=Y.device) if mu0 is None else mu0.clone()
-    mu, lam, Q = _safeguarded_root(phi_at, slope_at, mu, scale, ftol, max_iter)
-    return _psd_part(lam, Q), mu
+    return phi_at, slope_at
 
 
 def repaired_values(program: ConvexPolynomial, Z: Tensor) -> tuple[dict[str, np.ndarray], float]:

@@ -311,13 +311,13 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
     counter = {"eigh": 0}
     g_lift = torch.ones(D, dtype=dtype, device=device)
     g_lift[-1] = -1.0
-    # the iterates are W = S⁻¹ZS⁻¹ (module docstring, "Preconditioning"); S = I without it
-    S64 = lift_congruence(program) if precondition else torch.eye(D, dtype=torch.float64)
-    S = S64.to(dtype=dtype, device=device)
-    G_w = (S * g_lift) @ S  # K in the W coordinates: {W ⪰ 0, ⟨SGS, W⟩ = 0}
+    # the iterates are W = S⁻¹ZS⁻¹ (module docstring, "Preconditioning"), or Z without it
+    S64 = lift_congruence(program) if precondition else None
+    S = None if S64 is None else S64.to(dtype=dtype, device=device)
+    G_w = None if S is None else (S * g_lift) @ S  # K for W: {W ⪰ 0, ⟨SGS, W⟩ = 0}
 
     def to_z(W: Tensor) -> Tensor:
-        return S @ W @ S
+        return S @ W @ S if precondition else W
 
     def F(W: Tensor, need_grad: bool) -> tuple[Tensor, Tensor | None]:
         val, grad, k = objective(data, to_z(W), mu_s, need_grad)
@@ -328,15 +328,16 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
 
     def project(Y: Tensor) -> Tensor:
         nonlocal proj_mu
-        Zp, proj_mu = project_lifted_cone(Y.reshape(2 * C, D, D), proj_mu,
-                                          G=G_w if precondition else None)
+        Zp, proj_mu = project_lifted_cone(Y.reshape(2 * C, D, D), proj_mu, G=G_w)
         return Zp.reshape(2, C, D, D)
 
     x = torch.zeros(2, C, D, D, dtype=dtype, device=device)
     if start_point is not None:
-        S_inv = torch.linalg.inv(S64)
-        x = project((S_inv @ torch.as_tensor(start_point, dtype=torch.float64) @ S_inv)
-                    .to(dtype=dtype, device=device))
+        Z0 = torch.as_tensor(start_point, dtype=torch.float64)
+        if S64 is not None:
+            S_inv = torch.linalg.inv(S64)
+            Z0 = S_inv @ Z0 @ S_inv
+        x = project(Z0.to(dtype=dtype, device=device))
     if smoothed and (smoothing_start is not None or start_point is not None):
         mu_s = float(smoothing_start) if smoothing_start is not None else mu_final
     y = x.clone()

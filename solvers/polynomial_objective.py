@@ -619,14 +619,13 @@ def objective_data(program: ConvexPolynomial, *, dtype: torch.dtype, device: tor
 def lipschitz_estimate(program: ConvexPolynomial, congruence: Tensor | None = None) -> float:
     """``mean_k ‖A(x_k)‖²_F``, the scale of the data term's curvature in ``Z̃`` (times ``1/μ``
     for a smoothing width ``μ``), from the full data on the host: identical on every rank and
-    for any chunking. With a block-diagonal ``congruence`` ``S = diag(S₁, s)``
+    for any chunking. With a whitening ``congruence`` ``S = diag(S₁, 1)``
     (:func:`~convexrobust.solvers.lifted_cone.lift_congruence`), ``mean_k ‖S A(x_k) S‖²_F``,
-    the same in the coordinates ``W = S⁻¹ Z S⁻¹``."""
+    the same in the coordinates ``W = S⁻¹ Z S⁻¹`` (``A`` of the whitened samples ``S₁x_k``)."""
     act = program.activation
-    X, s = np.asarray(program.X, dtype=np.float64), 1.0
+    X = np.asarray(program.X, dtype=np.float64)
     if congruence is not None:
-        S = congruence.cpu().double().numpy()
-        X, s = X @ S[:-1, :-1].T, float(S[-1, -1])
+        X = X @ congruence.cpu().double().numpy()[:-1, :-1].T
     sq_norms = np.square(X).sum(axis=1)
-    return float((act.a ** 2 * sq_norms ** 2 + 0.5 * (act.b * s) ** 2 * sq_norms
-                  + (act.c * s * s) ** 2).mean())
+    return float((act.a ** 2 * sq_norms ** 2 + 0.5 * act.b ** 2 * sq_norms
+                  + act.c ** 2).mean())
