@@ -586,6 +586,7 @@ def solve_relu_admm(program: ConvexReLU, *, device: torch.device | str | None = 
         "violation_before_repair": trial.violation_before,
         "objective_before_repair": trial.objective_before,
         "repaired_groups_moved": trial.moved, "repaired_groups_zeroed": trial.zeroed,
+        "repaired_groups_rehomed": trial.rehomed,
     }
     return finish(
         program, {"V": trial.V, "W": trial.W}, status, accept_inaccurate=accept_inaccurate,

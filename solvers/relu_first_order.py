@@ -67,8 +67,9 @@ Repair: the returned point must satisfy the cone constraints exactly (the recove
 reproduces the convex model only where they hold, MATH.md §1): it is repaired by
 :func:`convexrobust.solvers.relu_repair.repaired` (gate shifts and exact projections), and
 ``info`` reports the violation and the objective before the repair, how many groups were moved,
-zeroed or kept a projection (``repaired_groups_projected``), and whether the projections were
-within budget (``repair_projections``).
+zeroed, re-homed on the all-ones pattern (``repaired_groups_rehomed``) or kept a projection
+(``repaired_groups_projected``), and whether the projections were within budget
+(``repair_projections``).
 
 Radii at least every sample's norm: the optimum is then a network of biases alone (proof in
 :func:`_slope_free_coordinates`), and the solver iterates on the bias coordinates only
@@ -556,6 +557,7 @@ def solve_relu_torch(program: ConvexReLU, *, device: torch.device | str | None =
         "violation_before_repair": trial.violation_before,
         "objective_before_repair": trial.objective_before,
         "repaired_groups_moved": trial.moved, "repaired_groups_zeroed": trial.zeroed,
+        "repaired_groups_rehomed": trial.rehomed,
         "repaired_groups_projected": trial.projected, "repair_projections": trial.projections,
         "outer_iterations": outer, "rho": al.rho, "smoothing": al.mu,
         "smoothing_error": smoothing_error, "slope_free": free is not None,

@@ -14,7 +14,8 @@ followed by a lifted projection that freezes the margin, :func:`project_with_mar
 shifted, and the candidate that moves it least is kept — but only while these projections are
 affordable (:data:`REPAIR_PROJECTION_BUDGET`, in units of ``n·d̃²`` per solve); beyond that
 (large data, many violated groups) the gate shift alone is used. A group that would still move
-by more than :data:`REPAIR_MAX_SHIFT` of its norm is set to zero.
+by more than :data:`REPAIR_MAX_SHIFT` of its norm leaves its pattern: it is set to zero, or
+re-homed on the all-ones pattern when that changes the model less (:func:`rehome`).
 
 :func:`repaired` wraps :func:`repair` with the judge's objective and violation before and after
 (:class:`Repaired`), which the solvers turn into their ``info`` and the ``"repair_degraded"``
@@ -33,8 +34,8 @@ from scipy.optimize import nnls
 from convexrobust.problems.relu import ConvexReLU
 
 __all__ = ["REPAIR_CHUNK", "REPAIR_MAX_SHIFT", "REPAIR_PROJECTION_BUDGET", "Repaired",
-           "own_slack_min", "project_polyhedral", "project_with_margin", "repair", "repaired",
-           "shift_along_gates", "slack_rows", "unit_gates"]
+           "all_ones_pattern", "own_slack_min", "project_polyhedral", "project_with_margin",
+           "rehome", "repair", "repaired", "shift_along_gates", "slack_rows", "unit_gates"]
 
 log = logging.getLogger(__name__)
 
@@ -155,8 +156,80 @@ def unit_gates(program: ConvexReLU, rows: tuple[torch.Tensor, torch.Tensor] | No
     return gates, own_slack_min(program, gates, torch.arange(gates.shape[0]), rows)
 
 
+def all_ones_pattern(program: ConvexReLU, gate_slack: torch.Tensor) -> int | None:
+    """The index of a pattern active on every sample whose gate is strictly feasible — the one
+    :func:`~convexrobust.problems.patterns.sample_patterns` always adds with a bias column —
+    or None when the program has none."""
+    full = np.flatnonzero(np.asarray(program.patterns.masks).all(axis=0))
+    return next((int(i) for i in full if float(gate_slack[i]) > 0), None)
+
+
+def _change_costs(program: ConvexReLU, Z: torch.Tensor, patterns: torch.Tensor,
+                  rows: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """How much dropping a group ``z`` of pattern ``i`` changes the model, and how much
+    re-homing it on the all-ones pattern does: ``Σ_k (|x̃_kᵀz| + ε‖z_{:d}‖_q)`` over the samples
+    where ``i`` is active (dropping removes ``z`` there) and over those where it is inactive
+    (re-homing adds it there) — the change of every affected prediction and worst-case slope
+    term. Returns the two (G,) sums, evaluated in chunks as :func:`own_slack_min`."""
+    Xt, Et = rows
+    n = Xt.shape[1]
+    eps, _ = program.radius_and_dual_exponent()
+    drop = torch.empty(Z.shape[0], dtype=Z.dtype)
+    home = torch.empty_like(drop)
+    step = max(1, REPAIR_CHUNK // max(n, 1))
+    for s in range(0, Z.shape[0], step):
+        z = Z[s:s + step]
+        change = (z @ Xt).abs_()
+        if eps:
+            change.add_(eps * program.dual_norm_torch(z).unsqueeze(-1))
+        active = Et[patterns[s:s + step]] > 0
+        drop[s:s + step] = torch.where(active, change, 0.0).sum(dim=-1)
+        home[s:s + step] = torch.where(active, 0.0, change).sum(dim=-1)
+    return drop, home
+
+
+def rehome(program: ConvexReLU, flats: list[torch.Tensor],
+           dropped: list[tuple[torch.Tensor, torch.Tensor]], ones: int, gates: torch.Tensor,
+           gate_slack: torch.Tensor, rows: tuple[torch.Tensor, torch.Tensor]) -> int:
+    """Move groups the repair could not keep on their own pattern to the all-ones pattern
+    ``ones``, where that changes the model less than dropping them (:func:`_change_costs`).
+
+    ``flats`` are V's and W's groups as rows ``c·P + i`` (modified in place); ``dropped[f]``
+    holds, for ``flats[f]``, the row indices of the groups that were set to zero and their
+    values before. A group ``u`` of output ``c`` becomes ``u' = u + τg`` on the all-ones pattern
+    (``g`` its unit gate, τ the least shift that makes ``u'`` feasible there, as in
+    :func:`shift_along_gates`), and the opposite sign's all-ones group of output ``c`` receives
+    ``τg`` too, so the output changes by ``x̃ᵀu`` exactly on the samples where ``u``'s pattern
+    was inactive (the regulariser pays ``2τ‖g‖β`` at most). Every all-ones group stays feasible:
+    the cone is convex and ``u'`` and ``τg`` lie in it (a last gate shift absorbs round-off).
+    Returns how many groups were re-homed."""
+    P = program.n_patterns
+    moved = 0
+    for f, (groups, originals) in enumerate(dropped):
+        if groups.numel() == 0:
+            continue
+        drop, home = _change_costs(program, originals, groups % P, rows)
+        take = home < drop
+        target = torch.full((int(take.sum()),), ones)
+        shifted, ok = shift_along_gates(program, originals[take], target, gates, gate_slack,
+                                        rows=rows)
+        homes = (groups[take][ok] // P) * P + ones
+        flats[f].index_add_(0, homes, shifted[ok])
+        flats[1 - f].index_add_(0, homes, shifted[ok] - originals[take][ok])
+        moved += int(ok.sum())
+    if moved:
+        homes = torch.arange(program.n_outputs) * P + ones
+        target = torch.full((len(homes),), ones)
+        for F in flats:
+            F[homes], ok = shift_along_gates(program, F[homes], target, gates, gate_slack,
+                                             rows=rows)
+            F[homes[~ok]] = 0.0  # never in practice: the all-ones gate's slack is positive
+    return moved
+
+
 def repair(program: ConvexReLU, V: np.ndarray, W: np.ndarray, threshold: float,
-            stats: dict | None = None) -> tuple[np.ndarray, np.ndarray, int, int]:
+           stats: dict | None = None, rehome_groups: bool = True
+           ) -> tuple[np.ndarray, np.ndarray, int, int]:
     """Make every group exactly feasible (module docstring). Every violated group is shifted
     along its strictly feasible gate (:func:`shift_along_gates`, all groups at once); a group
     violated by more than ``threshold`` is also projected onto the polyhedral cone
@@ -164,7 +237,10 @@ def repair(program: ConvexReLU, V: np.ndarray, W: np.ndarray, threshold: float,
     :func:`project_with_margin`) and then shifted to absorb what is left (round-off, or the
     ``ε‖u‖_q`` term). Of these candidates the one that moves the group least is kept; a group
     that every candidate would move by more than :data:`REPAIR_MAX_SHIFT` of its norm is set
-    to zero.
+    to zero — or, with ``rehome_groups`` and an all-ones pattern in the program, re-homed on
+    it when that changes the model less (:func:`rehome`; at large radii the robust patterns
+    are thin cones in the tails of the data, and near-linear groups that miss theirs by more
+    than a shift can mend carry the linear part of the model).
 
     Budget: the projections are non-negative least-squares problems over all n samples
     (``≈ n·d̃²`` work each). They are tried only when
@@ -172,9 +248,10 @@ def repair(program: ConvexReLU, V: np.ndarray, W: np.ndarray, threshold: float,
     four for a robust program — is at most :data:`REPAIR_PROJECTION_BUDGET`; otherwise the
     repair uses the gate shift alone, for every group, in a few batched passes over the data.
 
-    Returns V, W and the numbers of groups moved and zeroed. ``stats``, when given, receives
-    ``projection_cost`` (the ``n·d̃²`` units above), ``projections`` (whether they were tried)
-    and ``projected`` (how many groups kept a projected candidate)."""
+    Returns V, W and the numbers of groups moved and zeroed (re-homed ones are neither).
+    ``stats``, when given, receives ``projection_cost`` (the ``n·d̃²`` units above),
+    ``projections`` (whether they were tried), ``projected`` (how many groups kept a projected
+    candidate) and ``rehomed``."""
     P, db, n = program.n_patterns, program.Xb.shape[1], program.n_samples
     eps = program.radius_and_dual_exponent()[0]
     rows = slack_rows(program)
@@ -197,7 +274,9 @@ def repair(program: ConvexReLU, V: np.ndarray, W: np.ndarray, threshold: float,
         log.debug("repair: %d violated groups; projections skipped (cost %.2g > %.2g)",
                   sum(len(g) for g in violated), cost, REPAIR_PROJECTION_BUDGET)
     moved = zeroed = projected = 0
+    dropped = []
     for F, w, groups in zip(flat, worst, violated, strict=True):
+        dropped.append((groups[:0], F[:0]))
         if groups.numel() == 0:
             continue
         originals = F[groups].clone()  # (G, d̃)
@@ -241,9 +320,14 @@ def repair(program: ConvexReLU, V: np.ndarray, W: np.ndarray, threshold: float,
         moved += int(keep.sum())
         zeroed += int((~keep).sum())
         projected += int((best > 0).sum())
+        dropped[-1] = (groups[~keep], originals[~keep])
+    ones = all_ones_pattern(program, gate_slack) if rehome_groups else None
+    rehomed = 0 if ones is None else rehome(program, flat, dropped, ones, gates, gate_slack,
+                                            rows)
     if stats is not None:
-        stats.update(projection_cost=cost, projections=project, projected=projected)
-    return Zs[0].numpy(), Zs[1].numpy(), moved, zeroed
+        stats.update(projection_cost=cost, projections=project, projected=projected,
+                     rehomed=rehomed)
+    return Zs[0].numpy(), Zs[1].numpy(), moved, zeroed - rehomed
 
 
 @dataclass
@@ -261,6 +345,8 @@ class Repaired:
     #: groups that kept a projected candidate, and whether projections were within budget
     projected: int = 0
     projections: bool = True
+    #: groups moved to the all-ones pattern (:func:`rehome`)
+    rehomed: int = 0
 
     @property
     def cost(self) -> float:
@@ -285,5 +371,6 @@ def repaired(program: ConvexReLU, U: torch.Tensor, data_scale: float) -> Repaire
     V, W, moved, zeroed = repair(program, V, W, threshold=1e-9 * data_scale, stats=stats)
     return Repaired(U, V, W, violation_before, objective_before,
                      program.objective({"V": V, "W": W}), moved, zeroed,
-                     int(stats.get("projected", 0)), bool(stats.get("projections", True)))
+                     int(stats.get("projected", 0)), bool(stats.get("projections", True)),
+                     int(stats.get("rehomed", 0)))
 

@@ -1,6 +1,8 @@
 """The repair of the first-order ReLU solvers (``relu_first_order._repair``): every violated group
-is made exactly feasible, the batched gate shift gives what the former group-by-group loop gave,
-and large programs skip the exact projections (their budget) and still come out feasible."""
+is made exactly feasible, the batched gate shift gives what the former group-by-group loop gave
+(which zeroed every group it could not mend: ``rehome_groups=False``), large programs skip the
+exact projections (their budget) and still come out feasible, and a group that leaves its
+pattern is re-homed on the all-ones pattern when that changes the model less."""
 
 from __future__ import annotations
 
@@ -146,7 +148,8 @@ def test_repair_matches_former_loop_and_is_feasible(make, project, monkeypatch):
     if not project:
         monkeypatch.setattr(relu_repair, "REPAIR_PROJECTION_BUDGET", 0.0)
     stats: dict = {}
-    new = relu_repair.repair(program, values["V"], values["W"], threshold, stats=stats)
+    new = relu_repair.repair(program, values["V"], values["W"], threshold, stats=stats,
+                             rehome_groups=False)
     ref = _reference_repair(program, values["V"], values["W"], threshold, project=project)
     _assert_same(new, ref)
     assert stats["projections"] is project
@@ -167,7 +170,8 @@ def test_repair_of_a_solver_point_matches_former_loop():
     assert _violated_groups(program, noisy) >= 10
     threshold = _threshold(program)
     stats: dict = {}
-    new = relu_repair.repair(program, noisy["V"], noisy["W"], threshold, stats=stats)
+    new = relu_repair.repair(program, noisy["V"], noisy["W"], threshold, stats=stats,
+                             rehome_groups=False)
     _assert_same(new, _reference_repair(program, noisy["V"], noisy["W"], threshold))
     assert stats["projections"] and stats["projected"] > 0
     assert program.violation({"V": new[0], "W": new[1]}) <= 1e-12
@@ -211,7 +215,8 @@ def test_large_program_skips_projections_and_is_feasible():
     assert violated >= 30
     stats: dict = {}
     threshold = _threshold(program)
-    new = relu_repair.repair(program, values["V"], values["W"], threshold, stats=stats)
+    new = relu_repair.repair(program, values["V"], values["W"], threshold, stats=stats,
+                             rehome_groups=False)
     V, W, moved, zeroed = new
     assert not stats["projections"] and stats["projected"] == 0
     assert stats["projection_cost"] > relu_repair.REPAIR_PROJECTION_BUDGET
@@ -229,3 +234,78 @@ def test_large_program_skips_projections_and_is_feasible():
         kept = np.linalg.norm(Z, axis=-1) > 0
         assert np.all(delta[kept] <= relu_repair.REPAIR_MAX_SHIFT
                       * np.linalg.norm(before, axis=-1)[kept] * (1 + 1e-12))
+
+
+# ---------------------------------------------------------------- re-homing on the all-ones pattern
+def _outlier_program() -> cr.ConvexReLU:
+    """A robust binary program whose data has a cluster and three far outliers, so the robust
+    gates sit in the gap between them: near-linear patterns (inactive on the outliers only)."""
+    r = np.random.default_rng(4)
+    X = r.standard_normal((120, 2))
+    X[:3, 0] += 12.0
+    y = (X[:, 1] > 0).astype(int)
+    return cr.ConvexReLU(X, y, n_patterns=20, loss="hinge", beta=1e-3, threat=cr.L2(0.3))
+
+
+def _predictions(program: cr.ConvexReLU, V: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """``Σ_i D_i X̃ (v_{i,c} − w_{i,c})``, (n, C)."""
+    masks = program.patterns.masks
+    return np.stack([(masks * (program.Xb @ (V[c] - W[c]).T)).sum(axis=1)
+                     for c in range(V.shape[0])], axis=1)
+
+
+@pytest.mark.parametrize("sign", ["V", "W"])
+def test_a_group_far_outside_a_near_linear_pattern_is_rehomed(sign):
+    program = _outlier_program()
+    masks = program.patterns.masks
+    ones = int(np.flatnonzero(masks.all(axis=0))[0])
+    near = [i for i in range(program.n_patterns) if 0 < (masks[:, i] == 0).sum() <= 3]
+    assert near, "the robust gates should sit in the gap before the outliers"
+    i = near[0]
+    C, P, db = program.n_outputs, program.n_patterns, program.Xb.shape[1]
+    values = {"V": np.zeros((C, P, db)), "W": np.zeros((C, P, db))}
+    # a feasible all-ones group, and a linear function of x₂ on the near-linear pattern: it is
+    # negative on half the cluster, so no gate shift within REPAIR_MAX_SHIFT mends it
+    values["V"][0, ones] = [0.2, 0.1, 8.0]
+    u = np.array([0.0, 1.0, 0.0])
+    values[sign][0, i] = u
+    assert program.violation(values) > 0.5
+    threshold = _threshold(program)
+    stats: dict = {}
+    V, W, moved, zeroed = relu_repair.repair(program, values["V"], values["W"], threshold,
+                                             stats=stats)
+    assert (moved, zeroed, stats["rehomed"]) == (0, 0, 1)
+    assert program.violation({"V": V, "W": W}) <= 1e-12
+    assert not V[0, i].any() and not W[0, i].any()
+    # the output changed by ±x̃ᵀu exactly where the pattern was inactive (the outliers)
+    before = _predictions(program, values["V"], values["W"])
+    after = _predictions(program, V, W)
+    inactive = masks[:, i] == 0
+    sign_of = 1.0 if sign == "V" else -1.0
+    expected = before[:, 0] + sign_of * inactive * (program.Xb @ u)
+    assert np.allclose(after[:, 0], expected, rtol=0, atol=1e-9)
+    # the former repair drops it: the model loses x₂ on the whole cluster, which costs the
+    # objective where x₂ is what separates the labels (a positive group of output 0)
+    V0, W0, _, zeroed0 = relu_repair.repair(program, values["V"], values["W"], threshold,
+                                            rehome_groups=False)
+    assert zeroed0 == 1
+    if sign == "V":
+        assert program.objective({"V": V, "W": W}) < program.objective({"V": V0, "W": W0})
+
+
+def test_a_tail_group_is_dropped_not_rehomed():
+    """A group of a pattern active on a few outliers only: dropping it changes the model there,
+    re-homing it would change it everywhere else, so it is dropped."""
+    program = _outlier_program()
+    masks = program.patterns.masks
+    tail = [i for i in range(program.n_patterns) if 0 < masks[:, i].sum() <= 3]
+    assert tail
+    i = tail[0]
+    C, P, db = program.n_outputs, program.n_patterns, program.Xb.shape[1]
+    values = {"V": np.zeros((C, P, db)), "W": np.zeros((C, P, db))}
+    values["V"][0, i] = [0.0, 1.0, 0.0]
+    stats: dict = {}
+    V, W, moved, zeroed = relu_repair.repair(program, values["V"], values["W"],
+                                             _threshold(program), stats=stats)
+    assert (moved, zeroed, stats["rehomed"]) == (0, 1, 0)
+    assert not V.any() and not W.any()
