@@ -8,6 +8,7 @@ vectors per pattern ``D_i``; we sample ``D_i = diag(1[X g_i ≥ 0])`` with Gauss
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from math import comb
 
@@ -19,6 +20,10 @@ from convexrobust._validation import check_int
 #: so beyond this the program is far too large for any solver here (and the gate matrix alone
 #: may not fit in memory).
 MAX_PATTERNS = 100_000
+
+#: A robust pattern splits the data when at least this fraction of the samples (and at least
+#: one) lies on each side of its gate; :func:`sample_patterns` warns when none does.
+SPLIT_FRACTION = 0.01
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,11 @@ def sample_patterns(X: np.ndarray, n_patterns: int, *, seed: int = 0, margin: fl
     included). Nominal programs (``margin = 0``) use Gaussian gates. Robust programs need
     patterns that no point can leave within the threat ball — a random hyperplane through the
     data forces ``v = 0`` under the robust cone constraints — so with ``margin = ε > 0`` each
-    gate is a random direction placed in a gap of the data wider than ``2ε‖g‖_q``.
+    gate is a random direction placed in a gap of the data wider than ``2ε‖g‖_q``. In dense
+    data such gaps exist only in the tails once ε nears the spacing of the points; then every
+    pattern leaves a few samples on one side of its gate, the program is close to a linear
+    model plus neurons for a few outliers, and a ``RuntimeWarning`` says so (no pattern splits
+    off :data:`SPLIT_FRACTION` of the samples on both sides).
     """
     n_patterns = check_int(n_patterns, "n_patterns", minimum=1, maximum=MAX_PATTERNS)
     rng = np.random.default_rng(check_int(seed, "seed"))
@@ -81,7 +90,30 @@ def sample_patterns(X: np.ndarray, n_patterns: int, *, seed: int = 0, margin: fl
         ones = np.zeros((X.shape[1], 1))
         ones[-1] = 1.0
         gates = np.hstack([ones, gates])
-    return _unique_nonzero(X @ gates >= 0, gates)
+    patterns = _unique_nonzero(X @ gates >= 0, gates)
+    if margin > 0 and bias_column:
+        _warn_when_tails_only(patterns, n_patterns, margin)
+    return patterns
+
+
+def _warn_when_tails_only(patterns: Patterns, drawn: int, margin: float) -> None:
+    """The warning of :func:`sample_patterns` for robust patterns that split no part of the
+    data off (module docstring)."""
+    n = patterns.masks.shape[0]
+    active = patterns.masks.sum(axis=0)
+    side = np.minimum(active, n - active)
+    if (side >= max(1.0, SPLIT_FRACTION * n)).any():
+        return
+    found = patterns.count - 1  # besides the all-ones pattern
+    if found == 0:
+        what = (f"none of the {drawn} random directions has a gap wider than 2·{margin:g} "
+                "in the data: the robust program has the all-ones (linear) pattern only")
+    else:
+        what = (f"its {found} robust pattern(s) besides the all-ones one each leave at most "
+                f"{int(side.max())} of the {n} samples on one side of their gate: the "
+                "program is close to a linear model plus neurons for a few outliers")
+    warnings.warn(f"at radius {margin:g} {what}. A smaller radius keeps patterns that split "
+                  "the data.", RuntimeWarning, stacklevel=3)
 
 
 def arrangement_size(n: int, d: int) -> int:
