@@ -10,9 +10,14 @@
   guaranteed Lipschitz bound (it can only be evaluated empirically).
 * :class:`SolverFailedError` — the solver ran but did not return an optimal solution
   (infeasible, unbounded, inaccurate, diverged); carries the solver's status.
+
+Warnings (:func:`warn`) point at the user's line that led to them, not at library internals.
 """
 
 from __future__ import annotations
+
+import sys
+import warnings
 
 
 class ConvexRobustError(Exception):
@@ -55,3 +60,13 @@ class SolverFailedError(ConvexRobustError, RuntimeError):
         super().__init__(message)
         self.status = status
         self.solver = solver
+
+
+def warn(message: str, category: type[Warning] = UserWarning) -> None:
+    """Issue ``message`` as a warning attributed to the first caller outside convexrobust
+    (however deep in the library it arises, and whichever public function led to it)."""
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("convexrobust"):
+        level += 1
+        frame = frame.f_back
+    warnings.warn(message, category, stacklevel=level + 1)

@@ -15,7 +15,8 @@ shifted, and the candidate that moves it least is kept — but only while these 
 affordable (:data:`REPAIR_PROJECTION_BUDGET`, in units of ``n·d̃²`` per solve); beyond that
 (large data, many violated groups) the gate shift alone is used. A group that would still move
 by more than :data:`REPAIR_MAX_SHIFT` of its norm leaves its pattern: it is set to zero, or
-re-homed on the all-ones pattern when that changes the model less (:func:`rehome`).
+re-homed on the all-ones pattern when that changes the model less and lowers the objective
+(:func:`rehome`).
 
 :func:`repaired` wraps :func:`repair` with the judge's objective and violation before and after
 (:class:`Repaired`), which the solvers turn into their ``info`` and the ``"repair_degraded"``
@@ -202,10 +203,16 @@ def rehome(program: ConvexReLU, flats: list[torch.Tensor],
     ``τg`` too, so the output changes by ``x̃ᵀu`` exactly on the samples where ``u``'s pattern
     was inactive (the regulariser pays ``2τ‖g‖β`` at most). Every all-ones group stays feasible:
     the cone is convex and ``u'`` and ``τg`` lie in it (a last gate shift absorbs round-off).
-    Returns how many groups were re-homed."""
-    P = program.n_patterns
+    Groups of the all-ones pattern itself are not re-homed (on their own pattern the shift
+    would be unbounded). The re-homing is undone — every group in ``dropped`` stays zero — when
+    a last gate shift fails or the program's objective is not lower than with the groups
+    dropped: it never makes the repair worse. Returns how many groups were re-homed."""
+    P, C = program.n_patterns, program.n_outputs
+    before = [F.clone() for F in flats]
     moved = 0
     for f, (groups, originals) in enumerate(dropped):
+        elsewhere = groups % P != ones
+        groups, originals = groups[elsewhere], originals[elsewhere]
         if groups.numel() == 0:
             continue
         drop, home = _change_costs(program, originals, groups % P, rows)
@@ -217,13 +224,25 @@ def rehome(program: ConvexReLU, flats: list[torch.Tensor],
         flats[f].index_add_(0, homes, shifted[ok])
         flats[1 - f].index_add_(0, homes, shifted[ok] - originals[take][ok])
         moved += int(ok.sum())
-    if moved:
-        homes = torch.arange(program.n_outputs) * P + ones
-        target = torch.full((len(homes),), ones)
-        for F in flats:
-            F[homes], ok = shift_along_gates(program, F[homes], target, gates, gate_slack,
-                                             rows=rows)
-            F[homes[~ok]] = 0.0  # never in practice: the all-ones gate's slack is positive
+    if not moved:
+        return 0
+    homes = torch.arange(C) * P + ones
+    target = torch.full((len(homes),), ones)
+    failed = False
+    for F in flats:
+        F[homes], ok = shift_along_gates(program, F[homes], target, gates, gate_slack,
+                                         rows=rows)
+        failed |= not bool(ok.all())
+    shape = (C, P, flats[0].shape[1])
+
+    def objective(Fs: list[torch.Tensor]) -> float:
+        return program.objective({"V": Fs[0].reshape(shape).numpy(),
+                                  "W": Fs[1].reshape(shape).numpy()})
+
+    if failed or objective(flats) >= objective(before):
+        for F, F0 in zip(flats, before, strict=True):
+            F.copy_(F0)
+        return 0
     return moved
 
 
@@ -238,7 +257,8 @@ def repair(program: ConvexReLU, V: np.ndarray, W: np.ndarray, threshold: float,
     ``ε‖u‖_q`` term). Of these candidates the one that moves the group least is kept; a group
     that every candidate would move by more than :data:`REPAIR_MAX_SHIFT` of its norm is set
     to zero — or, with ``rehome_groups`` and an all-ones pattern in the program, re-homed on
-    it when that changes the model less (:func:`rehome`; at large radii the robust patterns
+    it when that changes the model less and the objective ends lower than with the group
+    dropped (:func:`rehome`; at large radii the robust patterns
     are thin cones in the tails of the data, and near-linear groups that miss theirs by more
     than a shift can mend carry the linear part of the model).
 

@@ -41,9 +41,11 @@ def test_robust_gates_clear_every_point_by_the_radius():
 def test_a_radius_beyond_the_spacing_of_dense_data_warns_that_the_head_is_near_linear():
     r = np.random.default_rng(1)
     X = r.standard_normal((2000, 8))
-    with pytest.warns(RuntimeWarning, match="close to a linear model|all-ones"):
+    with pytest.warns(RuntimeWarning, match="close to a linear model|all-ones") as record:
         program = cr.ConvexReLU(X, (X[:, 0] > 0).astype(int), n_patterns=40, loss="hinge",
                                 threat=cr.L2(0.5))
+    # attributed to the line that built the program, not to the library's internals
+    assert {w.filename for w in record} == {__file__}
     masks = program.patterns.masks
     side = np.minimum(masks.sum(0), len(X) - masks.sum(0))
     assert (side < SPLIT_FRACTION * len(X)).all()

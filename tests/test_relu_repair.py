@@ -254,21 +254,37 @@ def _predictions(program: cr.ConvexReLU, V: np.ndarray, W: np.ndarray) -> np.nda
                      for c in range(V.shape[0])], axis=1)
 
 
-@pytest.mark.parametrize("sign", ["V", "W"])
-def test_a_group_far_outside_a_near_linear_pattern_is_rehomed(sign):
-    program = _outlier_program()
+def _near_linear_setup(program: cr.ConvexReLU) -> tuple[int, int, dict[str, np.ndarray]]:
+    """The all-ones pattern, a near-linear pattern (inactive on the outliers only) and values
+    with a feasible all-ones group of output 0."""
     masks = program.patterns.masks
     ones = int(np.flatnonzero(masks.all(axis=0))[0])
     near = [i for i in range(program.n_patterns) if 0 < (masks[:, i] == 0).sum() <= 3]
     assert near, "the robust gates should sit in the gap before the outliers"
-    i = near[0]
     C, P, db = program.n_outputs, program.n_patterns, program.Xb.shape[1]
     values = {"V": np.zeros((C, P, db)), "W": np.zeros((C, P, db))}
-    # a feasible all-ones group, and a linear function of x₂ on the near-linear pattern: it is
-    # negative on half the cluster, so no gate shift within REPAIR_MAX_SHIFT mends it
     values["V"][0, ones] = [0.2, 0.1, 8.0]
+    return ones, near[0], values
+
+
+def _with_and_without_rehoming(program: cr.ConvexReLU, values: dict[str, np.ndarray]
+                               ) -> tuple[tuple, dict, tuple]:
+    """The repair of ``values`` (with its stats) and the former one, which drops every group it
+    cannot mend."""
+    threshold = _threshold(program)
+    stats: dict = {}
+    new = relu_repair.repair(program, values["V"], values["W"], threshold, stats=stats)
+    old = relu_repair.repair(program, values["V"], values["W"], threshold, rehome_groups=False)
+    return new, stats, old
+
+
+def test_a_group_far_outside_a_near_linear_pattern_is_rehomed():
+    program = _outlier_program()
+    ones, i, values = _near_linear_setup(program)
+    # a linear function of x₂ on the near-linear pattern: it is negative on half the cluster,
+    # so no gate shift within REPAIR_MAX_SHIFT mends it; x₂ is what separates the labels
     u = np.array([0.0, 1.0, 0.0])
-    values[sign][0, i] = u
+    values["V"][0, i] = u
     assert program.violation(values) > 0.5
     threshold = _threshold(program)
     stats: dict = {}
@@ -277,20 +293,73 @@ def test_a_group_far_outside_a_near_linear_pattern_is_rehomed(sign):
     assert (moved, zeroed, stats["rehomed"]) == (0, 0, 1)
     assert program.violation({"V": V, "W": W}) <= 1e-12
     assert not V[0, i].any() and not W[0, i].any()
-    # the output changed by ±x̃ᵀu exactly where the pattern was inactive (the outliers)
+    # the output changed by x̃ᵀu exactly where the pattern was inactive (the outliers)
     before = _predictions(program, values["V"], values["W"])
     after = _predictions(program, V, W)
-    inactive = masks[:, i] == 0
-    sign_of = 1.0 if sign == "V" else -1.0
-    expected = before[:, 0] + sign_of * inactive * (program.Xb @ u)
+    inactive = program.patterns.masks[:, i] == 0
+    expected = before[:, 0] + inactive * (program.Xb @ u)
     assert np.allclose(after[:, 0], expected, rtol=0, atol=1e-9)
-    # the former repair drops it: the model loses x₂ on the whole cluster, which costs the
-    # objective where x₂ is what separates the labels (a positive group of output 0)
+    # the former repair drops it: the model loses x₂ on the whole cluster
     V0, W0, _, zeroed0 = relu_repair.repair(program, values["V"], values["W"], threshold,
                                             rehome_groups=False)
     assert zeroed0 == 1
-    if sign == "V":
-        assert program.objective({"V": V, "W": W}) < program.objective({"V": V0, "W": W0})
+    assert program.objective({"V": V, "W": W}) < program.objective({"V": V0, "W": W0})
+
+
+def test_rehoming_that_would_raise_the_objective_is_undone():
+    """The same group with the sign that fits the labels worse: re-homed it would raise the
+    objective above dropping it, so the repair drops it (the re-homing is undone)."""
+    program = _outlier_program()
+    _, i, values = _near_linear_setup(program)
+    values["W"][0, i] = [0.0, 1.0, 0.0]
+    (V, W, moved, zeroed), stats, (V0, W0, _, _) = _with_and_without_rehoming(program, values)
+    # it would be re-homed by the change measure alone: the guard is what drops it
+    drop, home = relu_repair._change_costs(program, torch.as_tensor(values["W"][0, i:i + 1]),
+                                           torch.tensor([i]), relu_repair.slack_rows(program))
+    assert float(home[0]) < float(drop[0])
+    assert (moved, zeroed, stats["rehomed"]) == (0, 1, 0)
+    assert np.array_equal(V, V0) and np.array_equal(W, W0)
+    assert program.violation({"V": V, "W": W}) <= 1e-12
+
+
+def test_an_all_ones_group_is_never_rehomed_onto_itself():
+    """A far-violated group of the all-ones pattern is dropped: on its own pattern the gate
+    shift that would re-home it is unbounded."""
+    program = _outlier_program()
+    ones, _, values = _near_linear_setup(program)
+    values["V"][0, ones] = [3.0, 0.0, -40.0]  # negative on every point: far outside the cone
+    stats: dict = {}
+    V, W, moved, zeroed = relu_repair.repair(program, values["V"], values["W"],
+                                             _threshold(program), stats=stats)
+    assert (moved, zeroed, stats["rehomed"]) == (0, 1, 0)
+    assert not V.any() and not W.any()
+
+
+def test_rehoming_many_groups_of_a_multiclass_linf_program():
+    """Several groups of every output re-homed onto their output's all-ones groups at once
+    (ℓ∞ threat, three classes): exactly feasible, never worse than dropping them."""
+    r = np.random.default_rng(5)
+    X = r.standard_normal((150, 2))
+    X[:3, 0] += 12.0
+    y = np.digitize(X[:, 1], [-0.5, 0.5])
+    program = cr.ConvexReLU(X, y, n_patterns=20, loss="hinge", beta=1e-3,
+                            threat=cr.Linf(0.2))
+    masks = program.patterns.masks
+    near = [i for i in range(program.n_patterns) if 0 < (masks[:, i] == 0).sum() <= 3]
+    assert len(near) >= 2
+    C, P, db = program.n_outputs, program.n_patterns, program.Xb.shape[1]
+    values = {"V": np.zeros((C, P, db)), "W": np.zeros((C, P, db))}
+    # x₂ orders the classes: two groups raise class 2's score, one lowers class 0's
+    values["V"][2, near[0]] = [0.0, 1.0, 0.0]
+    values["V"][2, near[1]] = [0.0, 0.5, 0.0]
+    values["W"][0, near[2]] = [0.0, 1.0, 0.0]
+    assert program.violation(values) > 0.1
+    (V, W, moved, zeroed), stats, (V0, W0, _, zeroed0) = _with_and_without_rehoming(program,
+                                                                                    values)
+    assert (moved, zeroed, stats["rehomed"], zeroed0) == (0, 0, 3, 3)
+    assert program.violation({"V": V, "W": W}) <= 1e-12
+    assert not any(V[:, i].any() or W[:, i].any() for i in near[:3])
+    assert program.objective({"V": V, "W": W}) < program.objective({"V": V0, "W": W0})
 
 
 def test_a_tail_group_is_dropped_not_rehomed():

@@ -8,13 +8,13 @@ vectors per pattern ``D_i``; we sample ``D_i = diag(1[X g_i ≥ 0])`` with Gauss
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from math import comb
 
 import numpy as np
 
 from convexrobust._validation import check_int
+from convexrobust.errors import warn
 
 #: Most gates :func:`sample_patterns` draws: each program variable block is (patterns × features),
 #: so beyond this the program is far too large for any solver here (and the gate matrix alone
@@ -112,8 +112,8 @@ def _warn_when_tails_only(patterns: Patterns, drawn: int, margin: float) -> None
         what = (f"its {found} robust pattern(s) besides the all-ones one each leave at most "
                 f"{int(side.max())} of the {n} samples on one side of their gate: the "
                 "program is close to a linear model plus neurons for a few outliers")
-    warnings.warn(f"at radius {margin:g} {what}. A smaller radius keeps patterns that split "
-                  "the data.", RuntimeWarning, stacklevel=3)
+    warn(f"at radius {margin:g} {what}. A smaller radius keeps patterns that split the data.",
+         RuntimeWarning)
 
 
 def arrangement_size(n: int, d: int) -> int:
