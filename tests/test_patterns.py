@@ -55,3 +55,22 @@ def test_a_radius_beyond_the_spacing_of_dense_data_warns_that_the_head_is_near_l
         cr.ConvexReLU(X[:200], (X[:200, 0] > 0).astype(int), n_patterns=40, loss="hinge",
                       threat=cr.L2(0.01))
         sample_patterns(_with_bias(X), 40)
+
+
+def test_robust_gates_through_the_origin_warn_when_none_clears_the_data():
+    r = np.random.default_rng(2)
+    X = r.standard_normal((300, 4))
+    y = (X[:, 0] > 0).astype(int)
+    with pytest.warns(RuntimeWarning, match="bias=True") as record:
+        cr.ConvexReLU(X, y, n_patterns=10, loss="hinge", bias=False, threat=cr.L2(0.3))
+    assert {w.filename for w in record} == {__file__}
+    # data with a wide margin around a hyperplane through the origin: the gates clear it, and
+    # no warning comes
+    X[:, 0] += np.sign(X[:, 0]) * 50.0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        program = cr.ConvexReLU(X, y, n_patterns=10, loss="hinge", bias=False,
+                                threat=cr.L2(0.3))
+    gates = program.patterns.gates
+    assert (np.abs(X @ gates).min(0) > 0.3 * np.linalg.norm(gates, axis=0)).any()
+    assert not any("bias=True" in str(w.message) for w in caught)

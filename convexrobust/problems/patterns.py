@@ -78,7 +78,9 @@ def sample_patterns(X: np.ndarray, n_patterns: int, *, seed: int = 0, margin: fl
     data such gaps exist only in the tails once ε nears the spacing of the points; then every
     pattern leaves a few samples on one side of its gate, the program is close to a linear
     model plus neurons for a few outliers, and a ``RuntimeWarning`` says so (no pattern splits
-    off :data:`SPLIT_FRACTION` of the samples on both sides).
+    off :data:`SPLIT_FRACTION` of the samples on both sides). Without ``bias_column`` the
+    gates are Gaussian through the origin, and a warning says so when none of them clears every
+    point by ``margin``.
     """
     n_patterns = check_int(n_patterns, "n_patterns", minimum=1, maximum=MAX_PATTERNS)
     rng = np.random.default_rng(check_int(seed, "seed"))
@@ -93,7 +95,25 @@ def sample_patterns(X: np.ndarray, n_patterns: int, *, seed: int = 0, margin: fl
     patterns = _unique_nonzero(X @ gates >= 0, gates)
     if margin > 0 and bias_column:
         _warn_when_tails_only(patterns, n_patterns, margin)
+    elif margin > 0:
+        _warn_when_no_gate_clears(X, patterns, margin, dual)
     return patterns
+
+
+def _warn_when_no_gate_clears(X: np.ndarray, patterns: Patterns, margin: float,
+                              dual: float) -> None:
+    """The warning of :func:`sample_patterns` for robust patterns without a bias column: its
+    Gaussian gates pass through the origin, and when none of them clears every point by the
+    radius (``|xᵀg| > margin·‖g‖_q``) no pattern has a strictly robust gate, so the repair of a
+    first-order solution can keep no group of them."""
+    gates = patterns.gates
+    clearance = np.abs(X @ gates).min(axis=0) - margin * np.linalg.norm(gates, ord=dual, axis=0)
+    if (clearance > 0).any():
+        return
+    warn(f"at radius {margin:g} none of the {gates.shape[1]} robust patterns' gates through the "
+         "origin (no bias column) clears every point by the radius, so no pattern has a "
+         "strictly robust gate. Use bias=True: gates are then placed in gaps of the data.",
+         RuntimeWarning)
 
 
 def _warn_when_tails_only(patterns: Patterns, drawn: int, margin: float) -> None:
