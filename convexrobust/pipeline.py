@@ -87,6 +87,7 @@ from convexrobust.problems.polynomial import ConvexPolynomial
 from convexrobust.problems.relu import ConvexReLU
 from convexrobust.robust_model import RobustModel, input_radius_factor
 from convexrobust.solvers import solve
+from convexrobust.solvers.solution import Solution
 from convexrobust.threat import ThreatModel
 
 __all__ = ["DEFAULT_GRID", "PROGRAM_DEFAULTS", "TORCH_OPTIONS", "choose_candidate",
@@ -183,7 +184,8 @@ def retrain_last_two_layers(
     refit:
         Retrain the chosen configuration on training + validation data (in the normalisation
         fitted on the training split); ``info["refitted"]`` records that solve (status,
-        solver, seconds, objective, ``n_train``), None without a refit.
+        solver, seconds, objective, violation, ``duality_gap`` as for the candidates,
+        ``n_train``), None without a refit.
     cache:
         A directory where extracted features are cached (keyed by model and data), and where
         every solved candidate head is kept (``cache/candidates/``, keyed by its program's
@@ -193,7 +195,8 @@ def retrain_last_two_layers(
         (needs ``cache``): a grid search that was stopped continues where it stopped.
     solver_options:
         Passed to :func:`~convexrobust.solve`. Torch solves default to :data:`TORCH_OPTIONS`
-        (``tol=1e-3``, ``accept_inaccurate=True``; the status is recorded per candidate): the
+        (``tol=1e-3``, ``accept_inaccurate=True``; the status, and the duality gap the torch
+        methods certify, are recorded per candidate in ``info["candidates"]``): the
         certificate is computed on the returned network, so an inexact solve costs optimality,
         never soundness.
     program_options:
@@ -287,9 +290,8 @@ def retrain_last_two_layers(
                 candidates.append(record)
                 continue
             net = solution.network()
-            solved = {"status": solution.status, "solver": solution.solver,
-                      "solve_time": time.perf_counter() - t0, "objective": solution.objective,
-                      "violation": solution.violation, "neurons": net.n_neurons}
+            solved = {**_solve_record(solution, time.perf_counter() - t0),
+                      "neurons": net.n_neurons}
             record.update(solved)
             if stored is not None:
                 _store_candidate(stored, net, solved)
@@ -316,9 +318,7 @@ def retrain_last_two_layers(
         solution = solve(program, solver, backend_options=backend_options, **solver_options)
         net = solution.network()
         timings["refit"] = time.perf_counter() - t0
-        refitted = {"status": solution.status, "solver": solution.solver,
-                    "solve_time": timings["refit"], "objective": solution.objective,
-                    "n_train": int(len(y_full))}
+        refitted = {**_solve_record(solution, timings["refit"]), "n_train": int(len(y_full))}
     info = {
         "head": head, "loss": loss, "threat": threat.name,
         "certified": certified, "feature_lipschitz": bound,
@@ -605,6 +605,18 @@ def _program(head: str, z: torch.Tensor, y: torch.Tensor, params: dict, radius: 
                                n_patterns=int(params["n_patterns"]), seed=seed, **opts)
     return ConvexReLU(X, labels, loss=loss, beta=params["beta"], threat=threat,
                       n_patterns=int(params["n_patterns"]), seed=seed, **opts)
+
+
+def _solve_record(solution: Solution, seconds: float) -> dict[str, object]:
+    """What the info keeps of a head's solve: its status, solver, seconds, objective and
+    violation, and ``duality_gap``, the relative gap to the lower bound the torch methods
+    certify (``Solution.info["duality_gap"]``: an upper bound on how far the head is from the
+    program's optimum, so a solve stopped by a time limit still says how unfinished it is);
+    None where the solver gives none (the conic solvers, which stop at their own tolerance)."""
+    gap = solution.info.get("duality_gap")
+    return {"status": solution.status, "solver": solution.solver, "solve_time": seconds,
+            "objective": solution.objective, "violation": solution.violation,
+            "duality_gap": None if gap is None else float(gap)}
 
 
 def _validation_scores(net: nn.Module, z: torch.Tensor, y: torch.Tensor, threat: ThreatModel,

@@ -210,6 +210,9 @@ def test_module_name_route_on_a_custom_network(data, tmp_path):
                                         feature_module="fc1", lipschitz=bound, grid=GRID,
                                         solver="torch", progress=False)
     assert certified.certifiable
+    # each torch solve says how far from its program's optimum it can be (a certified gap)
+    gaps = [c["duality_gap"] for c in certified.info["candidates"]]
+    assert all(g is not None and 0.0 <= g < math.inf for g in gaps)
     report = evaluate(certified, (x_test, y_test), (0.0, 0.05), progress=False, pgd_steps=20)
     assert report.violations == [0, 0]
     certified.save(tmp_path / "custom.pt")  # an arbitrary module is pickled ...
