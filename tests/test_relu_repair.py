@@ -280,16 +280,14 @@ def _with_and_without_rehoming(program: cr.ConvexReLU, values: dict[str, np.ndar
 
 def test_a_group_far_outside_a_near_linear_pattern_is_rehomed():
     program = _outlier_program()
-    ones, i, values = _near_linear_setup(program)
+    _, i, values = _near_linear_setup(program)
     # a linear function of x₂ on the near-linear pattern: it is negative on half the cluster,
     # so no gate shift within REPAIR_MAX_SHIFT mends it; x₂ is what separates the labels
     u = np.array([0.0, 1.0, 0.0])
     values["V"][0, i] = u
     assert program.violation(values) > 0.5
-    threshold = _threshold(program)
-    stats: dict = {}
-    V, W, moved, zeroed = relu_repair.repair(program, values["V"], values["W"], threshold,
-                                             stats=stats)
+    (V, W, moved, zeroed), stats, (V0, W0, _, zeroed0) = _with_and_without_rehoming(program,
+                                                                                    values)
     assert (moved, zeroed, stats["rehomed"]) == (0, 0, 1)
     assert program.violation({"V": V, "W": W}) <= 1e-12
     assert not V[0, i].any() and not W[0, i].any()
@@ -300,8 +298,6 @@ def test_a_group_far_outside_a_near_linear_pattern_is_rehomed():
     expected = before[:, 0] + inactive * (program.Xb @ u)
     assert np.allclose(after[:, 0], expected, rtol=0, atol=1e-9)
     # the former repair drops it: the model loses x₂ on the whole cluster
-    V0, W0, _, zeroed0 = relu_repair.repair(program, values["V"], values["W"], threshold,
-                                            rehome_groups=False)
     assert zeroed0 == 1
     assert program.objective({"V": V, "W": W}) < program.objective({"V": V0, "W": W0})
 
