@@ -77,11 +77,14 @@ def write_record(path: str | Path, rows: list[dict], threads: int, **extra: obje
     return write_json_atomic(path, record)
 
 
-def resumed_seconds(candidates: list[dict]) -> float:
-    """The solve seconds a stopped run spent on the grid candidates a resumed one reloaded
-    (``retrain_last_two_layers(..., resume=True)`` marks them ``"resumed"``), so that a head's
-    train time counts them."""
-    return sum(c["solve_time"] for c in candidates if c.get("resumed"))
+def resumed_seconds(info: dict) -> float:
+    """The solve seconds stopped runs spent on what a resumed one reused or continued (a
+    :class:`~convexrobust.RobustModel`'s ``info``: its candidates and refit, marked
+    ``"resumed"`` when reloaded and ``"continued_from"`` when continued,
+    :mod:`convexrobust.kept_solve`), so that a head's train time counts them."""
+    records = [*info["candidates"], *([info["refitted"]] if info.get("refitted") else [])]
+    return sum(r["solve_time"] if r.get("resumed") else r.get("continued_from", 0.0)
+               for r in records)
 
 
 class Stages:

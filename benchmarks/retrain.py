@@ -38,12 +38,15 @@ same ``--cache``: the stages of the first are reused with ``--resume``.
 
 Resuming: every finished stage (the LiResNet's evaluation, each head with its evaluation) is
 kept in ``<cache>/stages/`` (its row as JSON, a head also as a ``RobustModel`` file), and every
-solved grid candidate in the pipeline's ``<cache>/features/candidates/``. ``--resume`` (same
-options) reuses them: finished stages are neither trained nor evaluated again, and a head whose
-grid search was stopped solves only the candidates it had not finished (a head kept with another
-``--betas`` grid is selected again, its solved candidates reused). Without ``--resume`` a
-run starts afresh (its times are real). Progress bars (grid search, attacks) go to stderr
-unless ``--quiet``.
+solved grid candidate and refit in the pipeline's ``<cache>/features/candidates/``.
+``--resume`` (same options) reuses them: finished stages are neither trained nor evaluated
+again, and a head whose grid search was stopped solves only the candidates it had not finished
+(a head kept with another ``--betas`` grid or ``--solve-time-limit`` is selected again, its
+solved candidates reused and, under a larger limit, those the smaller one stopped continued
+from where they stopped: :mod:`convexrobust.kept_solve`). ``--checkpoint-every`` keeps a
+polynomial head's solve while it runs, so a run stopped mid-solve loses at most that much of
+it. Without ``--resume`` a run starts afresh (its times are real). Progress bars (grid search,
+attacks) go to stderr unless ``--quiet``.
 """
 
 from __future__ import annotations
@@ -223,6 +226,10 @@ def main() -> None:
     parser.add_argument("--solve-time-limit", type=float, default=-1,
                         help="seconds per head solve, 0 = none (default: digits none, "
                              "cifar10 60)")
+    parser.add_argument("--checkpoint-every", type=float, default=0,
+                        help="seconds: keep each polynomial head solve in --cache at least this "
+                             "often, so a stopped run resumed with --resume loses at most this "
+                             "much of it (default 0: when each solve returns)")
     parser.add_argument("--components", type=int, default=16)
     parser.add_argument("--betas", default=",".join(f"{b:g}" for b in GRID["beta"]),
                         type=positive_numbers,
@@ -266,9 +273,10 @@ def main() -> None:
     args = parser.parse_args()
     heads = tuple(h for h in HEADS if h in args.heads.split(","))
     grid = {**GRID, "beta": args.betas, "radius_scale": args.radius_scales}
-    # a head stage is kept only with the same grid and refit (else trained again, its
-    # candidates reused)
-    settings = {"grid": {k: list(v) for k, v in grid.items()}, "refit": args.refit}
+    # a head stage is kept only with the same grid, refit and solve time limit (else trained
+    # again: its finished candidates reused, those a smaller limit stopped continued)
+    settings = {"grid": {k: list(v) for k, v in grid.items()}, "refit": args.refit,
+                "solve_time_limit": None}
     unknown = set(args.heads.split(",")) - set(HEADS)
     if unknown or not heads:
         parser.error(f"--heads takes a comma-separated subset of {','.join(HEADS)}, "
@@ -283,6 +291,7 @@ def main() -> None:
     solve_limit = (DEFAULT_SOLVE_LIMIT[args.data] if args.solve_time_limit < 0
                    else (args.solve_time_limit or None))
     solver_options = None if solve_limit is None else {"time_limit": solve_limit}
+    settings["solve_time_limit"] = solve_limit
     args.cache = args.cache or f"/tmp/convexrobust-retrain-{args.data}"
     Path(args.cache).mkdir(parents=True, exist_ok=True)
     stages = Stages(Path(args.cache) / "stages", args.resume)
@@ -350,9 +359,10 @@ def main() -> None:
             model = retrain_last_two_layers(liresnet, (x, y), head=head, threat=cr.L2(eps),
                                             components=args.components, grid=grid, cache=cache,
                                             solver_options=solver_options, refit=args.refit,
+                                            checkpoint_every=args.checkpoint_every or None,
                                             progress=not args.quiet, resume=args.resume)
             # candidates a stopped run solved count with the time they took then
-            seconds = time.perf_counter() - start + resumed_seconds(model.info["candidates"])
+            seconds = time.perf_counter() - start + resumed_seconds(model.info)
             model.save(stages.path(f"{head}@{tag}", ".pt"))
             info = model.info
             refitted = info["refitted"]

@@ -137,7 +137,7 @@ def fit_head(backbone: PreActResNet18, head: str, eps: float, r0: float, train: 
             solver_options=({"time_limit": args.solve_time_limit} if args.solve_time_limit
                             else None),
             cache=cache, resume=args.resume, progress=not args.quiet)
-        seconds = time.perf_counter() - start + resumed_seconds(model.info["candidates"])
+        seconds = time.perf_counter() - start + resumed_seconds(model.info)
         robust, clean = robust_accuracy(model, *select, eps, args.select_steps)
         tried.append({"radius_scale": scale, "feature_radius": scale * r0, "train_seconds":
                       seconds, "select_pgd": robust, "select_clean": clean,

@@ -36,14 +36,17 @@ program has no threat) and never certified — its model is empirical whatever t
 bound (:attr:`RobustModel.certifiable` is False; a bound still sets the feature radius ``K·ε``
 at which its candidates are attacked on validation) and ``radius_scale`` does not apply.
 
-Resuming: with a ``cache`` directory every solved candidate (its head and solve record, not
-failures) is written there atomically as soon as it is solved, under a SHA-256 key of everything
-that defines its solve: the head family, loss, seed, hyper-parameters, feature radius and norm,
-program options, solver and solver options, and the bytes of the normalised training features
-and labels. ``resume=True`` loads a candidate whose key is there instead of solving it (its
-record keeps the original solve time and says ``"resumed": True``); its validation scores are
+Resuming: with a ``cache`` directory every candidate's solve, and the refit's (its head and
+solve record, not failures), is written there atomically as soon as it returns
+(:mod:`~convexrobust.kept_solve`), under a SHA-256 key of everything that defines it: the head
+family, loss, seed, hyper-parameters, feature radius and norm, program options, solver and
+solver options but the time limit, and the bytes of the normalised training features and
+labels. ``resume=True`` loads a kept solve instead of solving it again (its record keeps the
+solve time and says ``"resumed": True``) — unless its time limit stopped it and a larger one is
+given now: then a polynomial head's torch solve continues from its kept point, with the time it
+already took counted against the limit, and any other is solved again. Validation scores are
 computed afresh. Anything that changes the program changes the key, so a stale file is never
-used.
+used. ``checkpoint_every`` keeps long solves in segments while they run.
 
 Model selection: the hyper-parameters (``beta``, the radius scale, ``n_patterns`` for ReLU heads)
 are chosen on a validation split — never on test data — by certified validation accuracy at ε
@@ -57,6 +60,7 @@ the earlier candidate of the grid).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import itertools
@@ -71,7 +75,6 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from convexrobust._io import read_torch, write_atomic
 from convexrobust._validation import check_choice, check_device, check_positive
 from convexrobust.attacks import margin, pgd_attack
 from convexrobust.certify import certified_radius
@@ -79,15 +82,13 @@ from convexrobust.errors import InvalidInputError, SolverFailedError
 from convexrobust.feature_map import FeatureNormalization
 from convexrobust.features import FeatureExtractor, extract_features
 from convexrobust.inputs import DataSource, class_indices
-from convexrobust.networks.two_layer import head_from_dict, head_to_dict
+from convexrobust.kept_solve import BUDGET_OPTIONS, check_checkpoint_every, solve_kept
 from convexrobust.problems import CERTIFIED_HEADS, HEAD_PROGRAMS
 from convexrobust.problems.base import ConvexProgram
 from convexrobust.problems.gated_relu import ConvexGatedReLU
 from convexrobust.problems.polynomial import ConvexPolynomial
 from convexrobust.problems.relu import ConvexReLU
 from convexrobust.robust_model import RobustModel, input_radius_factor
-from convexrobust.solvers import solve
-from convexrobust.solvers.solution import Solution
 from convexrobust.threat import ThreatModel
 
 __all__ = ["DEFAULT_GRID", "PROGRAM_DEFAULTS", "TORCH_OPTIONS", "choose_candidate",
@@ -140,6 +141,7 @@ def retrain_last_two_layers(
     device: torch.device | str | None = None,
     cache: str | Path | None = None,
     resume: bool = False,
+    checkpoint_every: float | None = None,
     seed: int = 0,
     progress: bool = True,
     solver_options: Mapping[str, object] | None = None,
@@ -191,8 +193,15 @@ def retrain_last_two_layers(
         every solved candidate head is kept (``cache/candidates/``, keyed by its program's
         data and parameters and the solver and its options; module docstring, "Resuming").
     resume:
-        Load the candidates a previous call kept in ``cache`` instead of solving them again
-        (needs ``cache``): a grid search that was stopped continues where it stopped.
+        Load the candidates (and the refit) a previous call kept in ``cache`` instead of
+        solving them again, and continue those its time limit stopped when ``solver_options``
+        give a larger one (needs ``cache``; module docstring, "Resuming"): a grid search that
+        was stopped continues where it stopped.
+    checkpoint_every:
+        Seconds: keep a polynomial head's torch solve in ``cache`` at least this often and
+        continue it from the kept point (:mod:`~convexrobust.kept_solve`), so a run stopped
+        mid-solve and resumed loses at most this much of it. None (default): each solve is
+        kept when it returns.
     solver_options:
         Passed to :func:`~convexrobust.solve`. Torch solves default to :data:`TORCH_OPTIONS`
         (``tol=1e-3``, ``accept_inaccurate=True``; the status, and the duality gap the torch
@@ -225,6 +234,7 @@ def retrain_last_two_layers(
     program_options = _check_program_options(head, program_options)
     solver_options = _check_solver_options(solver, solver_options)
     _check_flags(refit=refit, progress=progress, resume=resume)
+    checkpoint_every = check_checkpoint_every(checkpoint_every, cache)
     seed = _check_seed(seed)
     device = None if device is None else check_device(device)
     extractor = FeatureExtractor(model, feature_module)
@@ -269,32 +279,23 @@ def retrain_last_two_layers(
         radius = base_radius * params["radius_scale"]
         bar.set_postfix(beta=params["beta"], radius=f"{radius:.3g}")
         record = {**params, "feature_radius": radius}
-        stored = None if cache_dir is None else cache_dir / "candidates" / (_candidate_key(
-            head, params, radius, head_norm, loss, seed, program_options, solver,
-            solver_options, backend_options, norm_tr, y_tr) + ".pt")
-        kept = _load_candidate(stored) if resume and stored is not None else None
-        if kept is not None:
-            net, solved = kept
-            record.update(solved, resumed=True)
-        else:
-            t0 = time.perf_counter()
-            try:
-                program = _program(head, norm_tr, y_tr, params, radius, head_norm, loss, seed,
-                                   program_options)
-                solution = solve(program, solver, backend_options=backend_options,
-                                 **solver_options)
-            except SolverFailedError as err:
-                record.update(status=f"failed: {err.status}",
-                              solve_time=time.perf_counter() - t0)
-                log.warning("candidate %s failed: %s", params, err)
-                candidates.append(record)
-                continue
-            net = solution.network()
-            solved = {**_solve_record(solution, time.perf_counter() - t0),
-                      "neurons": net.n_neurons}
-            record.update(solved)
-            if stored is not None:
-                _store_candidate(stored, net, solved)
+        stored = _kept_path(cache_dir, head, params, radius, head_norm, loss, seed,
+                            program_options, solver, solver_options, backend_options, norm_tr,
+                            y_tr)
+        t0 = time.perf_counter()
+        try:
+            kept = solve_kept(
+                functools.partial(_program, head, norm_tr, y_tr, params, radius, head_norm,
+                                  loss, seed, program_options),
+                solver, options=solver_options, backend_options=backend_options,
+                path=stored, resume=resume, checkpoint_every=checkpoint_every)
+        except SolverFailedError as err:
+            record.update(status=f"failed: {err.status}", solve_time=time.perf_counter() - t0)
+            log.warning("candidate %s failed: %s", params, err)
+            candidates.append(record)
+            continue
+        net = kept.net
+        record.update(kept.record, **({"resumed": True} if kept.resumed else {}))
         record.update(_validation_scores(net, norm_val, y_val, threat,
                                          factor if certified else None, radius, head_norm,
                                          seed))
@@ -313,12 +314,18 @@ def retrain_last_two_layers(
         t0 = time.perf_counter()
         z_full = torch.cat([norm_tr, norm_val])
         y_full = torch.cat([y_tr, y_val])
-        program = _program(head, z_full, y_full, params, chosen["feature_radius"], head_norm,
-                           loss, seed, program_options)
-        solution = solve(program, solver, backend_options=backend_options, **solver_options)
-        net = solution.network()
+        stored = _kept_path(cache_dir, head, params, chosen["feature_radius"], head_norm, loss,
+                            seed, program_options, solver, solver_options, backend_options,
+                            z_full, y_full)
+        kept = solve_kept(
+            functools.partial(_program, head, z_full, y_full, params,
+                              chosen["feature_radius"], head_norm, loss, seed, program_options),
+            solver, options=solver_options, backend_options=backend_options, path=stored,
+            resume=resume, checkpoint_every=checkpoint_every)
+        net = kept.net
         timings["refit"] = time.perf_counter() - t0
-        refitted = {**_solve_record(solution, timings["refit"]), "n_train": int(len(y_full))}
+        refitted = {**kept.record, "n_train": int(len(y_full)),
+                    **({"resumed": True} if kept.resumed else {})}
     info = {
         "head": head, "loss": loss, "threat": threat.name,
         "certified": certified, "feature_lipschitz": bound,
@@ -456,15 +463,24 @@ def _features(extractor: FeatureExtractor, data: object, tag: str, batch_size: i
     return z.double(), y, source.sample_shape()
 
 
+def _kept_path(cache_dir: Path | None, *settings: object) -> Path | None:
+    """Where a solve of these :func:`_candidate_key` settings is kept (None without a cache)."""
+    if cache_dir is None:
+        return None
+    return cache_dir / "candidates" / (_candidate_key(*settings) + ".pt")  # type: ignore[arg-type]
+
+
 def _candidate_key(head: str, params: Mapping[str, object], radius: float, norm: float,
                    loss: str, seed: int, program_options: Mapping[str, object], solver: str,
                    solver_options: Mapping[str, object],
                    backend_options: Mapping[str, Mapping[str, object]],
                    z: torch.Tensor, y: torch.Tensor) -> str:
-    """SHA-256 of everything that defines a candidate's solve (module docstring, "Resuming")."""
+    """SHA-256 of everything that defines a candidate's solve but its budget (module docstring,
+    "Resuming")."""
     digest = hashlib.sha256()
+    effort = {k: v for k, v in solver_options.items() if k not in BUDGET_OPTIONS}
     settings = (head, sorted(params.items()), float(radius).hex(), float(norm), loss, seed,
-                sorted(program_options.items()), solver, sorted(solver_options.items()),
+                sorted(program_options.items()), solver, sorted(effort.items()),
                 sorted((k, sorted(v.items())) for k, v in backend_options.items()))
     digest.update(repr(settings).encode())
     for t in (z, y):
@@ -472,21 +488,6 @@ def _candidate_key(head: str, params: Mapping[str, object], radius: float, norm:
         digest.update(f"{array.dtype.str}{array.shape}".encode())
         digest.update(array.tobytes())
     return digest.hexdigest()
-
-
-def _store_candidate(path: Path, net: nn.Module, solved: dict[str, object]) -> None:
-    """Keep a solved candidate (its head and solve record) at ``path``, atomically."""
-    payload = {"head": head_to_dict(net), "record": solved}  # type: ignore[arg-type]
-    write_atomic(path, lambda tmp: torch.save(payload, tmp))
-
-
-def _load_candidate(path: Path) -> tuple[nn.Module, dict[str, object]] | None:
-    """The head and solve record kept at ``path``, or None when there is none."""
-    if not path.is_file():
-        return None
-    stored = read_torch(path, what="kept candidate")
-    log.info("resumed candidate %s", path.name)
-    return head_from_dict(stored["head"]), dict(stored["record"])  # type: ignore[index]
 
 
 def _cache_dir(cache: object) -> Path | None:
@@ -605,18 +606,6 @@ def _program(head: str, z: torch.Tensor, y: torch.Tensor, params: dict, radius: 
                                n_patterns=int(params["n_patterns"]), seed=seed, **opts)
     return ConvexReLU(X, labels, loss=loss, beta=params["beta"], threat=threat,
                       n_patterns=int(params["n_patterns"]), seed=seed, **opts)
-
-
-def _solve_record(solution: Solution, seconds: float) -> dict[str, object]:
-    """What the info keeps of a head's solve: its status, solver, seconds, objective and
-    violation, and ``duality_gap``, the relative gap to the lower bound the torch methods
-    certify (``Solution.info["duality_gap"]``: an upper bound on how far the head is from the
-    program's optimum, so a solve stopped by a time limit still says how unfinished it is);
-    None where the solver gives none (the conic solvers, which stop at their own tolerance)."""
-    gap = solution.info.get("duality_gap")
-    return {"status": solution.status, "solver": solution.solver, "solve_time": seconds,
-            "objective": solution.objective, "violation": solution.violation,
-            "duality_gap": None if gap is None else float(gap)}
 
 
 def _validation_scores(net: nn.Module, z: torch.Tensor, y: torch.Tensor, threat: ThreatModel,

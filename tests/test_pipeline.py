@@ -266,6 +266,7 @@ def test_solver_choice_is_solve_s_and_torch_defaults_apply_to_torch_only(data, m
     """The pipeline hands every program to solve() with the caller's solver and options, and
     TORCH_OPTIONS (below explicit options) as torch's own; the l-inf program option is the
     pipeline's documented default, whatever the solver."""
+    import convexrobust.kept_solve as kept_solve
     import convexrobust.pipeline as pipeline
     from convexrobust.errors import SolverFailedError
 
@@ -275,7 +276,7 @@ def test_solver_choice_is_solve_s_and_torch_defaults_apply_to_torch_only(data, m
         calls.append((program, solver, kwargs))
         raise SolverFailedError("stalled", status="stalled", solver=solver)
 
-    monkeypatch.setattr(pipeline, "solve", fake_solve)
+    monkeypatch.setattr(kept_solve, "solve", fake_solve)
     x, y, _, _ = data
     with pytest.raises(SolverFailedError, match="every candidate"):
         retrain_last_two_layers(_Custom().eval(), (x, y), head="polynomial",
@@ -291,9 +292,9 @@ def test_solver_choice_is_solve_s_and_torch_defaults_apply_to_torch_only(data, m
 def test_a_stopped_grid_search_resumes_without_solving_finished_candidates(liresnet, data,
                                                                             tmp_path,
                                                                             monkeypatch):
-    import convexrobust.pipeline as pipeline
+    import convexrobust.kept_solve as kept_solve
 
-    real_solve, calls = pipeline.solve, []
+    real_solve, calls = kept_solve.solve, []
 
     def counting(program, solver, **kwargs):
         calls.append(program.beta)
@@ -301,7 +302,7 @@ def test_a_stopped_grid_search_resumes_without_solving_finished_candidates(lires
             raise KeyboardInterrupt  # the run is stopped while solving its second candidate
         return real_solve(program, solver, **kwargs)
 
-    monkeypatch.setattr(pipeline, "solve", counting)
+    monkeypatch.setattr(kept_solve, "solve", counting)
     x, y, x_test, _ = data
     grid = {"beta": (1e-3, 1e-2), "radius_scale": (1.0,), "n_patterns": (12,)}
 
