@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import shutil
 import subprocess
@@ -25,6 +26,18 @@ def add_relative_gaps(results: list[dict]) -> None:
     for r in results:
         if "objective" in r:
             r["relative_gap"] = (r["objective"] - best) / max(abs(best), 1e-12)
+
+
+def nonnegative_seconds(text: str) -> float:
+    """A duration in seconds, finite and ≥ 0 (an argparse ``type``: a time limit, a checkpoint
+    interval; 0 means none)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"takes seconds >= 0, got {text!r}")
+    return value
 
 
 def positive_numbers(text: str) -> tuple[float, ...]:

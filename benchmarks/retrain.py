@@ -59,7 +59,7 @@ import time
 from pathlib import Path
 
 import torch
-from record import Stages, positive_numbers, resumed_seconds, write_record
+from record import Stages, nonnegative_seconds, positive_numbers, resumed_seconds, write_record
 
 import convexrobust as cr
 from convexrobust.data import cifar10, digits
@@ -226,7 +226,7 @@ def main() -> None:
     parser.add_argument("--solve-time-limit", type=float, default=-1,
                         help="seconds per head solve, 0 = none (default: digits none, "
                              "cifar10 60)")
-    parser.add_argument("--checkpoint-every", type=float, default=0,
+    parser.add_argument("--checkpoint-every", type=nonnegative_seconds, default=0,
                         help="seconds: keep each polynomial head solve in --cache at least this "
                              "often, so a stopped run resumed with --resume loses at most this "
                              "much of it (default 0: when each solve returns)")
@@ -328,8 +328,8 @@ def main() -> None:
               f"{len(y_test)} test images ({rule(test_limit)}); l2 PGD "
               f"{args.pgd_steps} steps x {args.pgd_restarts} restarts on "
               f"{size(pgd_test)} of them ({rule(None if pgd_test is None else pgd_limit)})"
-              f"{aa_note}, {args.components} components, head solves capped at "
-              f"{'no limit' if solve_limit is None else f'{solve_limit:g}s'}"
+              f"{aa_note}, {args.components} components, head solves "
+              f"{'to their tolerance' if solve_limit is None else f'capped at {solve_limit:g}s'}"
               f"{', chosen head refit on all of them' if args.refit else ''}, "
               f"{args.threads} threads")
     print(header, flush=True)

@@ -36,7 +36,9 @@ radii, test images and attack; a head with the same ``--betas``, ``--radius-scal
 ``--solve-time-limit`` caps each solver's run on a head candidate: a torch solve (what "auto"
 takes for heads on many images) returns its point at the cap, and the candidate keeps its
 ``time_limit`` status in the record; a conic solve that hits it passes the program on to the
-next solver of the "auto" chain, as any failed conic solve does.
+next solver of the "auto" chain, as any failed conic solve does. Resumed under a larger limit
+(or none), a polynomial head's capped torch solve continues from where it stopped
+(:mod:`convexrobust.kept_solve`); ``--checkpoint-every`` keeps it while it runs.
 
     python benchmarks/retrain_preact.py                       # both backbones, ε = 1,2,4,8/255
     python benchmarks/retrain_preact.py --eps 8 --heads relu --train-limit 5000   # a quick look
@@ -53,7 +55,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import torch
-from record import Stages, positive_numbers, resumed_seconds, write_record
+from record import Stages, nonnegative_seconds, positive_numbers, resumed_seconds, write_record
 
 import convexrobust as cr
 from convexrobust.attacks import fgsm_attack
@@ -136,7 +138,8 @@ def fit_head(backbone: PreActResNet18, head: str, eps: float, r0: float, train: 
             grid={"beta": args.betas, "radius_scale": (1.0,), "n_patterns": (args.patterns,)},
             solver_options=({"time_limit": args.solve_time_limit} if args.solve_time_limit
                             else None),
-            cache=cache, resume=args.resume, progress=not args.quiet)
+            checkpoint_every=args.checkpoint_every or None, cache=cache, resume=args.resume,
+            progress=not args.quiet)
         seconds = time.perf_counter() - start + resumed_seconds(model.info)
         robust, clean = robust_accuracy(model, *select, eps, args.select_steps)
         tried.append({"radius_scale": scale, "feature_radius": scale * r0, "train_seconds":
@@ -168,14 +171,6 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def _seconds(text: str) -> float:
-    """A time limit in seconds, ≥ 0 (0: none)."""
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"a time limit is seconds >= 0, got {text!r}")
-    return value
-
-
 def _radius(text: str) -> float:
     """An ε in units of 1/255 ("8") or as a fraction ("8/255")."""
     value = Fraction(text)
@@ -199,9 +194,12 @@ def main() -> None:
     parser.add_argument("--betas", default=",".join(f"{b:g}" for b in BETAS),
                         type=positive_numbers,
                         help="the β grid chosen from on validation (default 1e-3,1e-2)")
-    parser.add_argument("--solve-time-limit", type=_seconds, default=0,
+    parser.add_argument("--solve-time-limit", type=nonnegative_seconds, default=0,
                         help="seconds per head solve (0: none); a capped solve's status "
                              "(time_limit) is recorded with its candidate")
+    parser.add_argument("--checkpoint-every", type=nonnegative_seconds, default=0,
+                        help="seconds: keep each polynomial head solve in --cache at least "
+                             "this often (0: when it returns)")
     parser.add_argument("--train-limit", type=int, default=0,
                         help="training images (stratified, seeded; 0: all 50,000)")
     parser.add_argument("--validation", type=int, default=5000,

@@ -224,8 +224,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _solve_time_limit(given: float | None, default: float | None) -> dict[str, float]:
-    """The demo's solver options for ``--solve-time-limit`` (0: none; not given: the named
-    dataset's default, :data:`convexrobust.demo.DATASET_DEFAULTS`)."""
+    """The solver options for ``--solve-time-limit`` (0: none; not given: ``default``, for the
+    demo the named dataset's, :data:`convexrobust.demo.DATASET_DEFAULTS`)."""
     seconds = default if given is None else given
     return {"time_limit": float(seconds)} if seconds else {}
 
@@ -530,6 +530,8 @@ def _retrain(args: argparse.Namespace) -> int:
     x, y = subset(*load_images(source, "train"), args.limit)
     test = load_images(source, "test")
     out = Path(args.out)
+    keep = args.cache or args.resume or bool(args.checkpoint_every)
+    cache = out / "cache" if keep else None
     grid = {key: value for key, value in (("beta", args.beta),
                                           ("radius_scale", args.radius_scale),
                                           ("n_patterns", args.n_patterns)) if value}
@@ -537,7 +539,9 @@ def _retrain(args: argparse.Namespace) -> int:
         model, (x, y), head=args.head, threat=ThreatModel(args.norm, args.eps),
         solver=args.solver, lipschitz=args.lipschitz, feature_module=args.feature_module,
         feature_radius=args.feature_radius, components=args.components, grid=grid,
-        device=args.device, progress=not args.quiet, cache=out / "cache" if args.cache else None)
+        device=args.device, progress=not args.quiet, cache=cache, resume=args.resume,
+        checkpoint_every=args.checkpoint_every or None,
+        solver_options=_solve_time_limit(args.solve_time_limit, None))
     robust.save(out / "model.pt")
     kind = (f"certified (guaranteed K_h = {robust.feature_lipschitz:.4g})"
             if robust.certifiable else "empirical only (no guaranteed bound)")
@@ -548,7 +552,7 @@ def _retrain(args: argparse.Namespace) -> int:
         from convexrobust.pipeline import pgd_trained_head
 
         baseline = pgd_trained_head(robust, (x, y), device=args.device, progress=not args.quiet,
-                                    cache=out / "cache" if args.cache else None)
+                                    cache=cache)
         baseline.save(out / "pgd-head.pt")
         models["pgd-head"] = baseline
         print(f"wrote {out / 'pgd-head.pt'}: the same head width trained by PGD adversarial "
@@ -773,7 +777,17 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--baseline", action="store_true",
                          help="also train the non-convex baseline: the same head by PGD "
                               "adversarial training in feature space")
-    retrain.add_argument("--cache", action="store_true", help="cache features in OUT/cache")
+    retrain.add_argument("--cache", action="store_true",
+                         help="keep the features and every solved head candidate in OUT/cache")
+    retrain.add_argument("--solve-time-limit", type=_seconds, metavar="SECONDS", default=0,
+                         help="seconds per head solve (0: none, the default); a capped torch "
+                              "solve returns its point and records its status")
+    retrain.add_argument("--checkpoint-every", type=_seconds, metavar="SECONDS", default=0,
+                         help="keep a polynomial head's torch solve in OUT/cache at least this "
+                              "often while it runs (implies --cache; 0: when it returns)")
+    retrain.add_argument("--resume", action="store_true",
+                         help="reuse the candidates kept in OUT/cache, and continue those a "
+                              "smaller --solve-time-limit stopped (implies --cache)")
     retrain.add_argument("--out", required=True, help="folder for model.pt, results, plot")
     _add_eval_options(retrain)
     _add_model_options(retrain)

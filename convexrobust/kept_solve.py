@@ -1,31 +1,34 @@
 """Solves that outlive the run that started them: a program's solve kept on disk as soon as it
-returns, reused when it finished, and continued from its last point when a budget stopped it.
+returns, reused when it finished, and continued from its last point when a time limit or a
+stopped run cut it short.
 
 A retraining run on all of CIFAR-10 solves programs that take longer than one sitting on two
 CPU cores. :func:`solve_kept` solves a program by :func:`~convexrobust.solve` and writes the
-result atomically to ``path`` (the recovered head, its solve record and, for a solve a budget
-stopped, the point to continue from). Called again with ``resume=True`` it
+result atomically to ``path``: the recovered head, its solve record (with the ``time_limit`` it
+ran under) and, for a solve its time limit stopped, the point to continue from. With
+``checkpoint_every`` it also keeps the point of a running solve at least that often (the
+methods' ``checkpoint`` callback, :class:`~convexrobust.solvers.first_order.Checkpoints`: the
+solve's iterations are unchanged), under the status ``"checkpoint"``. Called again with
+``resume=True`` it
 
 - reuses a kept solve that ended for any reason but a time limit (solved to its tolerance, or
-  stopped by something a rerun would repeat), and one whose time limit was at least the one
-  given now;
-- continues a kept solve that its time limit stopped, when the limit given now is larger (or
-  None), from the kept point: the torch methods of the polynomial programs take a
-  ``warm_start`` (:data:`WARM_STARTED_FAMILIES`), and the accelerated gradient restarts at the
-  Huber width it had reached (``smoothing_start``); the time already spent counts against the
-  limit. A kept solve without such a point (a ReLU program's augmented Lagrangian has no
-  warm start, a conic solver stops at its own tolerance) is solved again from the start.
+  stopped by something a rerun would repeat), and one a time limit stopped when the limit given
+  now is not larger;
+- continues a checkpoint, and a solve a smaller time limit stopped, from the kept point, when
+  the method that made it takes a warm start (:data:`WARM_STARTED_METHODS`, the polynomial
+  programs' accelerated gradient and factored L-BFGS): ``warm_start`` at the kept point, the
+  same method, and for the accelerated gradient ``smoothing_start`` at the Huber width it had
+  reached (the factored method restarts at its final smoothing). The continued solve takes a
+  different path than an uninterrupted one (its momentum and step sizes start afresh) and stops
+  at its own tolerance; the program's optimum does not depend on it. The time already spent
+  counts against the limit;
+- solves again from the start a kept solve a smaller limit stopped that has no such point (a
+  ReLU program's augmented Lagrangian, a conic solver).
 
-``checkpoint_every`` (seconds) splits a warm-startable torch solve into segments of at most
-that long, each kept before the next continues from it, so a run killed mid-solve loses at most
-one segment. Each segment restarts the method's momentum and step-size estimate, so a segmented
-solve takes a different path than an uninterrupted one and stops at a different point within
-the same tolerance; the program's optimum does not depend on it. A segment that makes no
-iteration (the method's set-up alone outlasts the segment) ends the segmenting: the rest is
-solved in one piece. Only the last segment runs with the caller's ``accept_inaccurate``: the
-earlier ones are stops the caller asked for.
+A kept solve that finished is never replaced by an unfinished one (a checkpoint, or a solve a
+time limit stopped), so a shorter run without ``resume`` cannot overwrite a finished head.
 
-The key under which a solve is kept is the caller's (:func:`~convexrobust.pipeline` hashes
+The key under which a solve is kept is the caller's (:mod:`convexrobust.pipeline` hashes
 everything that defines the program and the solver's options except :data:`BUDGET_OPTIONS`), so
 a kept solve is never used for another program.
 """
@@ -33,7 +36,6 @@ a kept solve is never used for another program.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,37 +46,39 @@ from torch import nn
 
 from convexrobust._io import read_torch, write_atomic
 from convexrobust._validation import check_positive
-from convexrobust.errors import InvalidInputError, SolverFailedError
+from convexrobust.errors import InvalidInputError
 from convexrobust.networks.two_layer import head_from_dict, head_to_dict
 from convexrobust.problems.base import ConvexProgram
-from convexrobust.solvers import auto_order, solve
+from convexrobust.solvers import solve
 from convexrobust.solvers.solution import Solution
 
-__all__ = ["BUDGET_OPTIONS", "WARM_STARTED_FAMILIES", "KeptSolve", "check_checkpoint_every",
+__all__ = ["BUDGET_OPTIONS", "WARM_STARTED_METHODS", "KeptSolve", "check_checkpoint_every",
            "solve_kept", "solve_record"]
 
 log = logging.getLogger(__name__)
 
 #: Solver options that bound a solve's effort without changing its program or its optimum:
-#: they are left out of a kept solve's key, so a solve one budget stopped is continued under a
-#: larger one.
+#: they are left out of a kept solve's key, so a solve one time limit stopped is continued
+#: under a larger one.
 BUDGET_OPTIONS = frozenset({"time_limit"})
 
-#: Program families whose torch methods take a ``warm_start`` (the polynomial programs'
-#: accelerated gradient and factored L-BFGS): their solves can be continued and checkpointed.
-WARM_STARTED_FAMILIES = frozenset({"polynomial"})
+#: The torch methods that take a ``warm_start`` and hand out checkpoints (the polynomial
+#: programs' accelerated gradient and factored L-BFGS): their stopped solves are continued.
+WARM_STARTED_METHODS = frozenset({"apg", "factored"})
 
 #: The statuses of a solve its time limit stopped (the torch methods', the conic solvers').
-_TIME_STATUSES = frozenset({"time_limit"})
+_STOPPED = frozenset({"time_limit", "user_limit"})
+#: The status of a point kept while its solve was still running.
+_CHECKPOINT = "checkpoint"
 
 
 @dataclass
 class KeptSolve:
     """A solve as :func:`solve_kept` returns it: the recovered head, its record (status,
     solver, cumulative ``solve_time``, objective, violation, ``duality_gap``, ``neurons``,
-    ``segments``: the solver calls it took, over every run; for a continued solve
-    ``continued_from``: the seconds its earlier runs took), and ``resumed``: whether the head
-    was loaded as kept rather than solved (wholly or partly) by this call."""
+    ``time_limit``: the limit of its last run, ``segments``: the runs it took; for a continued
+    solve ``continued_from``: the seconds its earlier runs took), and ``resumed``: whether the
+    head was loaded as kept rather than solved (wholly or partly) by this call."""
 
     net: nn.Module
     record: dict[str, object]
@@ -94,12 +98,12 @@ def solve_record(solution: Solution, seconds: float) -> dict[str, object]:
 
 
 def check_checkpoint_every(value: object, cache: object) -> float | None:
-    """``checkpoint_every`` checked: None, or seconds > 0 with a cache to keep segments in."""
+    """``checkpoint_every`` checked: None, or seconds > 0 with a cache to keep the points in."""
     if value is None:
         return None
     seconds = check_positive(value, "checkpoint_every", allow_zero=False)
     if cache is None:
-        raise InvalidInputError("checkpoint_every keeps each segment of a solve in the cache "
+        raise InvalidInputError("checkpoint_every keeps a running solve's point in the cache "
                                 "directory: pass cache=DIR")
     return seconds
 
@@ -109,118 +113,112 @@ def solve_kept(build: Callable[[], ConvexProgram], solver: str, *,
                backend_options: Mapping[str, Mapping[str, object]], path: Path | None,
                resume: bool, checkpoint_every: float | None = None) -> KeptSolve:
     """Solve the program ``build()`` makes (built only when it is solved) with ``solver`` and
-    ``options`` (``backend_options`` as for :func:`~convexrobust.solve`), keeping it at ``path``
-    (None: nowhere) and, with ``resume``, reusing or continuing what is kept there (module
-    docstring)."""
+    ``options`` (its budget is ``options["time_limit"]``; ``backend_options`` as for
+    :func:`~convexrobust.solve`), keeping it at ``path`` (None: nowhere) and, with ``resume``,
+    reusing or continuing what is kept there (module docstring)."""
     limit = options.get("time_limit")
     kept = _load(path) if resume and path is not None else None
+    spent, runs, state = 0.0, 0, None
     if kept is not None:
         net, record, state = kept
-        stopped = record["status"] in _TIME_STATUSES
-        if not stopped or (limit is not None and float(record["solve_time"]) >= limit):
+        if _finished(record, limit):
             return KeptSolve(net, record, resumed=True)
-        if state is None:
-            kept = None  # nothing to continue from: solved again from the start
-    program = build()
-    base = {k: v for k, v in options.items() if k not in BUDGET_OPTIONS}
-    spent = 0.0 if kept is None else float(kept[1]["solve_time"])
-    segments = 0 if kept is None else int(kept[1].get("segments", 1))
-    state = None if kept is None else kept[2]
-    # the solve time of the earlier runs this one continues
-    continued = {} if kept is None else {"continued_from": spent}
-    if checkpoint_every is not None and not _segmentable(program, solver, base):
-        checkpoint_every = None
-    while True:
-        remaining = None if limit is None else limit - spent
-        segment = remaining if checkpoint_every is None else (
-            checkpoint_every if remaining is None else min(remaining, checkpoint_every))
-        last = segment == remaining
-        run_solver, run = solver, dict(base)
         if state is not None:
-            run_solver = "torch"
-            run.update(_continuation(state))
-        if segment is not None:
-            run["time_limit"] = segment
-        if not last:
-            run["accept_inaccurate"] = True
-        t0 = perf_counter()
-        solution = solve(program, run_solver, backend_options=backend_options, **run)
-        spent += perf_counter() - t0
-        segments += 1
-        net = solution.network()
-        record = {**solve_record(solution, spent), "neurons": net.n_neurons,
-                  "segments": segments, **continued}
-        stopped = solution.status in _TIME_STATUSES
-        state = _state(solution) if stopped and program.family in WARM_STARTED_FAMILIES \
-            and solution.solver == "torch" else None
-        if not last and not stopped and solution.status != "optimal" \
-                and not _accepts_inaccurate(solution.solver, options, backend_options):
-            raise SolverFailedError(
-                f"{solution.solver} ended {solution.status!r} on {program.describe()}; pass "
-                "accept_inaccurate=True to keep such a point", status=solution.status,
-                solver=solution.solver)
-        if path is not None:
-            _store(path, net, record, state)
-        if last or not stopped or state is None:
-            return KeptSolve(net, record, resumed=False)
-        if not solution.iterations:
-            log.warning("a %.3g-s segment made no iteration: solving the rest in one piece",
-                        segment)
-            checkpoint_every = None
-        if remaining is not None and spent >= limit:  # type: ignore[operator]
-            return KeptSolve(net, record, resumed=False)
+            spent, runs = float(record["solve_time"]), int(record.get("segments", 1))
+    continued = {"continued_from": spent} if state is not None else {}
+    t0 = perf_counter()
+    program = build()
+    run = {k: v for k, v in options.items() if k not in BUDGET_OPTIONS}
+    if limit is not None:
+        # a checkpoint kept past the limit still returns its point, after at most a second
+        run["time_limit"] = max(limit - spent, 1.0) if state is not None else limit
+    torch_options = dict(backend_options.get("torch", {}))
+    if state is not None:
+        solver = "torch"  # a state is kept only from a torch method
+        torch_options.update(_continuation(state, {**options, **torch_options}))
+    if checkpoint_every is not None and path is not None:
+
+        def save(point: dict[str, object]) -> None:
+            _store(path, None, {"status": _CHECKPOINT, "solver": "torch",
+                                "solve_time": spent + perf_counter() - t0,
+                                "segments": runs + 1, "time_limit": limit,
+                                "iterations": point["iterations"], **continued},
+                   _state(point))
+
+        torch_options.update(checkpoint=save, checkpoint_every=checkpoint_every)
+    solution = solve(program, solver, backend_options={**backend_options, "torch": torch_options},
+                     **run)
+    net = solution.network()
+    record = {**solve_record(solution, spent + perf_counter() - t0), "neurons": net.n_neurons,
+              "time_limit": limit, "segments": runs + 1, **continued}
+    stopped = solution.status in _STOPPED
+    point = None
+    if stopped and solution.solver == "torch" \
+            and solution.info.get("method") in WARM_STARTED_METHODS:
+        point = _state({"values": solution.values, "method": solution.info["method"],
+                        "smoothing": solution.info.get("smoothing")})
+    if path is not None:
+        _store(path, net, record, point)
+    return KeptSolve(net, record, resumed=False)
 
 
-def _segmentable(program: ConvexProgram, solver: str, options: Mapping[str, object]) -> bool:
-    """Whether the solve will run a torch method that takes a warm start."""
-    if program.family not in WARM_STARTED_FAMILIES:
+def _finished(record: Mapping[str, object], limit: float | None) -> bool:
+    """Whether a kept solve is reused as it is under ``limit`` (module docstring)."""
+    status = record["status"]
+    if status == _CHECKPOINT:
         return False
-    if solver.lower() == "torch":
+    if status not in _STOPPED:
         return True
-    return solver.lower() == "auto" and auto_order(program, options)[:1] == ["torch"]
+    before = record.get("time_limit", record["solve_time"])
+    return limit is not None and before is not None and limit <= float(before)  # type: ignore[arg-type]
 
 
-def _accepts_inaccurate(solver: str, options: Mapping[str, object],
-                        backend_options: Mapping[str, Mapping[str, object]]) -> bool:
-    """The caller's ``accept_inaccurate`` for the backend that ran."""
-    return bool({**options, **backend_options.get(solver, {})}.get("accept_inaccurate", False))
+def _state(point: Mapping[str, object]) -> dict[str, object]:
+    """What a continuation starts from, as kept: the point (tensors), method and Huber width."""
+    smoothing = point.get("smoothing")
+    return {"values": {k: torch.as_tensor(v)
+                       for k, v in point["values"].items()},  # type: ignore[union-attr]
+            "method": point["method"],
+            "smoothing": None if smoothing is None else float(smoothing)}  # type: ignore[arg-type]
 
 
-def _state(solution: Solution) -> dict[str, object]:
-    """What a continuation starts from: the point, the method, and the Huber width reached."""
-    smoothing = solution.info.get("smoothing")
-    return {"values": {k: torch.as_tensor(v) for k, v in solution.values.items()},
-            "method": solution.info.get("method"),
-            "smoothing": None if smoothing is None else float(smoothing)}
-
-
-def _continuation(state: Mapping[str, object]) -> dict[str, object]:
-    """The torch options that continue a kept solve: its method, warm-started at its point
-    (and, for the accelerated gradient, at the Huber width it had reached)."""
+def _continuation(state: Mapping[str, object], options: Mapping[str, object]
+                  ) -> dict[str, object]:
+    """The torch options that continue a kept solve: its method, warm-started at its point and,
+    for the accelerated gradient, at the Huber width it had reached (never below the
+    ``smoothing_floor`` given now, never above 1)."""
     values = {k: v.numpy() for k, v in state["values"].items()}  # type: ignore[union-attr]
-    options: dict[str, object] = {"warm_start": values}
-    if state.get("method") is not None:
-        options["method"] = state["method"]
+    continuation: dict[str, object] = {"warm_start": values, "method": state["method"]}
     smoothing = state.get("smoothing")
-    if state.get("method") == "apg" and smoothing is not None and math.isfinite(smoothing) \
-            and 0 < smoothing <= 1:  # type: ignore[operator]
-        options["smoothing_start"] = smoothing
-    return options
+    if state["method"] == "apg" and smoothing:
+        floor = float(options.get("smoothing_floor", 0.0))  # type: ignore[arg-type]
+        continuation["smoothing_start"] = min(max(float(smoothing),  # type: ignore[arg-type]
+                                                  floor), 1.0)
+    return continuation
 
 
-def _store(path: Path, net: nn.Module, record: dict[str, object],
+def _store(path: Path, net: nn.Module | None, record: dict[str, object],
            state: dict[str, object] | None) -> None:
-    """Keep a solve at ``path``, atomically."""
-    payload = {"head": head_to_dict(net), "record": record,  # type: ignore[arg-type]
-               "state": state}
+    """Keep a solve at ``path``, atomically — unless it is unfinished and a finished one is
+    kept there."""
+    unfinished = record["status"] == _CHECKPOINT or record["status"] in _STOPPED
+    if unfinished and path.is_file():
+        kept = read_torch(path, what="kept solve")["record"]  # type: ignore[index]
+        if kept["status"] != _CHECKPOINT and kept["status"] not in _STOPPED:
+            log.info("not replacing the finished solve kept at %s by an unfinished one", path)
+            return
+    payload = {"head": None if net is None else head_to_dict(net),  # type: ignore[arg-type]
+               "record": record, "state": state}
     write_atomic(path, lambda tmp: torch.save(payload, tmp))
 
 
-def _load(path: Path) -> tuple[nn.Module, dict[str, object], dict | None] | None:
-    """The head, record and continuation state kept at ``path``, or None when there is none."""
+def _load(path: Path) -> tuple[nn.Module | None, dict[str, object], dict | None] | None:
+    """The head (None for a checkpoint), record and continuation state kept at ``path``, or
+    None when there is none."""
     if not path.is_file():
         return None
     stored = read_torch(path, what="kept solve")
-    log.info("kept solve %s", path.name)
-    return (head_from_dict(stored["head"]), dict(stored["record"]),  # type: ignore[index]
-            stored.get("state"))  # type: ignore[union-attr]
+    log.info("kept solve %s (%s)", path.name, stored["record"]["status"])  # type: ignore[index]
+    head = stored["head"]  # type: ignore[index]
+    return (None if head is None else head_from_dict(head),
+            dict(stored["record"]), stored.get("state"))  # type: ignore[index, union-attr]

@@ -46,7 +46,7 @@ solve time and says ``"resumed": True``) — unless its time limit stopped it an
 given now: then a polynomial head's torch solve continues from its kept point, with the time it
 already took counted against the limit, and any other is solved again. Validation scores are
 computed afresh. Anything that changes the program changes the key, so a stale file is never
-used. ``checkpoint_every`` keeps long solves in segments while they run.
+used. ``checkpoint_every`` also keeps the point of a long solve while it runs.
 
 Model selection: the hyper-parameters (``beta``, the radius scale, ``n_patterns`` for ReLU heads)
 are chosen on a validation split — never on test data — by certified validation accuracy at ε
@@ -198,10 +198,10 @@ def retrain_last_two_layers(
         give a larger one (needs ``cache``; module docstring, "Resuming"): a grid search that
         was stopped continues where it stopped.
     checkpoint_every:
-        Seconds: keep a polynomial head's torch solve in ``cache`` at least this often and
-        continue it from the kept point (:mod:`~convexrobust.kept_solve`), so a run stopped
-        mid-solve and resumed loses at most this much of it. None (default): each solve is
-        kept when it returns.
+        Seconds: keep the point of a running polynomial head's torch solve in ``cache`` at least
+        this often (:mod:`~convexrobust.kept_solve`), so a run stopped mid-solve and resumed
+        continues from there and loses at most this much of it. The solve's iterations are
+        the same with or without it. None (default): each solve is kept when it returns.
     solver_options:
         Passed to :func:`~convexrobust.solve`. Torch solves default to :data:`TORCH_OPTIONS`
         (``tol=1e-3``, ``accept_inaccurate=True``; the status, and the duality gap the torch
@@ -537,6 +537,10 @@ def _check_solver_options(solver: object, options: Mapping[str, object] | None
     if "backend_options" in options:
         raise InvalidInputError("solver_options cannot set backend_options: the pipeline sets "
                                 "torch's (TORCH_OPTIONS); pass torch options in solver_options")
+    if {"checkpoint", "checkpoint_every"} & set(options):
+        raise InvalidInputError("the pipeline keeps checkpoints itself: pass "
+                                "checkpoint_every=SECONDS (with cache=DIR), not in "
+                                "solver_options")
     return dict(options)
 
 

@@ -47,6 +47,7 @@ __all__ = [
     "COMMON_OPTIONS_DOC",
     "GAP_KINDS",
     "Budget",
+    "Checkpoints",
     "Momentum",
     "auto_dtype",
     "block_sums",
@@ -203,6 +204,34 @@ class Budget:
 
     def close(self) -> None:
         self.bar.close()
+
+
+class Checkpoints:
+    """Hands a solve's current point to ``save`` at most every ``every`` seconds, so that a
+    caller can keep it and continue a stopped run from it (a method's ``checkpoint`` and
+    ``checkpoint_every`` options; :mod:`convexrobust.kept_solve`). The solve itself is not
+    changed: ``save`` only reads the state ``offer`` builds when one is due (on the root rank
+    only, where the ranks agree). ``save=None`` does nothing."""
+
+    def __init__(self, save: object, every: object, comm: Collective | None = None):
+        if save is not None and not callable(save):
+            raise InvalidInputError(f"checkpoint must be a function of the state or None, got "
+                                    f"{save!r}")
+        if isinstance(every, bool) or not isinstance(every, (int, float)) \
+                or not 0 < every < math.inf:
+            raise InvalidInputError(f"checkpoint_every must be seconds > 0, got {every!r}")
+        self.save = save if comm is None or comm.is_root else None
+        self.every = float(every)
+        self.last = time.perf_counter()
+        self.saved = 0
+
+    def offer(self, state: Callable[[], dict[str, object]]) -> None:
+        """Call ``save(state())`` if ``every`` seconds have passed since the last one."""
+        if self.save is None or time.perf_counter() - self.last < self.every:
+            return
+        self.save(state())
+        self.saved += 1
+        self.last = time.perf_counter()
 
 
 def finish(program: ConvexProgram, values: dict[str, np.ndarray], status: str, *,

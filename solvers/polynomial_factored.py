@@ -64,7 +64,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
@@ -77,6 +77,7 @@ from convexrobust.problems.polynomial import ConvexPolynomial
 from convexrobust.solvers.data_parallel import Collective
 from convexrobust.solvers.first_order import (
     Budget,
+    Checkpoints,
     finish,
     relative_decrease,
     with_common_options,
@@ -273,7 +274,9 @@ def solve_polynomial_factored(program: ConvexPolynomial, *,
                               batch_size: int | str | None = "auto",
                               distributed: bool | str = False,
                               warm_start: Solution | Mapping[str, object] | None = None,
-                              rank: int | None = None) -> Solution:
+                              rank: int | None = None,
+                              checkpoint: Callable[[dict[str, object]], None] | None = None,
+                              checkpoint_every: float = 600.0) -> Solution:
     """Solve a :class:`~convexrobust.ConvexPolynomial` program (c) or (d) with the hinge or
     logistic loss by L-BFGS on its neuron factorisation, with neuron insertion, stopping on a
     certified duality gap (module docstring).
@@ -311,6 +314,13 @@ def solve_polynomial_factored(program: ConvexPolynomial, *,
     rank:
         Neurons per matrix, ``r`` (default ``d + 1``, which loses nothing; a smaller ``r``
         restricts the program to rank ``r`` and the certificate says what that costs).
+    checkpoint, checkpoint_every:
+        ``checkpoint(state)`` is called at most every ``checkpoint_every`` seconds (600 by
+        default) with the current point, ``state = {"values": {"Z", "Zp"}, "smoothing",
+        "method": "factored", "iterations"}``: ``warm_start=state["values"]`` continues from
+        it, at the final smoothing
+        (:class:`~convexrobust.solvers.first_order.Checkpoints`). The iterations are the same
+        with or without it.
     """
     start = time.perf_counter()
     dtype = check_solve_options(program, "solve_polynomial_factored", tol=tol,
@@ -406,6 +416,13 @@ def solve_polynomial_factored(program: ConvexPolynomial, *,
 
     budget = Budget(max_iters, time_limit, progress, desc="torch polynomial (factored)",
                     comm=comm, start=start)
+    checkpoints = Checkpoints(checkpoint, checkpoint_every, comm)
+
+    def state() -> dict[str, object]:
+        Z = lift(x).detach().to(f64).cpu().numpy()
+        return {"values": {"Z": Z[0], "Zp": Z[1]}, "smoothing": mu, "method": "factored",
+                "iterations": budget.iterations}
+
     zero_certificate = data.radius > 0 and zero_is_optimal(program)
     status = "optimal"
     gap, bound = math.inf, -math.inf
@@ -448,6 +465,7 @@ def solve_polynomial_factored(program: ConvexPolynomial, *,
                 memory.update(trial - x, g_trial - gx)
                 x, fx, gx, grad_z = trial, f_trial, g_trial, grad_trial
                 history.append(fx)
+                checkpoints.offer(state)
             elif memory.pairs:  # the quasi-Newton model failed: a gradient step next
                 memory.clear()
                 continue

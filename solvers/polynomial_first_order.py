@@ -95,7 +95,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor
@@ -107,6 +107,7 @@ from convexrobust.problems.polynomial import ConvexPolynomial
 from convexrobust.solvers.data_parallel import Collective
 from convexrobust.solvers.first_order import (
     Budget,
+    Checkpoints,
     Momentum,
     blockwise_backtracking_step,
     finish,
@@ -203,7 +204,9 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
                            distributed: bool | str = False,
                            warm_start: Solution | Mapping[str, object] | None = None,
                            smoothing_start: float | None = None,
-                           precondition: bool | str = "auto") -> Solution:
+                           precondition: bool | str = "auto",
+                           checkpoint: Callable[[dict[str, object]], None] | None = None,
+                           checkpoint_every: float = 600.0) -> Solution:
     """Solve a :class:`~convexrobust.ConvexPolynomial` program (c) or (d) by accelerated
     projected gradient with exact projections and exact ℓ2 worst cases (module docstring).
 
@@ -277,6 +280,13 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
         :func:`~convexrobust.solvers.lifted_cone.anisotropy` is at least
         :data:`WHITEN_MIN_ANISOTROPY` (``info["preconditioned"]`` says whether it did).
         The optimum does not depend on it.
+    checkpoint, checkpoint_every:
+        ``checkpoint(state)`` is called at most every ``checkpoint_every`` seconds (600 by
+        default) with the current iterate, ``state = {"values": {"Z", "Zp"}, "smoothing",
+        "method": "apg", "iterations"}``: ``warm_start=state["values"]`` with
+        ``smoothing_start=state["smoothing"]`` continues from it
+        (:class:`~convexrobust.solvers.first_order.Checkpoints`). The iterations are the same
+        with or without it.
     """
     start = time.perf_counter()
     dtype = check_solve_options(program, "solve_polynomial_torch", tol=tol, max_iters=max_iters,
@@ -357,6 +367,13 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
     budget = Budget(max_iters, time_limit, progress, desc="torch polynomial", comm=comm,
                     start=start)
     zero_certificate = data.radius > 0 and zero_is_optimal(program)
+    checkpoints = Checkpoints(checkpoint, checkpoint_every, comm)
+
+    def state() -> dict[str, object]:
+        Z = to_z(x).to(torch.float64).cpu().numpy()
+        return {"values": {"Z": Z[0], "Zp": Z[1]}, "smoothing": mu_s, "method": "apg",
+                "iterations": budget.iterations}
+
     def value(W: Tensor) -> Tensor:
         return F(W, False)[0].to(torch.float64)
 
@@ -387,6 +404,7 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
                 x, fx = x_new, f_new
                 history.append(float(fx.sum()))
                 stationarities.append(stationarity)
+                checkpoints.offer(state)
                 if show and iterations % 50 == 0:
                     flat = to_z(x).reshape(2 * C, D, D)
                     viol = max(float(-torch.linalg.eigvalsh(flat)[:, 0].min()), float(

@@ -24,6 +24,9 @@ the accelerated gradient reached lower objectives in the same time (benchmarks/t
 robust-sdp-10k). Its ``tol`` is a certified duality gap, not the accelerated gradient's
 stationarity (each method's docstring says what its ``tol`` measures).
 
+Options in :data:`PASSIVE_OPTIONS` (the checkpoint callback) go to the method that runs when
+it takes them and are dropped otherwise; they never choose the method.
+
 Gated ReLU programs have one method, ``"fista"`` (``gated_relu_first_order.py``: restarted
 FISTA stopping on a certified duality gap), which ``"auto"`` names.
 """
@@ -39,7 +42,12 @@ from convexrobust.errors import InvalidInputError, SolverFailedError
 from convexrobust.problems.base import ConvexProgram
 from convexrobust.solvers.solution import Solution
 
-__all__ = ["accepts", "solve_torch"]
+__all__ = ["PASSIVE_OPTIONS", "accepts", "solve_torch"]
+
+#: Options that observe a solve without steering it (``checkpoint``, ``checkpoint_every``: the
+#: polynomial first-order methods hand their point to a callback): they never select a method,
+#: and a method that does not take them runs without them.
+PASSIVE_OPTIONS = frozenset({"checkpoint", "checkpoint_every"})
 
 
 def _option_names() -> set[str]:
@@ -88,7 +96,8 @@ def accepts(program: ConvexProgram, options: dict[str, object]) -> str | None:
     if "problem" in options:
         return "a user-extended cvxpy problem (problem=...) needs a conic solver"
     gated = program.family == "gated_relu"
-    unknown = sorted(set(options) - (_gated_option_names() if gated else _option_names()))
+    unknown = sorted(set(options) - PASSIVE_OPTIONS
+                     - (_gated_option_names() if gated else _option_names()))
     if unknown:
         what = "the gated ReLU method does not take" if gated else "no torch method takes"
         return f"{what} {', '.join(unknown)}"
@@ -111,12 +120,14 @@ def solve_torch(program: ConvexProgram, method: str = "auto", **options: object)
     )
 
     if program.family == "gated_relu":
+        options = {k: v for k, v in options.items() if k not in PASSIVE_OPTIONS}
         if not isinstance(method, str) or method.lower() not in ("auto", "fista"):
             raise InvalidInputError(
                 f"method for gated_relu programs must be 'auto' or 'fista', got {method!r}")
         solution = gated_relu_first_order.solve_gated_relu_torch(program, **options)
         solution.info.setdefault("method", "fista")
         return solution
+    passive = {k: options.pop(k) for k in PASSIVE_OPTIONS & set(options)}
     relu = program.family == "relu"
     other = "al" if relu else "apg"
     methods = ("auto", "admm", other) if relu else ("auto", "admm", other, "factored")
@@ -153,6 +164,7 @@ def solve_torch(program: ConvexProgram, method: str = "auto", **options: object)
     if unknown:
         raise InvalidInputError(f"method={method!r} for {program.family} programs does not take "
                                 f"{', '.join(unknown)}")
+    options.update({k: v for k, v in passive.items() if k in _option_names_of(run)})
     try:
         solution = run(program, **options)  # type: ignore[arg-type]
     except torch.linalg.LinAlgError as err:

@@ -64,3 +64,25 @@ def test_bad_checkpoint_and_missing_bound_are_typed_errors(tmp_path, checkpoint,
                      "--eps", "0.1", "--lipschitz", "none", "--out", str(tmp_path), *FAST])
     err = capsys.readouterr().err
     assert code == 1 and "feature_radius" in err and err.count("\n") == 1
+
+
+def test_retrain_keeps_capped_solves_and_resume_continues_them(checkpoint, tmp_path, capsys):
+    """--solve-time-limit reaches the solver (a microsecond stops every solve at once);
+    --resume with no limit continues the kept solves instead of starting them again."""
+    out = tmp_path / "retrain"
+    common = ["--quiet", "--threads", "1", "retrain", "--checkpoint", str(checkpoint),
+              "--data", "digits", "--head", "polynomial", "--solver", "torch", "--eps", "0.05",
+              "--beta", "1e-2", "--radius-scale", "1", "--radii", "0.05", "--out", str(out),
+              *FAST]
+    assert cli.main([*common, "--solve-time-limit", "1e-6", "--cache"]) == 0
+    (capped,) = RobustModel.load(out / "model.pt").info["candidates"]
+    assert capped["status"] == "time_limit" and capped["segments"] == 1
+    assert cli.main([*common, "--resume"]) == 0
+    (done,) = RobustModel.load(out / "model.pt").info["candidates"]
+    assert done["segments"] == 2 and done["status"] != "time_limit"
+    assert done["continued_from"] == capped["solve_time"]
+    assert done["objective"] < capped["objective"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        cli.main([*common, "--checkpoint-every", "-1"])
+    assert exited.value.code == 2 and "--checkpoint-every" in capsys.readouterr().err

@@ -29,31 +29,42 @@ def _polynomial() -> cr.ConvexPolynomial:
 @pytest.fixture
 def clock(monkeypatch):
     """A fake clock for :mod:`convexrobust.kept_solve`: a solve call with a ``time_limit`` runs
-    ``clock.iterations`` iterations and, if they did not finish it, ends ``"time_limit"`` (an
-    error unless the call accepts inaccurate points) after exactly its limit; a call without
-    one runs to the end in one second. Every call's options are kept in ``clock.calls``;
-    ``clock.kill_at`` (a call number) raises KeyboardInterrupt there, a run stopped mid-solve."""
+    ``clock.iterations`` iterations and, if they did not finish it, ends ``"time_limit"``
+    (torch) or ``"user_limit"`` (a conic solver) — an error unless the call accepts inaccurate
+    points — after exactly its limit; a call without one runs to the end in one second. Every
+    call's options (with the torch backend's) are kept in ``clock.calls``; ``clock.kill_after``
+    (a number of checkpoints) raises KeyboardInterrupt from the checkpoint callback once that
+    many were handed out, a run stopped mid-solve."""
     real = kept_solve.solve
 
     class Clock:
         iterations = 5
-        kill_at: int | None = None
+        kill_after: int | None = None
         now = 0.0
         calls: list[dict] = []
 
     def fake(program, solver, **options):
-        Clock.calls.append({"solver": solver, **options})
-        if len(Clock.calls) == Clock.kill_at:
-            raise KeyboardInterrupt
+        torch_options = dict((options.get("backend_options") or {}).get("torch", {}))
+        Clock.calls.append({"solver": solver, **options, **torch_options})
+        if Clock.kill_after is not None and "checkpoint" in torch_options:
+            save, handed = torch_options["checkpoint"], []
+
+            def killing(state):
+                save(state)
+                handed.append(state)
+                if len(handed) == Clock.kill_after:
+                    raise KeyboardInterrupt
+
+            options["backend_options"] = {**options["backend_options"],
+                                          "torch": {**torch_options, "checkpoint": killing}}
         limit = options.pop("time_limit", None)
-        backend = (options.get("backend_options") or {}).get(solver, {})
-        accept = options.pop("accept_inaccurate", backend.get("accept_inaccurate", False))
+        accept = options.pop("accept_inaccurate", torch_options.get("accept_inaccurate", False))
         if limit is not None:
             options["max_iters"] = Clock.iterations
         solution = real(program, solver, accept_inaccurate=True, **options)
         Clock.now += 1.0 if limit is None else limit
-        if limit is not None and solution.status == "max_iters":
-            solution.status = "time_limit"
+        if limit is not None and solution.status != "optimal":
+            solution.status = "time_limit" if solution.solver == "torch" else "user_limit"
         if solution.status != "optimal" and not accept:
             raise SolverFailedError("stopped", status=solution.status, solver=solver)
         return solution
@@ -64,10 +75,14 @@ def clock(monkeypatch):
     return Clock
 
 
-def _solve(program, path, **kwargs):
+def _solve(program, path, solver="torch", **kwargs):
     options = {**OPTIONS, **kwargs.pop("options", {})}
-    return solve_kept(lambda: program, "torch", options=options, backend_options={}, path=path,
+    return solve_kept(lambda: program, solver, options=options, backend_options={}, path=path,
                       **kwargs)
+
+
+def _kept(path):
+    return torch.load(path, weights_only=True)
 
 
 def test_a_solve_its_time_limit_stopped_continues_to_the_optimum(clock, tmp_path):
@@ -76,101 +91,91 @@ def test_a_solve_its_time_limit_stopped_continues_to_the_optimum(clock, tmp_path
     path = tmp_path / "kept.pt"
     first = _solve(program, path, resume=False, options={"time_limit": 10.0})
     assert first.record["status"] == "time_limit" and first.record["segments"] == 1
-    assert not first.resumed and path.is_file()
+    assert first.record["time_limit"] == 10.0 and first.record["solve_time"] == 10.0
+    assert not first.resumed and _kept(path)["state"]["method"] == "apg"
     assert first.record["objective"] > reference.objective * (1 + 1e-3)  # not finished
     # the same (or a smaller) limit: the kept solve is reused, nothing runs
     clock.calls.clear()
     for limit in (10.0, 5.0):
         again = _solve(program, path, resume=True, options={"time_limit": limit})
         assert again.resumed and again.record == first.record and clock.calls == []
-    # no limit: continued from the kept point, with the accelerated gradient's Huber width
+    # a larger one: continued, from the kept point, for what is left of it
+    more = _solve(program, path, resume=True, options={"time_limit": 15.0})
+    (call,) = clock.calls
+    assert call["time_limit"] == 5.0 and call["solver"] == "torch" and "warm_start" in call
+    assert call["method"] == "apg" and "smoothing_start" in call
+    assert more.record["segments"] == 2 and more.record["continued_from"] == 10.0
+    assert more.record["solve_time"] == 15.0 and more.record["time_limit"] == 15.0
+    # no limit: continued to the end
+    clock.calls.clear()
     done = _solve(program, path, resume=True)
     (call,) = clock.calls
-    assert call["method"] == "apg" and "warm_start" in call and "smoothing_start" in call
-    assert "time_limit" not in call
-    assert done.record["status"] == "optimal" and done.record["segments"] == 2
-    assert done.record["solve_time"] >= first.record["solve_time"]
+    assert "warm_start" in call and "time_limit" not in call
+    assert done.record["status"] == "optimal" and done.record["segments"] == 3
+    assert done.record["solve_time"] == 16.0
     assert abs(done.record["objective"] - reference.objective) <= 1e-3 * reference.objective
     assert done.record["violation"] <= 1e-8
     # now finished: reused whatever the limit
     clock.calls.clear()
     assert _solve(program, path, resume=True).resumed and clock.calls == []
+    assert _solve(program, path, resume=True, options={"time_limit": 1.0}).resumed
 
 
-def test_checkpoints_keep_every_segment_and_a_killed_run_loses_one(clock, tmp_path):
+def test_a_checkpointed_run_killed_mid_solve_continues_from_its_last_checkpoint(clock,
+                                                                                tmp_path):
     program = _polynomial()
     path = tmp_path / "kept.pt"
-    clock.kill_at = 3
+    clock.kill_after = 3
     with pytest.raises(KeyboardInterrupt):
-        _solve(program, path, resume=False, checkpoint_every=60.0)
-    stored = torch.load(path, weights_only=True)
-    assert stored["record"]["segments"] == 2 and stored["record"]["status"] == "time_limit"
-    assert stored["state"]["method"] == "apg"
-    second = clock.calls[1]
-    assert second["time_limit"] == 60.0 and "warm_start" in second
-    # resumed without checkpoints: the third segment runs to the end
-    clock.kill_at, clock.calls[:] = None, []
+        _solve(program, path, resume=False, checkpoint_every=1e-9)  # one per iteration
+    kept = _kept(path)
+    assert kept["head"] is None and kept["record"]["status"] == "checkpoint"
+    assert kept["record"]["iterations"] == 3 and kept["state"]["method"] == "apg"
+    assert kept["record"]["segments"] == 1
+    # resumed (no checkpoints now): one solve, from the third iteration's point
+    clock.kill_after, clock.calls[:] = None, []
     done = _solve(program, path, resume=True)
-    assert len(clock.calls) == 1 and done.record["segments"] == 3
-    assert done.record["status"] == "optimal"
+    (call,) = clock.calls
+    assert "warm_start" in call and "checkpoint" not in call
+    assert done.record["segments"] == 2 and done.record["status"] == "optimal"
     reference = cr.solve(program, "clarabel")
     assert abs(done.record["objective"] - reference.objective) <= 1e-3 * reference.objective
+    assert _kept(path)["record"]["status"] == "optimal"
 
 
-def test_segments_share_the_limit_and_only_the_last_uses_the_callers_acceptance(clock,
-                                                                                 tmp_path):
-    """Under a limit, each segment gets at most ``checkpoint_every`` of what is left; the earlier
-    ones accept their stop, the last one runs with the caller's ``accept_inaccurate``."""
+def test_a_finished_kept_solve_is_never_replaced_by_an_unfinished_one(clock, tmp_path):
     program = _polynomial()
     path = tmp_path / "kept.pt"
-    with pytest.raises(SolverFailedError, match="stopped"):
-        _solve(program, path, resume=False, checkpoint_every=4.0,
-               options={"time_limit": 10.0, "accept_inaccurate": False})
-    assert [c["time_limit"] for c in clock.calls] == [4.0, 4.0, 2.0]
-    assert [c["accept_inaccurate"] for c in clock.calls] == [True, True, False]
-    kept = torch.load(path, weights_only=True)["record"]
-    assert kept["segments"] == 2 and kept["solve_time"] == 8.0  # the failure is not kept
-    clock.calls.clear()
-    done = _solve(program, path, resume=True, checkpoint_every=4.0,
-                  options={"time_limit": 10.0})
-    assert [c["time_limit"] for c in clock.calls] == [2.0]
-    assert done.record["segments"] == 3 and done.record["solve_time"] == 10.0
-    assert done.record["status"] == "time_limit"
-
-
-def test_a_segment_without_an_iteration_ends_the_segmenting(clock, tmp_path, monkeypatch):
-    program = _polynomial()
-    timed = clock.iterations
-
-    def no_progress(program, solver, **options):
-        solution = fake(program, solver, **options)
-        if len(clock.calls) == 1:
-            solution.iterations = 0  # the set-up outlasted the segment
-        return solution
-
-    fake = kept_solve.solve
-    monkeypatch.setattr(kept_solve, "solve", no_progress)
-    done = _solve(program, tmp_path / "kept.pt", resume=False, checkpoint_every=1.0)
-    assert timed == 5 and len(clock.calls) == 2 and "time_limit" not in clock.calls[1]
+    done = _solve(program, path, resume=False)
     assert done.record["status"] == "optimal"
+    # a fresh run (no resume) with a limit that stops it, and one that checkpoints
+    capped = _solve(program, path, resume=False, options={"time_limit": 1.0},
+                    checkpoint_every=1e-9)
+    assert capped.record["status"] == "time_limit"
+    assert _kept(path)["record"] == done.record
 
 
-def test_a_program_without_a_warm_start_is_solved_again(clock, tmp_path):
+def test_a_stopped_solve_without_a_warm_start_is_solved_again(clock, tmp_path):
+    """A ReLU program's augmented Lagrangian and a conic solver keep no point to continue from:
+    under a larger limit their kept solve is solved again from the start; the checkpoint
+    option does not reach a method without checkpoints."""
     X, y = three_class_data(40, 3)
-    program = cr.ConvexReLU(X, y, loss="hinge", beta=1e-2, threat=cr.L2(0.05), n_patterns=8)
-    path = tmp_path / "kept.pt"
-    first = _solve(program, path, resume=False, options={"time_limit": 10.0},
-                   checkpoint_every=1.0)  # ReLU solves are not segmented
-    assert first.record["status"] == "time_limit" and len(clock.calls) == 1
-    assert clock.calls[0]["time_limit"] == 10.0
-    assert torch.load(path, weights_only=True)["state"] is None
-    clock.calls.clear()
-    again = _solve(program, path, resume=True, options={"tol": 1e-3})
-    (call,) = clock.calls
-    assert "warm_start" not in call and again.record["segments"] == 1
-    fresh = cr.solve(program, "torch", **{**OPTIONS, "tol": 1e-3})
-    assert again.record["status"] == fresh.status != "time_limit"
-    assert again.record["objective"] == fresh.objective
+    relu = cr.ConvexReLU(X, y, loss="hinge", beta=1e-2, threat=cr.L2(0.05), n_patterns=8)
+    clock.iterations = 2
+    for program, solver in ((relu, "torch"), (_polynomial(), "clarabel")):
+        path = tmp_path / f"{solver}.pt"
+        first = _solve(program, path, solver, resume=False, options={"time_limit": 10.0},
+                       checkpoint_every=1e-9)
+        assert first.record["status"] in ("time_limit", "user_limit")
+        assert _kept(path)["state"] is None
+        clock.calls.clear()
+        again = _solve(program, path, solver, resume=True, options={"tol": 1e-3})
+        (call,) = clock.calls
+        assert "warm_start" not in call and again.record["segments"] == 1
+        assert "continued_from" not in again.record
+        fresh = cr.solve(program, solver, **{**OPTIONS, "tol": 1e-3})
+        assert again.record["status"] == fresh.status == "optimal"
+        assert again.record["objective"] == pytest.approx(fresh.objective, rel=1e-9)
 
 
 def test_checkpoint_every_is_validated(tmp_path):

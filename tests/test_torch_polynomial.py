@@ -588,3 +588,45 @@ def test_dual_bound_is_none_where_none_is_written_and_validates_smoothing():
     for bad in (-1e-3, math.nan, "0.1", True):
         with pytest.raises(cr.InvalidInputError, match="smoothing"):
             dual_bound(hinge, {"Z": zero, "Zp": zero}, bad)
+
+
+# ------------------------------------------------------------------ checkpoints
+@pytest.mark.parametrize("method", ["apg", "factored"])
+def test_checkpoints_hand_out_points_without_changing_the_solve(method):
+    """A checkpoint at every iteration leaves the iterations as they are; each checkpoint is a
+    point a warm start takes; a method without checkpoints runs without them."""
+    X, y = xor_data(20, 2)
+    program = cr.ConvexPolynomial(X, y, loss="hinge", beta=1e-2, threat=cr.L2(0.2))
+    plain = cr.solve(program, "torch", method=method, tol=1e-4)
+    states = []
+    kept = cr.solve(program, "torch", method=method, tol=1e-4, checkpoint=states.append,
+                    checkpoint_every=1e-9)
+    assert kept.iterations == plain.iterations
+    for key in ("Z", "Zp"):
+        assert np.array_equal(kept.values[key], plain.values[key])
+    assert len(states) >= 2 and {s["method"] for s in states} == {method}
+    assert [s["iterations"] for s in states] == sorted({s["iterations"] for s in states})
+    last = states[-1]
+    assert last["values"]["Z"].shape == (program.n_outputs, 3, 3)
+    resumed = cr.solve(program, "torch", method=method, tol=1e-4, warm_start=last["values"],
+                       **({"smoothing_start": last["smoothing"]} if method == "apg" else {}))
+    assert _rel(resumed.objective, plain.objective) <= 1e-3
+    with pytest.raises(cr.InvalidInputError, match="checkpoint"):
+        cr.solve(program, "torch", method=method, checkpoint="file.pt")
+    with pytest.raises(cr.InvalidInputError, match="checkpoint_every"):
+        cr.solve(program, "torch", method=method, checkpoint=states.append,
+                 checkpoint_every=0)
+
+
+def test_methods_without_checkpoints_run_without_them():
+    """The checkpoint options never choose the method: a nominal hinge SDP still goes to ADMM,
+    and a ReLU program to its augmented Lagrangian, without handing out a point."""
+    X, y = xor_data(20, 2)
+    states = []
+    nominal = cr.ConvexPolynomial(X, y, loss="hinge", beta=1e-2)
+    solution = cr.solve(nominal, "torch", checkpoint=states.append, checkpoint_every=1e-9)
+    assert solution.info["method"] == "admm" and states == []
+    relu = cr.ConvexReLU(X, y, loss="hinge", beta=1e-2, n_patterns=4, threat=cr.L2(0.1))
+    solution = cr.solve(relu, "torch", method="al", checkpoint=states.append,
+                        checkpoint_every=1e-9, tol=1e-3)
+    assert solution.info["method"] == "al" and states == []
