@@ -37,7 +37,7 @@ radii, test images and attack; a head with the same ``--betas``, ``--radius-scal
 takes for heads on many images) returns its point at the cap, and the candidate keeps its
 ``time_limit`` status in the record; a conic solve that hits it passes the program on to the
 next solver of the "auto" chain, as any failed conic solve does. Resumed under a larger limit
-(or none), a polynomial head's capped torch solve continues from where it stopped
+(or none), a capped torch solve continues from where it stopped
 (:mod:`convexrobust.kept_solve`); ``--checkpoint-every`` keeps it while it runs.
 
     python benchmarks/retrain_preact.py                       # both backbones, ε = 1,2,4,8/255
@@ -198,8 +198,8 @@ def main() -> None:
                         help="seconds per head solve (0: none); a capped solve's status "
                              "(time_limit) is recorded with its candidate")
     parser.add_argument("--checkpoint-every", type=nonnegative_seconds, default=0,
-                        help="seconds: keep each polynomial head solve in --cache at least "
-                             "this often (0: when it returns)")
+                        help="seconds: keep each running torch solve's state in --cache at "
+                             "least this often (0: when it returns)")
     parser.add_argument("--train-limit", type=int, default=0,
                         help="training images (stratified, seeded; 0: all 50,000)")
     parser.add_argument("--validation", type=int, default=5000,

@@ -5,8 +5,8 @@ stopped run cut it short.
 A retraining run on all of CIFAR-10 solves programs that take longer than one sitting on two
 CPU cores. :func:`solve_kept` solves a program by :func:`~convexrobust.solve` and writes the
 result atomically to ``path``: the recovered head, its solve record (with the ``time_limit`` it
-ran under) and, for a solve its time limit stopped, the point to continue from. With
-``checkpoint_every`` it also keeps the point of a running solve at least that often (the
+ran under) and, for a solve its time limit stopped, the state to continue from. With
+``checkpoint_every`` it also keeps the state of a running solve at least that often (the torch
 methods' ``checkpoint`` callback, :class:`~convexrobust.solvers.first_order.Checkpoints`: the
 solve's iterations are unchanged), under the status ``"checkpoint"``. Called again with
 ``resume=True`` it
@@ -14,16 +14,18 @@ solve's iterations are unchanged), under the status ``"checkpoint"``. Called aga
 - reuses a kept solve that ended for any reason but a time limit (solved to its tolerance, or
   stopped by something a rerun would repeat), and one a time limit stopped when the limit given
   now is not larger;
-- continues a checkpoint, and a solve a smaller time limit stopped, from the kept point, when
-  the method that made it takes a warm start (:data:`WARM_STARTED_METHODS`, the polynomial
-  programs' accelerated gradient and factored L-BFGS): ``warm_start`` at the kept point, the
-  same method, and for the accelerated gradient ``smoothing_start`` at the Huber width it had
-  reached (the factored method restarts at its final smoothing). The continued solve takes a
-  different path than an uninterrupted one (its momentum and step sizes start afresh) and stops
-  at its own tolerance; the program's optimum does not depend on it. The time already spent
-  counts against the limit;
-- solves again from the start a kept solve a smaller limit stopped that has no such point (a
-  ReLU program's augmented Lagrangian, a conic solver).
+- continues a checkpoint, and a solve a smaller time limit stopped, from the state its
+  method handed out (the torch methods that take a ``warm_start``: the polynomial programs'
+  accelerated gradient and factored L-BFGS, the ReLU programs' augmented Lagrangian; each
+  hands its state to the ``checkpoint`` callback when its budget stops it): the same method,
+  with the options that state names (``warm_start`` and the method's own, such as the
+  accelerated gradient's Huber width). The augmented Lagrangian's state is all of it, so from
+  a checkpoint it goes on exactly as the uninterrupted solve would; the polynomial methods
+  restart their momentum and step sizes, take a different path and stop at their own
+  tolerance. The program's optimum does not depend on it. The time already spent counts
+  against the limit;
+- solves again from the start a kept solve a smaller limit stopped that has no such state (a
+  conic solver, an ADMM).
 
 A kept solve that finished is never replaced by an unfinished one (a checkpoint, or a solve a
 time limit stopped), so a shorter run without ``resume`` cannot overwrite a finished head.
@@ -36,11 +38,13 @@ a kept solve is never used for another program.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from time import perf_counter
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -52,8 +56,8 @@ from convexrobust.problems.base import ConvexProgram
 from convexrobust.solvers import solve
 from convexrobust.solvers.solution import Solution
 
-__all__ = ["BUDGET_OPTIONS", "WARM_STARTED_METHODS", "KeptSolve", "check_checkpoint_every",
-           "solve_kept", "solve_record"]
+__all__ = ["BUDGET_OPTIONS", "KeptSolve", "check_checkpoint_every", "solve_kept",
+           "solve_record"]
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +65,6 @@ log = logging.getLogger(__name__)
 #: they are left out of a kept solve's key, so a solve one time limit stopped is continued
 #: under a larger one.
 BUDGET_OPTIONS = frozenset({"time_limit"})
-
-#: The torch methods that take a ``warm_start`` and hand out checkpoints (the polynomial
-#: programs' accelerated gradient and factored L-BFGS): their stopped solves are continued.
-WARM_STARTED_METHODS = frozenset({"apg", "factored"})
 
 #: The statuses of a solve its time limit stopped (the torch methods', the conic solvers').
 _STOPPED = frozenset({"time_limit", "user_limit"})
@@ -135,30 +135,27 @@ def solve_kept(build: Callable[[], ConvexProgram], solver: str, *,
     torch_options = dict(backend_options.get("torch", {}))
     if state is not None:
         solver = "torch"  # a state is kept only from a torch method
-        torch_options.update(_continuation(state, {**options, **torch_options}))
-    if checkpoint_every is not None and path is not None:
+        torch_options.update(_arrays(state["options"]))
+    latest: list[dict] = []  # the last state the method handed out
 
-        def save(point: dict[str, object]) -> None:
+    def save(point: dict[str, object]) -> None:
+        latest[:] = [point]
+        if checkpoint_every is not None and path is not None:
             _store(path, None, {"status": _CHECKPOINT, "solver": "torch",
                                 "solve_time": spent + perf_counter() - t0,
                                 "segments": runs + 1, "time_limit": limit,
                                 "iterations": point["iterations"], **continued},
-                   _state(point))
+                   _tensors(point))
 
-        torch_options.update(checkpoint=save, checkpoint_every=checkpoint_every)
+    torch_options.update(checkpoint=save, checkpoint_every=checkpoint_every or math.inf)
     solution = solve(program, solver, backend_options={**backend_options, "torch": torch_options},
                      **run)
     net = solution.network()
     record = {**solve_record(solution, spent + perf_counter() - t0), "neurons": net.n_neurons,
               "time_limit": limit, "segments": runs + 1, **continued}
-    stopped = solution.status in _STOPPED
-    point = None
-    if stopped and solution.solver == "torch" \
-            and solution.info.get("method") in WARM_STARTED_METHODS:
-        point = _state({"values": solution.values, "method": solution.info["method"],
-                        "smoothing": solution.info.get("smoothing")})
+    stopped = solution.status in _STOPPED and solution.solver == "torch" and latest
     if path is not None:
-        _store(path, net, record, point)
+        _store(path, net, record, _tensors(latest[0]) if stopped else None)
     return KeptSolve(net, record, resumed=False)
 
 
@@ -173,28 +170,18 @@ def _finished(record: Mapping[str, object], limit: float | None) -> bool:
     return limit is not None and before is not None and limit <= float(before)  # type: ignore[arg-type]
 
 
-def _state(point: Mapping[str, object]) -> dict[str, object]:
-    """What a continuation starts from, as kept: the point (tensors), method and Huber width."""
-    smoothing = point.get("smoothing")
-    return {"values": {k: torch.as_tensor(v)
-                       for k, v in point["values"].items()},  # type: ignore[union-attr]
-            "method": point["method"],
-            "smoothing": None if smoothing is None else float(smoothing)}  # type: ignore[arg-type]
+def _tensors(state: object) -> object:
+    """A state with its arrays as tensors (what ``torch.load(weights_only=True)`` reads)."""
+    if isinstance(state, Mapping):
+        return {k: _tensors(v) for k, v in state.items()}
+    return torch.as_tensor(state) if isinstance(state, np.ndarray) else state
 
 
-def _continuation(state: Mapping[str, object], options: Mapping[str, object]
-                  ) -> dict[str, object]:
-    """The torch options that continue a kept solve: its method, warm-started at its point and,
-    for the accelerated gradient, at the Huber width it had reached (never below the
-    ``smoothing_floor`` given now, never above 1)."""
-    values = {k: v.numpy() for k, v in state["values"].items()}  # type: ignore[union-attr]
-    continuation: dict[str, object] = {"warm_start": values, "method": state["method"]}
-    smoothing = state.get("smoothing")
-    if state["method"] == "apg" and smoothing:
-        floor = float(options.get("smoothing_floor", 0.0))  # type: ignore[arg-type]
-        continuation["smoothing_start"] = min(max(float(smoothing),  # type: ignore[arg-type]
-                                                  floor), 1.0)
-    return continuation
+def _arrays(state: object) -> object:
+    """The inverse of :func:`_tensors`: a kept state's tensors as numpy arrays."""
+    if isinstance(state, Mapping):
+        return {k: _arrays(v) for k, v in state.items()}
+    return state.numpy() if isinstance(state, torch.Tensor) else state
 
 
 def _store(path: Path, net: nn.Module | None, record: dict[str, object],

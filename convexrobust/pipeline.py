@@ -43,8 +43,9 @@ family, loss, seed, hyper-parameters, feature radius and norm, program options, 
 solver options but the time limit, and the bytes of the normalised training features and
 labels. ``resume=True`` loads a kept solve instead of solving it again (its record keeps the
 solve time and says ``"resumed": True``) — unless its time limit stopped it and a larger one is
-given now: then a polynomial head's torch solve continues from its kept point, with the time it
-already took counted against the limit, and any other is solved again. Validation scores are
+given now: then a torch solve whose method kept its state (the polynomial heads' first-order
+methods, the ReLU heads' augmented Lagrangian) continues from it, with the time it already took
+counted against the limit, and any other is solved again. Validation scores are
 computed afresh. Anything that changes the program changes the key, so a stale file is never
 used. ``checkpoint_every`` also keeps the point of a long solve while it runs.
 
@@ -198,10 +199,11 @@ def retrain_last_two_layers(
         give a larger one (needs ``cache``; module docstring, "Resuming"): a grid search that
         was stopped continues where it stopped.
     checkpoint_every:
-        Seconds: keep the point of a running polynomial head's torch solve in ``cache`` at least
-        this often (:mod:`~convexrobust.kept_solve`), so a run stopped mid-solve and resumed
-        continues from there and loses at most this much of it. The solve's iterations are
-        the same with or without it. None (default): each solve is kept when it returns.
+        Seconds: keep the state of a running torch solve (of the methods that have one, above)
+        in ``cache`` at least this often (:mod:`~convexrobust.kept_solve`), so a run stopped
+        mid-solve and resumed continues from there and loses at most this much of it. The
+        solve's iterations are the same with or without it. None (default): each solve is
+        kept when it returns.
     solver_options:
         Passed to :func:`~convexrobust.solve`. Torch solves default to :data:`TORCH_OPTIONS`
         (``tol=1e-3``, ``accept_inaccurate=True``; the status, and the duality gap the torch

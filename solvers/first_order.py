@@ -207,31 +207,37 @@ class Budget:
 
 
 class Checkpoints:
-    """Hands a solve's current point to ``save`` at most every ``every`` seconds, so that a
-    caller can keep it and continue a stopped run from it (a method's ``checkpoint`` and
-    ``checkpoint_every`` options; :mod:`convexrobust.kept_solve`). The solve itself is not
-    changed: ``save`` only reads the state ``offer`` builds when one is due (on the root rank
-    only, where the ranks agree). ``save=None`` does nothing."""
+    """Hands a solve's state to ``save`` at most every ``every`` seconds (``math.inf``: never
+    on a clock) and once more when its budget stops it (:meth:`final`), so that a caller can
+    keep it and continue the solve from there (a method's ``checkpoint`` and
+    ``checkpoint_every`` options; :mod:`convexrobust.kept_solve`). A state is a dict whose
+    ``"options"`` are the torch options that continue the solve from it (``method``,
+    ``warm_start`` and the method's own), with ``"iterations"`` and ``"smoothing"``. The solve
+    itself is not changed: ``save`` only reads the state the method builds when one is due.
+    ``save=None`` does nothing, and so does a data-parallel solve (``comm`` over several ranks,
+    each of which holds a shard of the per-sample state)."""
 
     def __init__(self, save: object, every: object, comm: Collective | None = None):
         if save is not None and not callable(save):
             raise InvalidInputError(f"checkpoint must be a function of the state or None, got "
                                     f"{save!r}")
-        if isinstance(every, bool) or not isinstance(every, (int, float)) \
-                or not 0 < every < math.inf:
+        if isinstance(every, bool) or not isinstance(every, (int, float)) or not every > 0:
             raise InvalidInputError(f"checkpoint_every must be seconds > 0, got {every!r}")
-        self.save = save if comm is None or comm.is_root else None
+        # data-parallel ranks each hold a shard of the per-sample state: no checkpoints there
+        self.save = save if comm is None or comm.world == 1 else None
         self.every = float(every)
         self.last = time.perf_counter()
-        self.saved = 0
 
     def offer(self, state: Callable[[], dict[str, object]]) -> None:
         """Call ``save(state())`` if ``every`` seconds have passed since the last one."""
-        if self.save is None or time.perf_counter() - self.last < self.every:
-            return
-        self.save(state())
-        self.saved += 1
-        self.last = time.perf_counter()
+        if self.save is not None and time.perf_counter() - self.last >= self.every:
+            self.final(state)
+
+    def final(self, state: Callable[[], dict[str, object]]) -> None:
+        """Call ``save(state())`` now."""
+        if self.save is not None:
+            self.save(state())
+            self.last = time.perf_counter()
 
 
 def finish(program: ConvexProgram, values: dict[str, np.ndarray], status: str, *,

@@ -316,11 +316,11 @@ def solve_polynomial_factored(program: ConvexPolynomial, *,
         restricts the program to rank ``r`` and the certificate says what that costs).
     checkpoint, checkpoint_every:
         ``checkpoint(state)`` is called at most every ``checkpoint_every`` seconds (600 by
-        default) with the current point, ``state = {"values": {"Z", "Zp"}, "smoothing",
-        "method": "factored", "iterations"}``: ``warm_start=state["values"]`` continues from
-        it, at the final smoothing
-        (:class:`~convexrobust.solvers.first_order.Checkpoints`). The iterations are the same
-        with or without it.
+        default; ``math.inf``: never on a clock) and when the budget stops the solve, with the
+        current point: ``state["options"]`` (``method="factored"``, ``warm_start`` at the
+        point) continue the solve from there, at the final smoothing
+        (:class:`~convexrobust.solvers.first_order.Checkpoints`; not with ``distributed``).
+        The iterations are the same with or without it.
     """
     start = time.perf_counter()
     dtype = check_solve_options(program, "solve_polynomial_factored", tol=tol,
@@ -420,8 +420,8 @@ def solve_polynomial_factored(program: ConvexPolynomial, *,
 
     def state() -> dict[str, object]:
         Z = lift(x).detach().to(f64).cpu().numpy()
-        return {"values": {"Z": Z[0], "Zp": Z[1]}, "smoothing": mu, "method": "factored",
-                "iterations": budget.iterations}
+        return {"options": {"method": "factored", "warm_start": {"Z": Z[0], "Zp": Z[1]}},
+                "iterations": budget.iterations, "smoothing": mu}
 
     zero_certificate = data.radius > 0 and zero_is_optimal(program)
     status = "optimal"
@@ -504,6 +504,8 @@ def solve_polynomial_factored(program: ConvexPolynomial, *,
                     history.clear()
     finally:
         budget.close()
+    if status in ("max_iters", "time_limit"):
+        checkpoints.final(state)
     x = comm.broadcast(x)
     if zero_certificate:
         x = torch.zeros_like(x)

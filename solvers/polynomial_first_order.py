@@ -282,11 +282,11 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
         The optimum does not depend on it.
     checkpoint, checkpoint_every:
         ``checkpoint(state)`` is called at most every ``checkpoint_every`` seconds (600 by
-        default) with the current iterate, ``state = {"values": {"Z", "Zp"}, "smoothing",
-        "method": "apg", "iterations"}``: ``warm_start=state["values"]`` with
-        ``smoothing_start=state["smoothing"]`` continues from it
-        (:class:`~convexrobust.solvers.first_order.Checkpoints`). The iterations are the same
-        with or without it.
+        default; ``math.inf``: never on a clock) and when the budget stops the solve, with the
+        current iterate: ``state["options"]`` (``method="apg"``, ``warm_start`` at the iterate,
+        ``smoothing_start`` at its Huber width) continue the solve from there
+        (:class:`~convexrobust.solvers.first_order.Checkpoints`; not with ``distributed``).
+        The iterations are the same with or without it.
     """
     start = time.perf_counter()
     dtype = check_solve_options(program, "solve_polynomial_torch", tol=tol, max_iters=max_iters,
@@ -371,8 +371,10 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
 
     def state() -> dict[str, object]:
         Z = to_z(x).to(torch.float64).cpu().numpy()
-        return {"values": {"Z": Z[0], "Zp": Z[1]}, "smoothing": mu_s, "method": "apg",
-                "iterations": budget.iterations}
+        options = {"method": "apg", "warm_start": {"Z": Z[0], "Zp": Z[1]}}
+        if smoothed:
+            options["smoothing_start"] = mu_s
+        return {"options": options, "iterations": budget.iterations, "smoothing": mu_s}
 
     def value(W: Tensor) -> Tensor:
         return F(W, False)[0].to(torch.float64)
@@ -448,6 +450,8 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
     if zero_certificate:
         stationarity = 0.0
         log.debug("the zero network is certified optimal")
+    if status in ("max_iters", "time_limit"):
+        checkpoints.final(state)
 
     x = comm.broadcast(x)  # every rank returns rank 0's point (they agree; this makes it exact)
     values, violation_before = repaired_values(program, to_z(x))

@@ -93,6 +93,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
@@ -109,6 +110,7 @@ from convexrobust.solvers.data_parallel import (
 )
 from convexrobust.solvers.first_order import (
     Budget,
+    Checkpoints,
     Momentum,
     auto_dtype,
     backtracking_step,
@@ -187,6 +189,17 @@ class _AugmentedLagrangian:
         self.lam = [torch.zeros((C, P2, m), dtype=U.dtype, device=self.stream.state_device)
                     for m in self.stream.chunk_sizes]
         self.lam_sq = 0.0
+
+    def multipliers(self) -> torch.Tensor:
+        """All of this rank's multipliers, (C, 2P, n) on the host."""
+        assert self.lam is not None
+        return torch.cat([lam.cpu() for lam in self.lam], dim=-1)
+
+    def set_multipliers(self, lam: torch.Tensor) -> None:
+        """Take ``lam`` (C, 2P, n) as the multipliers, split into the stream's chunks."""
+        parts = torch.split(lam, list(self.stream.chunk_sizes), dim=-1)
+        self.lam = [p.to(self.stream.state_device).contiguous() for p in parts]
+        self.lam_sq = sum(_square_sum(p) for p in parts)
 
     def _chunks(self):
         """The chunks on the device, each with its multipliers (or None)."""
@@ -379,6 +392,35 @@ def _fista(al: _AugmentedLagrangian, U: torch.Tensor, beta: float, step: float, 
     return x, step, stationarity
 
 
+#: The scalars of the augmented-Lagrangian state a ``warm_start`` carries.
+_STATE_SCALARS = ("rho", "mu", "mu_min", "inner_tol", "step", "previous_violation", "outer")
+
+
+def _check_warm_start(warm_start: object, U: torch.Tensor, n: int) -> dict[str, object]:
+    """A ``warm_start`` (module docstring of :func:`solve_relu_torch`) as tensors and floats,
+    or :class:`InvalidInputError` naming what does not fit this program."""
+    if not isinstance(warm_start, Mapping) or not {"U", "multipliers",
+                                                   *_STATE_SCALARS} <= set(warm_start):
+        raise InvalidInputError(
+            "warm_start for method='al' is the state a checkpoint handed out "
+            "(state['options']['warm_start']: U, multipliers and "
+            f"{', '.join(_STATE_SCALARS)}), got {type(warm_start).__name__}")
+    kept: dict[str, object] = {}
+    for key, shape in (("U", tuple(U.shape)), ("multipliers", (*U.shape[:2], n))):
+        value = torch.as_tensor(np.asarray(warm_start[key]))
+        if tuple(value.shape) != shape or not bool(torch.isfinite(value).all()):
+            raise InvalidInputError(f"warm_start[{key!r}] must be finite of shape {shape} for "
+                                    f"this program, got shape {tuple(value.shape)}")
+        kept[key] = value
+    for key in _STATE_SCALARS:
+        value = warm_start[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or (
+                key != "previous_violation" and not math.isfinite(value)):
+            raise InvalidInputError(f"warm_start[{key!r}] must be a number, got {value!r}")
+        kept[key] = float(value)
+    return kept
+
+
 def _prepare_chunk(program: ConvexReLU, raw: dict[str, torch.Tensor], dtype: torch.dtype,
                    device: torch.device) -> dict[str, torch.Tensor]:
     """A chunk of :meth:`ConvexReLU.sample_arrays` as the renderings' tensors plus ``E``, the
@@ -395,7 +437,10 @@ def solve_relu_torch(program: ConvexReLU, *, device: torch.device | str | None =
                      max_iters: int = 20_000, time_limit: float | None = None, seed: int = 0,
                      progress: bool = False, accept_inaccurate: bool = False,
                      batch_size: int | str | None = "auto",
-                     distributed: bool | str = False) -> Solution:
+                     distributed: bool | str = False,
+                     warm_start: Mapping[str, object] | None = None,
+                     checkpoint: Callable[[dict[str, object]], None] | None = None,
+                     checkpoint_every: float = 600.0) -> Solution:
     """Solve a :class:`ConvexReLU` program by augmented Lagrangian + FISTA (module docstring).
 
     ``tol`` (default 1e-6) is a **relative stationarity**: the solve stops when the minimum-norm
@@ -433,6 +478,19 @@ def solve_relu_torch(program: ConvexReLU, *, device: torch.device | str | None =
         ranks take the same steps and decisions and return the same values (rank 0's).
         ``"auto"``: ``True`` when a process group is initialised. ``False`` (default): one
         process.
+    checkpoint, checkpoint_every:
+        ``checkpoint(state)`` is called at the end of an outer iteration at most every
+        ``checkpoint_every`` seconds (600 by default; ``math.inf``: never on a clock) and when
+        the budget stops the solve: ``state["options"]`` (``method="al"`` and a ``warm_start``
+        holding the whole augmented-Lagrangian state: ``U``, the multipliers, ρ, μ, the
+        subproblem tolerance and step) continue the solve from there
+        (:class:`~convexrobust.solvers.first_order.Checkpoints`; not with ``distributed``).
+        The iterations are the same with or without it.
+    warm_start:
+        A ``state["options"]["warm_start"]`` handed to ``checkpoint`` by a solve of this
+        program with the same options: the solve continues from that state — from a
+        checkpoint, exactly as the uninterrupted solve would have gone on (up to the
+        iteration budget, which starts afresh). Only with one process.
     """
     if not isinstance(program, ConvexReLU):
         raise InvalidInputError(f"solve_relu_torch takes a ConvexReLU, got {type(program)}")
@@ -487,6 +545,26 @@ def solve_relu_torch(program: ConvexReLU, *, device: torch.device | str | None =
     stationarity = violation = math.inf
     outer = 0
     status = "optimal"
+    checkpoints = Checkpoints(checkpoint, checkpoint_every, comm)
+    if warm_start is not None:
+        if comm.world > 1:
+            raise InvalidInputError("warm_start holds one process's state: not with "
+                                    "distributed=True")
+        kept = _check_warm_start(warm_start, U, n)
+        U = kept["U"].to(dtype=dtype, device=device)
+        al.set_multipliers(kept["multipliers"].to(dtype))
+        al.rho, al.mu = kept["rho"], kept["mu"]
+        mu_min, inner_tol, step = kept["mu_min"], kept["inner_tol"], kept["step"]
+        previous_violation, outer = kept["previous_violation"], int(kept["outer"])
+
+    def state() -> dict[str, object]:
+        scalars = {"rho": al.rho, "mu": al.mu, "mu_min": mu_min, "inner_tol": inner_tol,
+                   "step": step, "previous_violation": previous_violation, "outer": outer}
+        return {"options": {"method": "al", "warm_start": {
+                    "U": U.cpu().numpy(), "multipliers": al.multipliers().cpu().numpy(),
+                    **{k: float(v) for k, v in scalars.items()}}},
+                "iterations": budget.iterations, "smoothing": al.mu}
+
     try:
         while True:
             outer += 1
@@ -533,8 +611,11 @@ def solve_relu_torch(program: ConvexReLU, *, device: torch.device | str | None =
             # still above its target: inexact subproblems stall the multipliers
             floor = tol if violation <= viol_tol else INNER_TOL_FLOOR * tol
             inner_tol = max(inner_tol * 0.2, floor)
+            checkpoints.offer(state)
     finally:
         budget.close()
+    if status in ("max_iters", "time_limit"):
+        checkpoints.final(state)
 
     U = comm.broadcast(U)  # every rank returns rank 0's point (they agree; this makes it exact)
     if trial is None or not torch.equal(trial.U, U):

@@ -7,9 +7,11 @@ and reports the time-limit status), so nothing here depends on the machine's spe
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
-from conftest import three_class_data, xor_data
+from conftest import xor_data
 
 import convexrobust as cr
 import convexrobust.kept_solve as kept_solve
@@ -92,7 +94,7 @@ def test_a_solve_its_time_limit_stopped_continues_to_the_optimum(clock, tmp_path
     first = _solve(program, path, resume=False, options={"time_limit": 10.0})
     assert first.record["status"] == "time_limit" and first.record["segments"] == 1
     assert first.record["time_limit"] == 10.0 and first.record["solve_time"] == 10.0
-    assert not first.resumed and _kept(path)["state"]["method"] == "apg"
+    assert not first.resumed and _kept(path)["state"]["options"]["method"] == "apg"
     assert first.record["objective"] > reference.objective * (1 + 1e-3)  # not finished
     # the same (or a smaller) limit: the kept solve is reused, nothing runs
     clock.calls.clear()
@@ -130,13 +132,13 @@ def test_a_checkpointed_run_killed_mid_solve_continues_from_its_last_checkpoint(
         _solve(program, path, resume=False, checkpoint_every=1e-9)  # one per iteration
     kept = _kept(path)
     assert kept["head"] is None and kept["record"]["status"] == "checkpoint"
-    assert kept["record"]["iterations"] == 3 and kept["state"]["method"] == "apg"
+    assert kept["record"]["iterations"] == 3 and kept["state"]["options"]["method"] == "apg"
     assert kept["record"]["segments"] == 1
     # resumed (no checkpoints now): one solve, from the third iteration's point
     clock.kill_after, clock.calls[:] = None, []
     done = _solve(program, path, resume=True)
     (call,) = clock.calls
-    assert "warm_start" in call and "checkpoint" not in call
+    assert "warm_start" in call and call["checkpoint_every"] == math.inf
     assert done.record["segments"] == 2 and done.record["status"] == "optimal"
     reference = cr.solve(program, "clarabel")
     assert abs(done.record["objective"] - reference.objective) <= 1e-3 * reference.objective
@@ -155,27 +157,35 @@ def test_a_finished_kept_solve_is_never_replaced_by_an_unfinished_one(clock, tmp
     assert _kept(path)["record"] == done.record
 
 
-def test_a_stopped_solve_without_a_warm_start_is_solved_again(clock, tmp_path):
-    """A ReLU program's augmented Lagrangian and a conic solver keep no point to continue from:
-    under a larger limit their kept solve is solved again from the start; the checkpoint
-    option does not reach a method without checkpoints."""
-    X, y = three_class_data(40, 3)
-    relu = cr.ConvexReLU(X, y, loss="hinge", beta=1e-2, threat=cr.L2(0.05), n_patterns=8)
+def test_a_stopped_relu_solve_continues_and_a_conic_one_is_solved_again(clock, tmp_path):
+    """The augmented Lagrangian (the binary program's default is its ADMM, which keeps no
+    state) hands out its whole state when its time limit stops it, and continues from it; a
+    conic solver keeps nothing to continue from: under a larger limit its kept solve is solved
+    again from the start."""
+    X, y = xor_data(20, 2)
+    relu = cr.ConvexReLU(X, y, loss="hinge", beta=1e-2, threat=cr.L2(0.1), n_patterns=4)
     clock.iterations = 2
-    for program, solver in ((relu, "torch"), (_polynomial(), "clarabel")):
+    for program, solver, method in ((relu, "torch", {"method": "al"}),
+                                    (_polynomial(), "clarabel", {})):
         path = tmp_path / f"{solver}.pt"
-        first = _solve(program, path, solver, resume=False, options={"time_limit": 10.0},
-                       checkpoint_every=1e-9)
+        first = _solve(program, path, solver, resume=False,
+                       options={"time_limit": 10.0, **method})
         assert first.record["status"] in ("time_limit", "user_limit")
-        assert _kept(path)["state"] is None
+        continuable = solver == "torch"
+        assert (_kept(path)["state"] is not None) == continuable
         clock.calls.clear()
-        again = _solve(program, path, solver, resume=True, options={"tol": 1e-3})
+        again = _solve(program, path, solver, resume=True, options={"tol": 1e-3, **method})
         (call,) = clock.calls
-        assert "warm_start" not in call and again.record["segments"] == 1
-        assert "continued_from" not in again.record
-        fresh = cr.solve(program, solver, **{**OPTIONS, "tol": 1e-3})
+        assert ("warm_start" in call) == continuable
+        assert again.record["segments"] == (2 if continuable else 1)
+        assert ("continued_from" in again.record) == continuable
+        fresh = cr.solve(program, solver, **{**OPTIONS, "tol": 1e-3, **method})
         assert again.record["status"] == fresh.status == "optimal"
-        assert again.record["objective"] == pytest.approx(fresh.objective, rel=1e-9)
+        if continuable:
+            assert call["method"] == "al"
+            assert abs(again.record["objective"] - fresh.objective) <= 2e-3 * fresh.objective
+        else:
+            assert again.record["objective"] == pytest.approx(fresh.objective, rel=1e-9)
 
 
 def test_checkpoint_every_is_validated(tmp_path):

@@ -604,13 +604,18 @@ def test_checkpoints_hand_out_points_without_changing_the_solve(method):
     assert kept.iterations == plain.iterations
     for key in ("Z", "Zp"):
         assert np.array_equal(kept.values[key], plain.values[key])
-    assert len(states) >= 2 and {s["method"] for s in states} == {method}
+    assert len(states) >= 2 and {s["options"]["method"] for s in states} == {method}
     assert [s["iterations"] for s in states] == sorted({s["iterations"] for s in states})
     last = states[-1]
-    assert last["values"]["Z"].shape == (program.n_outputs, 3, 3)
-    resumed = cr.solve(program, "torch", method=method, tol=1e-4, warm_start=last["values"],
-                       **({"smoothing_start": last["smoothing"]} if method == "apg" else {}))
+    assert last["options"]["warm_start"]["Z"].shape == (program.n_outputs, 3, 3)
+    assert ("smoothing_start" in last["options"]) == (method == "apg")
+    resumed = cr.solve(program, "torch", tol=1e-4, **last["options"])
     assert _rel(resumed.objective, plain.objective) <= 1e-3
+    # a budget stop hands out its point
+    stopped = []
+    cr.solve(program, "torch", method=method, max_iters=3, accept_inaccurate=True,
+             checkpoint=stopped.append, checkpoint_every=math.inf)
+    assert len(stopped) == 1 and stopped[0]["iterations"] == 3
     with pytest.raises(cr.InvalidInputError, match="checkpoint"):
         cr.solve(program, "torch", method=method, checkpoint="file.pt")
     with pytest.raises(cr.InvalidInputError, match="checkpoint_every"):
@@ -620,13 +625,12 @@ def test_checkpoints_hand_out_points_without_changing_the_solve(method):
 
 def test_methods_without_checkpoints_run_without_them():
     """The checkpoint options never choose the method: a nominal hinge SDP still goes to ADMM,
-    and a ReLU program to its augmented Lagrangian, without handing out a point."""
+    and so does a binary robust ReLU program, without handing out a state."""
     X, y = xor_data(20, 2)
     states = []
     nominal = cr.ConvexPolynomial(X, y, loss="hinge", beta=1e-2)
     solution = cr.solve(nominal, "torch", checkpoint=states.append, checkpoint_every=1e-9)
     assert solution.info["method"] == "admm" and states == []
     relu = cr.ConvexReLU(X, y, loss="hinge", beta=1e-2, n_patterns=4, threat=cr.L2(0.1))
-    solution = cr.solve(relu, "torch", method="al", checkpoint=states.append,
-                        checkpoint_every=1e-9, tol=1e-3)
-    assert solution.info["method"] == "al" and states == []
+    solution = cr.solve(relu, "torch", checkpoint=states.append, checkpoint_every=1e-9)
+    assert solution.info["method"] == "admm" and states == []

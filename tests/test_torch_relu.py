@@ -216,3 +216,44 @@ def test_smoothing_is_tightened_until_its_error_is_within_tol():
     assert abs(solution.info["smoothing_error"]) <= 10 * tol * max(1.0, solution.objective)
     assert _relative_gap(solution.objective, reference.objective) <= 5e-3
     assert solution.violation <= 1e-6
+
+
+@pytest.mark.parametrize("batch_size", [None, 16])
+def test_a_solve_continued_from_a_checkpoint_ends_where_the_uninterrupted_one_does(batch_size):
+    """The augmented Lagrangian's checkpoints hold its whole state (iterate, multipliers,
+    penalty, smoothing, subproblem tolerance, step): continued from one taken mid-solve, the
+    solve takes the very same steps and returns the same point; streaming keeps the per-chunk
+    multipliers. A checkpoint changes nothing of the solve it is taken from."""
+    X, y = xor_data(20, 2)
+    program = cr.ConvexReLU(X, y, loss="hinge", beta=1e-2, threat=cr.L2(0.1), n_patterns=4)
+    options = {"tol": 1e-3, "dtype": torch.float64, "batch_size": batch_size}
+    plain = solve_relu_torch(program, **options)
+    states = []
+    watched = solve_relu_torch(program, checkpoint=states.append, checkpoint_every=1e-9,
+                               **options)
+    assert watched.iterations == plain.iterations
+    assert all(np.array_equal(watched.values[k], plain.values[k]) for k in ("V", "W"))
+    assert len(states) >= 2 and all(s["options"]["method"] == "al" for s in states)
+    middle = states[len(states) // 2]
+    continued = solve_relu_torch(program, warm_start=middle["options"]["warm_start"], **options)
+    assert middle["iterations"] + continued.iterations == plain.iterations
+    for key in ("V", "W"):
+        np.testing.assert_array_equal(continued.values[key], plain.values[key])
+
+
+def test_a_budget_stop_hands_out_its_state_and_bad_warm_starts_are_refused():
+    X, y = xor_data(20, 2)
+    program = cr.ConvexReLU(X, y, loss="hinge", beta=1e-2, threat=cr.L2(0.1), n_patterns=4)
+    states = []
+    stopped = solve_relu_torch(program, max_iters=30, accept_inaccurate=True, tol=1e-3,
+                               checkpoint=states.append, checkpoint_every=float("inf"))
+    assert stopped.status == "max_iters" and len(states) == 1
+    assert states[0]["iterations"] == 30
+    done = cr.solve(program, "torch", tol=1e-3, **states[0]["options"])
+    reference = cr.solve(program, "clarabel")
+    assert done.status == "optimal" and _relative_gap(done.objective, reference.objective) <= 1e-3
+    warm = states[0]["options"]["warm_start"]
+    for bad in ({**warm, "U": warm["U"][:, :2]}, {**warm, "rho": float("nan")},
+                {k: v for k, v in warm.items() if k != "mu"}, "state.pt"):
+        with pytest.raises(cr.InvalidInputError, match="warm_start"):
+            solve_relu_torch(program, warm_start=bad)
