@@ -44,9 +44,9 @@ again, and a head whose grid search was stopped solves only the candidates it ha
 (a head kept with another ``--betas`` grid or ``--solve-time-limit`` is selected again, its
 solved candidates reused and, under a larger limit, those the smaller one stopped continued
 from where they stopped: :mod:`convexrobust.kept_solve`). ``--checkpoint-every`` keeps a
-torch solve's state while it runs, so a run stopped mid-solve loses at most that much of
-it. Without ``--resume`` a run starts afresh (its times are real). Progress bars (grid search,
-attacks) go to stderr unless ``--quiet``.
+torch solve's state while it runs, so a run stopped mid-solve continues from its last
+checkpoint. Without ``--resume`` a run starts afresh (its times are real). Progress bars (grid
+search, attacks) go to stderr unless ``--quiet``.
 """
 
 from __future__ import annotations
@@ -227,9 +227,9 @@ def main() -> None:
                         help="seconds per head solve, 0 = none (default: digits none, "
                              "cifar10 60)")
     parser.add_argument("--checkpoint-every", type=nonnegative_seconds, default=0,
-                        help="seconds: keep each running torch solve's state in --cache at "
-                             "least this often, so a stopped run resumed with --resume loses at "
-                             "most this much of it (default 0: when each solve returns)")
+                        help="seconds: keep each running torch solve's state in --cache this "
+                             "often, so a stopped run resumed with --resume continues from its "
+                             "last checkpoint (default 0: only when each solve returns)")
     parser.add_argument("--components", type=int, default=16)
     parser.add_argument("--betas", default=",".join(f"{b:g}" for b in GRID["beta"]),
                         type=positive_numbers,

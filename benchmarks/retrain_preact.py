@@ -198,8 +198,8 @@ def main() -> None:
                         help="seconds per head solve (0: none); a capped solve's status "
                              "(time_limit) is recorded with its candidate")
     parser.add_argument("--checkpoint-every", type=nonnegative_seconds, default=0,
-                        help="seconds: keep each running torch solve's state in --cache at "
-                             "least this often (0: when it returns)")
+                        help="seconds: keep each running torch solve's state in --cache this "
+                             "often (0: only when it returns)")
     parser.add_argument("--train-limit", type=int, default=0,
                         help="training images (stratified, seeded; 0: all 50,000)")
     parser.add_argument("--validation", type=int, default=5000,

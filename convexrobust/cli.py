@@ -783,8 +783,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="seconds per head solve (0: none, the default); a capped torch "
                               "solve returns its point and records its status")
     retrain.add_argument("--checkpoint-every", type=_seconds, metavar="SECONDS", default=0,
-                         help="keep a running torch solve's state in OUT/cache at least this "
-                              "often (implies --cache; 0: when it returns)")
+                         help="keep a running torch solve's state in OUT/cache every SECONDS "
+                              "(implies --cache; 0: only when it returns)")
     retrain.add_argument("--resume", action="store_true",
                          help="reuse the candidates kept in OUT/cache, and continue those a "
                               "smaller --solve-time-limit stopped (implies --cache)")

@@ -6,10 +6,13 @@ A retraining run on all of CIFAR-10 solves programs that take longer than one si
 CPU cores. :func:`solve_kept` solves a program by :func:`~convexrobust.solve` and writes the
 result atomically to ``path``: the recovered head, its solve record (with the ``time_limit`` it
 ran under) and, for a solve its time limit stopped, the state to continue from. With
-``checkpoint_every`` it also keeps the state of a running solve at least that often (the torch
-methods' ``checkpoint`` callback, :class:`~convexrobust.solvers.first_order.Checkpoints`: the
-solve's iterations are unchanged), under the status ``"checkpoint"``. Called again with
-``resume=True`` it
+``checkpoint_every`` it also keeps the state of a running solve every that many seconds — at the
+first iteration boundary after, an outer iteration's end for the augmented Lagrangian (the
+torch methods' ``checkpoint`` callback, :class:`~convexrobust.solvers.first_order.Checkpoints`:
+the solve's iterations are unchanged) — under the status ``"checkpoint"``; a run killed
+mid-solve loses what it did after its last checkpoint, time included. A solve that fails after
+its method handed out a state (stopped by its time limit without ``accept_inaccurate``) keeps
+that state as a checkpoint. Called again with ``resume=True`` it
 
 - reuses a kept solve that ended for any reason but a time limit (solved to its tolerance, or
   stopped by something a rerun would repeat), and one a time limit stopped when the limit given
@@ -20,10 +23,11 @@ solve's iterations are unchanged), under the status ``"checkpoint"``. Called aga
   hands its state to the ``checkpoint`` callback when its budget stops it): the same method,
   with the options that state names (``warm_start`` and the method's own, such as the
   accelerated gradient's Huber width). The augmented Lagrangian's state is all of it, so from
-  a checkpoint it goes on exactly as the uninterrupted solve would; the polynomial methods
-  restart their momentum and step sizes, take a different path and stop at their own
-  tolerance. The program's optimum does not depend on it. The time already spent counts
-  against the limit;
+  a checkpoint, or a stop at the end of an outer iteration, it goes on exactly as the
+  uninterrupted solve would (a stop inside a subproblem re-enters that subproblem with its
+  momentum reset); the polynomial methods restart their momentum and step sizes, take a
+  different path and stop at their own tolerance. The program's optimum does not depend on
+  it. The time already spent counts against the limit;
 - solves again from the start a kept solve a smaller limit stopped that has no such state (a
   conic solver, an ADMM).
 
@@ -50,7 +54,7 @@ from torch import nn
 
 from convexrobust._io import read_torch, write_atomic
 from convexrobust._validation import check_positive
-from convexrobust.errors import InvalidInputError
+from convexrobust.errors import InvalidInputError, SolverFailedError
 from convexrobust.networks.two_layer import head_from_dict, head_to_dict
 from convexrobust.problems.base import ConvexProgram
 from convexrobust.solvers import solve
@@ -125,6 +129,8 @@ def solve_kept(build: Callable[[], ConvexProgram], solver: str, *,
             return KeptSolve(net, record, resumed=True)
         if state is not None:
             spent, runs = float(record["solve_time"]), int(record.get("segments", 1))
+    # a finished solve kept there (a run without resume) is never replaced by an unfinished one
+    guard = kept is None and path is not None and _holds_finished(path)
     continued = {"continued_from": spent} if state is not None else {}
     t0 = perf_counter()
     program = build()
@@ -138,24 +144,36 @@ def solve_kept(build: Callable[[], ConvexProgram], solver: str, *,
         torch_options.update(_arrays(state["options"]))
     latest: list[dict] = []  # the last state the method handed out
 
-    def save(point: dict[str, object]) -> None:
-        latest[:] = [point]
-        if checkpoint_every is not None and path is not None:
+    def keep_state(point: dict[str, object]) -> None:
+        """Keep ``point`` as a checkpoint of this run."""
+        if path is not None and not guard:
             _store(path, None, {"status": _CHECKPOINT, "solver": "torch",
                                 "solve_time": spent + perf_counter() - t0,
                                 "segments": runs + 1, "time_limit": limit,
                                 "iterations": point["iterations"], **continued},
                    _tensors(point))
 
+    def save(point: dict[str, object]) -> None:
+        latest[:] = [point]
+        if checkpoint_every is not None:
+            keep_state(point)
+
     torch_options.update(checkpoint=save, checkpoint_every=checkpoint_every or math.inf)
-    solution = solve(program, solver, backend_options={**backend_options, "torch": torch_options},
-                     **run)
+    try:
+        solution = solve(program, solver,
+                         backend_options={**backend_options, "torch": torch_options}, **run)
+    except SolverFailedError:
+        if latest:  # e.g. stopped by its time limit without accept_inaccurate: continuable
+            keep_state(latest[0])
+        raise
     net = solution.network()
     record = {**solve_record(solution, spent + perf_counter() - t0), "neurons": net.n_neurons,
               "time_limit": limit, "segments": runs + 1, **continued}
-    stopped = solution.status in _STOPPED and solution.solver == "torch" and latest
-    if path is not None:
-        _store(path, net, record, _tensors(latest[0]) if stopped else None)
+    stopped = solution.status in _STOPPED
+    if path is not None and not (guard and stopped):
+        _store(path, net, record,
+               _tensors(latest[0]) if stopped and solution.solver == "torch" and latest
+               else None)
     return KeptSolve(net, record, resumed=False)
 
 
@@ -167,7 +185,17 @@ def _finished(record: Mapping[str, object], limit: float | None) -> bool:
     if status not in _STOPPED:
         return True
     before = record.get("time_limit", record["solve_time"])
-    return limit is not None and before is not None and limit <= float(before)  # type: ignore[arg-type]
+    if before is None:  # stopped by something else than a time limit: a rerun repeats it
+        return True
+    return limit is not None and limit <= float(before)  # type: ignore[arg-type]
+
+
+def _holds_finished(path: Path) -> bool:
+    """Whether a finished solve is kept at ``path``."""
+    if not path.is_file():
+        return False
+    status = read_torch(path, what="kept solve")["record"]["status"]  # type: ignore[index]
+    return status != _CHECKPOINT and status not in _STOPPED
 
 
 def _tensors(state: object) -> object:
@@ -186,14 +214,7 @@ def _arrays(state: object) -> object:
 
 def _store(path: Path, net: nn.Module | None, record: dict[str, object],
            state: dict[str, object] | None) -> None:
-    """Keep a solve at ``path``, atomically — unless it is unfinished and a finished one is
-    kept there."""
-    unfinished = record["status"] == _CHECKPOINT or record["status"] in _STOPPED
-    if unfinished and path.is_file():
-        kept = read_torch(path, what="kept solve")["record"]  # type: ignore[index]
-        if kept["status"] != _CHECKPOINT and kept["status"] not in _STOPPED:
-            log.info("not replacing the finished solve kept at %s by an unfinished one", path)
-            return
+    """Keep a solve at ``path``, atomically."""
     payload = {"head": None if net is None else head_to_dict(net),  # type: ignore[arg-type]
                "record": record, "state": state}
     write_atomic(path, lambda tmp: torch.save(payload, tmp))

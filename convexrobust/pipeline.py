@@ -200,8 +200,9 @@ def retrain_last_two_layers(
         was stopped continues where it stopped.
     checkpoint_every:
         Seconds: keep the state of a running torch solve (of the methods that have one, above)
-        in ``cache`` at least this often (:mod:`~convexrobust.kept_solve`), so a run stopped
-        mid-solve and resumed continues from there and loses at most this much of it. The
+        in ``cache`` every this many seconds, at the first iteration boundary after
+        (:mod:`~convexrobust.kept_solve`), so a run stopped mid-solve and resumed continues from
+        its last checkpoint. The
         solve's iterations are the same with or without it. None (default): each solve is
         kept when it returns.
     solver_options:

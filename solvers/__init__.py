@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from convexrobust.errors import InvalidInputError, SolverFailedError, SolverUnavailableError
 from convexrobust.problems.base import ConvexProgram
 from convexrobust.solvers.solution import Solution
+from convexrobust.solvers.torch_backend import PASSIVE_OPTIONS
 
 __all__ = ["AUTO_PREFERENCE", "Solution", "auto_order", "available_solvers", "register_solver",
            "solve", "unregister_solver"]
@@ -167,7 +168,9 @@ def solve(program: ConvexProgram, solver: str = "auto", *, fallback: bool = Fals
     ``program.to_cvxpy()`` to which the caller added constraints); ``"torch"`` takes
     ``method``, ``device``, ``dtype``, ``tol`` (its meaning per method is stated by each solver
     and recorded as ``solution.gap_kind``), ``max_iters``, ``time_limit``, ``seed``,
-    ``progress``, ``accept_inaccurate`` and the method's own options.
+    ``progress``, ``accept_inaccurate`` and the method's own options; ``checkpoint`` and
+    ``checkpoint_every`` (:data:`~convexrobust.solvers.torch_backend.PASSIVE_OPTIONS`) go to
+    torch alone, whatever the solver.
 
     ``fallback=True`` with a named solver: when it fails numerically, go on along "auto"'s order
     (with each later backend's own ``backend_options`` only — ``options`` were meant for the
@@ -180,6 +183,10 @@ def solve(program: ConvexProgram, solver: str = "auto", *, fallback: bool = Fals
     """
     program = _check_program(program)
     per_backend = _check_backend_options(backend_options)
+    # the torch methods' checkpoint options observe a torch solve: torch's alone
+    passive = {k: options.pop(k) for k in PASSIVE_OPTIONS & set(options)}
+    if passive:
+        per_backend["torch"] = {**passive, **per_backend.get("torch", {})}
     for flag, value in (("fallback", fallback), ("best_effort", best_effort)):
         if not isinstance(value, bool):
             raise InvalidInputError(f"{flag} must be True or False, got {value!r}")

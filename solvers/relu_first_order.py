@@ -191,15 +191,17 @@ class _AugmentedLagrangian:
         self.lam_sq = 0.0
 
     def multipliers(self) -> torch.Tensor:
-        """All of this rank's multipliers, (C, 2P, n) on the host."""
+        """A copy of all of this rank's multipliers, (C, 2P, n) on the host."""
         assert self.lam is not None
         return torch.cat([lam.cpu() for lam in self.lam], dim=-1)
 
-    def set_multipliers(self, lam: torch.Tensor) -> None:
-        """Take ``lam`` (C, 2P, n) as the multipliers, split into the stream's chunks."""
+    def set_multipliers(self, lam: torch.Tensor, lam_sq: float) -> None:
+        """Take (a copy of) ``lam`` (C, 2P, n) as the multipliers, split into the stream's
+        chunks, and ``lam_sq`` as their Σλ² (kept as computed, not summed again)."""
         parts = torch.split(lam, list(self.stream.chunk_sizes), dim=-1)
-        self.lam = [p.to(self.stream.state_device).contiguous() for p in parts]
-        self.lam_sq = sum(_square_sum(p) for p in parts)
+        self.lam = [p.to(self.stream.state_device).clone(memory_format=torch.contiguous_format)
+                    for p in parts]
+        self.lam_sq = float(lam_sq)
 
     def _chunks(self):
         """The chunks on the device, each with its multipliers (or None)."""
@@ -393,7 +395,8 @@ def _fista(al: _AugmentedLagrangian, U: torch.Tensor, beta: float, step: float, 
 
 
 #: The scalars of the augmented-Lagrangian state a ``warm_start`` carries.
-_STATE_SCALARS = ("rho", "mu", "mu_min", "inner_tol", "step", "previous_violation", "outer")
+_STATE_SCALARS = ("rho", "mu", "mu_min", "inner_tol", "step", "previous_violation", "outer",
+                  "lam_sq")
 
 
 def _check_warm_start(warm_start: object, U: torch.Tensor, n: int) -> dict[str, object]:
@@ -407,16 +410,21 @@ def _check_warm_start(warm_start: object, U: torch.Tensor, n: int) -> dict[str, 
             f"{', '.join(_STATE_SCALARS)}), got {type(warm_start).__name__}")
     kept: dict[str, object] = {}
     for key, shape in (("U", tuple(U.shape)), ("multipliers", (*U.shape[:2], n))):
-        value = torch.as_tensor(np.asarray(warm_start[key]))
+        value = torch.tensor(np.array(warm_start[key], copy=True))  # the caller's stays as is
         if tuple(value.shape) != shape or not bool(torch.isfinite(value).all()):
             raise InvalidInputError(f"warm_start[{key!r}] must be finite of shape {shape} for "
                                     f"this program, got shape {tuple(value.shape)}")
         kept[key] = value
+    if bool((kept["multipliers"] < 0).any()):  # type: ignore[operator]
+        raise InvalidInputError("warm_start['multipliers'] must be >= 0")
     for key in _STATE_SCALARS:
         value = warm_start[key]
+        positive = key in ("rho", "step", "inner_tol")
         if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or (
-                key != "previous_violation" and not math.isfinite(value)):
-            raise InvalidInputError(f"warm_start[{key!r}] must be a number, got {value!r}")
+                key != "previous_violation" and not math.isfinite(value)) or (
+                positive and not value > 0) or value < 0:
+            raise InvalidInputError(f"warm_start[{key!r}] must be a number"
+                                    f"{' > 0' if positive else ' >= 0'}, got {value!r}")
         kept[key] = float(value)
     return kept
 
@@ -552,24 +560,49 @@ def solve_relu_torch(program: ConvexReLU, *, device: torch.device | str | None =
                                     "distributed=True")
         kept = _check_warm_start(warm_start, U, n)
         U = kept["U"].to(dtype=dtype, device=device)
-        al.set_multipliers(kept["multipliers"].to(dtype))
+        al.set_multipliers(kept["multipliers"].to(dtype), kept["lam_sq"])
         al.rho, al.mu = kept["rho"], kept["mu"]
         mu_min, inner_tol, step = kept["mu_min"], kept["inner_tol"], kept["step"]
         previous_violation, outer = kept["previous_violation"], int(kept["outer"])
 
-    def state() -> dict[str, object]:
-        scalars = {"rho": al.rho, "mu": al.mu, "mu_min": mu_min, "inner_tol": inner_tol,
-                   "step": step, "previous_violation": previous_violation, "outer": outer}
-        return {"options": {"method": "al", "warm_start": {
-                    "U": U.cpu().numpy(), "multipliers": al.multipliers().cpu().numpy(),
-                    **{k: float(v) for k, v in scalars.items()}}},
-                "iterations": budget.iterations, "smoothing": al.mu}
+    def next_parameters(violation: float) -> tuple[float, float, float, float]:
+        """ρ, the step, μ and the subproblem tolerance of the next outer iteration."""
+        rho, next_step, mu = al.rho, step, al.mu
+        if violation > VIOLATION_DECAY * previous_violation:
+            rho *= RHO_GROWTH
+            next_step /= RHO_GROWTH  # the penalty's curvature grew by this factor
+        if smooth_needed:
+            mu = max(mu * MU_DECAY, mu_min)
+        # once stationary to tol, keep tightening the subproblems while the violation is
+        # still above its target: inexact subproblems stall the multipliers
+        floor = tol if violation <= viol_tol else INNER_TOL_FLOOR * tol
+        return rho, next_step, mu, max(inner_tol * 0.2, floor)
 
+    def snapshot(lam: torch.Tensor, lam_sq: float, rho: float, mu: float, tol_inner: float,
+                 at_step: float, violation: float, done: int) -> dict[str, object]:
+        """The state in which the next outer iteration (``done + 1``) starts."""
+        scalars = {"rho": rho, "mu": mu, "mu_min": mu_min, "inner_tol": tol_inner,
+                   "step": at_step, "previous_violation": violation, "outer": done,
+                   "lam_sq": lam_sq}
+        return {"options": {"method": "al", "warm_start": {
+                    "U": U.cpu().numpy(), "multipliers": lam.numpy(),
+                    **{k: float(v) for k, v in scalars.items()}}},
+                "iterations": budget.iterations, "smoothing": mu}
+
+    def state() -> dict[str, object]:
+        return snapshot(al.multipliers(), al.lam_sq, al.rho, al.mu, inner_tol, step,
+                        previous_violation, outer)
+
+    unfinished: tuple[torch.Tensor, float] | None = None  # λ, Σλ² before a cut subproblem
     try:
         while True:
             outer += 1
             U, step, stat_abs = _fista(al, U, beta, step, inner_tol * grad_scale, budget, free)
             stationarity = stat_abs / grad_scale
+            if stat_abs > inner_tol * grad_scale and checkpoints.save is not None:
+                # the budget cut this subproblem short: a continuation re-enters it with
+                # the multipliers it started from
+                unfinished = (al.multipliers(), al.lam_sq)
             # absolute AL violation in the units of u (slack / data scale); not divided by the
             # largest group norm, which would hide violations that the repair then pays for
             violation = al.update_multipliers(U) / data_scale
@@ -601,21 +634,21 @@ def solve_relu_torch(program: ConvexReLU, *, device: torch.device | str | None =
             if reason is not None:
                 status = reason
                 break
-            if violation > VIOLATION_DECAY * previous_violation:
-                al.rho *= RHO_GROWTH
-                step /= RHO_GROWTH  # the penalty's curvature grew by this factor
+            al.rho, step, al.mu, inner_tol = next_parameters(violation)
             previous_violation = violation
-            if smooth_needed:
-                al.mu = max(al.mu * MU_DECAY, mu_min)
-            # once stationary to tol, keep tightening the subproblems while the violation is
-            # still above its target: inexact subproblems stall the multipliers
-            floor = tol if violation <= viol_tol else INNER_TOL_FLOOR * tol
-            inner_tol = max(inner_tol * 0.2, floor)
             checkpoints.offer(state)
     finally:
         budget.close()
     if status in ("max_iters", "time_limit"):
-        checkpoints.final(state)
+        # the state the next outer iteration would have started from, or, when the budget
+        # cut the last subproblem short, the state that subproblem started from (its iterate)
+        if unfinished is not None:
+            checkpoints.final(lambda: snapshot(*unfinished, al.rho, al.mu, inner_tol, step,
+                                               previous_violation, outer - 1))
+        else:
+            rho, next_step, mu, next_tol = next_parameters(violation)
+            checkpoints.final(lambda: snapshot(al.multipliers(), al.lam_sq, rho, mu, next_tol,
+                                               next_step, violation, outer))
 
     U = comm.broadcast(U)  # every rank returns rank 0's point (they agree; this makes it exact)
     if trial is None or not torch.equal(trial.U, U):

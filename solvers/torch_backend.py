@@ -40,13 +40,16 @@ import torch
 
 from convexrobust.errors import InvalidInputError, SolverFailedError
 from convexrobust.problems.base import ConvexProgram
+from convexrobust.solvers.first_order import Checkpoints
 from convexrobust.solvers.solution import Solution
 
 __all__ = ["PASSIVE_OPTIONS", "accepts", "solve_torch"]
 
 #: Options that observe a solve without steering it (``checkpoint``, ``checkpoint_every``: the
-#: polynomial first-order methods hand their point to a callback): they never select a method,
-#: and a method that does not take them runs without them.
+#: augmented Lagrangian, the accelerated gradient and the factored L-BFGS hand their state to a
+#: callback, :class:`~convexrobust.solvers.first_order.Checkpoints`): they never select a
+#: method, a method that does not take them runs without them (they are checked all the same),
+#: and :func:`~convexrobust.solve` gives them to torch alone.
 PASSIVE_OPTIONS = frozenset({"checkpoint", "checkpoint_every"})
 
 
@@ -120,7 +123,7 @@ def solve_torch(program: ConvexProgram, method: str = "auto", **options: object)
     )
 
     if program.family == "gated_relu":
-        options = {k: v for k, v in options.items() if k not in PASSIVE_OPTIONS}
+        Checkpoints(options.pop("checkpoint", None), options.pop("checkpoint_every", 600.0))
         if not isinstance(method, str) or method.lower() not in ("auto", "fista"):
             raise InvalidInputError(
                 f"method for gated_relu programs must be 'auto' or 'fista', got {method!r}")
@@ -128,6 +131,7 @@ def solve_torch(program: ConvexProgram, method: str = "auto", **options: object)
         solution.info.setdefault("method", "fista")
         return solution
     passive = {k: options.pop(k) for k in PASSIVE_OPTIONS & set(options)}
+    Checkpoints(passive.get("checkpoint"), passive.get("checkpoint_every", 600.0))  # checked
     relu = program.family == "relu"
     other = "al" if relu else "apg"
     methods = ("auto", "admm", other) if relu else ("auto", "admm", other, "factored")

@@ -188,6 +188,24 @@ def test_a_stopped_relu_solve_continues_and_a_conic_one_is_solved_again(clock, t
             assert again.record["objective"] == pytest.approx(fresh.objective, rel=1e-9)
 
 
+def test_a_solve_that_fails_keeps_the_state_it_handed_out(clock, tmp_path):
+    """Stopped by its time limit without accept_inaccurate, a solve raises, and the state its
+    method handed out is kept as a checkpoint that a later run continues."""
+    program = _polynomial()
+    path = tmp_path / "kept.pt"
+    with pytest.raises(SolverFailedError):
+        _solve(program, path, resume=False,
+               options={"time_limit": 10.0, "accept_inaccurate": False})
+    kept = _kept(path)
+    assert kept["record"]["status"] == "checkpoint" and kept["head"] is None
+    assert kept["record"]["iterations"] == clock.iterations
+    clock.calls.clear()
+    done = _solve(program, path, resume=True)
+    (call,) = clock.calls
+    assert "warm_start" in call and done.record["status"] == "optimal"
+    assert done.record["segments"] == 2
+
+
 def test_checkpoint_every_is_validated(tmp_path):
     from convexrobust.kept_solve import check_checkpoint_every
 

@@ -625,7 +625,8 @@ def test_checkpoints_hand_out_points_without_changing_the_solve(method):
 
 def test_methods_without_checkpoints_run_without_them():
     """The checkpoint options never choose the method: a nominal hinge SDP still goes to ADMM,
-    and so does a binary robust ReLU program, without handing out a state."""
+    and so does a binary robust ReLU program, without handing out a state (the options are
+    checked all the same)."""
     X, y = xor_data(20, 2)
     states = []
     nominal = cr.ConvexPolynomial(X, y, loss="hinge", beta=1e-2)
@@ -634,3 +635,9 @@ def test_methods_without_checkpoints_run_without_them():
     relu = cr.ConvexReLU(X, y, loss="hinge", beta=1e-2, n_patterns=4, threat=cr.L2(0.1))
     solution = cr.solve(relu, "torch", checkpoint=states.append, checkpoint_every=1e-9)
     assert solution.info["method"] == "admm" and states == []
+    # given to solve() they go to torch alone: a conic solver never sees them
+    for solver in ("clarabel", "auto"):
+        assert cr.solve(nominal, solver, checkpoint=states.append).solver == "clarabel"
+    assert states == []
+    with pytest.raises(cr.InvalidInputError, match="checkpoint"):
+        cr.solve(nominal, "torch", checkpoint="file.pt")

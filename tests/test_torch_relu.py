@@ -4,6 +4,7 @@ is deterministic, honours dtype/device, and reports budget exhaustion honestly."
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -241,19 +242,41 @@ def test_a_solve_continued_from_a_checkpoint_ends_where_the_uninterrupted_one_do
         np.testing.assert_array_equal(continued.values[key], plain.values[key])
 
 
-def test_a_budget_stop_hands_out_its_state_and_bad_warm_starts_are_refused():
+def test_a_budget_stop_hands_out_the_state_its_solve_would_go_on_from():
+    """Stopped by its budget where an outer iteration ends, the augmented Lagrangian hands out
+    exactly the checkpoint of that outer iteration; stopped inside a subproblem, a state that
+    re-enters it, from which the solve still reaches the optimum. A warm start is the
+    caller's to keep: continuing twice from it gives the same point. Bad ones are refused."""
     X, y = xor_data(20, 2)
     program = cr.ConvexReLU(X, y, loss="hinge", beta=1e-2, threat=cr.L2(0.1), n_patterns=4)
-    states = []
-    stopped = solve_relu_torch(program, max_iters=30, accept_inaccurate=True, tol=1e-3,
-                               checkpoint=states.append, checkpoint_every=float("inf"))
-    assert stopped.status == "max_iters" and len(states) == 1
-    assert states[0]["iterations"] == 30
-    done = cr.solve(program, "torch", tol=1e-3, **states[0]["options"])
+    options = {"tol": 1e-3, "dtype": torch.float64}
+    periodic = []
+    plain = solve_relu_torch(program, checkpoint=periodic.append, checkpoint_every=1e-9,
+                             **options)
+    first = periodic[0]
+    stopped = []
+    solve_relu_torch(program, max_iters=first["iterations"], accept_inaccurate=True,
+                     checkpoint=stopped.append, checkpoint_every=math.inf, **options)
+    (final,) = stopped
+    a, b = first["options"]["warm_start"], final["options"]["warm_start"]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert np.array_equal(a[key], b[key]), key
+    continued = [solve_relu_torch(program, warm_start=b, **options) for _ in range(2)]
+    for key in ("V", "W"):
+        assert np.array_equal(continued[0].values[key], plain.values[key])
+        assert np.array_equal(continued[1].values[key], plain.values[key])
+    # cut inside the first subproblem: the state re-enters it (outer 0, λ = 0)
+    cut = []
+    solve_relu_torch(program, max_iters=first["iterations"] // 2, accept_inaccurate=True,
+                     checkpoint=cut.append, checkpoint_every=math.inf, **options)
+    warm = cut[0]["options"]["warm_start"]
+    assert warm["outer"] == 0 and not warm["multipliers"].any()
+    done = cr.solve(program, "torch", **options, **cut[0]["options"])
     reference = cr.solve(program, "clarabel")
     assert done.status == "optimal" and _relative_gap(done.objective, reference.objective) <= 1e-3
-    warm = states[0]["options"]["warm_start"]
     for bad in ({**warm, "U": warm["U"][:, :2]}, {**warm, "rho": float("nan")},
+                {**warm, "step": 0.0}, {**warm, "multipliers": -1.0 - warm["multipliers"]},
                 {k: v for k, v in warm.items() if k != "mu"}, "state.pt"):
         with pytest.raises(cr.InvalidInputError, match="warm_start"):
             solve_relu_torch(program, warm_start=bad)
