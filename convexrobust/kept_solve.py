@@ -9,8 +9,10 @@ ran under) and, for a solve its time limit stopped, the state to continue from. 
 ``checkpoint_every`` it also keeps the state of a running solve every that many seconds — at the
 first iteration boundary after, an outer iteration's end for the augmented Lagrangian (the
 torch methods' ``checkpoint`` callback, :class:`~convexrobust.solvers.first_order.Checkpoints`:
-the solve's iterations are unchanged) — under the status ``"checkpoint"``; a run killed
-mid-solve loses what it did after its last checkpoint, time included. A solve that fails after
+the solve's iterations are unchanged) — under the status ``"checkpoint"``, its record saying how
+far the solve has come (iterations, smoothing, the method's objective and stationarity or
+certified gap); a run killed mid-solve loses what it did after its last checkpoint, time
+included. A solve that fails after
 its method handed out a state (stopped by its time limit without ``accept_inaccurate``) keeps
 that state as a checkpoint. Called again with ``resume=True`` it
 
@@ -74,6 +76,9 @@ BUDGET_OPTIONS = frozenset({"time_limit"})
 _STOPPED = frozenset({"time_limit", "user_limit"})
 #: The status of a point kept while its solve was still running.
 _CHECKPOINT = "checkpoint"
+#: What a checkpoint's record says of the solve's progress (what its method hands out of it).
+_PROGRESS = ("iterations", "smoothing", "objective", "stationarity", "certified_gap",
+             "al_violation")
 
 
 @dataclass
@@ -147,11 +152,11 @@ def solve_kept(build: Callable[[], ConvexProgram], solver: str, *,
     def keep_state(point: dict[str, object]) -> None:
         """Keep ``point`` as a checkpoint of this run."""
         if path is not None and not guard:
+            progress = {k: point[k] for k in _PROGRESS if k in point}
             _store(path, None, {"status": _CHECKPOINT, "solver": "torch",
                                 "solve_time": spent + perf_counter() - t0,
-                                "segments": runs + 1, "time_limit": limit,
-                                "iterations": point["iterations"], **continued},
-                   _tensors(point))
+                                "segments": runs + 1, "time_limit": limit, **progress,
+                                **continued}, _tensors(point))
 
     def save(point: dict[str, object]) -> None:
         latest[:] = [point]

@@ -212,7 +212,9 @@ class Checkpoints:
     keep it and continue the solve from there (a method's ``checkpoint`` and
     ``checkpoint_every`` options; :mod:`convexrobust.kept_solve`). A state is a dict whose
     ``"options"`` are the torch options that continue the solve from it (``method``,
-    ``warm_start`` and the method's own), with ``"iterations"`` and ``"smoothing"``. The solve
+    ``warm_start`` and the method's own), with ``"iterations"``, ``"smoothing"`` and the
+    method's measures of progress (its smoothed ``"objective"``, its ``"stationarity"``, its
+    ``"certified_gap"`` or ``"al_violation"``, where it has them). The solve
     itself is not changed: ``save`` only reads the state the method builds when one is due.
     ``save=None`` does nothing, and so does a data-parallel solve (``comm`` over several ranks,
     each of which holds a shard of the per-sample state)."""

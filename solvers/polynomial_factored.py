@@ -421,7 +421,8 @@ def solve_polynomial_factored(program: ConvexPolynomial, *,
     def state() -> dict[str, object]:
         Z = lift(x).detach().to(f64).cpu().numpy()
         return {"options": {"method": "factored", "warm_start": {"Z": Z[0], "Zp": Z[1]}},
-                "iterations": budget.iterations, "smoothing": mu}
+                "iterations": budget.iterations, "smoothing": mu, "objective": fx,
+                "certified_gap": gap}
 
     zero_certificate = data.radius > 0 and zero_is_optimal(program)
     status = "optimal"

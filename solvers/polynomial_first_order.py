@@ -374,7 +374,8 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
         options = {"method": "apg", "warm_start": {"Z": Z[0], "Zp": Z[1]}}
         if smoothed:
             options["smoothing_start"] = mu_s
-        return {"options": options, "iterations": budget.iterations, "smoothing": mu_s}
+        return {"options": options, "iterations": budget.iterations, "smoothing": mu_s,
+                "objective": float(fx.sum()), "stationarity": stationarity}
 
     def value(W: Tensor) -> Tensor:
         return F(W, False)[0].to(torch.float64)

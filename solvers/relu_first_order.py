@@ -587,7 +587,8 @@ def solve_relu_torch(program: ConvexReLU, *, device: torch.device | str | None =
         return {"options": {"method": "al", "warm_start": {
                     "U": U.cpu().numpy(), "multipliers": lam.numpy(),
                     **{k: float(v) for k, v in scalars.items()}}},
-                "iterations": budget.iterations, "smoothing": mu}
+                "iterations": budget.iterations, "smoothing": mu,
+                "stationarity": stationarity, "al_violation": violation}
 
     def state() -> dict[str, object]:
         return snapshot(al.multipliers(), al.lam_sq, al.rho, al.mu, inner_tol, step,

@@ -133,6 +133,7 @@ def test_a_checkpointed_run_killed_mid_solve_continues_from_its_last_checkpoint(
     kept = _kept(path)
     assert kept["head"] is None and kept["record"]["status"] == "checkpoint"
     assert kept["record"]["iterations"] == 3 and kept["state"]["options"]["method"] == "apg"
+    assert kept["record"]["objective"] > 0 and kept["record"]["stationarity"] > 0
     assert kept["record"]["segments"] == 1
     # resumed (no checkpoints now): one solve, from the third iteration's point
     clock.kill_after, clock.calls[:] = None, []
