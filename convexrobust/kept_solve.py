@@ -86,22 +86,28 @@ class KeptSolve:
     """A solve as :func:`solve_kept` returns it: the recovered head, its record (status,
     solver, cumulative ``solve_time``, objective, violation, ``duality_gap``, ``neurons``,
     ``time_limit``: the limit of its last run, ``segments``: the runs it took; for a continued
-    solve ``continued_from``: the seconds its earlier runs took), and ``resumed``: whether the
-    head was loaded as kept rather than solved (wholly or partly) by this call."""
+    solve ``continued_from``: the seconds its earlier runs took), ``resumed``: whether the
+    head was loaded as kept rather than solved (wholly or partly) by this call, and its
+    ``values``."""
 
     net: nn.Module
     record: dict[str, object]
     resumed: bool
+    #: The solve's values (the program's variables, float64 arrays); None for a head kept
+    #: without them
+    values: dict[str, np.ndarray] | None = None
 
 
 def solve_record(solution: Solution, seconds: float) -> dict[str, object]:
-    """What is kept of a solve: its status, solver, seconds, objective and violation, and
+    """What is kept of a solve: its status, solver (and torch ``method``), seconds, objective and
+    violation, and
     ``duality_gap``, the relative gap to the lower bound the torch methods certify
     (``Solution.info["duality_gap"]``: an upper bound on how far the head is from the
     program's optimum, so a solve stopped by a time limit still says how unfinished it is);
     None where the solver gives none (the conic solvers, which stop at their own tolerance)."""
     gap = solution.info.get("duality_gap")
-    return {"status": solution.status, "solver": solution.solver, "solve_time": seconds,
+    return {"status": solution.status, "solver": solution.solver,
+            "method": solution.info.get("method"), "solve_time": seconds,
             "objective": solution.objective, "violation": solution.violation,
             "duality_gap": None if gap is None else float(gap)}
 
@@ -120,18 +126,21 @@ def check_checkpoint_every(value: object, cache: object) -> float | None:
 def solve_kept(build: Callable[[], ConvexProgram], solver: str, *,
                options: Mapping[str, object],
                backend_options: Mapping[str, Mapping[str, object]], path: Path | None,
-               resume: bool, checkpoint_every: float | None = None) -> KeptSolve:
+               resume: bool, checkpoint_every: float | None = None,
+               start: Mapping[str, object] | None = None) -> KeptSolve:
     """Solve the program ``build()`` makes (built only when it is solved) with ``solver`` and
     ``options`` (its budget is ``options["time_limit"]``; ``backend_options`` as for
     :func:`~convexrobust.solve`), keeping it at ``path`` (None: nowhere) and, with ``resume``,
-    reusing or continuing what is kept there (module docstring)."""
+    reusing or continuing what is kept there (module docstring). ``start``: torch options
+    for a solve that does not continue a kept one (a ``warm_start`` and the ``method`` that
+    takes it)."""
     limit = options.get("time_limit")
     kept = _load(path) if resume and path is not None else None
     spent, runs, state = 0.0, 0, None
     if kept is not None:
-        net, record, state = kept
+        net, record, state, values = kept
         if _finished(record, limit):
-            return KeptSolve(net, record, resumed=True)
+            return KeptSolve(net, record, resumed=True, values=values)
         if state is not None:
             spent, runs = float(record["solve_time"]), int(record.get("segments", 1))
     # a finished solve kept there (a run without resume) is never replaced by an unfinished one
@@ -147,6 +156,8 @@ def solve_kept(build: Callable[[], ConvexProgram], solver: str, *,
     if state is not None:
         solver = "torch"  # a state is kept only from a torch method
         torch_options.update(_arrays(state["options"]))
+    elif start is not None:
+        torch_options.update(start)
     latest: list[dict] = []  # the last state the method handed out
 
     def keep_state(point: dict[str, object]) -> None:
@@ -156,7 +167,7 @@ def solve_kept(build: Callable[[], ConvexProgram], solver: str, *,
             _store(path, None, {"status": _CHECKPOINT, "solver": "torch",
                                 "solve_time": spent + perf_counter() - t0,
                                 "segments": runs + 1, "time_limit": limit, **progress,
-                                **continued}, _tensors(point))
+                                **continued}, _tensors(point), None)
 
     def save(point: dict[str, object]) -> None:
         latest[:] = [point]
@@ -178,8 +189,8 @@ def solve_kept(build: Callable[[], ConvexProgram], solver: str, *,
     if path is not None and not (guard and stopped):
         _store(path, net, record,
                _tensors(latest[0]) if stopped and solution.solver == "torch" and latest
-               else None)
-    return KeptSolve(net, record, resumed=False)
+               else None, solution.values)
+    return KeptSolve(net, record, resumed=False, values=solution.values)
 
 
 def _finished(record: Mapping[str, object], limit: float | None) -> bool:
@@ -218,20 +229,24 @@ def _arrays(state: object) -> object:
 
 
 def _store(path: Path, net: nn.Module | None, record: dict[str, object],
-           state: dict[str, object] | None) -> None:
+           state: dict[str, object] | None, values: Mapping[str, np.ndarray] | None) -> None:
     """Keep a solve at ``path``, atomically."""
     payload = {"head": None if net is None else head_to_dict(net),  # type: ignore[arg-type]
-               "record": record, "state": state}
+               "record": record, "state": state,
+               "values": None if values is None else _tensors(dict(values))}
     write_atomic(path, lambda tmp: torch.save(payload, tmp))
 
 
-def _load(path: Path) -> tuple[nn.Module | None, dict[str, object], dict | None] | None:
-    """The head (None for a checkpoint), record and continuation state kept at ``path``, or
-    None when there is none."""
+def _load(path: Path) -> tuple[nn.Module | None, dict[str, object], dict | None,
+                              dict[str, np.ndarray] | None] | None:
+    """The head (None for a checkpoint), record, continuation state and values kept at
+    ``path``, or None when there is none."""
     if not path.is_file():
         return None
     stored = read_torch(path, what="kept solve")
     log.info("kept solve %s (%s)", path.name, stored["record"]["status"])  # type: ignore[index]
     head = stored["head"]  # type: ignore[index]
-    return (None if head is None else head_from_dict(head),
-            dict(stored["record"]), stored.get("state"))  # type: ignore[index, union-attr]
+    values = stored.get("values")  # type: ignore[union-attr]
+    return (None if head is None else head_from_dict(head), dict(stored["record"]),
+            stored.get("state"),  # type: ignore[union-attr]
+            None if values is None else _arrays(values))  # type: ignore[return-value]

@@ -117,6 +117,11 @@ PROGRAM_DEFAULTS: dict[str, dict[str, object]] = {"polynomial": {"linf": "contai
 #: never soundness.
 TORCH_OPTIONS: dict[str, object] = {"tol": 1e-3, "accept_inaccurate": True}
 
+#: The torch methods that take the values of a solution of the same program shape as a
+#: ``warm_start`` (the polynomial programs' first-order methods): a refit after one of them
+#: starts from the chosen candidate's point.
+_WARM_STARTS = frozenset({"apg", "factored"})
+
 #: What the pipeline itself passes to each program class (not settable by program_options).
 _PIPELINE_ARGUMENTS = frozenset({"self", "X", "y", "loss", "beta", "threat", "n_patterns",
                                  "seed"})
@@ -186,9 +191,10 @@ def retrain_last_two_layers(
         ``(k+1)×(k+1)`` SDP block per class and output, so ``k`` ≲ 32 keeps them fast.
     refit:
         Retrain the chosen configuration on training + validation data (in the normalisation
-        fitted on the training split); ``info["refitted"]`` records that solve (status,
-        solver, seconds, objective, violation, ``duality_gap`` as for the candidates,
-        ``n_train``), None without a refit.
+        fitted on the training split; a torch solve of a polynomial head starts from the
+        chosen candidate's point); ``info["refitted"]`` records that solve (status, solver,
+        seconds, objective, violation, ``duality_gap`` as for the candidates, ``n_train``),
+        None without a refit.
     cache:
         A directory where extracted features are cached (keyed by model and data), and where
         every solved candidate head is kept (``cache/candidates/``, keyed by its program's
@@ -274,7 +280,7 @@ def retrain_last_two_layers(
             "or feature_radius")
 
     candidates: list[dict] = []
-    fitted: list[tuple[dict, dict, nn.Module]] = []  # (record, params, head)
+    fitted: list[tuple[dict, dict, nn.Module, dict | None]] = []  # record, params, head, values
     combos = list(itertools.product(*(grid[k] for k in grid)))
     bar = tqdm(combos, desc=f"{head} head", disable=None if progress else True, unit="fit")
     for values in bar:
@@ -303,14 +309,14 @@ def retrain_last_two_layers(
                                          factor if certified else None, radius, head_norm,
                                          seed))
         candidates.append(record)
-        fitted.append((record, params, net))
+        fitted.append((record, params, net, kept.values))
     bar.close()
     if not fitted:
         raise SolverFailedError(
             "every candidate head failed to solve: " + "; ".join(
                 f"{c['beta']}/{c['radius_scale']}: {c['status']}" for c in candidates),
             status="failed", solver=solver)
-    chosen, params, net = fitted[choose_candidate([f[0] for f in fitted], len(y_val))]
+    chosen, params, net, values = fitted[choose_candidate([f[0] for f in fitted], len(y_val))]
     timings["select"] = time.perf_counter() - start - timings["features"]
     refitted: dict[str, object] | None = None
     if refit and len(z_val):
@@ -320,11 +326,15 @@ def retrain_last_two_layers(
         stored = _kept_path(cache_dir, head, params, chosen["feature_radius"], head_norm, loss,
                             seed, program_options, solver, solver_options, backend_options,
                             z_full, y_full)
+        # the chosen candidate's point starts a first-order refit: the same program on the
+        # validation images too, whose optimum is near
+        start = ({"warm_start": values, "method": chosen["method"]}
+                 if values is not None and chosen.get("method") in _WARM_STARTS else None)
         kept = solve_kept(
             functools.partial(_program, head, z_full, y_full, params,
                               chosen["feature_radius"], head_norm, loss, seed, program_options),
             solver, options=solver_options, backend_options=backend_options, path=stored,
-            resume=resume, checkpoint_every=checkpoint_every)
+            resume=resume, checkpoint_every=checkpoint_every, start=start)
         net = kept.net
         timings["refit"] = time.perf_counter() - t0
         refitted = {**kept.record, "n_train": int(len(y_full)),

@@ -266,3 +266,25 @@ def test_the_pipeline_continues_its_stopped_candidates_and_refit(clock, tmp_path
         cr.retrain_last_two_layers(_Net().eval(), data, head="polynomial", threat=cr.L2(0.05),
                                    feature_module="fc1", feature_radius=0.05,
                                    checkpoint_every=60, progress=False)
+
+
+def test_a_first_order_refit_starts_from_the_chosen_candidate(clock, tmp_path):
+    """The refit of a polynomial head solved by the accelerated gradient warm-starts at the
+    chosen candidate's point (same method); a ReLU head's refit starts afresh."""
+    X, y = xor_data(60, 2)
+    data = (torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y))
+    for head, grid in (("polynomial", {"beta": (1e-3, 1e-2), "radius_scale": (1.0,)}),
+                       ("relu", {"beta": (1e-2,), "radius_scale": (1.0,), "n_patterns": (4,)})):
+        clock.calls.clear()
+        model = cr.retrain_last_two_layers(
+            _Net().eval(), data, head=head, threat=cr.L2(0.05), feature_module="fc1",
+            feature_radius=0.05, grid=grid, solver="torch", refit=True, cache=tmp_path / head,
+            progress=False, solver_options={"method": "apg" if head == "polynomial" else "al"})
+        *solves, refit = clock.calls
+        assert len(solves) == len(model.info["candidates"])
+        assert not any("warm_start" in c for c in solves)
+        if head == "polynomial":
+            assert refit["method"] == "apg" and set(refit["warm_start"]) == {"Z", "Zp"}
+        else:
+            assert "warm_start" not in refit
+        assert model.info["refitted"]["status"] == "optimal"
