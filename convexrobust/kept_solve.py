@@ -12,9 +12,9 @@ torch methods' ``checkpoint`` callback, :class:`~convexrobust.solvers.first_orde
 the solve's iterations are unchanged) — under the status ``"checkpoint"``, its record saying how
 far the solve has come (iterations, smoothing, the method's objective and stationarity or
 certified gap); a run killed mid-solve loses what it did after its last checkpoint, time
-included. A solve that fails after
-its method handed out a state (stopped by its time limit without ``accept_inaccurate``) keeps
-that state as a checkpoint. Called again with ``resume=True`` it
+included. A solve that fails after its method handed out a state (stopped by its time limit
+without ``accept_inaccurate``) keeps that state as a checkpoint. Called again with
+``resume=True`` it
 
 - reuses a kept solve that ended for any reason but a time limit (solved to its tolerance, or
   stopped by something a rerun would repeat), and one a time limit stopped when the limit given
@@ -99,10 +99,9 @@ class KeptSolve:
 
 
 def solve_record(solution: Solution, seconds: float) -> dict[str, object]:
-    """What is kept of a solve: its status, solver (and torch ``method``), seconds, objective and
-    violation, and
-    ``duality_gap``, the relative gap to the lower bound the torch methods certify
-    (``Solution.info["duality_gap"]``: an upper bound on how far the head is from the
+    """What is kept of a solve: its status, solver (and torch ``method``), seconds, objective
+    and violation, and ``duality_gap``, the relative gap to the lower bound the torch methods
+    certify (``Solution.info["duality_gap"]``: an upper bound on how far the head is from the
     program's optimum, so a solve stopped by a time limit still says how unfinished it is);
     None where the solver gives none (the conic solvers, which stop at their own tolerance)."""
     gap = solution.info.get("duality_gap")
