@@ -326,6 +326,10 @@ def test_plateau_rule():
     assert not _plateau(flat, list(np.geomspace(1e-2, 1e-3, k)), 1e-3)  # still converging
     improving = list(np.linspace(1.1, 1.0, k))
     assert not _plateau(improving, [1e-2] * k, 1e-3)  # still descending
+    # the window trails: a long stage that descended early and crawls now has plateaued, one
+    # that only now descends has not
+    assert _plateau(improving + flat, [1e-2] * 2 * k, 1e-3)
+    assert not _plateau(flat + improving, [1e-2] * 2 * k, 1e-3)
 
 
 @pytest.mark.slow
