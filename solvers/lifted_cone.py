@@ -269,11 +269,14 @@ def _dual_cone_margin(M: Tensor) -> Tensor:
 
 
 def dual_bound(program: ConvexPolynomial, values: dict[str, np.ndarray], smoothing: float, *,
-               objective: float | None = None) -> float | None:
+               objective: float | None = None, duals: np.ndarray | None = None
+               ) -> float | None:
     """A lower bound on the optimum of ``program`` built from the point ``values`` and the loss
-    smoothing it was solved with (module docstring; the accelerated gradient solver's final
-    ``info["smoothing"]``, 0 for a smooth loss), in float64 on the CPU; None where none is
-    written (the squared loss, the ℓ∞ diagonal S-procedure). ``objective``: the program's
+    slopes at the smoothing it was solved with (module docstring; the accelerated gradient
+    solver's final ``info["smoothing"]``, 0 for a smooth loss), or from the dual estimates
+    ``duals`` (n, C), slopes ``−duals``, when the solver has them (it smoothed the hinge around
+    them: losses module doc), in float64 on the CPU; None where none
+    is written (the squared loss, the ℓ∞ diagonal S-procedure). ``objective``: the program's
     objective at ``values`` when the caller has it (computed otherwise). Any point gives a valid
     bound; where the worst cases are unique it is tight at an optimum, so
     ``(objective − bound)/|objective|`` certifies how far the point can be from optimal.
@@ -298,7 +301,11 @@ def dual_bound(program: ConvexPolynomial, values: dict[str, np.ndarray], smoothi
         margins, deltas = T * program.predictions_torch(Zt, X), None
     beta = float(program.beta)
     act = program.activation
-    slopes = loss.value_and_slope(margins, smoothing)[1].clamp(-1.0, 0.0)  # (n, C)
+    if duals is None:
+        slopes = loss.value_and_slope(margins, smoothing)[1].clamp(-1.0, 0.0)  # (n, C)
+    else:
+        slopes = -torch.as_tensor(np.asarray(duals, dtype=np.float64)).reshape(
+            margins.shape).clamp(0.0, 1.0)
     w = slopes * T / n
     N = torch.empty((C, d + 1, d + 1), dtype=torch.float64)
     for c in range(C):

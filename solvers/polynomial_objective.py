@@ -78,7 +78,8 @@ from convexrobust.solvers.first_order import auto_dtype, check_first_order_optio
 from convexrobust.solvers.solution import Solution
 
 __all__ = ["SCREEN_MIN_ELEMENTS", "ObjectiveData", "batched_trs", "check_solve_options",
-           "lipschitz_estimate", "objective", "objective_data", "warm_start_point"]
+           "lipschitz_estimate", "objective", "objective_data", "update_duals",
+           "warm_start_duals", "warm_start_point"]
 
 #: Screening (module docstring) is on for robust programs whose loss vanishes above a margin
 #: (the hinge) once the worst-case rows hold at least this many numbers (samples × outputs ×
@@ -111,7 +112,10 @@ class ObjectiveData:
     evaluations (see :meth:`buffer`): on the CPU a fresh buffer of that size costs more in page
     faults than the elementwise pass that fills it. ``multipliers`` keeps each chunk's
     trust-region multipliers (n, C, 1) per sign, which warm-start the next evaluation's secular
-    equations (consecutive iterates are close, and so are their multipliers)."""
+    equations (consecutive iterates are close, and so are their multipliers). ``centers`` holds,
+    per chunk (m, C), the prox-centres of the hinge's smoothing (:meth:`set_duals`,
+    :func:`update_duals`; on :attr:`SampleStream.state_device`), None while it is smoothed
+    around 0."""
 
     stream: SampleStream
     comm: Collective
@@ -122,6 +126,7 @@ class ObjectiveData:
     b: float
     c: float
     screen: float | None = None
+    centers: list[Tensor] | None = field(default=None, repr=False)
     scratch: dict[str, Tensor] = field(default_factory=dict, repr=False)
     multipliers: dict[str, Tensor] = field(default_factory=dict, repr=False)
     rows_solved: int = 0
@@ -142,6 +147,24 @@ class ObjectiveData:
         """The trust-region multipliers kept under ``key`` from the last evaluation (warm starts
         of :func:`batched_trs`), NaN (none yet) when new or when the shape changed."""
         return _kept(self.multipliers, key, shape, like, math.nan)
+
+    def set_duals(self, duals: np.ndarray | Tensor | None) -> None:
+        """Smooth the hinge around the dual estimates ``duals`` (n_global, C), entries in
+        [0, 1] (losses module doc, "Smoothing around a dual estimate"): this rank's shard, split
+        into its chunks; None smooths around 0."""
+        if duals is None:
+            self.centers = None
+            return
+        stream = self.stream
+        rows = torch.as_tensor(duals)[stream.start:stream.start + stream.n_local]
+        rows = rows.to(device=stream.state_device, dtype=stream.dtype)
+        self.centers = list(torch.split(rows, stream.chunk_sizes))
+
+    def duals(self) -> np.ndarray | None:
+        """The prox-centres of this rank's samples (n_local, C) in float64, or None."""
+        if self.centers is None:
+            return None
+        return torch.cat(self.centers).to(torch.float64).cpu().numpy()
 
     def buffer(self, key: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
         """An uninitialised tensor of ``shape`` (dtype and device of ``like``), reused across
@@ -358,7 +381,8 @@ def batched_trs(lam: Tensor, gt: Tensor, h: Tensor, radius: float, *, max_iter: 
 
 def _worst_case(data: ObjectiveData, X: Tensor, Zt: Tensor, signs: Tensor, evals: Tensor,
                 evecs: Tensor, Y: Tensor | None = None, tag: str = "", chunk: int = 0,
-                need_points: bool = True) -> tuple[Tensor, Tensor | None]:
+                need_points: bool = True, screen: float | None = None
+                ) -> tuple[Tensor, Tensor | None]:
     """``v_kc = min_{‖δ‖≤r} s_kc f_c(x_k + δ)`` and the minimising points ``x_k + δ*`` (n, C, d)
     in the eigenbasis of their class (``Vᵀ(x + δ*)``), for the samples ``X``, from the
     eigendecomposition ``(evals, evecs) = (Λ, V)`` of ``a Z̃1_c`` (one per class), all classes and
@@ -370,7 +394,8 @@ def _worst_case(data: ObjectiveData, X: Tensor, Zt: Tensor, signs: Tensor, evals
     are ``data``'s scratch; the returned points live in the buffer ``"points" + tag`` (distinct
     tags for results that must coexist); the multipliers of chunk ``chunk`` and sign ``tag``
     are kept for the next evaluation's warm start. ``need_points=False`` (a value-only
-    evaluation) returns None for the points."""
+    evaluation) returns None for the points. ``screen``: the margin from which rows may be
+    skipped (:func:`_screen`), None for none."""
     d = X.shape[1]
     z2 = Zt[:, :d, d]
     if Y is None:
@@ -386,8 +411,8 @@ def _worst_case(data: ObjectiveData, X: Tensor, Zt: Tensor, signs: Tensor, evals
     work = (points, data.buffer("work1", shape, Y), data.buffer("work2", shape, Y))
     multiplier = data.multiplier(f"{tag}{chunk}", (*shape[:-1], 1), Y)
     data.rows_total += h.numel()
-    if data.screen is not None:
-        screened = _screen(data, lam, gt, h, multiplier, work[1:])
+    if screen is not None:
+        screened = _screen(data, lam, gt, h, multiplier, work[1:], screen)
         if screened is not None:
             active, bound = screened
             data.rows_solved += active.numel()
@@ -399,9 +424,9 @@ def _worst_case(data: ObjectiveData, X: Tensor, Zt: Tensor, signs: Tensor, evals
 
 
 def _screen(data: ObjectiveData, lam: Tensor, gt: Tensor, h: Tensor, multiplier: Tensor,
-            work: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor] | None:
+            work: tuple[Tensor, Tensor], screen: float) -> tuple[Tensor, Tensor] | None:
     """Screening (module docstring): the flat indices of the rows whose margin
-    ``v = min_{‖δ‖≤r} q(δ)`` is not certified ``≥ data.screen`` by the Lagrangian dual bound at
+    ``v = min_{‖δ‖≤r} q(δ)`` is not certified ``≥ screen`` by the Lagrangian dual bound at
     the last evaluation's multiplier ``μ``, ``v ≥ D(μ) = h − Σᵢ g̃ᵢ²/(λᵢ + μ) − μr²`` (valid for
     ``μ > max(0, −λ_min)``, :mod:`convexrobust.trust_region`), and the bounds ``D`` (n, C); None
     when no row is screened out."""
@@ -418,7 +443,7 @@ def _screen(data: ObjectiveData, lam: Tensor, gt: Tensor, h: Tensor, multiplier:
     # the bound's rounding (a sum of d + 2 terms), so a skipped row is certified in floating
     # point too
     rounding = (h.abs() + quad + shift).mul_(4 * (lam.shape[-1] + 2) * torch.finfo(h.dtype).eps)
-    screened = valid & (bound - rounding >= data.screen)
+    screened = valid & (bound - rounding >= screen)
     keep = (~screened).reshape(-1)
     if bool(keep.all()):
         return None
@@ -463,21 +488,29 @@ def _eigen_coordinates(data: ObjectiveData, X: Tensor, evecs: Tensor) -> Tensor:
 
 def _chunk_terms(data: ObjectiveData, X: Tensor, T: Tensor, Zt: Tensor,
                  eig: tuple[Tensor, Tensor] | None, mu: float, need_grad: bool,
-                 chunk: int = 0) -> tuple[Tensor, Tensor | None]:
+                 chunk: int = 0, update: bool = False
+                 ) -> tuple[Tensor, Tensor | None, tuple[Tensor, Tensor] | None]:
     """For the samples ``X``, ``T`` of chunk number ``chunk``: the summed smoothed loss of every
-    output (C,) and (``need_grad``) its gradient with respect to ``Z̃`` divided by the global n,
-    ``Σ_k w_k A(x_k + δ*_k)``."""
+    output (C,), (``need_grad``) its gradient with respect to ``Z̃`` divided by the global n,
+    ``Σ_k w_k A(x_k + δ*_k)``, and (``update``, margin losses) the summed exact loss (C,) with
+    the chunk's next prox-centres, the smoothed hinge's maximisers ``θ*`` (:func:`update_duals`)."""
     n = data.stream.n_global
     d = X.shape[1]
+    center = None if data.centers is None else data.centers[chunk].to(X.device)
+    screen = data.screen
+    if screen is not None and center is not None and mu > 0:
+        # the hinge's slope −θ* = −clamp(θ̄ + (1 − v)/μ, 0, 1) vanishes from v = 1 + μθ̄ on
+        screen = screen + mu * float(center.max())
+    update_terms = None
     if not data.loss.margin:  # the squared loss of the worst absolute residual
         if eig is not None:
             ones = torch.ones_like(T)
             Y = _eigen_coordinates(data, X, eig[1])
             # min f, and min −f = −max f
             lo, p_lo = _worst_case(data, X, Zt, ones, *eig, Y=Y, tag="+", chunk=chunk,
-                                   need_points=need_grad)
+                                   need_points=need_grad, screen=screen)
             nhi, p_hi = _worst_case(data, X, Zt, -ones, *eig, Y=Y, tag="-", chunk=chunk,
-                                     need_points=need_grad)
+                                     need_points=need_grad, screen=screen)
             u1, u2 = T - lo, -nhi - T
             h, dh = _huber_abs(0.5 * (u1 - u2), mu)
             rho = 0.5 * (u1 + u2) + h
@@ -491,15 +524,19 @@ def _chunk_terms(data: ObjectiveData, X: Tensor, T: Tensor, Zt: Tensor,
             w = (f - T) / n
     else:
         if eig is not None:
-            v, pts = _worst_case(data, X, Zt, T, *eig, chunk=chunk, need_points=need_grad)
+            v, pts = _worst_case(data, X, Zt, T, *eig, chunk=chunk, need_points=need_grad,
+                                 screen=screen)
         else:
             f = data.a * torch.einsum("nd,cde,ne->nc", X, Zt[:, :d, :d], X) \
                 + data.b * X @ Zt[:, :d, d].T + data.c * Zt[:, d, d]
             v = T * f
-        value, dv = data.loss.value_and_slope(v, mu)
+        value, dv = data.loss.value_and_slope(v, mu, center=center)
+        if update:
+            update_terms = (data.loss.value_and_slope(v, 0.0)[0].sum(0),
+                            dv.neg().to(data.stream.state_device))
         w = dv * T / n  # ∂/∂f through v = t f (s = t)
     if not need_grad:
-        return value.sum(0), None
+        return value.sum(0), None, update_terms
     if not data.loss.margin and eig is not None:
         V = eig[1]
         Gt = _lifted_sum(data, p_lo, grad_lo, V) - _lifted_sum(data, p_hi, grad_nhi, V)
@@ -507,7 +544,7 @@ def _chunk_terms(data: ObjectiveData, X: Tensor, T: Tensor, Zt: Tensor,
         Gt = _lifted_sum(data, pts, w, eig[1])
     else:
         Gt = _lifted_sum(data, X, w)
-    return value.sum(0), Gt
+    return value.sum(0), Gt, update_terms
 
 
 def objective(data: ObjectiveData, W: Tensor, mu: float, need_grad: bool
@@ -516,7 +553,31 @@ def objective(data: ObjectiveData, W: Tensor, mu: float, need_grad: bool
     sum of C independent programs, one per output), its gradient, and the number of ``eigh``
     calls made (for the cost accounting). The eigendecomposition is shared by all
     samples; the sums over samples run over the chunks of this rank's shard and are then
-    all-reduced (:mod:`~convexrobust.solvers.data_parallel`)."""
+    all-reduced (:mod:`~convexrobust.solvers.data_parallel`). The hinge is smoothed around
+    ``data.centers`` when set."""
+    total, grad, _, calls = _evaluate(data, W, mu, need_grad, update=False)
+    return total, grad, calls
+
+
+def update_duals(data: ObjectiveData, W: Tensor, mu: float) -> tuple[Tensor, Tensor]:
+    """One step of the method of multipliers on a margin loss's dual variables (losses module
+    doc, "Smoothing around a dual estimate"): at ``W``, every sample's prox-centre becomes the
+    maximiser ``θ* = clamp(θ̄ + (1 − v)/μ, 0, 1)`` of its hinge smoothed with width ``mu`` around
+    the current centre (0 before the first step). Returns the smoothed objective before the
+    step and the exact objective (``μ = 0``), per output (C,): where they agree the smoothing
+    is exact at ``W``, so a ``W`` that minimises the smoothed program is optimal for the exact
+    one."""
+    if not data.loss.margin:
+        raise InvalidInputError(f"update_duals takes a margin loss, not {data.loss.name}")
+    smoothed, _, exact, _ = _evaluate(data, W, mu, False, update=True)
+    assert exact is not None
+    return smoothed, exact
+
+
+def _evaluate(data: ObjectiveData, W: Tensor, mu: float, need_grad: bool, update: bool
+              ) -> tuple[Tensor, Tensor | None, Tensor | None, int]:
+    """:func:`objective`, and with ``update`` (margin losses, no gradient) the exact objective
+    per output, the centres replaced as :func:`update_duals` says."""
     C, D = W.shape[1], W.shape[2]
     d = D - 1
     Zt = W[0] - W[1]
@@ -526,22 +587,34 @@ def objective(data: ObjectiveData, W: Tensor, mu: float, need_grad: bool
     if data.radius > 0:
         eig = torch.linalg.eigh(data.a * Zt[:, :d, :d])
     total = torch.zeros(C, dtype=W.dtype, device=W.device)
+    exact = torch.zeros(C, dtype=W.dtype, device=W.device) if update else None
     Gt = torch.zeros((C, D, D), dtype=W.dtype, device=W.device) if need_grad else None
+    centers = []
     for index, chunk in enumerate(data.stream):
-        value, G = _chunk_terms(data, chunk["X"], chunk["T"], Zt, eig, mu, need_grad, index)
+        value, G, update_terms = _chunk_terms(data, chunk["X"], chunk["T"], Zt, eig, mu,
+                                              need_grad, index, update)
         total = total + value
         if Gt is not None:
             Gt = Gt + G
+        if exact is not None:
+            assert update_terms is not None
+            exact = exact + update_terms[0]
+            centers.append(update_terms[1])
+    calls = int(eig is not None)
+    if exact is not None:
+        data.centers = centers
+        total, exact = data.comm.sum(total, exact)
+        return total / data.stream.n_global + reg, None, exact / data.stream.n_global + reg, calls
     if Gt is None:
         (total,) = data.comm.sum(total)
     else:
         total, Gt = data.comm.sum(total, Gt)
     total = total / data.stream.n_global + reg
     if Gt is None:
-        return total, None, int(eig is not None)
+        return total, None, None, calls
     grad = torch.stack([Gt, -Gt])
     grad[:, :, d, d] += data.beta
-    return total, grad, int(eig is not None)
+    return total, grad, None, calls
 
 
 def warm_start_point(warm_start: object, C: int, d: int) -> np.ndarray | None:
@@ -563,6 +636,24 @@ def warm_start_point(warm_start: object, C: int, d: int) -> np.ndarray | None:
     if not all(np.isfinite(a).all() for a in arrays):
         raise InvalidInputError("warm_start has non-finite entries")
     return np.stack(arrays)
+
+
+def warm_start_duals(warm_start: object, n: int, C: int) -> np.ndarray | None:
+    """The dual estimates ``warm_start["duals"]`` (n, C) of a ``warm_start`` given as a mapping
+    (a checkpoint's state; a :class:`Solution` carries none), or None;
+    :class:`InvalidInputError` unless they are finite, of that shape, and in [0, 1] (up to
+    round-off, then clipped)."""
+    if not isinstance(warm_start, Mapping) or warm_start.get("duals") is None:
+        return None
+    duals = np.asarray(warm_start["duals"], dtype=np.float64)
+    if duals.shape != (n, C):
+        raise InvalidInputError(
+            f"warm_start['duals'] has shape {duals.shape}; this program needs ({n}, {C}) (one "
+            "per sample and output): pass the state of a solve of this program, or leave "
+            "duals out")
+    if not np.isfinite(duals).all() or duals.min() < -1e-6 or duals.max() > 1 + 1e-6:
+        raise InvalidInputError("warm_start['duals'] must be finite and in [0, 1]")
+    return np.clip(duals, 0.0, 1.0)
 
 
 def check_solve_options(program: object, solver: str, *, tol: object, max_iters: object,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import convexrobust as cr
-from convexrobust.problems.losses import LOSSES, get_loss
+from convexrobust.problems.losses import LOSSES, get_loss, relu_envelope
 
 
 def _prox_by_clarabel(objective, a: np.ndarray) -> np.ndarray:
@@ -182,3 +182,34 @@ def test_conjugate_is_the_fenchel_dual(name):
     value, slope = loss.value_and_slope(m[away, 0])
     torch.testing.assert_close(value, slope * m[away, 0] - loss.conjugate(slope), atol=1e-12,
                                rtol=0)
+
+
+@pytest.mark.parametrize("smoothing", [1e-3, 0.1, 1.0])
+def test_relu_envelope_around_a_dual_estimate(smoothing):
+    """The envelope smoothed around prox-centres θ̄ (losses module doc): around 0 it is the plain
+    envelope; for every centre it lies within μ/2 below (s)_+, its slope is the maximiser θ* in
+    [0, 1] and matches a central difference, and it is exact where θ* = θ̄ (the fixed point of
+    the method of multipliers)."""
+    s = torch.linspace(-2.0, 2.0, 401, dtype=torch.float64)
+    plain = relu_envelope(s, smoothing)
+    around_zero = relu_envelope(s, smoothing, center=torch.zeros_like(s))
+    torch.testing.assert_close(around_zero, plain)
+    for centre in (0.0, 0.3, 1.0):
+        center = torch.full_like(s, centre)
+        value, theta = relu_envelope(s, smoothing, center=center)
+        assert bool((value <= torch.relu(s) + 1e-15).all())
+        assert bool((value >= torch.relu(s) - smoothing / 2 - 1e-15).all())
+        assert bool(((theta >= 0) & (theta <= 1)).all())
+        h = 1e-6 * smoothing
+        numeric = (relu_envelope(s + h, smoothing, center=center)[0]
+                   - relu_envelope(s - h, smoothing, center=center)[0]) / (2 * h)
+        torch.testing.assert_close(numeric, theta, atol=1e-5, rtol=0)
+        fixed = (theta - center).abs() <= 1e-12
+        torch.testing.assert_close(value[fixed], torch.relu(s)[fixed], atol=1e-15, rtol=0)
+    hinge = get_loss("hinge")
+    m = 1 - s
+    centre = torch.full_like(s, 0.3)
+    _, slope = hinge.value_and_slope(m, smoothing, center=centre)
+    torch.testing.assert_close(slope, -relu_envelope(s, smoothing, center=centre)[1])
+    with pytest.raises(cr.InvalidInputError, match="center or shifted"):
+        relu_envelope(s, smoothing, shifted=True, center=torch.zeros_like(s))

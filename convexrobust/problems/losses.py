@@ -25,6 +25,15 @@ convex, gradient ``1/μ``-Lipschitz, ``−μ/2 ≤ e_μ − (s)_+ ≤ 0``. Evalu
 only samples at the kink carry a smoothing error (Beck & Teboulle, SIAM J. Optim. 2012, §4).
 ``μ = 0`` is the exact definition.
 
+Smoothing around a dual estimate. ``(s)_+ = max_{θ∈[0,1]} θs``, and the envelope above is
+``max_{θ∈[0,1]} θs − (μ/2)θ²``. With a prox-centre ``θ̄ ∈ [0, 1]`` per entry (``center``) it is
+``e_{μ,θ̄}(s) = max_{θ∈[0,1]} θs − (μ/2)(θ − θ̄)²``, maximised at ``θ* = clamp(θ̄ + s/μ, 0, 1)``,
+which is also its derivative: convex, ``1/μ``-smooth, ``(s)_+ − μ/2 ≤ e_{μ,θ̄}(s) ≤ (s)_+``, and
+exact where ``θ* = θ̄``. A program smoothed this way and minimised, followed by ``θ̄ ← θ*``, is one
+step of the proximal point method on the dual variables — the method of multipliers (Rockafellar,
+Math. Oper. Res. 1976): the centres converge to the optimal duals, and the smoothed optimum to
+the exact one, at a fixed ``μ`` (``solvers/polynomial_first_order.py`` uses it).
+
 Proximal maps (ADMM). ``prox(r, t, step)`` is ``argmin_v step·ℓ(v, t) + ½(v − r)²`` entrywise,
 with ``ℓ(v, t) = φ(t·v)`` (``t = ±1``) for margin losses and ``ψ(t − v)`` for the squared loss;
 it is closed-form for the hinge and the squared loss and ``None`` for the logistic loss.
@@ -69,13 +78,20 @@ from convexrobust.errors import InvalidInputError
 __all__ = ["LOSSES", "LOSS_TABLE", "MARGIN_LOSSES", "Loss", "get_loss", "relu_envelope"]
 
 
-def relu_envelope(s: torch.Tensor, smoothing: float, shifted: bool = False
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def relu_envelope(s: torch.Tensor, smoothing: float, shifted: bool = False,
+                  center: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(s)_+`` smoothed by its Moreau envelope of width ``μ = smoothing`` (module doc), and
     its derivative; ``shifted=True`` evaluates the envelope at ``s + μ/2`` (exact for
-    ``|s| ≥ μ/2``). ``μ = 0`` gives ``(s)_+`` and the indicator ``1[s > 0]``."""
+    ``|s| ≥ μ/2``); ``center`` (entries in [0, 1], broadcast against ``s``) smooths around that
+    prox-centre of the dual variable instead (module doc; not with ``shifted``). ``μ = 0`` gives
+    ``(s)_+`` and the indicator ``1[s > 0]``."""
     if not smoothing:
         return torch.relu(s), (s > 0).to(s.dtype)
+    if center is not None:
+        if shifted:
+            raise InvalidInputError("relu_envelope takes a center or shifted=True, not both")
+        theta = (s / smoothing + center).clamp_(0.0, 1.0)
+        return theta * s - (0.5 * smoothing) * (theta - center).square(), theta
     half = smoothing / 2
     if shifted:  # exact above the band: s itself, not (s + μ/2) − μ/2 rounded
         inside = (s + half).clamp(min=0, max=smoothing)
@@ -101,7 +117,8 @@ class Loss:
     margin: bool
     smooth: bool
     _cvxpy: Callable[[cp.Expression], cp.Expression]
-    _value_and_slope: Callable[[torch.Tensor, float, bool], tuple[torch.Tensor, torch.Tensor]]
+    _value_and_slope: Callable[[torch.Tensor, float, bool, torch.Tensor | None],
+                               tuple[torch.Tensor, torch.Tensor]]
     _prox: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor] | None = None
     zero_from: float | None = None
     _conjugate: Callable[[torch.Tensor], torch.Tensor] | None = None
@@ -114,12 +131,15 @@ class Loss:
               ) -> torch.Tensor:
         """The torch rendering of :meth:`cvxpy`; a non-smooth loss is smoothed by ``smoothing``
         (module doc; ``shifted`` by default: exact away from the kink)."""
-        return self._value_and_slope(u, smoothing, shifted)[0]
+        return self._value_and_slope(u, smoothing, shifted, None)[0]
 
-    def value_and_slope(self, u: torch.Tensor, smoothing: float = 0.0, shifted: bool = False
+    def value_and_slope(self, u: torch.Tensor, smoothing: float = 0.0, shifted: bool = False,
+                        center: torch.Tensor | None = None
                         ) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`torch` and its derivative in ``u`` (``φ'`` or ``ψ'``), entrywise."""
-        return self._value_and_slope(u, smoothing, shifted)
+        """:meth:`torch` and its derivative in ``u`` (``φ'`` or ``ψ'``), entrywise. ``center``:
+        the prox-centres ``θ̄ ∈ [0, 1]`` of a non-smooth loss's smoothing (module doc, "Smoothing
+        around a dual estimate"; the hinge's slope is then ``−θ*``); smooth losses ignore it."""
+        return self._value_and_slope(u, smoothing, shifted, center)
 
     @property
     def has_conjugate(self) -> bool:
@@ -235,14 +255,14 @@ class Loss:
                                            max_steps)
 
 
-def _hinge_value_and_slope(m: torch.Tensor, smoothing: float, shifted: bool
-                           ) -> tuple[torch.Tensor, torch.Tensor]:
-    value, slope = relu_envelope(1 - m, smoothing, shifted)
+def _hinge_value_and_slope(m: torch.Tensor, smoothing: float, shifted: bool,
+                           center: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    value, slope = relu_envelope(1 - m, smoothing, shifted, center)
     return value, -slope
 
 
-def _logistic_value_and_slope(m: torch.Tensor, smoothing: float, shifted: bool
-                              ) -> tuple[torch.Tensor, torch.Tensor]:
+def _logistic_value_and_slope(m: torch.Tensor, smoothing: float, shifted: bool,
+                              center: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     return F.softplus(-m), -torch.sigmoid(-m)
 
 
@@ -251,8 +271,8 @@ def _logistic_conjugate(s: torch.Tensor) -> torch.Tensor:
     return torch.special.xlogy(p, p) + torch.special.xlogy(1 - p, 1 - p)
 
 
-def _squared_value_and_slope(r: torch.Tensor, smoothing: float, shifted: bool
-                             ) -> tuple[torch.Tensor, torch.Tensor]:
+def _squared_value_and_slope(r: torch.Tensor, smoothing: float, shifted: bool,
+                             center: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     return 0.5 * r.square(), r
 
 
