@@ -52,7 +52,8 @@ cifar-scale. The scale issue's target 3: CIFAR-scale heads on the CPU, 10 classe
    ``dtype="auto"``), each given 570 s to iterate so that its returned point — repaired
    and certified in float64, which takes up to ``CIFAR_FINISH`` = 30 s — arrives within the
    600 s asked; then the one of the two with the lower objective continued by its method from
-   its point for 1,800 s more (a 4× longer run). A row is met
+   the state it stopped in (its iterate and, for the APG, its smoothing stage and the hinge's
+   dual estimates) for 1,800 s more (a 4× longer run). A row is met
    when it ends optimal with a certified relative gap (``info["duality_gap"]``) ≤ 1e-3, or
    its objective is within 1e-3 of the best objective of the three runs (the reference), with
    peak RSS ≤ 8 GB; the target's SDP half when one of the two rows is. Recorded: GFLOP/s of
@@ -411,16 +412,21 @@ def sdp_row(program: cr.ConvexPolynomial, module: object, label: str, limit: flo
     """A robust SDP solved by the torch method of ``module`` (``polynomial_first_order``: APG,
     ``polynomial_factored``) with its cost accounting: GFLOP/s of the two (n, d) × (d, C·d)
     contractions of a gradient evaluation (``X V`` and the outer-product sum; one for a
-    value-only one; the elementwise worst-case passes are not counted) over the seconds spent
-    in evaluations, against ``peak_flops``."""
+    value-only one, a dual step's included; the elementwise worst-case passes are not counted)
+    over the seconds spent in evaluations, against ``peak_flops``."""
     n, d = program.X.shape
     C = program.n_outputs
     method = "factored" if module is poly_factored else "apg"
-    with Counter(module, "objective", key=lambda *a, **k: "grad" if a[3] else "value") as c:
+    # the accelerated gradient's dual steps (update_duals) are value evaluations too
+    steps = Counter(poly_fo, "update_duals", key=lambda *a, **k: "value")
+    with Counter(module, "objective", key=lambda *a, **k: "grad" if a[3] else "value") as c, \
+            steps:
         solution, row = run(program, "torch", label, tol=1e-3, time_limit=limit, method=method,
                             **options)
-    evaluations = {kind: len(times) for kind, times in c.calls.items()}
-    seconds = sum(sum(times) for times in c.calls.values())
+    calls = {kind: c.calls.get(kind, []) + steps.calls.get(kind, [])
+             for kind in c.calls.keys() | steps.calls.keys()}
+    evaluations = {kind: len(times) for kind, times in calls.items()}
+    seconds = sum(sum(times) for times in calls.values())
     flops = 2 * n * d * C * d * (2 * evaluations.get("grad", 0) + evaluations.get("value", 0))
     row.update(evaluations=evaluations, evaluation_seconds=seconds, flops=flops,
                flops_per_second=flops / seconds, matmul_flops_per_second=peak_flops,

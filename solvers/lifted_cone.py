@@ -44,10 +44,11 @@ gets slopes 0 (``N = 0`` is in ``K*`` and ``φ*(0) = 0``). Each ``ℓ_c`` is low
 round-off allowance of ``D·eps·‖M‖_F`` times :data:`BOUND_ROUNDOFF` before it is used.
 
 The slopes are the loss's at the worst-case margins of the point, smoothed by the width
-``smoothing`` the point was solved with: at an optimum of the width-μ smoothed program they are
-its exact dual solution, so where the worst cases are unique the bound is tight up to the
-smoothing's own error (the exact
-subgradient, or another width, gives a poor bound where many margins sit at the kink).
+``smoothing`` the point was solved with, or ``−duals`` when the solver smoothed the hinge around
+dual estimates and hands them over (they are then its gradient's loss weights at the point): at an
+optimum of the width-μ smoothed program they are its exact dual solution, so where the worst cases
+are unique the bound is tight up to the smoothing's own error (the exact subgradient, or another
+width, gives a poor bound where many margins sit at the kink).
 ``max_μ λ_min(M + μG)`` is concave in ``μ`` with supergradient ``vᵀGv`` (``v`` the bottom
 eigenvector): bisection on its sign over ``|μ| ≤ 2‖M‖_F + 1``, where every maximiser lies
 (``λ_min(M + μG)`` is at most ``M_DD − μ`` and ``M_11 + μ``, and at least ``−‖M‖`` at

@@ -50,20 +50,23 @@ shared one of :mod:`~convexrobust.solvers.first_order` (``blockwise_backtracking
   gets out.
 * **Dual centres (the method of multipliers).** Plain continuation leaves every sample at the
   hinge's kink an error of up to ``μ_s/2``, and a fine final stage is slow (its gradient is
-  ``1/μ_s``-Lipschitz): on target 2's instance of ``benchmarks/targets.py`` the final stage
-  still stood 1 % above the optimum after 120 s at 3,000 samples. So the hinge is smoothed
-  around a per-sample estimate ``θ̄`` of its dual variable (losses module doc, "Smoothing
-  around a dual estimate"), and whenever a stage ends the estimates move to the smoothed hinge's
-  maximisers at the current point, ``θ̄ ← clamp(θ̄ + (1 − v)/μ_s, 0, 1)``
-  (:func:`~convexrobust.solvers.polynomial_objective.update_duals`): a step of the proximal point
-  method on the duals, the method of multipliers (Rockafellar, Math. Oper. Res. 1976), whose
-  smoothed optimum converges to the exact one at a fixed width. In the final stage a
-  subproblem ends by the stage rules above while the smoothing is inexact at its point (the
-  exact objective exceeds the smoothed one by more than ``tol``, relative), then only once it
-  is solved; the solve ends when a solved subproblem's smoothing is exact to ``tol`` at its
-  point. The estimates are the certificate's dual variables (below), and ``info`` reports
-  ``dual_updates`` and ``smoothing_error`` (that relative excess at the last update). The
-  robust squared loss's max keeps plain continuation.
+  ``1/μ_s``-Lipschitz): on target 2's instance of ``benchmarks/targets.py`` (robust-sdp-10k) its
+  480-s run stood 3 % above this method's. So the hinge is smoothed around a per-sample estimate
+  ``θ̄`` of its dual variable (losses module doc, "Smoothing around a dual estimate"), and whenever
+  a stage ends the estimates move to the smoothed hinge's maximisers at the current point, ``θ̄ ←
+  clamp(θ̄ + (1 − v)/μ_s, 0, 1)`` (:func:`~convexrobust.solvers.polynomial_objective.update_duals`):
+  a step of the proximal point method on the duals, the method of multipliers (Rockafellar, Math.
+  Oper. Res. 1976), whose smoothed optimum converges to the exact one at a fixed width. In the final
+  stage a subproblem ends by the stage rules above while the smoothing is inexact at its point (the
+  exact objective exceeds the smoothed one by more than ``PLATEAU_FACTOR·tol``, relative), then only
+  once it is solved or on the plateau rule below (moving estimates keep a subproblem from reaching a
+  tight ``tol``). The solve ends when a solved subproblem's smoothing is exact to ``tol`` at its
+  point; for robust programs also when a subproblem's plateau is followed by a dual step that
+  improves the exact objective by at most ``PLATEAU_FACTOR·tol`` (relative), or when over the final
+  stage's last :data:`PLATEAU_WINDOW` iterations the dual steps improved the best exact objective by
+  at most that (:func:`_outer_plateau`). The estimates are the certificate's dual variables (below),
+  and ``info`` reports ``dual_updates`` and ``smoothing_error`` (that relative excess at the last
+  update). The robust squared loss's max keeps plain continuation.
 
 Preconditioning (``precondition``). The iterates are ``W = S⁻¹ZS⁻¹`` for the whitening congruence
 ``S = diag(S₁, 1)`` of the samples (:func:`~convexrobust.solvers.lifted_cone.lift_congruence`): the
@@ -176,6 +179,15 @@ STAGE_STATIONARITY = 1e-2
 STAGE_PROGRESS = 1e-2
 STAGE_WINDOW = 20
 
+#: The default final smoothing width of the hinge, smoothed around its dual estimates (module
+#: docstring, "Dual centres"): the estimates, not the width, make it exact at the optimum, and a
+#: finer width only makes the final stage's subproblems stiffer (on Kuelbs et al.'s
+#: breast-cancer program, benchmarks/targets.py robust-sdp-breast-cancer, a width of 1e-3 did not
+#: reach the default tol in 20,000 iterations where this one converges).
+CENTRED_SMOOTHING_FLOOR = 1e-2
+#: The default final Huber width of the robust squared loss's max (objective error ≤ half of it).
+HUBER_SMOOTHING_FLOOR = 1e-3
+
 #: ``precondition="auto"`` whitens the samples (module docstring, "Preconditioning") from this
 #: :func:`~convexrobust.solvers.lifted_cone.anisotropy` on: at 23.6 (planted samples scaled like
 #: the principal components of CIFAR-10 features, 22) whitening lowered the objective reached in
@@ -214,6 +226,22 @@ def _plateau(values: list[float], stationarity: list[float], tol: float) -> bool
     return flat and min(stationarity[recent]) > 0.5 * min(stationarity[before])
 
 
+def _outer_plateau(steps: list[tuple[int, float]], k: int, tol: float) -> bool:
+    """The dual steps of a final stage ``k`` iterations long (``steps``: the stage's iteration
+    count and the exact objective at each) have stopped improving it (module docstring, "Dual
+    centres"): over its last :data:`PLATEAU_WINDOW` iterations the best exact objective improved
+    on the best of the window before by at most ``PLATEAU_FACTOR·tol`` (relative), both windows
+    holding a step (a long subproblem is judged by :func:`_plateau` on its own objective)."""
+    if k < 2 * PLATEAU_WINDOW:
+        return False
+    recent = [value for at, value in steps if at >= k - PLATEAU_WINDOW]
+    before = [value for at, value in steps if k - 2 * PLATEAU_WINDOW <= at < k - PLATEAU_WINDOW]
+    if not recent or not before:
+        return False
+    best = min(recent)
+    return min(before) - best <= PLATEAU_FACTOR * tol * max(1.0, abs(best))
+
+
 # ----------------------------------------------------------------------------------------
 # the solver
 # ----------------------------------------------------------------------------------------
@@ -223,7 +251,7 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
                            max_iters: int = 20_000, time_limit: float | None = None,
                            seed: int = 0, progress: bool = False,
                            accept_inaccurate: bool = False,
-                           smoothing_floor: float = 1e-3,
+                           smoothing_floor: float | None = None,
                            batch_size: int | str | None = "auto",
                            distributed: bool | str = False,
                            warm_start: Solution | Mapping[str, object] | None = None,
@@ -274,9 +302,10 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
     Parameters
     ----------
     smoothing_floor:
-        Final smoothing width of the hinge (around its dual estimates, which makes it exact at
-        the optimum: module docstring, "Dual centres") and of the robust squared loss's max
-        (Huber: objective error at most half of it).
+        Final smoothing width: of the hinge, around its dual estimates, which make it exact at
+        the optimum (module docstring, "Dual centres"; :data:`CENTRED_SMOOTHING_FLOOR` by
+        default), or of the robust squared loss's max (Huber, objective error at most half of
+        it; :data:`HUBER_SMOOTHING_FLOOR` by default).
     batch_size:
         ``None``: full batch (the samples live on ``device``). An integer: every evaluation
         streams over chunks of that many samples through a ``torch.utils.data.DataLoader``,
@@ -320,9 +349,16 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
         The iterations are the same with or without it.
     """
     start = time.perf_counter()
-    dtype = check_solve_options(program, "solve_polynomial_torch", tol=tol, max_iters=max_iters,
-                                time_limit=time_limit, seed=seed, dtype=dtype,
-                                batch_size=batch_size, smoothing_floor=smoothing_floor)
+    dtype = check_solve_options(
+        program, "solve_polynomial_torch", tol=tol, max_iters=max_iters, time_limit=time_limit,
+        seed=seed, dtype=dtype, batch_size=batch_size,
+        smoothing_floor=HUBER_SMOOTHING_FLOOR if smoothing_floor is None else smoothing_floor)
+    loss = get_loss(program.loss)
+    # the hinge is smoothed around dual estimates that the method of multipliers moves (module
+    # docstring, "Dual centres"); the robust squared loss's max keeps plain continuation
+    centred = loss.margin and not loss.smooth
+    if smoothing_floor is None:
+        smoothing_floor = CENTRED_SMOOTHING_FLOOR if centred else HUBER_SMOOTHING_FLOOR
     if smoothing_start is not None and not (
             isinstance(smoothing_start, (int, float)) and not isinstance(smoothing_start, bool)
             and smoothing_floor <= smoothing_start <= 1):
@@ -334,7 +370,6 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
             f"precondition must be True, False or 'auto', got {precondition!r}")
     if precondition == "auto":
         precondition = anisotropy(program.X) >= WHITEN_MIN_ANISOTROPY
-    loss = get_loss(program.loss)
     device = check_device(device)
     d = program.n_features
     C = program.n_outputs
@@ -349,15 +384,11 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
     smoothed = not loss.smooth or (not loss.margin and data.radius > 0)
     mu_s = 1.0 if smoothed else 0.0
     mu_final = float(smoothing_floor) if smoothed else 0.0
-    # the hinge is smoothed around dual estimates that the method of multipliers moves (module
-    # docstring, "Dual centres"); the robust squared loss's max keeps plain continuation
-    centred = loss.margin and not loss.smooth
     if centred and start_duals is not None:
         data.set_duals(start_duals)
     dual_updates = 0
     smoothing_error: float | None = None  # exact − smoothed objective at the last update
-    exact_value = math.inf  # the exact objective at the last update
-    ended_at_dual_step = False
+    last_dual_step = -1  # the iteration count at the last dual step
 
     counter = {"eigh": 0}
     g_lift = torch.ones(D, dtype=dtype, device=device)
@@ -401,7 +432,9 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
                       dtype=torch.float64, device=device)
     history: list[float] = []
     stationarities: list[float] = []
-    exact_history: list[float] = []  # the final stage's last exact objective, per iteration
+    # the final stage's dual steps: (its iteration count, the exact objective there)
+    exact_steps: list[tuple[int, float]] = []
+    final_iterations = 0
     left_start = False  # a smoothing stage has ended (the "settled" rule's guard below)
     status = "optimal"
     stationarity = math.inf
@@ -427,12 +460,15 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
     def dual_step() -> None:
         """The method of multipliers' step at ``x`` (module docstring, "Dual centres"),
         recording the exact objective there and how far the smoothing is from it."""
-        nonlocal dual_updates, smoothing_error, exact_value
+        nonlocal dual_updates, smoothing_error, last_dual_step
         smoothed_t, exact_t = update_duals(data, to_z(x), mu_s)
         counter["eigh"] += int(data.radius > 0)
         dual_updates += 1
-        exact_value = float(exact_t.sum())
-        smoothing_error = (exact_value - float(smoothed_t.sum())) / max(1.0, abs(exact_value))
+        last_dual_step = budget.iterations
+        exact = float(exact_t.sum())
+        smoothing_error = (exact - float(smoothed_t.sum())) / max(1.0, abs(exact))
+        if mu_s <= mu_final * (1 + 1e-9):
+            exact_steps.append((final_iterations, exact))
 
     with single_threaded_if_small(program.X.shape[0] * C * d, device):
         fx = value(x)
@@ -481,29 +517,38 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
                     left_start or relative_decrease(history, len(history) - 1, floor=0.0)
                     > STAGE_PROGRESS * mu_s)
                 solved = stationarity <= tol_eff and stalled
+                plateau = data.radius > 0 and _plateau(history, stationarities, tol_eff)
                 if final_stage and centred:
                     # a subproblem of the method of multipliers ends like a stage while the
-                    # smoothing is inexact at its point, then only once it is solved; the solve
-                    # ends when a solved one's smoothing is exact (module docstring)
+                    # smoothing is inexact at its point, then once it is solved or on a plateau;
+                    # the solve ends when a solved one's smoothing is exact, or when the exact
+                    # objective stops improving across the steps (module docstring)
                     inexact = smoothing_error is None or smoothing_error > PLATEAU_FACTOR * tol_eff
-                    if solved or (settled and inexact):
+                    if solved or plateau or (settled and inexact):
                         dual_step()
                         assert smoothing_error is not None
                         if solved and smoothing_error <= tol_eff:
-                            ended_at_dual_step = True
+                            break
+                        # a subproblem's plateau ends the solve when its dual step no longer
+                        # improves the exact objective
+                        flat = plateau and len(exact_steps) >= 2 and (
+                            exact_steps[-2][1] - exact_steps[-1][1] <= PLATEAU_FACTOR * tol_eff
+                            * max(1.0, abs(exact_steps[-1][1])))
+                        if flat or (data.radius > 0 and _outer_plateau(
+                                exact_steps, final_iterations, tol_eff)):
+                            status = "optimal" if stationarity <= tol_eff else "stalled"
+                            log.debug("final stage: exact objective plateau at iteration %d "
+                                      "(stationarity %.2e)", iterations, stationarity)
                             break
                         fx = value(x)
                         history.clear()
-                    exact_history.append(exact_value)
-                elif final_stage and solved:
-                    break
-                plateau = data.radius > 0 and _plateau(
-                    exact_history if final_stage and centred else history, stationarities,
-                    tol_eff)
-                if final_stage and plateau:
-                    status = "optimal" if stationarity <= tol_eff else "stalled"
-                    log.debug("final stage: objective plateau at iteration %d (stationarity %.2e)",
-                              iterations, stationarity)
+                        stationarities.clear()
+                    final_iterations += 1
+                elif final_stage and (solved or plateau):
+                    if not solved:
+                        status = "optimal" if stationarity <= tol_eff else "stalled"
+                        log.debug("final stage: objective plateau at iteration %d "
+                                  "(stationarity %.2e)", iterations, stationarity)
                     break
                 if not final_stage and (stationarity <= max(tol_eff, STAGE_STATIONARITY * mu_s)
                                         or settled or plateau):
@@ -519,16 +564,15 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
                     fx = value(x)
                     history.clear()
                     stationarities.clear()
-                    exact_history.clear()
         finally:
             budget.close()
     if zero_certificate:
         stationarity = 0.0
         log.debug("the zero network is certified optimal")
-    elif centred and not ended_at_dual_step:
-        dual_step()  # the duals become the gradient's loss weights at the returned point
     if status in ("max_iters", "time_limit"):
         checkpoints.final(state)
+    if centred and not zero_certificate and last_dual_step != budget.iterations:
+        dual_step()  # the duals become the gradient's loss weights at the returned point
 
     x = comm.broadcast(x)  # every rank returns rank 0's point (they agree; this makes it exact)
     values, violation_before = repaired_values(program, to_z(x))
@@ -559,9 +603,8 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
               "dual_updates": dual_updates, "smoothing_error": smoothing_error},
     )
     # the certificate of the returned point (its time counts as the solve's)
-    duals = data.duals() if comm.world == 1 else None  # (a rank holds its shard's only)
     bound = solution.objective if zero_certificate else dual_bound(
-        program, values, mu_s, objective=solution.objective, duals=duals)
+        program, values, mu_s, objective=solution.objective, duals=data.duals())
     if bound is not None:
         solution.info["dual_bound"] = bound
         solution.info["duality_gap"] = (max(solution.objective - bound, 0.0)

@@ -36,15 +36,19 @@ of each.
   ``v ≥ h − Σᵢ g̃ᵢ²/(λᵢ + μ) − μr²`` (S-lemma; :mod:`convexrobust.trust_region`), and at the
   previous evaluation's multiplier (consecutive iterates are close) it is tight to second
   order. Rows whose bound reaches the margin are skipped: their value is the bound (loss and
-  gradient weight exactly 0, so the objective and gradient are unchanged), and only the other
-  rows are gathered for the secular equation. Once a solve is under way most one-vs-all rows
-  are far from the margin, so a robust evaluation of a large program costs little more than a
-  nominal one; below :data:`SCREEN_MIN_ELEMENTS` rows × features it is off (the evaluation is
-  dispatch-bound there).
+  gradient weight exactly 0, so the objective and gradient are unchanged), and only the other rows
+  are gathered for the secular equation. With the hinge smoothed around dual estimates ``θ̄``
+  (below) its slope vanishes from ``1 + μ_s·θ̄`` on and its value there is the constant
+  ``−(μ_s/2)θ̄²``, so a chunk's rows are skipped from ``1 + μ_s·max θ̄`` on. Once a solve is under
+  way most one-vs-all rows are far from the margin, so a robust evaluation of a large program costs
+  little more than a nominal one; below :data:`SCREEN_MIN_ELEMENTS` rows × features it is off (the
+  evaluation is dispatch-bound there).
 * **Smoothing.** The hinge ``(1 − v)_+`` is replaced by its Huber (Moreau) smoothing of width
   ``μ_s`` (``Loss.value_and_slope``) and the max in ``ρ`` by ``(u₁+u₂)/2 + H_μs((u₁−u₂)/2)``
   (convex, non-decreasing, within ``μ_s/2`` of the max); both stay convex, so the smoothed
-  program is a smooth convex program. The methods shrink ``μ_s`` in stages (continuation,
+  program is a smooth convex program. The hinge may be smoothed around per-sample dual
+  estimates instead (``ObjectiveData.centers``, moved by :func:`update_duals`: losses module
+  doc, "Smoothing around a dual estimate"). The methods shrink ``μ_s`` in stages (continuation,
   Nesterov, Math. Program. 2005).
 
 Cost of one evaluation (robust programs): one batched ``eigh`` of the C matrices ``a Z̃1_c``,
@@ -161,10 +165,17 @@ class ObjectiveData:
         self.centers = list(torch.split(rows, stream.chunk_sizes))
 
     def duals(self) -> np.ndarray | None:
-        """The prox-centres of this rank's samples (n_local, C) in float64, or None."""
+        """The prox-centres of all samples (n_global, C) in float64 on the host, or None; a
+        collective call in a distributed run (every rank's shard is all-reduced into place)."""
         if self.centers is None:
             return None
-        return torch.cat(self.centers).to(torch.float64).cpu().numpy()
+        stream = self.stream
+        local = torch.cat(self.centers).to(torch.float64)
+        full = torch.zeros((stream.n_global, local.shape[1]), dtype=torch.float64,
+                           device=local.device)
+        full[stream.start:stream.start + stream.n_local] = local
+        (full,) = self.comm.sum(full)
+        return full.cpu().numpy()
 
     def buffer(self, key: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
         """An uninitialised tensor of ``shape`` (dtype and device of ``like``), reused across
@@ -454,8 +465,9 @@ def _solve_rows(data: ObjectiveData, lam: Tensor, gt: Tensor, h: Tensor, multipl
                 active: Tensor, bound: Tensor, Y: Tensor | None, points: Tensor
                 ) -> tuple[Tensor, Tensor | None]:
     """:func:`batched_trs` on the rows ``active`` only (gathered into compact buffers); the
-    other rows, screened out, get their certified bound as value (≥ the loss's ``zero_from``,
-    where value and slope are exactly 0) and the unperturbed point ``x`` (no points when ``Y``,
+    other rows, screened out, get their certified bound as value (≥ the screening margin, where
+    the loss's slope is exactly 0 and its value does not depend on the margin: module docstring,
+    "Screening") and the unperturbed point ``x`` (no points when ``Y``,
     the samples in the eigenbasis, is None)."""
     d = lam.shape[-1]
     m = active.shape[0]

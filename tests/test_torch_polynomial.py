@@ -372,7 +372,7 @@ def test_coarse_stages_end_when_their_objective_settles(monkeypatch):
     reference = cr.solve(program, "clarabel")
     solution = solve_polynomial_torch(program, tol=1e-12, max_iters=2 * fo.PLATEAU_WINDOW - 1,
                                       accept_inaccurate=True, dtype=torch.float64)
-    assert solution.info["smoothing"] == pytest.approx(1e-3)
+    assert solution.info["smoothing"] == pytest.approx(fo.CENTRED_SMOOTHING_FLOOR)
     assert _rel(solution.objective, reference.objective) <= 1e-3
 
 
@@ -397,7 +397,9 @@ def test_stalled_raises_unless_accepted(monkeypatch):
     assert info.value.status == "stalled"
     solution = solve_polynomial_torch(program, tol=1e-12, smoothing_floor=1.0,
                                       accept_inaccurate=True)
-    assert solution.status == "stalled" and solution.iterations == 30
+    # (a hinge program's plateau ends the solve once its dual step no longer improves the
+    # exact objective: after the first plateau at the earliest)
+    assert solution.status == "stalled" and solution.iterations >= 30
 
 
 def test_budget_raises_unless_accepted():
@@ -529,8 +531,9 @@ DUAL_PROGRAMS = {
 def test_dual_bound_never_exceeds_the_optimum(name, rng):
     """lifted_cone.dual_bound is a lower bound (weak duality through the linearised worst case)
     from any point — a solver's, points near it (where both repairs of an infeasible dual
-    candidate act), far ones, and one outside K — at any slope smoothing; at the accelerated
-    gradient solver's point it certifies a small gap."""
+    candidate act), far ones, and one outside K — at any slope smoothing and from any dual
+    estimates; at the accelerated gradient solver's point (and its estimates) it certifies a
+    small gap."""
     program = DUAL_PROGRAMS[name]()
     reference = cr.solve(program, "clarabel")
     optimum = reference.objective
@@ -551,9 +554,12 @@ def test_dual_bound_never_exceeds_the_optimum(name, rng):
     outside = {"Z": solution.values["Z"] * 0.5, "Zp": solution.values["Zp"].copy()}
     outside["Z"][:, -1, -1] -= 1.0  # breaks z4 = tr(Z1): not in K
     points.append(outside)
+    duals = rng.uniform(size=(program.n_samples, program.n_outputs))
     for values in points:
         for smoothing in (0.0, 1e-3, 0.1, 1.0):
             assert dual_bound(program, values, smoothing) <= optimum + 1e-6
+        # any dual estimates in [0, 1] (the accelerated gradient's, for the hinge) too
+        assert dual_bound(program, values, 0.0, duals=duals) <= optimum + 1e-6
 
 
 @pytest.mark.parametrize("loss", ["hinge", "logistic"])

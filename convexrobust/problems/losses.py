@@ -109,8 +109,10 @@ class Loss:
     ``margin``: a function of margins (``φ``) rather than of absolute residuals (``ψ``).
     ``smooth``: differentiable everywhere (no smoothing needed by first-order solvers).
     ``zero_from``: the margin at and above which :meth:`value_and_slope` (unshifted, at every
-    smoothing) is exactly ``(0, 0)`` — the hinge's 1 — or None when there is no such margin; a
-    solver that can bound a margin from below skips the samples whose bound reaches it.
+    smoothing, around no dual estimate) is exactly ``(0, 0)`` — the hinge's 1 — or None when
+    there is no such margin; a solver that can bound a margin from below skips the samples whose
+    bound reaches it (around estimates ``θ̄`` the slope vanishes from ``zero_from + μθ̄`` on, where
+    the value is ``−(μ/2)θ̄²``).
     """
 
     name: str
