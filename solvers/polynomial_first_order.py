@@ -221,9 +221,14 @@ def _plateau(values: list[float], stationarity: list[float], tol: float) -> bool
         return False
     recent = slice(k - PLATEAU_WINDOW, k)
     before = slice(k - 2 * PLATEAU_WINDOW, k - PLATEAU_WINDOW)
-    best_after = min(values[recent])
-    flat = min(values[before]) - best_after <= PLATEAU_FACTOR * tol * max(1.0, abs(best_after))
+    flat = _little_gain(min(values[before]), min(values[recent]), tol)
     return flat and min(stationarity[recent]) > 0.5 * min(stationarity[before])
+
+
+def _little_gain(before: float, after: float, tol: float) -> bool:
+    """Whether an objective went from ``before`` to ``after`` improving by at most
+    ``PLATEAU_FACTOR·tol`` relative to ``max(1, |after|)`` (the plateau rules' test)."""
+    return before - after <= PLATEAU_FACTOR * tol * max(1.0, abs(after))
 
 
 def _outer_plateau(steps: list[tuple[int, float]], k: int, tol: float) -> bool:
@@ -236,10 +241,7 @@ def _outer_plateau(steps: list[tuple[int, float]], k: int, tol: float) -> bool:
         return False
     recent = [value for at, value in steps if at >= k - PLATEAU_WINDOW]
     before = [value for at, value in steps if k - 2 * PLATEAU_WINDOW <= at < k - PLATEAU_WINDOW]
-    if not recent or not before:
-        return False
-    best = min(recent)
-    return min(before) - best <= PLATEAU_FACTOR * tol * max(1.0, abs(best))
+    return bool(recent) and bool(before) and _little_gain(min(before), min(recent), tol)
 
 
 # ----------------------------------------------------------------------------------------
@@ -457,6 +459,10 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
     def value(W: Tensor) -> Tensor:
         return F(W, False)[0].to(torch.float64)
 
+    def at_floor() -> bool:
+        """Whether the smoothing has reached its final width (the final stage)."""
+        return mu_s <= mu_final * (1 + 1e-9)
+
     def dual_step() -> None:
         """The method of multipliers' step at ``x`` (module docstring, "Dual centres"),
         recording the exact objective there and how far the smoothing is from it."""
@@ -467,7 +473,7 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
         last_dual_step = budget.iterations
         exact = float(exact_t.sum())
         smoothing_error = (exact - float(smoothed_t.sum())) / max(1.0, abs(exact))
-        if mu_s <= mu_final * (1 + 1e-9):
+        if at_floor():
             exact_steps.append((final_iterations, exact))
 
     with single_threaded_if_small(program.X.shape[0] * C * d, device):
@@ -506,7 +512,7 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
                                            violation=f"{max(viol, 0):.1e}",
                                            stationarity=f"{stationarity:.2e}",
                                            smoothing=f"{mu_s:.0e}")
-                final_stage = mu_s <= mu_final * (1 + 1e-9)
+                final_stage = at_floor()
                 stalled = len(history) > 10 and abs(history[-1] - history[-11]) <= \
                     10 * tol_eff * max(1.0, abs(history[-1]))
                 # (a first stage whose objective has not yet fallen by that much in all is stuck
@@ -531,9 +537,8 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
                             break
                         # a subproblem's plateau ends the solve when its dual step no longer
                         # improves the exact objective
-                        flat = plateau and len(exact_steps) >= 2 and (
-                            exact_steps[-2][1] - exact_steps[-1][1] <= PLATEAU_FACTOR * tol_eff
-                            * max(1.0, abs(exact_steps[-1][1])))
+                        flat = plateau and len(exact_steps) >= 2 and _little_gain(
+                            exact_steps[-2][1], exact_steps[-1][1], tol_eff)
                         if flat or (data.radius > 0 and _outer_plateau(
                                 exact_steps, final_iterations, tol_eff)):
                             status = "optimal" if stationarity <= tol_eff else "stalled"

@@ -152,13 +152,10 @@ class ObjectiveData:
         of :func:`batched_trs`), NaN (none yet) when new or when the shape changed."""
         return _kept(self.multipliers, key, shape, like, math.nan)
 
-    def set_duals(self, duals: np.ndarray | Tensor | None) -> None:
+    def set_duals(self, duals: np.ndarray | Tensor) -> None:
         """Smooth the hinge around the dual estimates ``duals`` (n_global, C), entries in
         [0, 1] (losses module doc, "Smoothing around a dual estimate"): this rank's shard, split
-        into its chunks; None smooths around 0."""
-        if duals is None:
-            self.centers = None
-            return
+        into its chunks."""
         stream = self.stream
         rows = torch.as_tensor(duals)[stream.start:stream.start + stream.n_local]
         rows = rows.to(device=stream.state_device, dtype=stream.dtype)
