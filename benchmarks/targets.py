@@ -21,10 +21,12 @@ robust-relu-grid. The ℓ2-robust ReLU programs of ``benchmarks/solvers.py --qui
 robust-sdp-breast-cancer. Kuelbs, Lall & Pilanci's breast-cancer protocol (ℓ2-robust polynomial
    SDP, hinge, r = 0.5, β = 0.01, n = 455, d = 30, standardised, 80/20 stratified split with
    ``random_state=0``: :func:`convexrobust.data.breast_cancer`): ``cr.solve(program, "auto",
-   tol=1e-3)`` chooses torch by itself and reaches relative gap ≤ 1e-3 to the best conic
+   tol=3e-4)`` chooses torch by itself and reaches relative gap ≤ 1e-3 to the best conic
    optimum (SCS and Clarabel at their defaults, in the same run) in ≥ 100× less time than SCS.
-   The torch solves at its default tolerance and at 1e-5 are recorded beside it, each with the
-   gap its own dual bound certifies (``info["duality_gap"]``).
+   (The torch solver's ``tol`` is a relative stationarity, not a gap: at ``tol=1e-3`` it stops
+   slightly above a gap of 1e-3 on this program, recorded beside it.) The torch solves at its
+   default tolerance and at 1e-5 are recorded too, each with the gap its own dual bound
+   certifies (``info["duality_gap"]``).
 
 robust-sdp-10k. The scale issue's target 2 instance, target 3's ℓ2-robust program (10 classes,
    balanced planted labels, d = 128, n = 10,000, hinge, β = 1e-3, r = 0.1): 120-s
@@ -127,6 +129,9 @@ from solvers import planted
 
 RESULTS = Path(__file__).parent / "results"
 EPS = 0.1  # ℓ2 radius of the robust programs (as in solvers.py)
+#: The ``tol`` (a relative stationarity) of robust-sdp-breast-cancer's "auto" solve (module
+#: docstring).
+BREAST_CANCER_TOL = 3e-4
 CIFAR_RADIUS = 0.1  # ℓ2 radius of the cifar-scale programs (inputs of unit mean square norm)
 CIFAR_LIMIT = 600  # seconds: the wall time a cifar-scale row may take, its returned point's
 CIFAR_FINISH = 30  # repair and float64 certificate included, so the solve's budget is 570 s
@@ -547,17 +552,21 @@ def robust_sdp_breast_cancer() -> tuple[list[dict], dict]:
     program = cr.ConvexPolynomial(split.X_train[:n, :d], split.y_train[:n], loss="hinge",
                                   beta=0.01, threat=cr.L2(0.5))
     conic = [run(program, s, s)[1] for s in ("scs", "clarabel") if s in cr.available_solvers()]
-    _, auto = run(program, "auto", "auto tol=1e-3", repeats=3, tol=1e-3)
+    _, auto = run(program, "auto", f"auto tol={BREAST_CANCER_TOL:g}", repeats=3,
+                  tol=BREAST_CANCER_TOL)
+    _, loose = run(program, "torch", "torch tol=1e-3", repeats=3, tol=1e-3)
     _, default = run(program, "torch", "torch default")
     _, tight = run(program, "torch", "torch tol=1e-5", tol=1e-5)
-    rows = [*conic, auto, default, tight]
+    rows = [*conic, auto, loose, default, tight]
     gaps(rows, best_optimal(conic))
     scs = next(r for r in conic if r["solver"] == "scs")
     speedup = scs["wall_time"] / auto["wall_time"]
     met = auto["solver_used"] == "torch" and auto["relative_gap"] <= 1e-3 and speedup >= 100
     return rows, {"met": met, "speedup_vs_scs": speedup, "relative_gap": auto["relative_gap"],
-                  "summary": f"auto → {auto['solver_used']} ({auto.get('method')}) "
-                  f"{auto['wall_time']:.2f} s, gap {auto['relative_gap']:.1e} (≤1e-3); SCS "
+                  "summary": f"auto (tol {BREAST_CANCER_TOL:g}) → {auto['solver_used']} "
+                  f"({auto.get('method')}) {auto['wall_time']:.2f} s, gap "
+                  f"{auto['relative_gap']:.1e} (≤1e-3); at tol 1e-3 {loose['wall_time']:.2f} s, "
+                  f"gap {loose['relative_gap']:.1e}; SCS "
                   f"{scs['wall_time']:.1f} s → {speedup:.0f}× (≥100×); torch at its default tol "
                   f"{default['wall_time']:.1f} s, gap {default['relative_gap']:.1e}; certified "
                   f"(info['duality_gap']): auto {auto.get('duality_gap', math.nan):.1e}, default "

@@ -97,27 +97,35 @@ def anisotropy(X: np.ndarray) -> float:
 
 
 def lift_congruence(program: ConvexPolynomial) -> Tensor:
-    r"""The whitening congruence ``S = diag(S₁, 1)`` (float64, (D, D)) of ``program``'s samples:
-    in the coordinates ``W = S⁻¹ Z S⁻¹`` the data term is as well conditioned as on isotropic
-    samples.
+    r"""The whitening congruence ``S = diag(S₁, 1)`` (float64, (D, D)) of ``program``'s samples
+    and their worst cases: in the coordinates ``W = S⁻¹ Z S⁻¹`` the data term is as well
+    conditioned as on isotropic samples.
 
     ``Z ↦ SZS`` maps the PSD cone onto itself, K onto ``{W ⪰ 0 : ⟨SGS, W⟩ = 0}`` and the network
     output to ``f(x) = ⟨S A(x) S, W⟩``, where ``S A(x) S`` is the lifted sample of the whitened
     point ``x̃ = S₁x``. The curvature of the data term along a coordinate ``(i, j)`` of the
     quadratic block is ``a² E[x̃ᵢ²x̃ⱼ²]``, which for features with second-moment eigenvalues
     ``σᵢ²`` spreads over ``(σ_max/σ_min)⁴`` (the anisotropy of real features is in the tens, so
-    the spread in the hundreds of thousands); ``S₁ = (M/m)^{-1/2}`` (``M = XᵀX/n``, its
-    eigenvalues floored at :data:`CONGRUENCE_FLOOR` of the largest, ``m = tr(M)/d``) gives every
-    ``x̃ᵢ`` the second moment ``m`` and keeps the scale of isotropic samples. The last
-    coordinate is left alone: ``w4`` is tied to ``tr(W₁)`` by the cone, and scaling it changes
-    the weight of that trace (the network's scale, the direction the regulariser and every
-    sample's constant term move) in the Euclidean metric of the iterates — on planted programs
-    every factor tried (0.4 to 4) slowed accelerated gradient down.
+    the spread in the hundreds of thousands). A robust program's loss is evaluated at the worst
+    cases ``x + δ*``, ``‖δ*‖₂ = r`` wherever the constraint is active, in a direction the
+    adversary picks from the network: no direction is thinner than ``r²`` for them. So
+    ``S₁ = (M_r/m)^{-1/2}`` with ``M_r = XᵀX/n + r²I`` (``r`` the program's ℓ2 radius, 0 for a
+    nominal program; the eigenvalues of ``XᵀX/n`` floored at :data:`CONGRUENCE_FLOOR` of the
+    largest, ``m = tr(M_r)/d``) gives every ``x̃ᵢ`` the same second moment ``m`` and keeps the
+    scale of isotropic samples. Whitening by the samples alone stretched the thin directions of
+    Kuelbs et al.'s breast-cancer features (standardised, strongly correlated) up to 27×, where
+    the ball of radius 0.5 then reached far, and the coarsest smoothing stage took 205 iterations to
+    leave the zero network instead of 15 (benchmarks/targets.py, robust-sdp-breast-cancer). The
+    last coordinate is left alone: ``w4`` is tied to ``tr(W₁)`` by the cone, and scaling it
+    changes the weight of that trace (the network's scale, the direction the regulariser and
+    every sample's constant term move) in the Euclidean metric of the iterates — on planted
+    programs every factor tried (0.4 to 4) slowed accelerated gradient down.
     """
     X = np.asarray(program.X, dtype=np.float64)
     n, d = X.shape
     evals, evecs = np.linalg.eigh(X.T @ X / n)
     evals = np.maximum(evals, CONGRUENCE_FLOOR * max(evals.max(), np.finfo(float).tiny))
+    evals = evals + float(program.l2_radius) ** 2
     m = float(evals.mean())
     S = np.eye(d + 1)
     S[:d, :d] = (evecs * np.sqrt(m / evals)) @ evecs.T

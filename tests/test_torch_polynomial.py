@@ -110,8 +110,8 @@ def test_projection_onto_a_congruent_cone(rng):
 
 
 def test_lift_congruence_whitens_the_samples(rng):
-    """``S₁MS₁ = mI`` for full-rank samples (M their second moment, m its mean eigenvalue);
-    directions without data are floored, not inverted."""
+    """``S₁MS₁ = mI`` for full-rank samples (M their second moment, plus r²I for a robust
+    program; m its mean eigenvalue); directions without data are floored, not inverted."""
     from convexrobust.solvers.lifted_cone import lift_congruence
 
     X = rng.standard_normal((200, 5)) * np.array([10.0, 3.0, 1.0, 0.3, 0.1])
@@ -122,6 +122,13 @@ def test_lift_congruence_whitens_the_samples(rng):
     np.testing.assert_allclose(S[:5, :5] @ M @ S[:5, :5], np.trace(M) / 5 * np.eye(5),
                                atol=1e-9 * np.trace(M))
     assert S[5, 5] == 1.0 and not S[:5, 5].any() and not S[5, :5].any()
+    # a robust program: its worst cases reach r in every direction, so M + r²I is whitened and
+    # the thin directions are stretched less
+    robust = lift_congruence(cr.ConvexPolynomial(X, y, beta=1e-2, threat=cr.L2(0.5))).numpy()
+    M_r = M + 0.25 * np.eye(5)
+    np.testing.assert_allclose(robust[:5, :5] @ M_r @ robust[:5, :5],
+                               np.trace(M_r) / 5 * np.eye(5), atol=1e-9 * np.trace(M_r))
+    assert np.linalg.norm(robust[:5, :5], 2) < np.linalg.norm(S[:5, :5], 2)
     X[:, 4] = 0.0  # a direction without data
     S = lift_congruence(cr.ConvexPolynomial(X, y, beta=1e-2)).numpy()
     assert np.isfinite(S).all() and np.abs(S).max() <= 1e3
