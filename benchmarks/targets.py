@@ -394,8 +394,10 @@ def continuation(solution: cr.Solution, states: list[dict] | None = None) -> dic
     """The options that continue a torch SDP solve where it stopped: the state it handed to its
     ``checkpoint`` when its budget stopped it (``states``, collected by :func:`kept_states`:
     its point, its smoothing stage and, for the accelerated gradient, the hinge's dual
-    estimates), else its point as the warm start and, for the accelerated gradient (a warm
-    start alone begins at the final smoothing), the smoothing stage it had reached."""
+    estimates), else the solution as the warm start (its point and, for the accelerated
+    gradient, the dual estimates it carries in ``info["duals"]``) and, for the accelerated
+    gradient (a warm start alone begins at the final smoothing), the smoothing stage it had
+    reached."""
     if states:
         options = dict(states[-1]["options"])
         options.pop("method", None)  # the caller names it

@@ -87,8 +87,8 @@ class KeptSolve:
     solver, cumulative ``solve_time``, objective, violation, ``duality_gap``, ``neurons``,
     ``time_limit``: the limit of its last run, ``segments``: the runs it took; for a continued
     solve ``continued_from``: the seconds its earlier runs took), ``resumed``: whether the
-    head was loaded as kept rather than solved (wholly or partly) by this call, and its
-    ``values``."""
+    head was loaded as kept rather than solved (wholly or partly) by this call, its ``values``
+    and ``duals``."""
 
     net: nn.Module
     record: dict[str, object]
@@ -96,6 +96,10 @@ class KeptSolve:
     #: The solve's values (the program's variables, float64 arrays); None for a head kept
     #: without them
     values: dict[str, np.ndarray] | None = None
+    #: The hinge's dual estimates of a polynomial head's accelerated-gradient solve made by this
+    #: call (``Solution.info["duals"]``), which a warm start on the same samples takes; None
+    #: otherwise
+    duals: np.ndarray | None = None
 
 
 def solve_record(solution: Solution, seconds: float) -> dict[str, object]:
@@ -132,7 +136,7 @@ def solve_kept(build: Callable[[], ConvexProgram], solver: str, *,
     :func:`~convexrobust.solve`), keeping it at ``path`` (None: nowhere) and, with ``resume``,
     reusing or continuing what is kept there (module docstring). ``start``: torch options
     for a solve that does not continue a kept one (a ``warm_start`` and the ``method`` that
-    takes it)."""
+    takes it; the record then says ``"warm_started": True``)."""
     limit = options.get("time_limit")
     kept = _load(path) if resume and path is not None else None
     spent, runs, state = 0.0, 0, None
@@ -182,14 +186,17 @@ def solve_kept(build: Callable[[], ConvexProgram], solver: str, *,
             keep_state(latest[0])
         raise
     net = solution.network()
+    warm = state is None and start is not None and solution.solver == "torch"
     record = {**solve_record(solution, spent + perf_counter() - t0), "neurons": net.n_neurons,
-              "time_limit": limit, "segments": runs + 1, **continued}
+              "time_limit": limit, "segments": runs + 1, **continued,
+              **({"warm_started": True} if warm else {})}
     stopped = solution.status in _STOPPED
     if path is not None and not (guard and stopped):
         _store(path, net, record,
                _tensors(latest[0]) if stopped and solution.solver == "torch" and latest
                else None, solution.values)
-    return KeptSolve(net, record, resumed=False, values=solution.values)
+    return KeptSolve(net, record, resumed=False, values=solution.values,
+                     duals=solution.info.get("duals"))
 
 
 def _finished(record: Mapping[str, object], limit: float | None) -> bool:

@@ -27,7 +27,11 @@ head with the ``linf="containment"`` program option by default
 Solving: each candidate program goes to :func:`~convexrobust.solve` with the given ``solver``
 (``"auto"`` picks the backend by the program's size, small programs to a conic solver and
 large ones to torch) and :data:`TORCH_OPTIONS` as torch's own options, applied only when the
-torch backend runs.
+torch backend runs. With ``warm_start`` (the default) a torch solve whose method takes a
+starting point (:data:`_WARM_STARTS`: a polynomial head's) starts from the point of the
+candidate solved before it — a neighbour on the grid, whose optimum is near — and its hinge's
+dual estimates (the same samples), and the refit from the chosen candidate's point; the optima
+do not depend on it.
 
 Head families: ``"polynomial"`` (programs c/d, exact ℓ2 certificates), ``"relu"`` (programs
 a/b, sound certificates) and ``"gated_relu"`` (the gated ReLU program of Mishkin, Sahiner &
@@ -118,8 +122,9 @@ PROGRAM_DEFAULTS: dict[str, dict[str, object]] = {"polynomial": {"linf": "contai
 TORCH_OPTIONS: dict[str, object] = {"tol": 1e-3, "accept_inaccurate": True}
 
 #: The torch methods that take the values of a solution of the same program shape as a
-#: ``warm_start`` (the polynomial programs' first-order methods): a refit after one of them
-#: starts from the chosen candidate's point.
+#: ``warm_start`` (the polynomial programs' first-order methods): with the pipeline's
+#: ``warm_start`` a candidate after one of them starts from its point, and a refit from the
+#: chosen candidate's.
 _WARM_STARTS = frozenset({"apg", "factored"})
 
 #: What the pipeline itself passes to each program class (not settable by program_options).
@@ -143,6 +148,7 @@ def retrain_last_two_layers(
     components: int | None = None,
     loss: str = "hinge",
     refit: bool = False,
+    warm_start: bool = True,
     batch_size: int = 256,
     device: torch.device | str | None = None,
     cache: str | Path | None = None,
@@ -195,6 +201,10 @@ def retrain_last_two_layers(
         chosen candidate's point); ``info["refitted"]`` records that solve (status, solver,
         seconds, objective, violation, ``duality_gap`` as for the candidates, ``n_train``),
         None without a refit.
+    warm_start:
+        Start each torch solve that can take a point from the candidate solved before it, and
+        the refit from the chosen candidate (module docstring, "Solving"; ``info["candidates"]``
+        says which were, ``"warm_started": True``); False: every solve starts from zero.
     cache:
         A directory where extracted features are cached (keyed by model and data), and where
         every solved candidate head is kept (``cache/candidates/``, keyed by its program's
@@ -242,7 +252,7 @@ def retrain_last_two_layers(
     grid = _check_grid(grid, head)
     program_options = _check_program_options(head, program_options)
     solver_options = _check_solver_options(solver, solver_options)
-    _check_flags(refit=refit, progress=progress, resume=resume)
+    _check_flags(refit=refit, warm_start=warm_start, progress=progress, resume=resume)
     checkpoint_every = check_checkpoint_every(checkpoint_every, cache)
     seed = _check_seed(seed)
     device = None if device is None else check_device(device)
@@ -281,6 +291,8 @@ def retrain_last_two_layers(
 
     candidates: list[dict] = []
     fitted: list[tuple[dict, dict, nn.Module, dict | None]] = []  # record, params, head, values
+    # the last fitted candidate's point and method, when that method takes a warm start
+    previous: dict[str, object] | None = None
     combos = list(itertools.product(*(grid[k] for k in grid)))
     bar = tqdm(combos, desc=f"{head} head", disable=None if progress else True, unit="fit")
     for values in bar:
@@ -297,7 +309,7 @@ def retrain_last_two_layers(
                 functools.partial(_program, head, norm_tr, y_tr, params, radius, head_norm,
                                   loss, seed, program_options),
                 solver, options=solver_options, backend_options=backend_options,
-                path=stored, resume=resume, checkpoint_every=checkpoint_every)
+                path=stored, resume=resume, checkpoint_every=checkpoint_every, start=previous)
         except SolverFailedError as err:
             record.update(status=f"failed: {err.status}", solve_time=time.perf_counter() - t0)
             log.warning("candidate %s failed: %s", params, err)
@@ -305,6 +317,8 @@ def retrain_last_two_layers(
             continue
         net = kept.net
         record.update(kept.record, **({"resumed": True} if kept.resumed else {}))
+        if warm_start:
+            previous = _start_from(kept.values, record, kept.duals) or previous
         record.update(_validation_scores(net, norm_val, y_val, threat,
                                          factor if certified else None, radius, head_norm,
                                          seed))
@@ -328,8 +342,7 @@ def retrain_last_two_layers(
                             z_full, y_full)
         # the chosen candidate's point starts a first-order refit: the same program on the
         # validation images too, whose optimum is near
-        start = ({"warm_start": values, "method": chosen["method"]}
-                 if values is not None and chosen.get("method") in _WARM_STARTS else None)
+        start = _start_from(values, chosen) if warm_start else None
         kept = solve_kept(
             functools.partial(_program, head, z_full, y_full, params,
                               chosen["feature_radius"], head_norm, loss, seed, program_options),
@@ -512,6 +525,17 @@ def _cache_dir(cache: object) -> Path | None:
     if path.exists() and not path.is_dir():
         raise InvalidInputError(f"cache={str(path)!r} is a file; pass a directory")
     return path
+
+
+def _start_from(values: dict | None, record: Mapping[str, object],
+                duals: np.ndarray | None = None) -> dict[str, object] | None:
+    """The torch options that start a solve from a solved candidate's ``values`` (its
+    ``record`` names the method) and, for a program on the same samples, its hinge's dual
+    estimates ``duals``; None when its method takes no warm start."""
+    if values is None or record.get("method") not in _WARM_STARTS:
+        return None
+    point = dict(values) if duals is None else {**values, "duals": duals}
+    return {"warm_start": point, "method": record["method"]}
 
 
 def _check_flags(**flags: object) -> None:

@@ -301,8 +301,9 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
     ``smoothing``, ``eigh_calls``, ``restarts``, ``batch_size`` (None: full batch), ``chunks``
     (per rank), ``world_size``, ``screened`` (the fraction of worst-case subproblems skipped by
     screening, module docstring), ``zero_certificate``, ``dual_updates`` and
-    ``smoothing_error`` (module docstring, "Dual centres"; 0 and None without them) and, where
-    written, ``dual_bound`` and ``duality_gap`` (above).
+    ``smoothing_error`` (module docstring, "Dual centres"; 0 and None without them), for the
+    hinge ``duals`` (its final dual estimates, (n, C) float64: ``warm_start=solution``
+    continues from them) and, where written, ``dual_bound`` and ``duality_gap`` (above).
 
     Parameters
     ----------
@@ -331,7 +332,10 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
         program solved in float32 or by an earlier, shorter run. It is projected onto the cone.
         A mapping may also hold ``"duals"`` (n, C) in [0, 1], the hinge's dual estimates of a
         solve of this program (a checkpoint's state has them; module docstring, "Dual
-        centres"). The optimum does not depend on it; only the iterations taken do.
+        centres"), and a Solution of a program on the same samples carries its own
+        (``info["duals"]``). Without them the hinge is smoothed around 0 at first, which at a
+        start near the optimum moves the iterate away from it while the estimates are rebuilt.
+        The optimum does not depend on it; only the iterations taken do.
     smoothing_start:
         The Huber width of the first smoothing stage (module docstring): 1 by default, and
         ``smoothing_floor`` with a ``warm_start`` (taken to be near this program's optimum, which
@@ -611,8 +615,12 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
               "dual_updates": dual_updates, "smoothing_error": smoothing_error},
     )
     # the certificate of the returned point (its time counts as the solve's)
+    duals = data.duals()
+    if centred and duals is not None:
+        # the estimates that continue this solve (warm_start=solution keeps them)
+        solution.info["duals"] = duals
     bound = solution.objective if zero_certificate else dual_bound(
-        program, values, mu_s, objective=solution.objective, duals=data.duals())
+        program, values, mu_s, objective=solution.objective, duals=duals)
     if bound is not None:
         solution.info["dual_bound"] = bound
         solution.info["duality_gap"] = (max(solution.objective - bound, 0.0)

@@ -648,13 +648,21 @@ def warm_start_point(warm_start: object, C: int, d: int) -> np.ndarray | None:
 
 
 def warm_start_duals(warm_start: object, n: int, C: int) -> np.ndarray | None:
-    """The dual estimates ``warm_start["duals"]`` (n, C) of a ``warm_start`` given as a mapping
-    (a checkpoint's state; a :class:`Solution` carries none), or None;
-    :class:`InvalidInputError` unless they are finite, of that shape, and in [0, 1] (up to
-    round-off, then clipped)."""
-    if not isinstance(warm_start, Mapping) or warm_start.get("duals") is None:
+    """The hinge's dual estimates (n, C) a ``warm_start`` carries, or None: a mapping's
+    ``"duals"`` (a checkpoint's state), or a :class:`Solution`'s ``info["duals"]`` (the
+    accelerated gradient's final estimates) when they are of this program's shape — a solution
+    of a program on other samples carries duals of no use here, and only its point is taken.
+    :class:`InvalidInputError` unless they are finite, in [0, 1] (up to round-off, then
+    clipped) and, for a mapping, of that shape."""
+    if isinstance(warm_start, Solution):
+        duals = warm_start.info.get("duals")
+        if duals is None or np.shape(duals) != (n, C):
+            return None
+    elif isinstance(warm_start, Mapping) and warm_start.get("duals") is not None:
+        duals = warm_start["duals"]
+    else:
         return None
-    duals = np.asarray(warm_start["duals"], dtype=np.float64)
+    duals = np.asarray(duals, dtype=np.float64)
     if duals.shape != (n, C):
         raise InvalidInputError(
             f"warm_start['duals'] has shape {duals.shape}; this program needs ({n}, {C}) (one "

@@ -178,6 +178,26 @@ def test_refit_trains_the_chosen_head_on_training_and_validation_data(liresnet, 
         assert not torch.equal(refit.head.weight, kept.head.weight)
 
 
+def test_grid_candidates_warm_start_each_other_without_moving_the_optima(liresnet, data):
+    """Each torch solve of the grid starts from the candidate solved before it (and says so);
+    with ``warm_start=False`` every one starts from zero, and both reach the same objectives."""
+    x, y, _, _ = data
+    grid = {"beta": (1e-3, 1e-2), "radius_scale": (1.0, 1.5)}
+    options = {"tol": 1e-6}
+    runs = [retrain_last_two_layers(liresnet, (x, y), head="polynomial", threat=cr.L2(0.05),
+                                    grid=grid, solver="torch", solver_options=options,
+                                    warm_start=warm, progress=False).info["candidates"]
+            for warm in (True, False)]
+    warm, cold = runs
+    assert [c.get("warm_started", False) for c in warm] == [False, True, True, True]
+    assert not any(c.get("warm_started", False) for c in cold)
+    for w, c in zip(warm, cold, strict=True):
+        assert w["objective"] == pytest.approx(c["objective"], rel=1e-4)
+    with pytest.raises(InvalidInputError, match="warm_start"):
+        retrain_last_two_layers(liresnet, (x, y), head="polynomial", threat=cr.L2(0.05),
+                                grid=grid, warm_start="yes", progress=False)
+
+
 class _Custom(nn.Module):
     """A user's network: a conv body and a two-layer head named fc1, fc2."""
 

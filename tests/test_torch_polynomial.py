@@ -675,6 +675,27 @@ def test_checkpoints_carry_the_dual_estimates():
             cr.solve(program, "torch", method="apg", warm_start=point | {"duals": bad})
 
 
+def test_a_solution_carries_its_dual_estimates_to_a_warm_start():
+    """A solved hinge program's Solution holds its dual estimates; warm-started from it, the
+    same program stays at its objective (the estimates come along, so the hinge is smoothed
+    around the right duals at once); a solution of a program on other samples starts only the
+    point."""
+    X, y = three_class_data(18, 2)
+    program = cr.ConvexPolynomial(X, y, loss="hinge", beta=1e-2, threat=cr.L2(0.1))
+    solved = cr.solve(program, "torch", method="apg", tol=1e-6)
+    duals = solved.info["duals"]
+    assert duals.shape == (program.n_samples, program.n_outputs)
+    again = cr.solve(program, "torch", method="apg", tol=1e-6, warm_start=solved)
+    assert again.status == "optimal"
+    assert _rel(again.objective, solved.objective) <= 1e-6
+    # (from the point alone it iterates about as long as the cold solve: measured 357 of 362
+    # iterations, against 11 with the estimates)
+    assert again.iterations <= solved.iterations // 4
+    fewer = cr.ConvexPolynomial(X[:-6], y[:-6], loss="hinge", beta=1e-2, threat=cr.L2(0.1))
+    other = cr.solve(fewer, "torch", method="apg", tol=1e-5, warm_start=solved)
+    assert other.info["duals"].shape == (fewer.n_samples, fewer.n_outputs)
+
+
 def test_methods_without_checkpoints_run_without_them():
     """The checkpoint options never choose the method: a nominal hinge SDP still goes to ADMM,
     and so does a binary robust ReLU program, without handing out a state (the options are
