@@ -268,9 +268,12 @@ def test_the_pipeline_continues_its_stopped_candidates_and_refit(clock, tmp_path
                                    checkpoint_every=60, progress=False)
 
 
-def test_a_first_order_refit_starts_from_the_chosen_candidate(clock, tmp_path):
-    """The refit of a polynomial head solved by the accelerated gradient warm-starts at the
-    chosen candidate's point (same method); a ReLU head's refit starts afresh."""
+def test_first_order_solves_start_from_the_previous_candidate_and_the_chosen_one(clock,
+                                                                                 tmp_path):
+    """A polynomial head's candidate solved by the accelerated gradient warm-starts the next
+    one at its point and dual estimates (the same samples), and the refit at the chosen
+    candidate's point (same method; other samples, so no estimates); a ReLU head's solves
+    start afresh."""
     X, y = xor_data(60, 2)
     data = (torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y))
     for head, grid in (("polynomial", {"beta": (1e-3, 1e-2), "radius_scale": (1.0,)}),
@@ -282,9 +285,10 @@ def test_a_first_order_refit_starts_from_the_chosen_candidate(clock, tmp_path):
             progress=False, solver_options={"method": "apg" if head == "polynomial" else "al"})
         *solves, refit = clock.calls
         assert len(solves) == len(model.info["candidates"])
-        assert not any("warm_start" in c for c in solves)
+        assert "warm_start" not in solves[0]
         if head == "polynomial":
+            assert set(solves[1]["warm_start"]) == {"Z", "Zp", "duals"}
             assert refit["method"] == "apg" and set(refit["warm_start"]) == {"Z", "Zp"}
         else:
-            assert "warm_start" not in refit
+            assert not any("warm_start" in c for c in [*solves, refit])
         assert model.info["refitted"]["status"] == "optimal"
