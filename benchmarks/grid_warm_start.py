@@ -9,7 +9,7 @@ fifth held out for validation), the committed LiResNet
 (``benchmarks/models/liresnet-cifar10-l4w32.pt``), ℓ2 ε = 36/255, β ∈ {1e-4, 1e-3} × radius
 scale ∈ {0.75, 1}, torch at the pipeline's tolerance (1e-3). Prints and writes (``--out``,
 JSON) every candidate's status, solve time, objective, certified gap and validation scores for
-both runs. Skips when CIFAR-10 is absent.
+both runs. Exits with a message when CIFAR-10 is absent.
 """
 
 from __future__ import annotations

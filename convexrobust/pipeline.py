@@ -534,7 +534,7 @@ def _start_from(values: dict | None, record: Mapping[str, object],
     estimates ``duals``; None when its method takes no warm start."""
     if values is None or record.get("method") not in _WARM_STARTS:
         return None
-    point = dict(values) if duals is None else {**values, "duals": duals}
+    point = values if duals is None else {**values, "duals": duals}
     return {"warm_start": point, "method": record["method"]}
 
 

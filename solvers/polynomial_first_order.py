@@ -360,8 +360,7 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
     start = time.perf_counter()
     dtype = check_solve_options(
         program, "solve_polynomial_torch", tol=tol, max_iters=max_iters, time_limit=time_limit,
-        seed=seed, dtype=dtype, batch_size=batch_size,
-        smoothing_floor=HUBER_SMOOTHING_FLOOR if smoothing_floor is None else smoothing_floor)
+        seed=seed, dtype=dtype, batch_size=batch_size, smoothing_floor=smoothing_floor)
     loss = get_loss(program.loss)
     # the hinge is smoothed around dual estimates that the method of multipliers moves (module
     # docstring, "Dual centres"); the robust squared loss's max keeps plain continuation

@@ -679,9 +679,9 @@ def check_solve_options(program: object, solver: str, *, tol: object, max_iters:
     """The input checks both torch methods of the polynomial programs share, raising
     :class:`InvalidInputError`: ``program`` a :class:`ConvexPolynomial` whose worst cases are ℓ2
     balls (not the ℓ∞ diagonal S-procedure), the common first-order options, ``batch_size``
-    and ``smoothing_floor`` in (0, 1]. Returns the dtype to iterate in (``"auto"`` resolved by
-    :func:`~convexrobust.solvers.first_order.auto_dtype` on the (n, C, d) worst-case
-    buffers)."""
+    and ``smoothing_floor`` in (0, 1] (None: the method's default). Returns the dtype to
+    iterate in (``"auto"`` resolved by :func:`~convexrobust.solvers.first_order.auto_dtype` on
+    the (n, C, d) worst-case buffers)."""
     if not isinstance(program, ConvexPolynomial):
         raise InvalidInputError(
             f"{solver} takes a ConvexPolynomial, got {type(program).__name__}")
@@ -696,7 +696,8 @@ def check_solve_options(program: object, solver: str, *, tol: object, max_iters:
         dtype = auto_dtype(n * program.n_outputs * d, tol)  # type: ignore[arg-type]
     check_first_order_options(tol, max_iters, time_limit, seed, dtype)
     check_batch_size(batch_size)
-    if not (isinstance(smoothing_floor, (int, float)) and 0 < smoothing_floor <= 1):
+    if smoothing_floor is not None and not (
+            isinstance(smoothing_floor, (int, float)) and 0 < smoothing_floor <= 1):
         raise InvalidInputError(f"smoothing_floor must be in (0, 1], got {smoothing_floor!r}")
     return dtype  # type: ignore[return-value]
 
