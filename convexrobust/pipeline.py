@@ -30,8 +30,9 @@ large ones to torch) and :data:`TORCH_OPTIONS` as torch's own options, applied o
 torch backend runs. With ``warm_start`` (the default) a torch solve whose method takes a
 starting point (:data:`_WARM_STARTS`: a polynomial head's) starts from the point of the
 candidate solved before it — a neighbour on the grid, whose optimum is near — and its hinge's
-dual estimates (the same samples), and the refit from the chosen candidate's point; the optima
-do not depend on it.
+dual estimates (the same samples), and the refit from the chosen candidate's point and estimates
+(the validation samples get theirs from the solver, at that point); the optima do not depend on
+it.
 
 Head families: ``"polynomial"`` (programs c/d, exact ℓ2 certificates), ``"relu"`` (programs
 a/b, sound certificates) and ``"gated_relu"`` (the gated ReLU program of Mishkin, Sahiner &
@@ -198,9 +199,9 @@ def retrain_last_two_layers(
     refit:
         Retrain the chosen configuration on training + validation data (in the normalisation
         fitted on the training split; a torch solve of a polynomial head starts from the
-        chosen candidate's point); ``info["refitted"]`` records that solve (status, solver,
-        seconds, objective, violation, ``duality_gap`` as for the candidates, ``n_train``),
-        None without a refit.
+        chosen candidate's point and dual estimates); ``info["refitted"]`` records that solve
+        (status, solver, seconds, objective, violation, ``duality_gap`` as for the candidates,
+        ``n_train``), None without a refit.
     warm_start:
         Start each torch solve that can take a point from the candidate solved before it, and
         the refit from the chosen candidate (module docstring, "Solving"; ``info["candidates"]``
@@ -290,7 +291,8 @@ def retrain_last_two_layers(
             "or feature_radius")
 
     candidates: list[dict] = []
-    fitted: list[tuple[dict, dict, nn.Module, dict | None]] = []  # record, params, head, values
+    # record, params, head, values, the hinge's dual estimates
+    fitted: list[tuple[dict, dict, nn.Module, dict | None, np.ndarray | None]] = []
     # the last fitted candidate's point and method, when that method takes a warm start
     previous: dict[str, object] | None = None
     combos = list(itertools.product(*(grid[k] for k in grid)))
@@ -323,14 +325,15 @@ def retrain_last_two_layers(
                                          factor if certified else None, radius, head_norm,
                                          seed))
         candidates.append(record)
-        fitted.append((record, params, net, kept.values))
+        fitted.append((record, params, net, kept.values, kept.duals))
     bar.close()
     if not fitted:
         raise SolverFailedError(
             "every candidate head failed to solve: " + "; ".join(
                 f"{c['beta']}/{c['radius_scale']}: {c['status']}" for c in candidates),
             status="failed", solver=solver)
-    chosen, params, net, values = fitted[choose_candidate([f[0] for f in fitted], len(y_val))]
+    chosen, params, net, values, duals = fitted[
+        choose_candidate([f[0] for f in fitted], len(y_val))]
     timings["select"] = time.perf_counter() - start - timings["features"]
     refitted: dict[str, object] | None = None
     if refit and len(z_val):
@@ -340,9 +343,12 @@ def retrain_last_two_layers(
         stored = _kept_path(cache_dir, head, params, chosen["feature_radius"], head_norm, loss,
                             seed, program_options, solver, solver_options, backend_options,
                             z_full, y_full)
-        # the chosen candidate's point starts a first-order refit: the same program on the
-        # validation images too, whose optimum is near
-        start = _start_from(values, chosen) if warm_start else None
+        # the chosen candidate's point and dual estimates start a first-order refit: the same
+        # program on the validation images too, whose optimum is near (their samples' estimates
+        # are NaN: the solver makes them at the start point)
+        if duals is not None:
+            duals = np.vstack([duals, np.full((len(y_val), duals.shape[1]), np.nan)])
+        start = _start_from(values, chosen, duals) if warm_start else None
         kept = solve_kept(
             functools.partial(_program, head, z_full, y_full, params,
                               chosen["feature_radius"], head_norm, loss, seed, program_options),
@@ -530,8 +536,8 @@ def _cache_dir(cache: object) -> Path | None:
 def _start_from(values: dict | None, record: Mapping[str, object],
                 duals: np.ndarray | None = None) -> dict[str, object] | None:
     """The torch options that start a solve from a solved candidate's ``values`` (its
-    ``record`` names the method) and, for a program on the same samples, its hinge's dual
-    estimates ``duals``; None when its method takes no warm start."""
+    ``record`` names the method) and its hinge's dual estimates ``duals`` (one row per sample of
+    the new program, NaN where it has none); None when its method takes no warm start."""
     if values is None or record.get("method") not in _WARM_STARTS:
         return None
     point = values if duals is None else {**values, "duals": duals}

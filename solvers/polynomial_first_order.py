@@ -66,7 +66,8 @@ shared one of :mod:`~convexrobust.solvers.first_order` (``blockwise_backtracking
   stage's last :data:`PLATEAU_WINDOW` iterations the dual steps improved the best exact objective by
   at most that (:func:`_outer_plateau`). The estimates are the certificate's dual variables (below),
   and ``info`` reports ``dual_updates`` and ``smoothing_error`` (that relative excess at the last
-  update). The robust squared loss's max keeps plain continuation.
+  update). A warm start keeps the estimates it carries and gives every other sample one such
+  step from 0 at the start point. The robust squared loss's max keeps plain continuation.
 
 Preconditioning (``precondition``). The iterates are ``W = S⁻¹ZS⁻¹`` for the whitening congruence
 ``S = diag(S₁, 1)`` of the samples and their worst cases, whose second moment is the samples' plus
@@ -122,6 +123,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -333,9 +335,11 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
         A mapping may also hold ``"duals"`` (n, C) in [0, 1], the hinge's dual estimates of a
         solve of this program (a checkpoint's state has them; module docstring, "Dual
         centres"), and a Solution of a program on the same samples carries its own
-        (``info["duals"]``). Without them the hinge is smoothed around 0 at first, which at a
-        start near the optimum moves the iterate away from it while the estimates are rebuilt.
-        The optimum does not depend on it; only the iterations taken do.
+        (``info["duals"]``); NaN entries mark samples without an estimate (a refit's added
+        samples). A sample without one gets one step of the method of multipliers from 0 at the
+        start point, the smoothed hinge's maximiser there (smoothed around 0, a start near the
+        optimum would first move away from it while the estimates are rebuilt). The optimum
+        does not depend on them; only the iterations taken do.
     smoothing_start:
         The Huber width of the first smoothing stage (module docstring): 1 by default, and
         ``smoothing_floor`` with a ``warm_start`` (taken to be near this program's optimum, which
@@ -392,8 +396,6 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
     smoothed = not loss.smooth or (not loss.margin and data.radius > 0)
     mu_s = 1.0 if smoothed else 0.0
     mu_final = float(smoothing_floor) if smoothed else 0.0
-    if centred and start_duals is not None:
-        data.set_duals(start_duals)
     dual_updates = 0
     smoothing_error: float | None = None  # exact − smoothed objective at the last update
     last_dual_step = -1  # the iteration count at the last dual step
@@ -483,6 +485,19 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
             exact_steps.append((final_iterations, exact))
 
     with single_threaded_if_small(program.X.shape[0] * C * d, device):
+        if centred and start_point is not None and start_duals is None:
+            start_duals = np.full((program.X.shape[0], C), np.nan)
+        if centred and start_duals is not None:
+            data.set_duals(np.nan_to_num(start_duals, nan=0.0))
+            if np.isnan(start_duals).any():
+                # samples without an estimate get the smoothed hinge's maximiser at the start
+                # point, one step of the method of multipliers from 0 (module docstring, "Dual
+                # centres"); the others keep theirs
+                update_duals(data, to_z(x), mu_s)
+                counter["eigh"] += int(data.radius > 0)
+                stepped = data.duals()
+                assert stepped is not None
+                data.set_duals(np.where(np.isnan(start_duals), stepped, start_duals))
         fx = value(x)
         try:
             while not zero_certificate:

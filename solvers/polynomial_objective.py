@@ -649,11 +649,13 @@ def warm_start_point(warm_start: object, C: int, d: int) -> np.ndarray | None:
 
 def warm_start_duals(warm_start: object, n: int, C: int) -> np.ndarray | None:
     """The hinge's dual estimates (n, C) a ``warm_start`` carries, or None: a mapping's
-    ``"duals"`` (a checkpoint's state), or a :class:`Solution`'s ``info["duals"]`` (the
-    accelerated gradient's final estimates) when they are of this program's shape — a solution
-    of a program on other samples carries duals of no use here, and only its point is taken.
-    :class:`InvalidInputError` unless they are finite, in [0, 1] (up to round-off, then
-    clipped) and, for a mapping, of that shape."""
+    ``"duals"`` (a checkpoint's state, or estimates assembled by the caller), or a
+    :class:`Solution`'s ``info["duals"]`` (the accelerated gradient's final estimates) when they
+    are of this program's shape — a solution of a program on other samples carries duals of no
+    use here, and only its point is taken. A mapping's NaN entries stand for samples without
+    an estimate (a refit's new samples: the solver estimates them at its start point).
+    :class:`InvalidInputError` unless the others are in [0, 1] (up to round-off, then clipped)
+    and, for a mapping, of that shape."""
     if isinstance(warm_start, Solution):
         duals = warm_start.info.get("duals")
         if duals is None or np.shape(duals) != (n, C):
@@ -668,9 +670,11 @@ def warm_start_duals(warm_start: object, n: int, C: int) -> np.ndarray | None:
             f"warm_start['duals'] has shape {duals.shape}; this program needs ({n}, {C}) (one "
             "per sample and output): pass the state of a solve of this program, or leave "
             "duals out")
-    if not np.isfinite(duals).all() or duals.min() < -1e-6 or duals.max() > 1 + 1e-6:
-        raise InvalidInputError("warm_start['duals'] must be finite and in [0, 1]")
-    return np.clip(duals, 0.0, 1.0)
+    known = duals[~np.isnan(duals)]
+    if not np.isfinite(known).all() or (known.size and (known.min() < -1e-6
+                                                         or known.max() > 1 + 1e-6)):
+        raise InvalidInputError("warm_start['duals'] must be in [0, 1] (NaN: no estimate)")
+    return np.where(np.isnan(duals), np.nan, np.clip(duals, 0.0, 1.0))
 
 
 def check_solve_options(program: object, solver: str, *, tol: object, max_iters: object,

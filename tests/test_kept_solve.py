@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from conftest import xor_data
@@ -272,8 +273,8 @@ def test_first_order_solves_start_from_the_previous_candidate_and_the_chosen_one
                                                                                  tmp_path):
     """A polynomial head's candidate solved by the accelerated gradient warm-starts the next
     one at its point and dual estimates (the same samples), and the refit at the chosen
-    candidate's point (same method; other samples, so no estimates); a ReLU head's solves
-    start afresh."""
+    candidate's point and estimates (same method; NaN for the added samples); a ReLU head's
+    solves start afresh."""
     X, y = xor_data(60, 2)
     data = (torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y))
     for head, grid in (("polynomial", {"beta": (1e-3, 1e-2), "radius_scale": (1.0,)}),
@@ -288,7 +289,13 @@ def test_first_order_solves_start_from_the_previous_candidate_and_the_chosen_one
         assert "warm_start" not in solves[0]
         if head == "polynomial":
             assert set(solves[1]["warm_start"]) == {"Z", "Zp", "duals"}
-            assert refit["method"] == "apg" and set(refit["warm_start"]) == {"Z", "Zp"}
+            assert refit["method"] == "apg" and set(refit["warm_start"]) == {"Z", "Zp", "duals"}
+            # the chosen candidate's estimates, then NaN (none yet) for the validation samples
+            n_train, n_val = model.info["n_train"], model.info["n_validation"]
+            refit_duals = refit["warm_start"]["duals"]
+            assert refit_duals.shape == (n_train + n_val, 1)
+            assert np.isfinite(refit_duals[:n_train]).all()
+            assert np.isnan(refit_duals[n_train:]).all()
         else:
             assert not any("warm_start" in c for c in [*solves, refit])
         assert model.info["refitted"]["status"] == "optimal"

@@ -198,6 +198,23 @@ def test_grid_candidates_warm_start_each_other_without_moving_the_optima(liresne
                                 grid=grid, warm_start="yes", progress=False)
 
 
+def test_a_polynomial_refit_starts_from_the_chosen_candidate_without_moving_its_optimum(
+        liresnet, data):
+    """The refit starts from the chosen candidate's point and dual estimates (the validation
+    samples' made by the solver) and reaches the objective of a refit from zero."""
+    x, y, _, _ = data
+    grid = {"beta": (1e-2,), "radius_scale": (1.0,)}
+    refits = [retrain_last_two_layers(liresnet, (x, y), head="polynomial", threat=cr.L2(0.05),
+                                      grid=grid, solver="torch", solver_options={"tol": 1e-6},
+                                      refit=True, warm_start=warm,
+                                      progress=False).info["refitted"]
+              for warm in (True, False)]
+    warm, cold = refits
+    assert warm.get("warm_started") is True and cold.get("warm_started", False) is False
+    assert warm["status"] == cold["status"] == "optimal"
+    assert warm["objective"] == pytest.approx(cold["objective"], rel=1e-4)
+
+
 class _Custom(nn.Module):
     """A user's network: a conv body and a two-layer head named fc1, fc2."""
 

@@ -670,7 +670,7 @@ def test_checkpoints_carry_the_dual_estimates():
     assert resumed.status == "optimal"
     assert _rel(resumed.objective, reference.objective) <= 1e-3
     point = {key: stopped[0]["options"]["warm_start"][key] for key in ("Z", "Zp")}
-    for bad in (duals[1:], duals + 2.0, np.full_like(duals, np.nan)):
+    for bad in (duals[1:], duals + 2.0, duals - 2.0, np.full_like(duals, np.inf)):
         with pytest.raises(cr.InvalidInputError, match="duals"):
             cr.solve(program, "torch", method="apg", warm_start=point | {"duals": bad})
 
@@ -694,6 +694,22 @@ def test_a_solution_carries_its_dual_estimates_to_a_warm_start():
     fewer = cr.ConvexPolynomial(X[:-6], y[:-6], loss="hinge", beta=1e-2, threat=cr.L2(0.1))
     other = cr.solve(fewer, "torch", method="apg", tol=1e-5, warm_start=solved)
     assert other.info["duals"].shape == (fewer.n_samples, fewer.n_outputs)
+
+
+def test_a_refit_on_more_samples_keeps_the_known_estimates_and_reaches_the_optimum():
+    """A warm start on more samples than its solution had (a refit on training + validation
+    data): the solution's estimates for its samples, NaN for the added ones. The solve reaches
+    Clarabel's optimum of the larger program and ends with an estimate for every sample."""
+    X, y = three_class_data(18, 2)
+    fewer = cr.ConvexPolynomial(X[:-9], y[:-9], loss="hinge", beta=1e-2, threat=cr.L2(0.1))
+    program = cr.ConvexPolynomial(X, y, loss="hinge", beta=1e-2, threat=cr.L2(0.1))
+    solved = cr.solve(fewer, "torch", method="apg", tol=1e-6)
+    added = np.full((9, program.n_outputs), np.nan)
+    start = {**solved.values, "duals": np.vstack([solved.info["duals"], added])}
+    refit = _check_against_clarabel(program, warm_start=start)
+    duals = refit.info["duals"]
+    assert duals.shape == (program.n_samples, program.n_outputs)
+    assert np.isfinite(duals).all() and duals.min() >= 0.0 and duals.max() <= 1.0
 
 
 def test_methods_without_checkpoints_run_without_them():
