@@ -450,8 +450,9 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
     # the final stage's dual steps: (its iteration count, the exact objective there)
     exact_steps: list[tuple[int, float]] = []
     final_iterations = 0
-    # a smoothing stage or a final-stage subproblem has ended (the "settled" rule's guard below)
-    left_start = False
+    # a smoothing stage or a final-stage subproblem has ended, or the solve began at a given
+    # point rather than at zero (the "settled" rule's guard below)
+    left_start = start_point is not None
     status = "optimal"
     stationarity = math.inf
     show = progress and comm.is_root
@@ -586,7 +587,7 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
                             log.debug("final stage: exact objective plateau at iteration %d "
                                       "(stationarity %.2e)", iterations, stationarity)
                             break
-                        # (a warm start begins in this stage: once a subproblem has ended, the
+                        # (a solve may begin in this stage: once a subproblem has ended, the
                         # iterate has left its start, and a flat objective settles the next one)
                         left_start = True
                         fx = value(x)
