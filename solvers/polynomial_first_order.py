@@ -474,14 +474,19 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
     def value(W: Tensor) -> Tensor:
         return F(W, False)[0].to(torch.float64)
 
+    def relative_stationarity(W: Tensor, stepped: Tensor, g: Tensor) -> float:
+        """The gradient mapping ``(W − stepped)/step`` of the projected step ``stepped`` from
+        ``W`` along the gradient ``g``, in norm over ``max(1, ‖g‖)`` (module docstring,
+        "Stopping")."""
+        gmap = float(torch.linalg.vector_norm((stepped - W) / per_block(step, W, 1)))
+        return gmap / max(1.0, float(torch.linalg.vector_norm(g)))
+
     def stationarity_at(W: Tensor) -> float:
         """The relative stationarity at ``W`` itself (the iterations measure it at the
         extrapolated point, where momentum can keep it high at an optimum)."""
         g = F(W, True)[1]
         assert g is not None
-        gmap = float(torch.linalg.vector_norm((project(W - per_block(step, W, 1) * g) - W)
-                                              / per_block(step, W, 1)))
-        return gmap / max(1.0, float(torch.linalg.vector_norm(g)))
+        return relative_stationarity(W, project(W - per_block(step, W, 1) * g), g)
 
     def at_floor() -> bool:
         """Whether the smoothing has reached its final width (the final stage)."""
@@ -501,11 +506,11 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
             exact_steps.append((final_iterations, exact))
 
     with single_threaded_if_small(program.X.shape[0] * C * d, device):
-        if centred and start_point is not None and start_duals is None:
-            start_duals = np.full((program.X.shape[0], C), np.nan)
-        if centred and start_duals is not None:
-            data.set_duals(np.nan_to_num(start_duals, nan=0.0))
-            if np.isnan(start_duals).any():
+        if centred and start_point is not None:  # (a warm start's duals come with its point)
+            given = start_duals if start_duals is not None else np.full(
+                (program.X.shape[0], C), np.nan)
+            data.set_duals(np.nan_to_num(given, nan=0.0))
+            if np.isnan(given).any():
                 # samples without an estimate get the smoothed hinge's maximiser at the start
                 # point, one step of the method of multipliers from 0 (module docstring, "Dual
                 # centres"); the others keep theirs
@@ -513,7 +518,7 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
                 counter["eigh"] += int(data.radius > 0)
                 stepped = data.duals()
                 assert stepped is not None
-                data.set_duals(np.where(np.isnan(start_duals), stepped, start_duals))
+                data.set_duals(np.where(np.isnan(given), stepped, given))
         fx = value(x)
         try:
             while not zero_certificate:
@@ -531,8 +536,7 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
                     block_dim=1)
                 budget.tick()
                 iterations = budget.iterations
-                gmap = float(torch.linalg.vector_norm((x_new - y) / per_block(step, y, 1)))
-                stationarity = gmap / max(1.0, float(torch.linalg.vector_norm(gy)))
+                stationarity = relative_stationarity(y, x_new, gy)
                 # momentum (Scheinberg–Goldfarb–Bai update with varying L) and adaptive
                 # restart, per output
                 restart = gradient_restart(y, x_new, x, block_dim=1) | (f_new > fx).cpu()
