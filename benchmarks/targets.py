@@ -30,9 +30,10 @@ robust-sdp-breast-cancer. Kuelbs, Lall & Pilanci's breast-cancer protocol (ℓ2-
 
 robust-sdp-10k. The scale issue's target 2 instance, target 3's ℓ2-robust program (10 classes,
    balanced planted labels, d = 128, n = 10,000, hinge, β = 1e-3, r = 0.1): 120-s
-   accelerated-gradient solves (``tol`` 1e-3) in float64 without and with screening
-   (``polynomial_objective.SCREEN_MIN_ELEMENTS``) and in float32 with screening — iterations,
-   objective, time per evaluation and the share of worst cases that screening skipped — and a
+   accelerated-gradient solves (``tol`` 1e-3) in float64 without and with screening and the
+   working set (both on from ``polynomial_objective.SCREEN_MIN_ELEMENTS``) and in float32 with
+   them — iterations, objective, time per evaluation and the share of worst cases skipped (by
+   screening, or left out of the working set) — and a
    120-s factored solve (``method="factored"``, ``dtype="auto"``); the float32 solve continued
    from its state (point, smoothing stage and the hinge's dual estimates) for 360 s more is the
    reference (a 4× longer run). Met when

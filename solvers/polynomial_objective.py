@@ -43,6 +43,20 @@ of each.
   way most one-vs-all rows are far from the margin, so a robust evaluation of a large program costs
   little more than a nominal one; below :data:`SCREEN_MIN_ELEMENTS` rows × features it is off (the
   evaluation is dispatch-bound there).
+* **Working set.** Near an optimum most (sample, output) pairs of a one-vs-all hinge have a
+  margin well above 1 and contribute nothing (about four in five on target 2's instance of
+  benchmarks/targets.py, robust-sdp-10k), while nearly every sample is near the margin of some
+  output. :func:`restrict` keeps, per output, the pairs whose margin at the last evaluation over
+  all samples (``objective(..., full=True)`` or :func:`update_duals`, which record them) was below
+  ``1 + slack`` or whose dual estimate is positive, gathered per output into ``(C, m, d)``
+  blocks; :func:`objective` then sums over them only (the contraction ``XV``, the worst cases and
+  the outer products: O(m C d²) instead of O(n C d²)). A pair left out has estimate 0 and margin
+  at least 1, where the hinge smoothed around 0 is exactly 0 in value and slope, so the working
+  set's objective and gradient are the full ones at every point where the pairs left out still
+  have a margin of at least 1; :func:`restrict` reports the pairs that did not (the caller's
+  stopping rules check there are none where they stop). This is the shrinking of SVM solvers
+  (Joachims, "Making large-scale SVM learning practical", 1999), with the full pass as its
+  check.
 * **Smoothing.** The hinge ``(1 − v)_+`` is replaced by its Huber (Moreau) smoothing of width
   ``μ_s`` (``Loss.value_and_slope``) and the max in ``ρ`` by ``(u₁+u₂)/2 + H_μs((u₁−u₂)/2)``
   (convex, non-decreasing, within ``μ_s/2`` of the max); both stay convex, so the smoothed
@@ -81,9 +95,9 @@ from convexrobust.solvers.data_parallel import Collective, SampleStream, check_b
 from convexrobust.solvers.first_order import auto_dtype, check_first_order_options
 from convexrobust.solvers.solution import Solution
 
-__all__ = ["SCREEN_MIN_ELEMENTS", "ObjectiveData", "batched_trs", "check_solve_options",
-           "lipschitz_estimate", "objective", "objective_data", "update_duals",
-           "warm_start_duals", "warm_start_point"]
+__all__ = ["SCREEN_MIN_ELEMENTS", "ObjectiveData", "WorkingRows", "batched_trs",
+           "check_solve_options", "lipschitz_estimate", "objective", "objective_data",
+           "restrict", "skips_rows", "update_duals", "warm_start_duals", "warm_start_point"]
 
 #: Screening (module docstring) is on for robust programs whose loss vanishes above a margin
 #: (the hinge) once the worst-case rows hold at least this many numbers (samples × outputs ×
@@ -107,6 +121,22 @@ def _huber_abs(s: Tensor, mu: float) -> tuple[Tensor, Tensor]:
 # ----------------------------------------------------------------------------------------
 # the objective and its gradient
 # ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WorkingRows:
+    """One chunk's working set (module docstring, "Working set"), ``m`` slots per output: the
+    chunk's row in every slot ``index`` (m, C), ``mask`` (m, C) 1 where the slot holds a kept
+    pair and 0 where it pads an output with fewer, ``kept`` (n_chunk, C) the pairs kept, the
+    gathered samples ``X`` (C, m, d), targets ``T`` (m, C) and dual estimates ``center``
+    (m, C) or None."""
+
+    index: Tensor
+    mask: Tensor
+    kept: Tensor
+    X: Tensor
+    T: Tensor
+    center: Tensor | None
+
+
 @dataclass
 class ObjectiveData:
     """The program's constants, and its samples as a :class:`SampleStream` (chunks of ``X``
@@ -119,7 +149,9 @@ class ObjectiveData:
     equations (consecutive iterates are close, and so are their multipliers). ``centers`` holds,
     per chunk (m, C), the prox-centres of the hinge's smoothing (:meth:`set_duals`,
     :func:`update_duals`; on :attr:`SampleStream.state_device`), None while it is smoothed
-    around 0."""
+    around 0. ``margins`` holds, per chunk (m, C), the margins of the last evaluation of a
+    margin loss over all samples, and ``working`` the working set :func:`objective` sums over
+    (per chunk; None: all samples; module docstring, "Working set")."""
 
     stream: SampleStream
     comm: Collective
@@ -133,6 +165,11 @@ class ObjectiveData:
     centers: list[Tensor] | None = field(default=None, repr=False)
     scratch: dict[str, Tensor] = field(default_factory=dict, repr=False)
     multipliers: dict[str, Tensor] = field(default_factory=dict, repr=False)
+    margins: list[Tensor] | None = field(default=None, repr=False)
+    working: list[WorkingRows] | None = field(default=None, repr=False)
+    #: the buffers of an evaluation over the working set are its own ("w"), so that it and the
+    #: evaluations over all samples do not reallocate each other's
+    scope: str = field(default="", repr=False)
     rows_solved: int = 0
     rows_total: int = 0
 
@@ -176,8 +213,8 @@ class ObjectiveData:
 
     def buffer(self, key: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
         """An uninitialised tensor of ``shape`` (dtype and device of ``like``), reused across
-        calls with the same ``key`` while the shape stays the same."""
-        return _kept(self.scratch, key, shape, like, None)
+        calls with the same ``key`` (in the same :attr:`scope`) while the shape stays the same."""
+        return _kept(self.scratch, self.scope + key, shape, like, None)
 
 
 def _kept(store: dict[str, Tensor], key: str, shape: tuple[int, ...], like: Tensor,
@@ -388,11 +425,12 @@ def batched_trs(lam: Tensor, gt: Tensor, h: Tensor, radius: float, *, max_iter: 
 
 
 def _worst_case(data: ObjectiveData, X: Tensor, Zt: Tensor, signs: Tensor, evals: Tensor,
-                evecs: Tensor, Y: Tensor | None = None, tag: str = "", chunk: int = 0,
+                evecs: Tensor, Y: Tensor | None = None, tag: str = "", chunk: int | str = 0,
                 need_points: bool = True, screen: float | None = None
                 ) -> tuple[Tensor, Tensor | None]:
     """``v_kc = min_{‖δ‖≤r} s_kc f_c(x_k + δ)`` and the minimising points ``x_k + δ*`` (n, C, d)
-    in the eigenbasis of their class (``Vᵀ(x + δ*)``), for the samples ``X``, from the
+    in the eigenbasis of their class (``Vᵀ(x + δ*)``), for the samples ``X`` (n, d), or (C, n, d)
+    per output (a working set's), from the
     eigendecomposition ``(evals, evecs) = (Λ, V)`` of ``a Z̃1_c`` (one per class), all classes and
     signs in one batched trust-region solve.
 
@@ -404,14 +442,14 @@ def _worst_case(data: ObjectiveData, X: Tensor, Zt: Tensor, signs: Tensor, evals
     are kept for the next evaluation's warm start. ``need_points=False`` (a value-only
     evaluation) returns None for the points. ``screen``: the margin from which rows may be
     skipped (:func:`_screen`), None for none."""
-    d = X.shape[1]
+    d = X.shape[-1]
     z2 = Zt[:, :d, d]
     if Y is None:
         Y = _eigen_coordinates(data, X, evecs)
     shape = Y.shape
     z2t = (0.5 * data.b) * torch.bmm(z2[:, None, :], evecs).squeeze(1)
     gt = torch.mul(Y, evals, out=data.buffer("gt", shape, Y))  # Λy
-    f = _row_dot(gt, Y) + data.b * X @ z2.T + data.c * Zt[:, d, d]
+    f = _row_dot(gt, Y) + data.b * _linear(X, z2) + data.c * Zt[:, d, d]
     gt.add_(z2t).mul_(signs[..., None])
     lam = torch.mul(signs[..., None], evals, out=data.buffer("lam", shape, Y))
     h = signs * f
@@ -486,7 +524,13 @@ def _solve_rows(data: ObjectiveData, lam: Tensor, gt: Tensor, h: Tensor, multipl
 
 
 def _eigen_coordinates(data: ObjectiveData, X: Tensor, evecs: Tensor) -> Tensor:
-    """``Y_kc = V_cᵀ x_k`` (n, C, d): one (n, d) × (d, C d) matrix product."""
+    """``Y_kc = V_cᵀ x_k`` (n, C, d): one (n, d) × (d, C d) matrix product, or for samples per
+    output (C, n, d) one batched product."""
+    if X.ndim == 3:
+        C, n, d = X.shape
+        out = data.buffer("Y", (n, C, d), X)
+        out.transpose(0, 1).copy_(torch.bmm(X, evecs))
+        return out
     n, d = X.shape
     C = evecs.shape[0]
     V = evecs.transpose(0, 1).reshape(d, C * d)
@@ -495,17 +539,40 @@ def _eigen_coordinates(data: ObjectiveData, X: Tensor, evecs: Tensor) -> Tensor:
     return out
 
 
+def _linear(X: Tensor, z: Tensor) -> Tensor:
+    """``x_kᵀ z_c`` (n, C) for samples ``X`` (n, d), or (C, n, d) per output, and ``z`` (C, d)."""
+    if X.ndim == 3:
+        return torch.bmm(X, z[:, :, None]).squeeze(-1).T
+    return X @ z.T
+
+
+def _quadratic(X: Tensor, Q: Tensor) -> Tensor:
+    """``x_kᵀ Q_c x_k`` (n, C) for samples ``X`` (n, d), or (C, n, d) per output, and ``Q``
+    (C, d, d)."""
+    if X.ndim == 3:
+        return torch.einsum("cnd,cde,cne->nc", X, Q, X)
+    return torch.einsum("nd,cde,ne->nc", X, Q, X)
+
+
 def _chunk_terms(data: ObjectiveData, X: Tensor, T: Tensor, Zt: Tensor,
                  eig: tuple[Tensor, Tensor] | None, mu: float, need_grad: bool,
-                 chunk: int = 0, update: bool = False
+                 chunk: int = 0, update: bool = False, rows: WorkingRows | None = None
                  ) -> tuple[Tensor, Tensor | None, tuple[Tensor, Tensor] | None]:
     """For the samples ``X``, ``T`` of chunk number ``chunk``: the summed smoothed loss of every
     output (C,), (``need_grad``) its gradient with respect to ``Z̃`` divided by the global n,
     ``Σ_k w_k A(x_k + δ*_k)``, and (``update``, margin losses) the summed exact loss (C,) with
-    the chunk's next prox-centres, the smoothed hinge's maximisers ``θ*`` (:func:`update_duals`)."""
+    the chunk's next prox-centres, the smoothed hinge's maximisers ``θ*`` (:func:`update_duals`).
+    With ``rows`` the chunk's working set (``X``, ``T`` its own) the sums run over its kept
+    pairs; without, a margin loss's margins are recorded in ``data.margins``."""
     n = data.stream.n_global
-    d = X.shape[1]
-    center = None if data.centers is None else data.centers[chunk].to(X.device)
+    d = X.shape[-1]
+    if rows is not None:
+        center = rows.center
+        # the pairs left out count as skipped worst cases
+        data.rows_total += rows.kept.numel() - rows.mask.numel()
+    else:
+        center = None if data.centers is None else data.centers[chunk].to(X.device)
+    key: int | str = f"w{chunk}" if rows is not None else chunk  # its own TRS multipliers
     screen = data.screen
     if screen is not None and center is not None and mu > 0:
         # the hinge's slope −θ* = −clamp(θ̄ + (1 − v)/μ, 0, 1) vanishes from v = 1 + μθ̄ on
@@ -516,9 +583,9 @@ def _chunk_terms(data: ObjectiveData, X: Tensor, T: Tensor, Zt: Tensor,
             ones = torch.ones_like(T)
             Y = _eigen_coordinates(data, X, eig[1])
             # min f, and min −f = −max f
-            lo, p_lo = _worst_case(data, X, Zt, ones, *eig, Y=Y, tag="+", chunk=chunk,
+            lo, p_lo = _worst_case(data, X, Zt, ones, *eig, Y=Y, tag="+", chunk=key,
                                    need_points=need_grad, screen=screen)
-            nhi, p_hi = _worst_case(data, X, Zt, -ones, *eig, Y=Y, tag="-", chunk=chunk,
+            nhi, p_hi = _worst_case(data, X, Zt, -ones, *eig, Y=Y, tag="-", chunk=key,
                                      need_points=need_grad, screen=screen)
             u1, u2 = T - lo, -nhi - T
             h, dh = _huber_abs(0.5 * (u1 - u2), mu)
@@ -527,19 +594,23 @@ def _chunk_terms(data: ObjectiveData, X: Tensor, T: Tensor, Zt: Tensor,
             p = 0.5 + 0.5 * dh  # ∂ρ/∂u1
             grad_lo, grad_nhi = -rho * p / n, -rho * (1 - p) / n
         else:
-            f = data.a * torch.einsum("nd,cde,ne->nc", X, Zt[:, :d, :d], X) \
-                + data.b * X @ Zt[:, :d, d].T + data.c * Zt[:, d, d]
+            f = data.a * _quadratic(X, Zt[:, :d, :d]) + data.b * _linear(X, Zt[:, :d, d]) \
+                + data.c * Zt[:, d, d]
             value = 0.5 * (T - f).square()
             w = (f - T) / n
     else:
         if eig is not None:
-            v, pts = _worst_case(data, X, Zt, T, *eig, chunk=chunk, need_points=need_grad,
+            v, pts = _worst_case(data, X, Zt, T, *eig, chunk=key, need_points=need_grad,
                                  screen=screen)
         else:
-            f = data.a * torch.einsum("nd,cde,ne->nc", X, Zt[:, :d, :d], X) \
-                + data.b * X @ Zt[:, :d, d].T + data.c * Zt[:, d, d]
+            f = data.a * _quadratic(X, Zt[:, :d, :d]) + data.b * _linear(X, Zt[:, :d, d]) \
+                + data.c * Zt[:, d, d]
             v = T * f
         value, dv = data.loss.value_and_slope(v, mu, center=center)
+        if rows is not None:  # padding slots count nothing
+            value, dv = value * rows.mask, dv * rows.mask
+        elif data.margins is not None:
+            data.margins[chunk] = v.to(data.stream.state_device)
         if update:
             update_terms = (data.loss.value_and_slope(v, 0.0)[0].sum(0),
                             dv.neg().to(data.stream.state_device))
@@ -552,20 +623,73 @@ def _chunk_terms(data: ObjectiveData, X: Tensor, T: Tensor, Zt: Tensor,
     elif eig is not None:
         Gt = _lifted_sum(data, pts, w, eig[1])
     else:
-        Gt = _lifted_sum(data, X, w)
+        Gt = _lifted_sum(data, X.transpose(0, 1) if X.ndim == 3 else X, w)
     return value.sum(0), Gt, update_terms
 
 
-def objective(data: ObjectiveData, W: Tensor, mu: float, need_grad: bool
-               ) -> tuple[Tensor, Tensor | None, int]:
+def objective(data: ObjectiveData, W: Tensor, mu: float, need_grad: bool, *,
+              full: bool = False) -> tuple[Tensor, Tensor | None, int]:
     """Smoothed objective at ``W = stack(Z, Z')`` (2, C, D, D) per output (C,: the program is a
     sum of C independent programs, one per output), its gradient, and the number of ``eigh``
     calls made (for the cost accounting). The eigendecomposition is shared by all
     samples; the sums over samples run over the chunks of this rank's shard and are then
     all-reduced (:mod:`~convexrobust.solvers.data_parallel`). The hinge is smoothed around
-    ``data.centers`` when set."""
-    total, grad, _, calls = _evaluate(data, W, mu, need_grad, update=False)
+    ``data.centers`` when set. The sums run over ``data.working`` when it is set and not
+    ``full`` (module docstring, "Working set"); over all samples, a margin loss's margins are
+    recorded for :func:`restrict`."""
+    total, grad, _, calls = _evaluate(data, W, mu, need_grad, update=False, full=full)
     return total, grad, calls
+
+
+def restrict(data: ObjectiveData, slack: float, max_fraction: float) -> tuple[float, int]:
+    """The working set of the margins recorded by the last evaluation over all samples (module
+    docstring, "Working set"): per output, the pairs with a margin below ``zero_from + slack``
+    or a positive dual estimate. It is used (``data.working``) when it holds at most
+    ``max_fraction`` of the pairs, else every evaluation sums over all samples. Returns the
+    fraction kept and the number of pairs the previous working set left out whose margin was
+    below ``zero_from`` there, where its objective was not the full one (summed over ranks)."""
+    zero_from = data.loss.zero_from
+    if zero_from is None or not data.loss.margin or data.margins is None \
+            or any(v is None for v in data.margins):
+        raise InvalidInputError("restrict needs the margins of an evaluation of the hinge "
+                                "over all samples")
+    old = data.working
+    keeps, missed = [], 0
+    for index, v in enumerate(data.margins):
+        keep = v < zero_from + slack
+        if data.centers is not None:
+            keep |= data.centers[index] > 0
+        if old is not None:
+            missed += int(((v < zero_from) & ~old[index].kept).sum())
+        keeps.append(keep)
+    kept = sum(int(k.sum()) for k in keeps)
+    fraction = kept / max(sum(k.numel() for k in keeps), 1)
+    (missed_t,) = data.comm.sum(torch.tensor([float(missed)], dtype=torch.float64,
+                                             device=data.stream.device))
+    if fraction > max_fraction:
+        data.working = None
+        return fraction, int(missed_t.item())
+    working = []
+    for index, (chunk, kept_pairs) in enumerate(zip(data.stream, keeps, strict=True)):
+        X, T = chunk["X"], chunk["T"]
+        keep = kept_pairs.to(X.device)
+        m = max(int(keep.sum(0).max()), 1)
+        # per output, the kept rows first (a stable sort), then unkept ones as padding
+        index_t = torch.argsort((~keep).to(torch.int8), dim=0, stable=True)[:m]
+        mask = (torch.arange(m, device=X.device)[:, None] < keep.sum(0)[None, :]).to(X.dtype)
+        C = keep.shape[1]
+        gathered = X[index_t.T.reshape(-1)].reshape(C, m, X.shape[1])
+        center = None if data.centers is None else data.centers[index].to(X.device).gather(
+            0, index_t)
+        for tag in ("", "+", "-"):  # the rows' TRS multipliers warm-start theirs
+            full = data.multipliers.get(f"{tag}{index}")
+            if full is not None and full.shape[:2] == keep.shape:
+                data.multipliers[f"{tag}w{index}"] = full.gather(
+                    0, index_t[..., None].to(full.device))
+        working.append(WorkingRows(index=index_t, mask=mask, kept=kept_pairs, X=gathered,
+                                   T=T.gather(0, index_t), center=center))
+    data.working = working
+    return fraction, int(missed_t.item())
 
 
 def update_duals(data: ObjectiveData, W: Tensor, mu: float) -> tuple[Tensor, Tensor]:
@@ -578,15 +702,15 @@ def update_duals(data: ObjectiveData, W: Tensor, mu: float) -> tuple[Tensor, Ten
     one."""
     if not data.loss.margin:
         raise InvalidInputError(f"update_duals takes a margin loss, not {data.loss.name}")
-    smoothed, _, exact, _ = _evaluate(data, W, mu, False, update=True)
+    smoothed, _, exact, _ = _evaluate(data, W, mu, False, update=True, full=True)
     assert exact is not None
     return smoothed, exact
 
 
-def _evaluate(data: ObjectiveData, W: Tensor, mu: float, need_grad: bool, update: bool
-              ) -> tuple[Tensor, Tensor | None, Tensor | None, int]:
-    """:func:`objective`, and with ``update`` (margin losses, no gradient) the exact objective
-    per output, the centres replaced as :func:`update_duals` says."""
+def _evaluate(data: ObjectiveData, W: Tensor, mu: float, need_grad: bool, update: bool,
+              full: bool) -> tuple[Tensor, Tensor | None, Tensor | None, int]:
+    """:func:`objective`, and with ``update`` (margin losses, no gradient, all samples) the exact
+    objective per output, the centres replaced as :func:`update_duals` says."""
     C, D = W.shape[1], W.shape[2]
     d = D - 1
     Zt = W[0] - W[1]
@@ -599,9 +723,15 @@ def _evaluate(data: ObjectiveData, W: Tensor, mu: float, need_grad: bool, update
     exact = torch.zeros(C, dtype=W.dtype, device=W.device) if update else None
     Gt = torch.zeros((C, D, D), dtype=W.dtype, device=W.device) if need_grad else None
     centers = []
-    for index, chunk in enumerate(data.stream):
-        value, G, update_terms = _chunk_terms(data, chunk["X"], chunk["T"], Zt, eig, mu,
-                                              need_grad, index, update)
+    working = data.working if not full else None
+    if working is None and data.loss.margin:
+        data.margins = [None] * len(data.stream)  # type: ignore[list-item]
+    parts = ((rows.X, rows.T, rows) for rows in working) if working is not None \
+        else ((chunk["X"], chunk["T"], None) for chunk in data.stream)
+    data.scope = "w" if working is not None else ""
+    for index, (X, T, rows) in enumerate(parts):
+        value, G, update_terms = _chunk_terms(data, X, T, Zt, eig, mu, need_grad, index,
+                                              update, rows)
         total = total + value
         if Gt is not None:
             Gt = Gt + G
@@ -706,6 +836,13 @@ def check_solve_options(program: object, solver: str, *, tol: object, max_iters:
     return dtype  # type: ignore[return-value]
 
 
+def skips_rows(program: ConvexPolynomial) -> bool:
+    """Whether ``program`` is large enough for an evaluation to gain by skipping rows (screening,
+    the working set: module docstring): at least :data:`SCREEN_MIN_ELEMENTS` samples × outputs
+    × features (read at call time)."""
+    return program.X.shape[0] * program.n_outputs * program.n_features >= SCREEN_MIN_ELEMENTS
+
+
 def objective_data(program: ConvexPolynomial, *, dtype: torch.dtype, device: torch.device,
                    batch_size: int | str | None, comm: Collective) -> ObjectiveData:
     """The :class:`ObjectiveData` of ``program``: its samples streamed in ``batch_size`` chunks
@@ -724,8 +861,7 @@ def objective_data(program: ConvexPolynomial, *, dtype: torch.dtype, device: tor
                             collective=comm, bytes_per_sample=per_sample),
         comm=comm, radius=float(program.l2_radius), loss=loss,
         beta=float(program.beta), a=float(act.a), b=float(act.b), c=float(act.c),
-        screen=loss.zero_from if program.l2_radius > 0
-        and program.X.shape[0] * C * d >= SCREEN_MIN_ELEMENTS else None,
+        screen=loss.zero_from if program.l2_radius > 0 and skips_rows(program) else None,
     )
 
 

@@ -242,6 +242,59 @@ def test_screening_keeps_objective_and_gradient():
     assert plain.rows_solved == plain.rows_total
 
 
+@pytest.mark.parametrize(("threat", "batch_size"), [(cr.L2(0.1), None), (cr.L2(0.1), 13),
+                                                   (None, None)])
+def test_working_set_keeps_objective_and_gradient_where_its_margins_hold(threat, batch_size):
+    """The working set's objective and gradient are the full ones at the point it was built
+    from and near it (the pairs left out have a margin above 1), for every chunking; its rows
+    are fewer; far away, where left-out pairs cross the margin, the rebuild reports them."""
+    from convexrobust.solvers.polynomial_objective import objective, restrict
+
+    X, y = three_class_data(60, 4)
+    program = cr.ConvexPolynomial(X, y, loss="hinge", beta=1e-2, threat=threat)
+    solution = solve_polynomial_torch(program, tol=1e-3, accept_inaccurate=True)
+    W = torch.stack([torch.as_tensor(solution.values["Z"]), torch.as_tensor(solution.values["Zp"])])
+    data = _robust_data(program, batch_size)
+    if threat is not None:
+        data.screen = 1.0  # screening inside the working set too
+    data.set_duals(np.where(np.arange(60)[:, None] % 7 == 0, 0.5, 0.0) * np.ones((1, 3)))
+    val, grad, _ = objective(data, W, 0.1, True)  # over all samples: records the margins
+    with pytest.raises(cr.InvalidInputError):  # nothing to build from without margins
+        restrict(_robust_data(program, batch_size), 0.2, 1.0)
+    fraction, missed = restrict(data, 0.2, 1.0)
+    assert 0 < fraction < 0.8 and missed == 0
+    assert data.working is not None
+    gen = torch.Generator().manual_seed(3)
+    for k in range(3):
+        E = torch.randn(W.shape, generator=gen, dtype=torch.float64)
+        point = W + 1e-4 * k * (E + E.transpose(-1, -2))
+        full_val, full_grad, _ = objective(data, point, 0.1, True, full=True)
+        val_w, grad_w, _ = objective(data, point, 0.1, True)
+        torch.testing.assert_close(val_w, full_val, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(grad_w, full_grad, rtol=1e-10, atol=1e-12)
+    # a value-only evaluation agrees too
+    torch.testing.assert_close(objective(data, W, 0.1, False)[0], val, rtol=1e-12, atol=1e-12)
+    # at the zero network every margin is 0: the pairs left out are all missed, and then kept
+    objective(data, torch.zeros_like(W), 0.1, False, full=True)
+    fraction, missed = restrict(data, 0.2, 1.0)
+    assert missed > 0 and fraction == 1.0
+    # a set holding more than max_fraction is not used
+    assert restrict(data, 0.2, 0.5)[0] == 1.0 and data.working is None
+
+
+@pytest.mark.parametrize("threat", [None, cr.L2(0.1)])
+def test_working_set_solves_reach_clarabel(threat, monkeypatch):
+    """With the working set on for a small program (it is for large ones), the accelerated
+    gradient still reaches Clarabel's optimum, and used it."""
+    from convexrobust.solvers import polynomial_objective
+
+    monkeypatch.setattr(polynomial_objective, "SCREEN_MIN_ELEMENTS", 0)
+    X, y = three_class_data(80, 3)
+    program = cr.ConvexPolynomial(X, y, loss="hinge", beta=1e-2, threat=threat)
+    solution = _check_against_clarabel(program)
+    assert solution.info["working_set"] < 1.0
+
+
 # ------------------------------------------------------------------ agreement with Clarabel
 BINARY = [
     (loss, threat, linf)
