@@ -44,9 +44,9 @@ of each.
   little more than a nominal one; below :data:`SCREEN_MIN_ELEMENTS` rows × features it is off (the
   evaluation is dispatch-bound there).
 * **Working set.** Near an optimum most (sample, output) pairs of a one-vs-all hinge have a
-  margin well above 1 and contribute nothing (about four in five on target 2's instance of
-  benchmarks/targets.py, robust-sdp-10k), while nearly every sample is near the margin of some
-  output. :func:`restrict` keeps, per output, the pairs whose margin at the last evaluation over
+  margin well above 1 and contribute nothing, while nearly every sample is near the margin of
+  some output (screening skips a pair's worst case, not its share of the contractions over all
+  samples). :func:`restrict` keeps, per output, the pairs whose margin at the last evaluation over
   all samples (``objective(..., full=True)`` or :func:`update_duals`, which record them) was below
   ``1 + slack`` or whose dual estimate is positive, gathered per output into ``(C, m, d)``
   blocks; :func:`objective` then sums over them only (the contraction ``XV``, the worst cases and
@@ -72,8 +72,8 @@ O(n·C·d²) for the TRS data, the losses and the outer-product gradients
 roughly two dozen in-place elementwise passes over (n, C, d) work buffers kept between
 evaluations (the Newton passes of the secular equation only over the rows not yet converged;
 the hard-case candidate only for the few rows that can need it), so a robust evaluation costs a
-small constant factor more than a nominal one (benchmarks/targets.py, target 3, measures it).
-The sums over samples run over the chunks of a :class:`SampleStream` and are all-reduced over
+small constant factor more than a nominal one (benchmarks/targets.py, target 3, measures it);
+over a working set of m slots per output, n becomes m. The sums over samples run over the chunks of a :class:`SampleStream` and are all-reduced over
 the ranks of a distributed run (:mod:`~convexrobust.solvers.data_parallel`).
 """
 
