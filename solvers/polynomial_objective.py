@@ -73,8 +73,9 @@ roughly two dozen in-place elementwise passes over (n, C, d) work buffers kept b
 evaluations (the Newton passes of the secular equation only over the rows not yet converged;
 the hard-case candidate only for the few rows that can need it), so a robust evaluation costs a
 small constant factor more than a nominal one (benchmarks/targets.py, target 3, measures it);
-over a working set of m slots per output, n becomes m. The sums over samples run over the chunks of a :class:`SampleStream` and are all-reduced over
-the ranks of a distributed run (:mod:`~convexrobust.solvers.data_parallel`).
+over a working set of m slots per output, n becomes m. The sums over samples run over the
+chunks of a :class:`SampleStream` and are all-reduced over the ranks of a distributed run
+(:mod:`~convexrobust.solvers.data_parallel`).
 """
 
 from __future__ import annotations
