@@ -373,22 +373,25 @@ def per_block(v: torch.Tensor, like: torch.Tensor, block_dim: int) -> torch.Tens
 
 def blockwise_backtracking_step(y: torch.Tensor, fy: torch.Tensor, gy: torch.Tensor,
                                 step: torch.Tensor,
-                                prox: Callable[[torch.Tensor], torch.Tensor],
-                                value: Callable[[torch.Tensor], torch.Tensor],
+                                prox: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
+                                value: Callable[[torch.Tensor, torch.Tensor | None],
+                                                torch.Tensor],
                                 slack: torch.Tensor, block_dim: int
                                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`backtracking_step` for a separable objective ``f = Σ_b f_b(x_b)`` whose blocks
     ``x_b`` are the slices of ``y`` along ``block_dim`` and whose constraint set is a product
     over the blocks (e.g. the C one-vs-all programs of a polynomial head): every block has its
     own step ``step_b`` (B,), halved until its own quadratic model holds,
-    ``f_b(x⁺_b) ≤ f_b(y_b) + ⟨∇f_b, x⁺_b − y_b⟩ + ‖x⁺_b − y_b‖²/(2·step_b) + slack_b``. ``value``
-    returns the B block values at once, so a backtrack costs one evaluation however many
-    blocks it halves; a block whose model holds keeps its point. Returns
-    ``(x⁺, f(x⁺) (B,), step (B,))``. A step that does not fit one block no longer shrinks the
-    others' (a single step must fit the stiffest block)."""
+    ``f_b(x⁺_b) ≤ f_b(y_b) + ⟨∇f_b, x⁺_b − y_b⟩ + ‖x⁺_b − y_b‖²/(2·step_b) + slack_b``.
+    ``prox(v, blocks)`` and ``value(x, blocks)`` take the slices ``blocks`` (indices along
+    ``block_dim``, or None: all) of a point and return their projection and their block
+    values; a backtrack projects and evaluates only the blocks whose model failed (one
+    evaluation however many it halves, of those blocks alone), and a block whose model holds
+    keeps its point. Returns ``(x⁺, f(x⁺) (B,), step (B,))``. A step that does not fit one
+    block no longer shrinks the others' (a single step must fit the stiffest block)."""
     step = step.clone()
-    x_new = prox(y - per_block(step, y, block_dim) * gy)
-    f_new = value(x_new)
+    x_new = prox(y - per_block(step, y, block_dim) * gy, None)
+    f_new = value(x_new, None)
     while True:
         d = x_new - y
         model = fy + block_sums(gy * d, block_dim) + block_sums(d.square(), block_dim) / (
@@ -397,9 +400,12 @@ def blockwise_backtracking_step(y: torch.Tensor, fy: torch.Tensor, gy: torch.Ten
         if bool(ok.all()):
             return x_new, f_new, step
         step = torch.where(ok, step, 0.5 * step)
-        keep = per_block(ok, y, block_dim).bool()
-        x_new = torch.where(keep, x_new, prox(y - per_block(step, y, block_dim) * gy))
-        f_new = torch.where(ok, f_new, value(x_new))
+        failed = (~ok).nonzero().squeeze(-1)
+        y_b = y.index_select(block_dim, failed)
+        x_b = prox(y_b - per_block(step[failed], y_b, block_dim)
+                   * gy.index_select(block_dim, failed), failed)
+        x_new = x_new.index_copy(block_dim, failed, x_b)
+        f_new = f_new.index_copy(0, failed, value(x_b, failed))
 
 
 class Momentum:

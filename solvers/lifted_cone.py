@@ -143,7 +143,8 @@ def project_lifted_cone(Y: Tensor, mu0: Tensor | None = None, *, max_iter: int =
 
     Returns ``(Z, μ)`` with ``Z = Π_PSD(Y − μG)`` and ``μ`` (B,) the root of the
     non-increasing ``φ(μ) = ⟨G, Π_PSD(Y − μG)⟩`` found by Newton steps safeguarded by a
-    bisection bracket (warm start ``mu0``). One batched ``eigh`` per step. The root is accepted
+    bisection bracket (warm start ``mu0``). One batched ``eigh`` per step, of the matrices
+    whose root is not yet accepted. The root is accepted
     when ``|φ| ≤ max(8·eps·D, rtol)·‖Y‖_F`` (``rtol > 0``: an inexact projection, still exactly
     PSD, whose trace equality holds to that tolerance).
 
@@ -162,9 +163,9 @@ def project_lifted_cone(Y: Tensor, mu0: Tensor | None = None, *, max_iter: int =
     ftol = max(8.0 * eps * D, rtol) * scale
     tiny = torch.finfo(dtype).tiny
 
-    def phi_at(mu: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``φ(μ)`` and the eigendecomposition of ``Y − μG``."""
-        M = Y.clone()
+    def phi_at(mu: Tensor, rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``φ(μ)`` and the eigendecomposition of ``Y − μG`` for the matrices ``rows``."""
+        M = Y[rows]
         M.diagonal(dim1=-2, dim2=-1).sub_(mu[:, None] * g)
         lam, Q = torch.linalg.eigh(M)
         # with q the last row of Q, QᵀGQ = I − 2qqᵀ (G = I − 2e_De_Dᵀ): φ = Σ λᵢ⁺(1 − 2qᵢ²)
@@ -187,7 +188,7 @@ def project_lifted_cone(Y: Tensor, mu0: Tensor | None = None, *, max_iter: int =
         phi_at, slope_at = _general_phi(Y, G.to(dtype=dtype, device=device))
 
     mu = torch.zeros(B, dtype=dtype, device=device) if mu0 is None else mu0.clone()
-    phi, lam, Q = phi_at(mu)
+    phi, lam, Q = phi_at(mu, torch.arange(B, device=device))
     lo = torch.full_like(mu, -math.inf)  # φ(lo) > 0
     hi = torch.full_like(mu, math.inf)  # φ(hi) < 0
     for step_number in range(max_iter):
@@ -214,19 +215,23 @@ def project_lifted_cone(Y: Tensor, mu0: Tensor | None = None, *, max_iter: int =
             if bool(done.all()):
                 break
         mu = torch.where(done, mu, new)
-        phi, lam, Q = phi_at(mu)
+        rows = (~done).nonzero().squeeze(-1)
+        phi_r, lam_r, Q_r = phi_at(mu[rows], rows)
+        phi, lam, Q = phi.index_copy(0, rows, phi_r), lam.index_copy(0, rows, lam_r), \
+            Q.index_copy(0, rows, Q_r)
     return _psd_part(lam, Q), mu
 
 
 def _general_phi(Y: Tensor, G: Tensor) -> tuple[
-        Callable[[Tensor], tuple[Tensor, Tensor, Tensor]], Callable[[Tensor, Tensor], Tensor]]:
+        Callable[[Tensor, Tensor], tuple[Tensor, Tensor, Tensor]],
+        Callable[[Tensor, Tensor], Tensor]]:
     """``φ`` and ``φ'`` of :func:`project_lifted_cone` for a general symmetric ``G``:
     ``φ(μ) = Σᵢ λᵢ⁺ Hᵢᵢ`` and ``φ'(μ) = −Σ_ij Γ_ij H_ij²`` with ``H = QᵀGQ`` in the eigenbasis
     of ``Y − μG``."""
     tiny = torch.finfo(Y.dtype).tiny
 
-    def phi_at(mu: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        lam, Q = torch.linalg.eigh(Y - mu[:, None, None] * G)
+    def phi_at(mu: Tensor, rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        lam, Q = torch.linalg.eigh(Y[rows] - mu[:, None, None] * G)
         H_diag = ((G @ Q) * Q).sum(-2)  # qᵢᵀGqᵢ
         return (lam.clamp_min(0.0) * H_diag).sum(-1), lam, Q
 

@@ -13,7 +13,8 @@ shared one of :mod:`~convexrobust.solvers.first_order` (``blockwise_backtracking
 * **Outputs.** The program is a sum of C independent programs, one per output (its
   ``(Z_c, Z'_c)``, its loss column, its share of the penalty; the one-vs-all hinge separates
   this way), and the iteration runs them as one batched tensor program in which every output
-  keeps its own step (backtracking halves only the outputs whose own quadratic model fails,
+  keeps its own step (backtracking halves, projects again and evaluates again only the outputs
+  whose own quadratic model fails,
   :func:`~convexrobust.solvers.first_order.blockwise_backtracking_step`), its own momentum and
   its own restarts. One step for all would have to fit the stiffest output (the outputs'
   Lipschitz estimates differ by 20× on CIFAR-10 features), and one output's restart would
@@ -101,8 +102,10 @@ data's norm (tests/test_torch_polynomial.py, the robust plateau case) the whiten
 1.7× the plain one's iterations, and whitened by the samples alone it stayed at the zero network's
 kink.
 
-Per iteration: about two evaluations of the objective (with backtracking) and a few batched
-``eigh`` of the 2C lifted ``(d+1)×(d+1)`` matrices for the projection.
+Per iteration: an evaluation of the objective and its gradient at the extrapolated point, one
+of the objective at the new point, and for the outputs whose step failed one more each; a few
+batched ``eigh`` of the 2C lifted ``(d+1)×(d+1)`` matrices for the projection (after the first,
+only of the matrices whose trace multiplier is not yet found).
 
 Stopping: the relative gradient-mapping norm ``‖L(y − Π_K(y − ∇F(y)/L))‖ / max(1, ‖∇F(y)‖)``
 of the final smoothing stage below ``tol`` with the objective no longer moving (relative change
@@ -441,17 +444,25 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
     def to_z(W: Tensor) -> Tensor:
         return S @ W @ S if precondition else W
 
-    def F(W: Tensor, need_grad: bool, full: bool = False) -> tuple[Tensor, Tensor | None]:
-        val, grad, k = objective(data, to_z(W), mu_s, need_grad, full=full)
+    def F(W: Tensor, need_grad: bool, full: bool = False, outputs: Tensor | None = None
+          ) -> tuple[Tensor, Tensor | None]:
+        val, grad, k = objective(data, to_z(W), mu_s, need_grad, full=full, outputs=outputs)
         counter["eigh"] += k
         return val, None if grad is None else to_z(grad)  # ∇_W F = S ∇_Z F S
 
-    proj_mu = torch.zeros(2 * C, dtype=dtype, device=device)
+    proj_mu = torch.zeros(2, C, dtype=dtype, device=device)  # per matrix, the last projection's
 
-    def project(Y: Tensor) -> Tensor:
-        nonlocal proj_mu
-        Zp, proj_mu = project_lifted_cone(Y.reshape(2 * C, D, D), proj_mu, G=G_w)
-        return Zp.reshape(2, C, D, D)
+    def project(Y: Tensor, outputs: Tensor | None = None) -> Tensor:
+        """Y (2, C', D, D) onto K, for all outputs or (``outputs``) those it holds; the
+        multipliers of the last projection of each output warm-start its next."""
+        k = Y.shape[1]
+        mu0 = proj_mu if outputs is None else proj_mu[:, outputs]
+        Zp, mu = project_lifted_cone(Y.reshape(2 * k, D, D), mu0.reshape(-1), G=G_w)
+        if outputs is None:
+            proj_mu.copy_(mu.reshape(2, C))
+        else:
+            proj_mu[:, outputs] = mu.reshape(2, k)
+        return Zp.reshape(2, k, D, D)
 
     x = torch.zeros(2, C, D, D, dtype=dtype, device=device)
     if start_point is not None:
@@ -496,8 +507,9 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
         return {"options": options, "iterations": budget.iterations, "smoothing": mu_s,
                 "objective": float(fx.sum()), "stationarity": stationarity}
 
-    def value(W: Tensor) -> Tensor:
-        return F(W, False)[0].to(torch.float64)
+    def value(W: Tensor, outputs: Tensor | None = None) -> Tensor:
+        """The objective per output at ``W``, of all outputs or of those ``W`` holds."""
+        return F(W, False, outputs=outputs)[0].to(torch.float64)
 
     def relative_stationarity(W: Tensor, stepped: Tensor, g: Tensor) -> float:
         """The gradient mapping ``(W − stepped)/step`` of the projected step ``stepped`` from

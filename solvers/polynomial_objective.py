@@ -524,13 +524,22 @@ def _solve_rows(data: ObjectiveData, lam: Tensor, gt: Tensor, h: Tensor, multipl
     return values, points
 
 
+def _output_rows(rows: WorkingRows, outputs: Tensor) -> WorkingRows:
+    """The part of a working set that belongs to ``outputs``."""
+    return WorkingRows(index=rows.index[:, outputs], mask=rows.mask[:, outputs],
+                       kept=rows.kept[:, outputs.to(rows.kept.device)], X=rows.X[outputs],
+                       T=rows.T[:, outputs],
+                       center=None if rows.center is None else rows.center[:, outputs])
+
+
 def _eigen_coordinates(data: ObjectiveData, X: Tensor, evecs: Tensor) -> Tensor:
     """``Y_kc = V_cᵀ x_k`` (n, C, d): one (n, d) × (d, C d) matrix product, or for samples per
     output (C, n, d) one batched product."""
     if X.ndim == 3:
         C, n, d = X.shape
         out = data.buffer("Y", (n, C, d), X)
-        out.transpose(0, 1).copy_(torch.bmm(X, evecs))
+        # (a kept buffer for the product too: a fresh one costs more in page faults than it)
+        out.transpose(0, 1).copy_(torch.bmm(X, evecs, out=data.buffer("XV", (C, n, d), X)))
         return out
     n, d = X.shape
     C = evecs.shape[0]
@@ -557,14 +566,17 @@ def _quadratic(X: Tensor, Q: Tensor) -> Tensor:
 
 def _chunk_terms(data: ObjectiveData, X: Tensor, T: Tensor, Zt: Tensor,
                  eig: tuple[Tensor, Tensor] | None, mu: float, need_grad: bool,
-                 chunk: int = 0, update: bool = False, rows: WorkingRows | None = None
+                 chunk: int = 0, update: bool = False, rows: WorkingRows | None = None,
+                 outputs: Tensor | None = None
                  ) -> tuple[Tensor, Tensor | None, tuple[Tensor, Tensor] | None]:
     """For the samples ``X``, ``T`` of chunk number ``chunk``: the summed smoothed loss of every
     output (C,), (``need_grad``) its gradient with respect to ``Z̃`` divided by the global n,
     ``Σ_k w_k A(x_k + δ*_k)``, and (``update``, margin losses) the summed exact loss (C,) with
     the chunk's next prox-centres, the smoothed hinge's maximisers ``θ*`` (:func:`update_duals`).
     With ``rows`` the chunk's working set (``X``, ``T`` its own) the sums run over its kept
-    pairs; without, a margin loss's margins are recorded in ``data.margins``."""
+    pairs; without, a margin loss's margins are recorded in ``data.margins``. ``outputs``: the
+    outputs ``Zt``, ``T`` and ``rows`` hold, when not all (their TRS multipliers warm-start
+    from the kept ones and are not kept)."""
     n = data.stream.n_global
     d = X.shape[-1]
     if rows is not None:
@@ -573,7 +585,15 @@ def _chunk_terms(data: ObjectiveData, X: Tensor, T: Tensor, Zt: Tensor,
         data.rows_total += rows.kept.numel() - rows.mask.numel()
     else:
         center = None if data.centers is None else data.centers[chunk].to(X.device)
+        if center is not None and outputs is not None:
+            center = center[:, outputs]
     key: int | str = f"w{chunk}" if rows is not None else chunk  # its own TRS multipliers
+    if outputs is not None:
+        for tag in ("", "+", "-"):
+            kept = data.multipliers.get(f"{tag}{key}")
+            if kept is not None:
+                data.multipliers[f"{tag}s{key}"] = kept[:, outputs.to(kept.device)]
+        key = f"s{key}"
     screen = data.screen
     if screen is not None and center is not None and mu > 0:
         # the hinge's slope −θ* = −clamp(θ̄ + (1 − v)/μ, 0, 1) vanishes from v = 1 + μθ̄ on
@@ -610,7 +630,7 @@ def _chunk_terms(data: ObjectiveData, X: Tensor, T: Tensor, Zt: Tensor,
         value, dv = data.loss.value_and_slope(v, mu, center=center)
         if rows is not None:  # padding slots count nothing
             value, dv = value * rows.mask, dv * rows.mask
-        elif data.margins is not None:
+        elif data.margins is not None and outputs is None:
             data.margins[chunk] = v.to(data.stream.state_device)
         if update:
             update_terms = (data.loss.value_and_slope(v, 0.0)[0].sum(0),
@@ -629,7 +649,8 @@ def _chunk_terms(data: ObjectiveData, X: Tensor, T: Tensor, Zt: Tensor,
 
 
 def objective(data: ObjectiveData, W: Tensor, mu: float, need_grad: bool, *,
-              full: bool = False) -> tuple[Tensor, Tensor | None, int]:
+              full: bool = False, outputs: Tensor | None = None
+              ) -> tuple[Tensor, Tensor | None, int]:
     """Smoothed objective at ``W = stack(Z, Z')`` (2, C, D, D) per output (C,: the program is a
     sum of C independent programs, one per output), its gradient, and the number of ``eigh``
     calls made (for the cost accounting). The eigendecomposition is shared by all
@@ -637,8 +658,13 @@ def objective(data: ObjectiveData, W: Tensor, mu: float, need_grad: bool, *,
     all-reduced (:mod:`~convexrobust.solvers.data_parallel`). The hinge is smoothed around
     ``data.centers`` when set. The sums run over ``data.working`` when it is set and not
     ``full`` (module docstring, "Working set"); over all samples, a margin loss's margins are
-    recorded for :func:`restrict`."""
-    total, grad, _, calls = _evaluate(data, W, mu, need_grad, update=False, full=full)
+    recorded for :func:`restrict`. ``outputs`` (indices, increasing) evaluates those outputs
+    alone: ``W`` (2, len(outputs), D, D) holds their matrices, and the values are theirs (a
+    backtracking step re-evaluates only the outputs whose step failed; value only)."""
+    if outputs is not None and need_grad:
+        raise InvalidInputError("objective evaluates a subset of the outputs for values only")
+    total, grad, _, calls = _evaluate(data, W, mu, need_grad, update=False, full=full,
+                                      outputs=outputs)
     return total, grad, calls
 
 
@@ -709,7 +735,8 @@ def update_duals(data: ObjectiveData, W: Tensor, mu: float) -> tuple[Tensor, Ten
 
 
 def _evaluate(data: ObjectiveData, W: Tensor, mu: float, need_grad: bool, update: bool,
-              full: bool) -> tuple[Tensor, Tensor | None, Tensor | None, int]:
+              full: bool, outputs: Tensor | None = None
+              ) -> tuple[Tensor, Tensor | None, Tensor | None, int]:
     """:func:`objective`, and with ``update`` (margin losses, no gradient, all samples) the exact
     objective per output, the centres replaced as :func:`update_duals` says."""
     C, D = W.shape[1], W.shape[2]
@@ -725,14 +752,17 @@ def _evaluate(data: ObjectiveData, W: Tensor, mu: float, need_grad: bool, update
     Gt = torch.zeros((C, D, D), dtype=W.dtype, device=W.device) if need_grad else None
     centers = []
     working = data.working if not full else None
-    if working is None and data.loss.margin:
+    if working is None and data.loss.margin and outputs is None:
         data.margins = [None] * len(data.stream)  # type: ignore[list-item]
+    if working is not None and outputs is not None:
+        working = [_output_rows(rows, outputs) for rows in working]
     parts = ((rows.X, rows.T, rows) for rows in working) if working is not None \
-        else ((chunk["X"], chunk["T"], None) for chunk in data.stream)
-    data.scope = "w" if working is not None else ""
+        else ((chunk["X"], chunk["T"] if outputs is None else chunk["T"][:, outputs], None)
+              for chunk in data.stream)
+    data.scope = ("w" if working is not None else "") + ("s" if outputs is not None else "")
     for index, (X, T, rows) in enumerate(parts):
         value, G, update_terms = _chunk_terms(data, X, T, Zt, eig, mu, need_grad, index,
-                                              update, rows)
+                                              update, rows, outputs)
         total = total + value
         if Gt is not None:
             Gt = Gt + G

@@ -272,8 +272,14 @@ def test_working_set_keeps_objective_and_gradient_where_its_margins_hold(threat,
         val_w, grad_w, _ = objective(data, point, 0.1, True)
         torch.testing.assert_close(val_w, full_val, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(grad_w, full_grad, rtol=1e-10, atol=1e-12)
-    # a value-only evaluation agrees too
+    # a value-only evaluation agrees too, and so does one of some outputs alone
     torch.testing.assert_close(objective(data, W, 0.1, False)[0], val, rtol=1e-12, atol=1e-12)
+    some = torch.tensor([0, 2])
+    for full in (False, True):
+        torch.testing.assert_close(objective(data, W[:, some], 0.1, False, full=full,
+                                             outputs=some)[0], val[some], rtol=1e-12, atol=1e-12)
+    with pytest.raises(cr.InvalidInputError):  # values only
+        objective(data, W[:, some], 0.1, True, outputs=some)
     # at the zero network every margin is 0: the pairs left out are all missed, and then kept
     objective(data, torch.zeros_like(W), 0.1, False, full=True)
     fraction, missed = restrict(data, 0.2, 1.0)

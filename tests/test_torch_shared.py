@@ -191,26 +191,29 @@ def test_blockwise_backtracking_halves_each_block_on_its_own_model():
     curv = torch.tensor([[1.0], [100.0]], dtype=torch.float64)
     calls = []
 
-    def value(x: torch.Tensor) -> torch.Tensor:
-        calls.append(1)
-        return 0.5 * (curv * x.square()).sum(1)
+    def value(x: torch.Tensor, blocks: torch.Tensor | None) -> torch.Tensor:
+        calls.append(2 if blocks is None else len(blocks))
+        c = curv if blocks is None else curv[blocks]
+        return 0.5 * (c * x.square()).sum(1)
 
     y = torch.ones(2, 3, dtype=torch.float64)
     grad = curv * y
-    fy = value(y)
+    fy = value(y, None)
     x_new, f_new, step = blockwise_backtracking_step(
-        y, fy, grad, torch.ones(2, dtype=torch.float64), lambda v: v, value,
+        y, fy, grad, torch.ones(2, dtype=torch.float64), lambda v, _: v, value,
         torch.zeros(2, dtype=torch.float64), block_dim=0)
     assert step.tolist() == [1.0, 2.0 ** -7]
     torch.testing.assert_close(x_new, y - step[:, None] * grad)
-    torch.testing.assert_close(f_new, value(x_new))
+    torch.testing.assert_close(f_new, value(x_new, None))
     d = x_new - y
     model = fy + (grad * d).sum(1) + d.square().sum(1) / (2 * step)
     assert bool((f_new <= model).all())
-    assert len(calls) == 1 + 1 + 7 + 1  # fy, then one evaluation per halving of the stiff block
+    # fy, the first trial of both blocks, then one evaluation of the stiff block alone per
+    # halving (and the check above)
+    assert calls == [2, 2] + [1] * 7 + [2]
     # the scalar search on the summed objective must fit the stiffest block: both get 2^-7
     _, _, joint = backtracking_step(y, float(fy.sum()), grad, 1.0, lambda v, _: v,
-                                    lambda x: float(value(x).sum()), 0.0)
+                                    lambda x: float(value(x, None).sum()), 0.0)
     assert joint == 2.0 ** -7
 
 
