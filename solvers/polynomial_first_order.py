@@ -83,9 +83,10 @@ dual step and every :data:`WORKING_REFRESH` iterations. The pairs left out have 
 margin of at least ``1 + WORKING_SLACK`` when the set is built, so its objective is the full one
 until one of them crosses the margin; a dual step's rebuild reports those that did, and the solve
 stops only at a dual step that found none (there the two objectives and gradients agree at
-``x``, and the stopping rules below are those of the full program). Near the optimum of a
-one-vs-all program about a third of the pairs stay in it (benchmarks/targets.py,
-robust-sdp-10k, measures what it buys). On from
+``x``; the stationarity the rules below read is the set's at the extrapolated point, as the
+iterations measure it). Not while the samples are streamed in chunks (``batch_size``). Near
+the optimum of a one-vs-all program about a third of the pairs stay in it
+(benchmarks/targets.py, robust-sdp-10k, measures what it buys). On from
 :data:`~convexrobust.solvers.polynomial_objective.SCREEN_MIN_ELEMENTS` samples × outputs ×
 features (below, an evaluation costs its dispatches).
 
@@ -335,7 +336,9 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
     ``info`` holds ``device``, ``dtype``, ``stationarity``, ``violation_before_repair``,
     ``smoothing``, ``eigh_calls``, ``restarts``, ``batch_size`` (None: full batch), ``chunks``
     (per rank), ``world_size``, ``screened`` (the fraction of worst-case subproblems skipped by
-    screening, module docstring), ``zero_certificate``, ``dual_updates`` and
+    screening or left out of the working set, module docstring), ``working_set`` (the fraction
+    of the pairs in the last working set on this rank, 1.0 without one), ``zero_certificate``,
+    ``dual_updates`` and
     ``smoothing_error`` (module docstring, "Dual centres"; 0 and None without them), for the
     hinge ``duals`` (its final dual estimates, (n, C) float64: ``warm_start=solution``
     continues from them) and, where written, ``dual_bound`` and ``duality_gap`` (above).
@@ -531,15 +534,20 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
 
     # the working set (module docstring): the iteration of the last evaluation over all samples,
     # and the pairs it found that the working set before it had left out below the margin
-    working = centred and skips_rows(program)
+    # (not while streaming: the gathered blocks would hold C copies of the kept rows on the device)
+    working = centred and skips_rows(program) and not data.stream.streaming
     last_full, missed = 0, 0
     working_fraction = 1.0
 
     def rebuild() -> None:
-        """The working set of the margins just evaluated over all samples at ``x``."""
+        """The working set of the margins just evaluated over all samples at ``x``. A second
+        rebuild at the same iteration (a refresh, then a dual step) adds its misses to the
+        first's: the second compares with the set built there, not with the one iterated on."""
         nonlocal last_full, missed, working_fraction
         if working:
-            working_fraction, missed = restrict(data, WORKING_SLACK, WORKING_MAX_FRACTION)
+            again = missed if last_full == budget.iterations else 0
+            working_fraction, found = restrict(data, WORKING_SLACK, WORKING_MAX_FRACTION)
+            missed = found + again
             last_full = budget.iterations
             log.debug("working set at iteration %d: %.1f%% of the pairs, %d missed", last_full,
                       100 * working_fraction, missed)

@@ -124,13 +124,11 @@ def _huber_abs(s: Tensor, mu: float) -> tuple[Tensor, Tensor]:
 # ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class WorkingRows:
-    """One chunk's working set (module docstring, "Working set"), ``m`` slots per output: the
-    chunk's row in every slot ``index`` (m, C), ``mask`` (m, C) 1 where the slot holds a kept
-    pair and 0 where it pads an output with fewer, ``kept`` (n_chunk, C) the pairs kept, the
-    gathered samples ``X`` (C, m, d), targets ``T`` (m, C) and dual estimates ``center``
-    (m, C) or None."""
+    """One chunk's working set (module docstring, "Working set"), ``m`` slots per output:
+    ``mask`` (m, C) 1 where the slot holds a kept pair and 0 where it pads an output with
+    fewer, ``kept`` (n_chunk, C) the pairs kept, the gathered samples ``X`` (C, m, d), targets
+    ``T`` (m, C) and dual estimates ``center`` (m, C) or None."""
 
-    index: Tensor
     mask: Tensor
     kept: Tensor
     X: Tensor
@@ -151,8 +149,9 @@ class ObjectiveData:
     per chunk (m, C), the prox-centres of the hinge's smoothing (:meth:`set_duals`,
     :func:`update_duals`; on :attr:`SampleStream.state_device`), None while it is smoothed
     around 0. ``margins`` holds, per chunk (m, C), the margins of the last evaluation of a
-    margin loss over all samples, and ``working`` the working set :func:`objective` sums over
-    (per chunk; None: all samples; module docstring, "Working set")."""
+    margin loss with ``full`` (:func:`objective`, :func:`update_duals`), and ``working`` the
+    working set :func:`objective` sums over (per chunk; None: all samples; module docstring,
+    "Working set")."""
 
     stream: SampleStream
     comm: Collective
@@ -526,7 +525,7 @@ def _solve_rows(data: ObjectiveData, lam: Tensor, gt: Tensor, h: Tensor, multipl
 
 def _output_rows(rows: WorkingRows, outputs: Tensor) -> WorkingRows:
     """The part of a working set that belongs to ``outputs``."""
-    return WorkingRows(index=rows.index[:, outputs], mask=rows.mask[:, outputs],
+    return WorkingRows(mask=rows.mask[:, outputs],
                        kept=rows.kept[:, outputs.to(rows.kept.device)], X=rows.X[outputs],
                        T=rows.T[:, outputs],
                        center=None if rows.center is None else rows.center[:, outputs])
@@ -567,14 +566,14 @@ def _quadratic(X: Tensor, Q: Tensor) -> Tensor:
 def _chunk_terms(data: ObjectiveData, X: Tensor, T: Tensor, Zt: Tensor,
                  eig: tuple[Tensor, Tensor] | None, mu: float, need_grad: bool,
                  chunk: int = 0, update: bool = False, rows: WorkingRows | None = None,
-                 outputs: Tensor | None = None
+                 outputs: Tensor | None = None, record: bool = False
                  ) -> tuple[Tensor, Tensor | None, tuple[Tensor, Tensor] | None]:
     """For the samples ``X``, ``T`` of chunk number ``chunk``: the summed smoothed loss of every
     output (C,), (``need_grad``) its gradient with respect to ``Z̃`` divided by the global n,
     ``Σ_k w_k A(x_k + δ*_k)``, and (``update``, margin losses) the summed exact loss (C,) with
     the chunk's next prox-centres, the smoothed hinge's maximisers ``θ*`` (:func:`update_duals`).
     With ``rows`` the chunk's working set (``X``, ``T`` its own) the sums run over its kept
-    pairs; without, a margin loss's margins are recorded in ``data.margins``. ``outputs``: the
+    pairs; ``record``: a margin loss's margins are recorded in ``data.margins``. ``outputs``: the
     outputs ``Zt``, ``T`` and ``rows`` hold, when not all (their TRS multipliers warm-start
     from the kept ones and are not kept)."""
     n = data.stream.n_global
@@ -630,7 +629,7 @@ def _chunk_terms(data: ObjectiveData, X: Tensor, T: Tensor, Zt: Tensor,
         value, dv = data.loss.value_and_slope(v, mu, center=center)
         if rows is not None:  # padding slots count nothing
             value, dv = value * rows.mask, dv * rows.mask
-        elif data.margins is not None and outputs is None:
+        elif record and data.margins is not None:
             data.margins[chunk] = v.to(data.stream.state_device)
         if update:
             update_terms = (data.loss.value_and_slope(v, 0.0)[0].sum(0),
@@ -657,7 +656,7 @@ def objective(data: ObjectiveData, W: Tensor, mu: float, need_grad: bool, *,
     samples; the sums over samples run over the chunks of this rank's shard and are then
     all-reduced (:mod:`~convexrobust.solvers.data_parallel`). The hinge is smoothed around
     ``data.centers`` when set. The sums run over ``data.working`` when it is set and not
-    ``full`` (module docstring, "Working set"); over all samples, a margin loss's margins are
+    ``full`` (module docstring, "Working set"); with ``full``, a margin loss's margins are
     recorded for :func:`restrict`. ``outputs`` (indices, increasing) evaluates those outputs
     alone: ``W`` (2, len(outputs), D, D) holds their matrices, and the values are theirs (a
     backtracking step re-evaluates only the outputs whose step failed; value only)."""
@@ -713,7 +712,7 @@ def restrict(data: ObjectiveData, slack: float, max_fraction: float) -> tuple[fl
             if full is not None and full.shape[:2] == keep.shape:
                 data.multipliers[f"{tag}w{index}"] = full.gather(
                     0, index_t[..., None].to(full.device))
-        working.append(WorkingRows(index=index_t, mask=mask, kept=kept_pairs, X=gathered,
+        working.append(WorkingRows(mask=mask, kept=kept_pairs, X=gathered,
                                    T=T.gather(0, index_t), center=center))
     data.working = working
     return fraction, int(missed_t.item())
@@ -752,7 +751,8 @@ def _evaluate(data: ObjectiveData, W: Tensor, mu: float, need_grad: bool, update
     Gt = torch.zeros((C, D, D), dtype=W.dtype, device=W.device) if need_grad else None
     centers = []
     working = data.working if not full else None
-    if working is None and data.loss.margin and outputs is None:
+    record = full and data.loss.margin and outputs is None
+    if record:
         data.margins = [None] * len(data.stream)  # type: ignore[list-item]
     if working is not None and outputs is not None:
         working = [_output_rows(rows, outputs) for rows in working]
@@ -762,7 +762,7 @@ def _evaluate(data: ObjectiveData, W: Tensor, mu: float, need_grad: bool, update
     data.scope = ("w" if working is not None else "") + ("s" if outputs is not None else "")
     for index, (X, T, rows) in enumerate(parts):
         value, G, update_terms = _chunk_terms(data, X, T, Zt, eig, mu, need_grad, index,
-                                              update, rows, outputs)
+                                              update, rows, outputs, record)
         total = total + value
         if Gt is not None:
             Gt = Gt + G

@@ -258,7 +258,7 @@ def test_working_set_keeps_objective_and_gradient_where_its_margins_hold(threat,
     if threat is not None:
         data.screen = 1.0  # screening inside the working set too
     data.set_duals(np.where(np.arange(60)[:, None] % 7 == 0, 0.5, 0.0) * np.ones((1, 3)))
-    val, grad, _ = objective(data, W, 0.1, True)  # over all samples: records the margins
+    val, grad, _ = objective(data, W, 0.1, True, full=True)  # records the margins
     with pytest.raises(cr.InvalidInputError):  # nothing to build from without margins
         restrict(_robust_data(program, batch_size), 0.2, 1.0)
     fraction, missed = restrict(data, 0.2, 1.0)
