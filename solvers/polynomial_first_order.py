@@ -540,14 +540,10 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
     working_fraction = 1.0
 
     def rebuild() -> None:
-        """The working set of the margins just evaluated over all samples at ``x``. A second
-        rebuild at the same iteration (a refresh, then a dual step) adds its misses to the
-        first's: the second compares with the set built there, not with the one iterated on."""
+        """The working set of the margins just evaluated over all samples at ``x``."""
         nonlocal last_full, missed, working_fraction
         if working:
-            again = missed if last_full == budget.iterations else 0
-            working_fraction, found = restrict(data, WORKING_SLACK, WORKING_MAX_FRACTION)
-            missed = found + again
+            working_fraction, missed = restrict(data, WORKING_SLACK, WORKING_MAX_FRACTION)
             last_full = budget.iterations
             log.debug("working set at iteration %d: %.1f%% of the pairs, %d missed", last_full,
                       100 * working_fraction, missed)
@@ -604,10 +600,6 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
                 restart = gradient_restart(y, x_new, x, block_dim=1) | (f_new > fx).cpu()
                 y = momentum.extrapolate(x, x_new, restart, (step_prev / step).cpu())
                 x, fx = x_new, f_new
-                if working and iterations - last_full >= WORKING_REFRESH:
-                    # over all samples at x: its value is the rebuilt working set's there
-                    fx = F(x, False, full=True)[0].to(torch.float64)
-                    rebuild()
                 history.append(float(fx.sum()))
                 stationarities.append(stationarity)
                 checkpoints.offer(state)
@@ -686,6 +678,11 @@ def solve_polynomial_torch(program: ConvexPolynomial, *, device: torch.device | 
                     fx = value(x)
                     history.clear()
                     stationarities.clear()
+                if working and iterations - last_full >= WORKING_REFRESH:
+                    # over all samples at x, unless a dual step just did (its rebuild compared
+                    # with the set the iterations used): its value is the rebuilt set's there
+                    fx = F(x, False, full=True)[0].to(torch.float64)
+                    rebuild()
         finally:
             budget.close()
     if zero_certificate:

@@ -555,12 +555,12 @@ def _linear(X: Tensor, z: Tensor) -> Tensor:
     return X @ z.T
 
 
-def _quadratic(X: Tensor, Q: Tensor) -> Tensor:
-    """``x_kᵀ Q_c x_k`` (n, C) for samples ``X`` (n, d), or (C, n, d) per output, and ``Q``
-    (C, d, d)."""
-    if X.ndim == 3:
-        return torch.einsum("cnd,cde,cne->nc", X, Q, X)
-    return torch.einsum("nd,cde,ne->nc", X, Q, X)
+def _nominal_outputs(data: ObjectiveData, X: Tensor, Zt: Tensor) -> Tensor:
+    """``f_c(x_k) = ⟨A(x_k), Z̃_c⟩`` (n, C) for samples ``X`` (n, d), or (C, n, d) per output."""
+    d = X.shape[-1]
+    subscripts = "cnd,cde,cne->nc" if X.ndim == 3 else "nd,cde,ne->nc"
+    return data.a * torch.einsum(subscripts, X, Zt[:, :d, :d], X) \
+        + data.b * _linear(X, Zt[:, :d, d]) + data.c * Zt[:, d, d]
 
 
 def _chunk_terms(data: ObjectiveData, X: Tensor, T: Tensor, Zt: Tensor,
@@ -577,7 +577,6 @@ def _chunk_terms(data: ObjectiveData, X: Tensor, T: Tensor, Zt: Tensor,
     outputs ``Zt``, ``T`` and ``rows`` hold, when not all (their TRS multipliers warm-start
     from the kept ones and are not kept)."""
     n = data.stream.n_global
-    d = X.shape[-1]
     if rows is not None:
         center = rows.center
         # the pairs left out count as skipped worst cases
@@ -614,8 +613,7 @@ def _chunk_terms(data: ObjectiveData, X: Tensor, T: Tensor, Zt: Tensor,
             p = 0.5 + 0.5 * dh  # ∂ρ/∂u1
             grad_lo, grad_nhi = -rho * p / n, -rho * (1 - p) / n
         else:
-            f = data.a * _quadratic(X, Zt[:, :d, :d]) + data.b * _linear(X, Zt[:, :d, d]) \
-                + data.c * Zt[:, d, d]
+            f = _nominal_outputs(data, X, Zt)
             value = 0.5 * (T - f).square()
             w = (f - T) / n
     else:
@@ -623,8 +621,7 @@ def _chunk_terms(data: ObjectiveData, X: Tensor, T: Tensor, Zt: Tensor,
             v, pts = _worst_case(data, X, Zt, T, *eig, chunk=key, need_points=need_grad,
                                  screen=screen)
         else:
-            f = data.a * _quadratic(X, Zt[:, :d, :d]) + data.b * _linear(X, Zt[:, :d, d]) \
-                + data.c * Zt[:, d, d]
+            f = _nominal_outputs(data, X, Zt)
             v = T * f
         value, dv = data.loss.value_and_slope(v, mu, center=center)
         if rows is not None:  # padding slots count nothing
